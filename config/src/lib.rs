@@ -1,0 +1,826 @@
+//! arcanum-config: reads Vault's server configuration (HCL or JSON) into Arcanum's typed [`Config`].
+//!
+//! Both formats are first turned into one generic value tree and then checked by a single
+//! walker, so a key behaves the same whichever format the operator writes. Vault keys that
+//! Arcanum does not implement are accepted with a warning rather than rejected, so an existing
+//! Vault config keeps working; any other key is an error naming the file, the key path and
+//! what was expected.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub mod duration;
+mod tree;
+mod walk;
+
+/// Default `max_request_size` of a listener, as in Vault.
+pub const DEFAULT_MAX_REQUEST_SIZE: u64 = 32 * 1024 * 1024;
+
+/// Default listener address, as in Vault.
+pub const DEFAULT_ADDRESS: &str = "127.0.0.1:8200";
+
+/// A config file larger than this is certainly not a config file, and reading it whole could
+/// exhaust memory (think of `-config=/dev/zero`).
+const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The server configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub storage: Storage,
+    /// As written in the file; may be empty, in which case the server picks a default listener.
+    pub listeners: Vec<Listener>,
+    pub api_addr: Option<String>,
+    pub log_level: Option<LogLevel>,
+    /// `None` when unset or zero (Vault treats a zero TTL as "use the default").
+    pub default_lease_ttl: Option<Duration>,
+    /// `None` when unset or zero (Vault treats a zero TTL as "use the default").
+    pub max_lease_ttl: Option<Duration>,
+    pub disable_mlock: bool,
+    pub ui: bool,
+    /// Enables `sys/raw`, as Vault's `raw_storage_endpoint`.
+    pub raw_storage_endpoint: bool,
+    /// Set by `unauthenticated_metrics_access = true` in a top-level `telemetry` block or in
+    /// any listener's `telemetry` block (where Vault documents it).
+    pub unauthenticated_metrics_access: bool,
+    /// One line per Vault setting that was accepted but has no effect in Arcanum.
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// What `vault server -dev` runs with: in-memory storage, one plain-HTTP listener on
+    /// [`DEFAULT_ADDRESS`], mlock off, the UI and `sys/raw` on.
+    pub fn dev_defaults() -> Config {
+        Config {
+            storage: Storage::Inmem,
+            listeners: vec![Listener {
+                address: DEFAULT_ADDRESS.to_string(),
+                tls: None,
+                max_request_size: Some(DEFAULT_MAX_REQUEST_SIZE),
+            }],
+            api_addr: None,
+            log_level: None,
+            default_lease_ttl: None,
+            max_lease_ttl: None,
+            disable_mlock: true,
+            ui: true,
+            raw_storage_endpoint: true,
+            unauthenticated_metrics_access: false,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// The storage backend.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Storage {
+    Sled { path: PathBuf },
+    Inmem,
+}
+
+/// A TCP listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listener {
+    /// `host:port`; a bare `:port` (Go's "all interfaces") is normalised to `0.0.0.0:port`.
+    pub address: String,
+    /// `None` when `tls_disable` is set.
+    pub tls: Option<Tls>,
+    /// Maximum request body in bytes; `None` means unlimited (a negative value in the file).
+    pub max_request_size: Option<u64>,
+}
+
+/// TLS settings of a listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub min_version: TlsVersion,
+}
+
+/// Lowest TLS protocol version a listener accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+/// Server log verbosity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    /// Parses a level as Vault does: case-insensitive, surrounding spaces ignored, with Vault's
+    /// aliases `notice` (info), `warning` (warn) and `err` (error). Empty input is `None`.
+    pub fn parse(s: &str) -> Option<LogLevel> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "trace" => Some(LogLevel::Trace),
+            "debug" => Some(LogLevel::Debug),
+            "info" | "notice" => Some(LogLevel::Info),
+            "warn" | "warning" => Some(LogLevel::Warn),
+            "err" | "error" => Some(LogLevel::Error),
+            _ => None,
+        }
+    }
+
+    /// The level's name as a `tracing` filter directive.
+    pub fn as_filter(&self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+/// Why a configuration could not be loaded. The `Display` form always starts with the origin.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{origin}: {source}")]
+    Io {
+        origin: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The text is not valid HCL or JSON; `message` carries the parser's line and column.
+    #[error("{origin}: {message}")]
+    Syntax { origin: String, message: String },
+    /// A key is unknown, missing, or has a value of the wrong kind; `key` is a dotted path
+    /// such as `listener.tcp.tls_min_version`.
+    #[error("{origin}: {key}: {message}")]
+    Invalid {
+        origin: String,
+        key: String,
+        message: String,
+    },
+}
+
+/// The syntax a config is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Hcl,
+    Json,
+}
+
+impl Format {
+    /// `.json` (any case) is JSON; everything else is HCL, as with Vault's `.hcl` files.
+    pub fn from_path(path: &Path) -> Format {
+        let is_json = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        if is_json {
+            Format::Json
+        } else {
+            Format::Hcl
+        }
+    }
+}
+
+/// Reads and parses a config file; the format is chosen by [`Format::from_path`] and the path
+/// is the origin named in errors and warnings.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let origin = path.display().to_string();
+    let io_error = |source| ConfigError::Io {
+        origin: origin.clone(),
+        source,
+    };
+    let file = File::open(path).map_err(io_error)?;
+    let mut text = String::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(io_error)?;
+    if u64::try_from(text.len()).unwrap_or(u64::MAX) > MAX_FILE_BYTES {
+        return Err(io_error(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "file is larger than 16 MiB",
+        )));
+    }
+    parse(&text, Format::from_path(path), &origin)
+}
+
+/// Parses config text; `origin` (usually the file name) prefixes every error and warning.
+pub fn parse(source: &str, format: Format, origin: &str) -> Result<Config, ConfigError> {
+    // Editors on Windows like to add a byte-order mark, which neither parser accepts.
+    let source = source.strip_prefix('\u{feff}').unwrap_or(source);
+    match format {
+        Format::Hcl => tree::with_hcl(source, origin, |tree| walk::config(tree, origin)),
+        Format::Json => walk::config(&tree::from_json(source, origin)?, origin),
+    }
+}
+
+/// Quotes a string for an error message, cut short so that a long (possibly sensitive) value
+/// is never echoed whole.
+pub(crate) fn quote(s: &str) -> String {
+    const MAX_CHARS: usize = 40;
+    match s.char_indices().nth(MAX_CHARS) {
+        Some((cut, _)) => {
+            let head = serde_json::Value::from(s.get(..cut).unwrap_or_default()).to_string();
+            format!("{}…\"", head.strip_suffix('"').unwrap_or(&head))
+        }
+        None => serde_json::Value::from(s).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H768: Duration = Duration::from_secs(768 * 3600);
+
+    fn hcl(source: &str) -> Config {
+        parse(source, Format::Hcl, "config.hcl").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn json(source: &str) -> Config {
+        parse(source, Format::Json, "config.json").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn plain(address: &str) -> Listener {
+        Listener {
+            address: address.to_string(),
+            tls: None,
+            max_request_size: Some(DEFAULT_MAX_REQUEST_SIZE),
+        }
+    }
+
+    #[test]
+    fn vault_json_config() {
+        let config = json(
+            r#"{"backend":{"inmem":{}},"listener":{"tcp":{"address":"127.0.0.1:8201","tls_disable":true}},"disable_mlock":true,"default_lease_ttl":"768h","max_lease_ttl":"768h"}"#,
+        );
+        let expected = Config {
+            storage: Storage::Inmem,
+            listeners: vec![plain("127.0.0.1:8201")],
+            api_addr: None,
+            log_level: None,
+            default_lease_ttl: Some(H768),
+            max_lease_ttl: Some(H768),
+            disable_mlock: true,
+            ui: false,
+            raw_storage_endpoint: false,
+            unauthenticated_metrics_access: false,
+            warnings: vec![],
+        };
+        assert_eq!(config, expected);
+    }
+
+    #[test]
+    fn hvac_generated_config() {
+        let config = json(
+            r#"{"backend":{"inmem":{}},"listener":{"tcp":{"tls_cert_file":"tests/config_files/server-cert.pem","tls_key_file":"tests/config_files/server-key.pem","address":"127.0.0.1:8201"}},"disable_mlock":true,"default_lease_ttl":"768h","max_lease_ttl":"768h"}"#,
+        );
+        assert_eq!(config.storage, Storage::Inmem);
+        assert_eq!(
+            config.listeners,
+            vec![Listener {
+                address: "127.0.0.1:8201".to_string(),
+                tls: Some(Tls {
+                    cert_file: "tests/config_files/server-cert.pem".into(),
+                    key_file: "tests/config_files/server-key.pem".into(),
+                    min_version: TlsVersion::Tls12,
+                }),
+                max_request_size: Some(DEFAULT_MAX_REQUEST_SIZE),
+            }]
+        );
+        assert_eq!(config.default_lease_ttl, Some(H768));
+        assert_eq!(config.max_lease_ttl, Some(H768));
+        assert!(config.disable_mlock);
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    }
+
+    #[test]
+    fn typical_vault_hcl_config() {
+        let config = hcl(r#"
+# Production-style config, as a Vault operator would write it.
+storage "sled" {
+  path = "/var/lib/arcanum"
+}
+
+listener "tcp" {
+  address         = "0.0.0.0:8200"
+  tls_cert_file   = "/etc/arcanum/tls/cert.pem"
+  tls_key_file    = "/etc/arcanum/tls/key.pem"
+  tls_min_version = "tls13"
+  max_request_size = -1
+  cluster_address = "0.0.0.0:8201"
+}
+
+listener "tcp" {
+  address     = "127.0.0.1:8300"
+  tls_disable = "1"
+  max_request_size = 1048576
+}
+
+telemetry {
+  prometheus_retention_time = "30s"
+  disable_hostname = true
+  unauthenticated_metrics_access = true
+}
+
+api_addr          = "https://vault.example.com:8200"
+cluster_addr      = "https://vault.example.com:8201"
+log_level         = "ERR"
+default_lease_ttl = 3600
+max_lease_ttl     = "7d"
+disable_mlock     = true
+ui                = true
+raw_storage_endpoint = "true"
+"#);
+        let expected = Config {
+            storage: Storage::Sled {
+                path: "/var/lib/arcanum".into(),
+            },
+            listeners: vec![
+                Listener {
+                    address: "0.0.0.0:8200".to_string(),
+                    tls: Some(Tls {
+                        cert_file: "/etc/arcanum/tls/cert.pem".into(),
+                        key_file: "/etc/arcanum/tls/key.pem".into(),
+                        min_version: TlsVersion::Tls13,
+                    }),
+                    max_request_size: None,
+                },
+                Listener {
+                    address: "127.0.0.1:8300".to_string(),
+                    tls: None,
+                    max_request_size: Some(1_048_576),
+                },
+            ],
+            api_addr: Some("https://vault.example.com:8200".to_string()),
+            log_level: Some(LogLevel::Error),
+            default_lease_ttl: Some(Duration::from_secs(3600)),
+            max_lease_ttl: Some(Duration::from_secs(7 * 86_400)),
+            disable_mlock: true,
+            ui: true,
+            raw_storage_endpoint: true,
+            unauthenticated_metrics_access: true,
+            warnings: [
+                "listener.tcp[0].cluster_address",
+                "telemetry.disable_hostname",
+                "telemetry.prometheus_retention_time",
+                "cluster_addr",
+            ]
+            .iter()
+            .map(|k| format!("config.hcl: key {k} is accepted for Vault compatibility and ignored"))
+            .collect(),
+        };
+        let mut got = config;
+        got.warnings.sort();
+        let mut expected = expected;
+        expected.warnings.sort();
+        assert_eq!(got, expected);
+    }
+
+    /// Every way Vault lets a config say "two plain TCP listeners" must give the same result.
+    #[test]
+    fn listener_layouts() {
+        let two = vec![plain("127.0.0.1:1"), plain("127.0.0.1:2")];
+        let one = vec![plain("127.0.0.1:1")];
+        let cases: Vec<(Format, &str, Vec<Listener>)> = vec![
+            (
+                Format::Hcl,
+                "listener \"tcp\" {\n address = \"127.0.0.1:1\"\n tls_disable = true\n}\n",
+                one.clone(),
+            ),
+            (
+                Format::Hcl,
+                "listener \"tcp\" {\n address = \"127.0.0.1:1\"\n tls_disable = true\n}\nlistener \"tcp\" {\n address = \"127.0.0.1:2\"\n tls_disable = true\n}\n",
+                two.clone(),
+            ),
+            (
+                Format::Hcl,
+                "listener {\n type = \"tcp\"\n address = \"127.0.0.1:1\"\n tls_disable = true\n}\nlistener {\n type = \"TCP\"\n address = \"127.0.0.1:2\"\n tls_disable = true\n}\n",
+                two.clone(),
+            ),
+            (
+                Format::Hcl,
+                "listener \"TCP\" {\n type = \"tcp\"\n address = \"127.0.0.1:1\"\n tls_disable = true\n}\n",
+                one.clone(),
+            ),
+            (
+                Format::Json,
+                r#"{"listener":{"tcp":{"address":"127.0.0.1:1","tls_disable":"true"}}}"#,
+                one.clone(),
+            ),
+            (
+                Format::Json,
+                r#"{"listener":[{"tcp":{"address":"127.0.0.1:1","tls_disable":1}},{"tcp":{"address":"127.0.0.1:2","tls_disable":"t"}}]}"#,
+                two.clone(),
+            ),
+            (
+                Format::Json,
+                r#"{"listener":{"tcp":[{"address":"127.0.0.1:1","tls_disable":true},{"address":"127.0.0.1:2","tls_disable":true}]}}"#,
+                two.clone(),
+            ),
+            (
+                Format::Json,
+                r#"{"listener":[{"type":"tcp","address":"127.0.0.1:1","tls_disable":true}]}"#,
+                one.clone(),
+            ),
+            (Format::Json, r#"{"listener":[]}"#, vec![]),
+            (Format::Json, r#"{}"#, vec![]),
+        ];
+        for (format, listeners, expected) in cases {
+            let source = match format {
+                Format::Hcl => format!("storage \"inmem\" {{}}\n{listeners}"),
+                Format::Json => {
+                    let body = listeners
+                        .strip_prefix('{')
+                        .and_then(|b| b.strip_suffix('}'))
+                        .unwrap_or(listeners);
+                    let sep = if body.is_empty() { "" } else { "," };
+                    format!("{{\"storage\":{{\"inmem\":{{}}}}{sep}{body}}}")
+                }
+            };
+            let config = parse(&source, format, "t").unwrap_or_else(|e| panic!("{source}: {e}"));
+            assert_eq!(config.listeners, expected, "{source}");
+        }
+    }
+
+    /// Vault's HCL decoder ignores key case, knows CamelCase aliases, and prefers `storage`
+    /// over the older `backend`.
+    #[test]
+    fn vault_key_spellings() {
+        let config = hcl(r#"
+Storage "SLED" {
+  Path = "/d"
+}
+backend "consul" {}
+LISTENER "Tcp" {
+  Address = "127.0.0.1:9"
+  TLS_Disable = true
+  telemetry {
+    UnauthenticatedMetricsAccess = true
+  }
+}
+MaxLeaseTTL = "2h"
+DefaultLeaseTTL = "1h"
+EnableRawEndpoint = true
+UI = true
+"#);
+        assert_eq!(config.storage, Storage::Sled { path: "/d".into() });
+        assert_eq!(config.listeners, vec![plain("127.0.0.1:9")]);
+        assert_eq!(config.max_lease_ttl, Some(Duration::from_secs(7200)));
+        assert_eq!(config.default_lease_ttl, Some(Duration::from_secs(3600)));
+        assert!(config.raw_storage_endpoint && config.ui && config.unauthenticated_metrics_access);
+        assert_eq!(
+            config.warnings,
+            vec!["config.hcl: key backend is ignored because storage is set".to_string()]
+        );
+    }
+
+    #[test]
+    fn dev_defaults_match_vault_dev_mode() {
+        let dev = Config::dev_defaults();
+        assert_eq!(dev.storage, Storage::Inmem);
+        assert_eq!(dev.listeners, vec![plain(DEFAULT_ADDRESS)]);
+        assert!(dev.disable_mlock && dev.ui && dev.raw_storage_endpoint);
+        assert!(!dev.unauthenticated_metrics_access && dev.warnings.is_empty());
+    }
+
+    #[test]
+    fn storage_layouts() {
+        let sled = Storage::Sled {
+            path: "/data".into(),
+        };
+        let cases = [
+            (
+                Format::Hcl,
+                "storage \"sled\" {\n path = \"/data\"\n}\n",
+                sled.clone(),
+            ),
+            (
+                Format::Hcl,
+                "backend \"sled\" {\n path = \"/data\"\n}\n",
+                sled.clone(),
+            ),
+            (Format::Hcl, "storage \"inmem\" {}\n", Storage::Inmem),
+            (
+                Format::Json,
+                r#"{"storage":{"sled":{"path":"/data"}}}"#,
+                sled.clone(),
+            ),
+            (
+                Format::Json,
+                r#"{"storage":[{"sled":{"path":"/data"}}]}"#,
+                sled.clone(),
+            ),
+            (Format::Json, r#"{"backend":{"inmem":{}}}"#, Storage::Inmem),
+        ];
+        for (format, source, expected) in cases {
+            let config = parse(source, format, "t").unwrap_or_else(|e| panic!("{source}: {e}"));
+            assert_eq!(config.storage, expected, "{source}");
+        }
+    }
+
+    #[test]
+    fn scalar_values() {
+        let listener = |body: &str| {
+            let source = format!("storage \"inmem\" {{}}\nlistener \"tcp\" {{\n{body}\n}}\n");
+            parse(&source, Format::Hcl, "t")
+                .map(|c| c.listeners.into_iter().next())
+                .unwrap_or_else(|e| panic!("{body}: {e}"))
+                .unwrap_or_else(|| panic!("{body}: no listener"))
+        };
+        let size = |s: &str| {
+            listener(&format!("tls_disable = true\nmax_request_size = {s}")).max_request_size
+        };
+        assert_eq!(size("0"), Some(DEFAULT_MAX_REQUEST_SIZE));
+        assert_eq!(size("-1"), None);
+        assert_eq!(size("\"1024\""), Some(1024));
+        assert_eq!(size("18446744073709551615"), Some(u64::MAX));
+
+        let address = |s: &str| listener(&format!("tls_disable = true\naddress = \"{s}\"")).address;
+        assert_eq!(address(""), DEFAULT_ADDRESS);
+        assert_eq!(address(":8200"), "0.0.0.0:8200");
+        assert_eq!(address("[::]:8200"), "[::]:8200");
+        assert_eq!(address("localhost:0"), "localhost:0");
+        assert_eq!(listener("tls_disable = true").address, DEFAULT_ADDRESS);
+
+        for (value, disabled) in [
+            ("true", true),
+            ("false", false),
+            ("\"true\"", true),
+            ("\"false\"", false),
+            ("\"1\"", true),
+            ("\"0\"", false),
+            ("1", true),
+            ("0", false),
+        ] {
+            let l = listener(&format!(
+                "tls_disable = {value}\ntls_cert_file = \"c\"\ntls_key_file = \"k\""
+            ));
+            assert_eq!(l.tls.is_none(), disabled, "tls_disable = {value}");
+        }
+
+        for (s, level) in [
+            ("trace", LogLevel::Trace),
+            ("DEBUG", LogLevel::Debug),
+            (" Info ", LogLevel::Info),
+            ("notice", LogLevel::Info),
+            ("warn", LogLevel::Warn),
+            ("Warning", LogLevel::Warn),
+            ("err", LogLevel::Error),
+            ("error", LogLevel::Error),
+        ] {
+            assert_eq!(LogLevel::parse(s), Some(level), "{s}");
+        }
+        assert_eq!(LogLevel::parse("verbose"), None);
+        assert_eq!(LogLevel::parse(""), None);
+        assert_eq!(LogLevel::Warn.as_filter(), "warn");
+        assert_eq!(LogLevel::Error.as_filter(), "error");
+
+        // Vault reads zero and empty as "not set".
+        let config = hcl("storage \"inmem\" {}\ndefault_lease_ttl = \"0\"\nmax_lease_ttl = \"\"\napi_addr = \"\"\nlog_level = \"\"\n");
+        assert_eq!(config.default_lease_ttl, None);
+        assert_eq!(config.max_lease_ttl, None);
+        assert_eq!(config.api_addr, None);
+        assert_eq!(config.log_level, None);
+    }
+
+    #[test]
+    fn ignored_vault_settings_only_warn() {
+        let config = hcl(r#"
+storage "sled" {
+  path = "/d"
+  redirect_addr = "http://x"
+}
+listener "tcp" {
+  tls_disable = true
+  tls_cert_file = "ignored.pem"
+  tls_require_and_verify_client_cert = true
+  tls_client_ca_file = "/ca.pem"
+  x_forwarded_for_authorized_addrs = "10.0.0.0/8"
+  proxy_protocol_behavior = "use_always"
+  http_read_timeout = "30s"
+  telemetry {
+    unauthenticated_metrics_access = true
+  }
+}
+seal "awskms" {
+  region = "us-east-1"
+  kms_key_id = "secret-ish"
+}
+ha_storage "consul" {}
+pid_file = "/run/vault.pid"
+cluster_name = "c"
+disable_cache = true
+disable_clustering = true
+plugin_directory = "/p"
+introspection_endpoint = true
+enable_response_header_hostname = true
+enable_response_header_raft_node_id = true
+disable_sealwrap = true
+disable_performance_standby = true
+license_path = "/l"
+log_format = "json"
+log_file = "/var/log/vault.log"
+cluster_cipher_suites = "x"
+"#);
+        assert!(config.unauthenticated_metrics_access);
+        assert!(!config.raw_storage_endpoint);
+        let expect = [
+            "storage.sled.redirect_addr",
+            "listener.tcp.tls_require_and_verify_client_cert",
+            "listener.tcp.tls_client_ca_file",
+            "listener.tcp.x_forwarded_for_authorized_addrs",
+            "listener.tcp.proxy_protocol_behavior",
+            "listener.tcp.http_read_timeout",
+            "seal",
+            "ha_storage",
+            "pid_file",
+            "cluster_name",
+            "disable_cache",
+            "disable_clustering",
+            "plugin_directory",
+            "introspection_endpoint",
+            "enable_response_header_hostname",
+            "enable_response_header_raft_node_id",
+            "disable_sealwrap",
+            "disable_performance_standby",
+            "license_path",
+            "log_format",
+            "log_file",
+            "cluster_cipher_suites",
+        ];
+        for key in expect {
+            let line =
+                format!("config.hcl: key {key} is accepted for Vault compatibility and ignored");
+            assert!(
+                config.warnings.contains(&line),
+                "missing {line:?} in {:#?}",
+                config.warnings
+            );
+        }
+        let tls_note =
+            "config.hcl: key listener.tcp.tls_cert_file is ignored because tls_disable is set";
+        assert!(
+            config.warnings.iter().any(|w| w == tls_note),
+            "{:#?}",
+            config.warnings
+        );
+        assert_eq!(
+            config.warnings.len(),
+            expect.len() + 1,
+            "{:#?}",
+            config.warnings
+        );
+        assert!(
+            !config.warnings.iter().any(|w| w.contains("secret-ish")),
+            "ignored values must not be echoed"
+        );
+    }
+
+    /// Each case: format, source, the key the error must name, and the expectation it must state.
+    fn check_error(format: Format, source: &str, key: &str, expectation: &str) {
+        let origin = match format {
+            Format::Hcl => "config.hcl",
+            Format::Json => "config.json",
+        };
+        let err = match parse(source, format, origin) {
+            Ok(config) => panic!("{source:?} parsed: {config:?}"),
+            Err(e) => e.to_string(),
+        };
+        let prefix = format!("{origin}: {key}");
+        assert!(
+            err.starts_with(&prefix) && err.contains(expectation),
+            "source {source:?}\n  error: {err}\n  wanted prefix {prefix:?} and {expectation:?}"
+        );
+    }
+
+    #[test]
+    fn errors_name_origin_key_and_expectation() {
+        const S: &str = "storage \"inmem\" {}\n";
+        let tcp = |body: &str| format!("{S}listener \"tcp\" {{\n{body}\n}}\n");
+        let cases: Vec<(Format, String, &str, &str)> = vec![
+            (Format::Hcl, format!("{S}colour = \"blue\"\n"), "colour", "unknown key; expected one of storage, backend, listener"),
+            (Format::Hcl, tcp("tls_disable = true\nbogus = 1"), "listener.tcp.bogus", "unknown key; expected one of address, tls_disable"),
+            (Format::Hcl, tcp("tls_disable = \"maybe\""), "listener.tcp.tls_disable", "expected true or false, got \"maybe\""),
+            (Format::Hcl, tcp("tls_disable = [true]"), "listener.tcp.tls_disable", "expected true or false, got a list"),
+            (Format::Hcl, tcp("tls_cert_file = \"c\"\ntls_key_file = \"k\"\ntls_min_version = \"tls11\""), "listener.tcp.tls_min_version", "expected one of tls12, tls13, got \"tls11\" (the minimum supported version is tls12)"),
+            (Format::Hcl, tcp("tls_cert_file = \"c\"\ntls_key_file = \"k\"\ntls_min_version = \"ssl3\""), "listener.tcp.tls_min_version", "expected one of tls12, tls13, got \"ssl3\""),
+            (Format::Hcl, tcp("address = \"127.0.0.1:8200\""), "listener.tcp.tls_cert_file", "missing; a certificate and key are required when TLS is enabled"),
+            (Format::Hcl, tcp("tls_cert_file = \"c\""), "listener.tcp.tls_key_file", "missing; a certificate and key are required when TLS is enabled"),
+            (Format::Hcl, tcp("tls_disable = 1\naddress = \"8200\""), "listener.tcp.address", "expected host:port such as \"127.0.0.1:8200\""),
+            (Format::Hcl, tcp("tls_disable = 1\naddress = \"{{ GetPrivateIP }}:8200\""), "listener.tcp.address", "expected host:port"),
+            (Format::Hcl, tcp("tls_disable = 1\naddress = \"::1:8200\""), "listener.tcp.address", "expected host:port"),
+            (Format::Hcl, tcp("tls_disable = 1\naddress = \"127.0.0.1:65536\""), "listener.tcp.address", "expected host:port"),
+            (Format::Hcl, tcp("tls_disable = 1\nmax_request_size = 1.5"), "listener.tcp.max_request_size", "expected a whole number of bytes, got 1.5"),
+            (Format::Hcl, tcp("tls_disable = 1\ntelemetry {\n other = 1\n}"), "listener.tcp.telemetry.other", "unknown key; expected one of unauthenticated_metrics_access"),
+            (Format::Hcl, tcp("tls_disable = 1\ntype = \"unix\""), "listener.tcp.type", "expected \"tcp\", as in the block label, got \"unix\""),
+            (Format::Hcl, format!("{S}listener \"unix\" {{}}\n"), "listener.unix", "unsupported listener type \"unix\"; supported types are tcp"),
+            (Format::Hcl, format!("{S}listener {{}}\n"), "listener", "expected a listener type"),
+            (Format::Json, r#"{"storage":{"inmem":{}},"listener":[{"tcp":{"tls_disable":true}},{"tcp":{"tls_disable":true,"nope":1}}]}"#.to_string(), "listener[1].tcp.nope", "unknown key"),
+            (Format::Json, r#"{"storage":{"inmem":{}},"listener":"tcp"}"#.to_string(), "listener", "expected a block, got \"tcp\""),
+            (Format::Hcl, "storage \"raft\" {\n path = \"/x\"\n}\n".to_string(), "storage.raft", "unsupported storage type \"raft\"; supported types are sled, inmem"),
+            (Format::Json, r#"{"backend":{"consul":{}}}"#.to_string(), "backend.consul", "unsupported storage type \"consul\"; supported types are sled, inmem"),
+            (Format::Hcl, "storage \"sled\" {}\n".to_string(), "storage.sled.path", "missing; expected the directory"),
+            (Format::Hcl, "storage \"sled\" {\n path = 5\n}\n".to_string(), "storage.sled.path", "expected a string, got 5"),
+            (Format::Hcl, "storage \"sled\" {\n path = \"/x\"\n size = 5\n}\n".to_string(), "storage.sled.size", "unknown key; expected one of path"),
+            (Format::Hcl, "storage \"inmem\" {\n path = \"/x\"\n}\n".to_string(), "storage.inmem.path", "the inmem storage takes no settings"),
+            (Format::Hcl, "storage \"inmem\" {}\nstorage \"inmem\" {}\n".to_string(), "storage.inmem[1]", "only one storage block is allowed"),
+            (Format::Json, r#"{"storage":{"inmem":{}},"Storage":{"inmem":{}}}"#.to_string(), "storage", "only one storage block is allowed"),
+            (Format::Hcl, "storage {}\n".to_string(), "storage", "expected a storage type (sled, inmem)"),
+            (Format::Hcl, "ui = true\nlistener \"tcp\" {\n tls_disable = true\n}\n".to_string(), "storage", "missing; expected a storage block such as storage \"sled\""),
+            (Format::Json, "{}".to_string(), "storage", "missing"),
+            (Format::Json, "[]".to_string(), "(top level)", "expected an object of settings, got a list"),
+            (Format::Hcl, format!("{S}default_lease_ttl = \"800h\"\nmax_lease_ttl = \"768h\"\n"), "default_lease_ttl", "expected at most max_lease_ttl (2764800s), got 2880000s"),
+            (Format::Hcl, format!("{S}default_lease_ttl = \"1d2h\"\n"), "default_lease_ttl", "expected a duration such as \"768h\" or a number of seconds: unknown unit \"d\" in duration \"1d2h\""),
+            (Format::Json, r#"{"storage":{"inmem":{}},"max_lease_ttl":-1}"#.to_string(), "max_lease_ttl", "negative durations are not allowed"),
+            (Format::Hcl, format!("{S}log_level = \"loud\"\n"), "log_level", "expected one of trace, debug, info, warn, error, got \"loud\""),
+            (Format::Hcl, format!("{S}api_addr = \"vault:8200\"\n"), "api_addr", "expected a URL such as"),
+            (Format::Hcl, format!("{S}ui = \"yes please\"\n"), "ui", "expected true or false, got \"yes please\""),
+            (Format::Hcl, format!("{S}disable_mlock = {{}}\n"), "disable_mlock", "expected true or false, got a block"),
+            (Format::Hcl, format!("{S}telemetry {{\n statsd = \"x\"\n}}\n"), "telemetry.statsd", "unknown key; expected unauthenticated_metrics_access or another Vault telemetry setting"),
+            (Format::Hcl, format!("{S}telemetry {{}}\ntelemetry {{}}\n"), "telemetry[1]", "only one telemetry block is allowed"),
+            (Format::Hcl, format!("{S}api_addr = \"{}\"\n", "x".repeat(500)), "api_addr", "got \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…\"\n"),
+        ];
+        for (format, source, key, expectation) in cases {
+            check_error(format, &source, key, expectation.trim_end_matches('\n'));
+        }
+    }
+
+    #[test]
+    fn long_values_and_keys_are_cut_short() {
+        let long = "y".repeat(10_000);
+        let err = parse(
+            &format!("storage \"inmem\" {{}}\napi_addr = \"{long}\"\n"),
+            Format::Hcl,
+            "c",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.len() < 200, "{err}");
+        let err = parse(
+            &format!(r#"{{"storage":{{"inmem":{{}}}},"{long}":1}}"#),
+            Format::Json,
+            "c",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.len() < 300, "{err}");
+    }
+
+    #[test]
+    fn syntax_errors_carry_line_and_column() {
+        let err = parse(
+            "storage \"inmem\" {}\n\nlistener \"tcp\" {\n  address = \n}\n",
+            Format::Hcl,
+            "config.hcl",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, ConfigError::Syntax { .. }), "{err:?}");
+        assert!(text.starts_with("config.hcl: invalid HCL:"), "{text}");
+        assert!(text.contains("line 4, column"), "{text}");
+
+        let err = parse(
+            "{\"storage\": {\n\"inmem\": {},}}",
+            Format::Json,
+            "config.json",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("config.json: invalid JSON: "), "{text}");
+        assert!(text.contains("line 2 column"), "{text}");
+    }
+
+    #[test]
+    fn load_picks_format_by_extension_and_names_the_file() {
+        let dir = std::env::temp_dir().join(format!("arcanum-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let json_path = dir.join("vault.JSON");
+        std::fs::write(&json_path, r#"{"storage":{"inmem":{}}}"#).unwrap();
+        let hcl_path = dir.join("vault.conf");
+        std::fs::write(&hcl_path, "storage \"inmem\" {}\nbogus = 1\n").unwrap();
+        let missing = dir.join("missing.hcl");
+
+        let loaded = load(&json_path);
+        let bad = load(&hcl_path).map(|_| ()).unwrap_err().to_string();
+        let absent = load(&missing).map(|_| ()).unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        assert_eq!(loaded.unwrap().storage, Storage::Inmem);
+        assert!(
+            bad.starts_with(&format!("{}: bogus: unknown key", hcl_path.display())),
+            "{bad}"
+        );
+        assert!(matches!(absent, ConfigError::Io { .. }));
+        assert!(absent
+            .to_string()
+            .starts_with(&missing.display().to_string()));
+        assert_eq!(Format::from_path(Path::new("a.json")), Format::Json);
+        assert_eq!(Format::from_path(Path::new("a.hcl")), Format::Hcl);
+        assert_eq!(Format::from_path(Path::new("json")), Format::Hcl);
+    }
+}

@@ -1,0 +1,206 @@
+//! The `arcanum` command line: `server`, `operator ...` and `status`, Vault-style.
+//!
+//! Vault's CLI takes single-dash long flags (`-dev`, `-key-shares=5`); clap wants two dashes,
+//! so [`vault_style_args`] rewrites them before parsing. Exit codes follow Vault: 0 success,
+//! 1 error, 2 usage error (and `status` when sealed).
+
+mod client;
+mod operator;
+mod server;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use client::Client;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "arcanum",
+    version,
+    about = "A Vault-compatible secrets server in one binary"
+)]
+struct Cli {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where and how the client commands reach the server.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// Server address; defaults to $ARCANUM_ADDR, then $VAULT_ADDR, then https://127.0.0.1:8200.
+    #[arg(long, global = true)]
+    pub address: Option<String>,
+    /// CA certificate (PEM) to verify the server; defaults to $ARCANUM_CACERT, then $VAULT_CACERT.
+    #[arg(long = "ca-cert", global = true)]
+    pub ca_cert: Option<PathBuf>,
+    /// Skip TLS verification (for testing only); also $VAULT_SKIP_VERIFY.
+    #[arg(long = "tls-skip-verify", global = true)]
+    pub tls_skip_verify: bool,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Server(server::ServerArgs),
+    /// Operator commands: init, unseal, seal, rekey, rotate.
+    Operator {
+        #[command(subcommand)]
+        command: operator::OperatorCommand,
+    },
+    /// Print the seal status (exit code 2 when sealed).
+    Status,
+}
+
+/// Rewrites Vault's single-dash long flags (`-dev`, `-config=f`) into clap's `--dev`, `--config=f`.
+pub fn vault_style_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut past_separator = false;
+    args.into_iter()
+        .enumerate()
+        .map(|(index, arg)| {
+            let Some(text) = arg.to_str() else { return arg };
+            if text == "--" {
+                past_separator = true;
+            }
+            let single_dash_long = index > 0
+                && !past_separator
+                && text.starts_with('-')
+                && !text.starts_with("--")
+                && text.len() > 2
+                && text.as_bytes()[1].is_ascii_alphabetic();
+            if single_dash_long {
+                OsString::from(format!("-{text}"))
+            } else {
+                arg
+            }
+        })
+        .collect()
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse_from(vault_style_args(std::env::args_os())) {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return if err.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("Error starting the async runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Server(args) => server::run(args).await,
+            Command::Operator { command } => operator::run(command, &cli.client).await,
+            Command::Status => operator::status(&cli.client).await,
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("Error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewrite(args: &[&str]) -> Vec<String> {
+        vault_style_args(args.iter().map(OsString::from))
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn single_dash_flags_become_long_flags() {
+        assert_eq!(
+            rewrite(&[
+                "arcanum",
+                "server",
+                "-dev",
+                "-config=x.hcl",
+                "--log-level",
+                "debug",
+                "-h"
+            ]),
+            [
+                "arcanum",
+                "server",
+                "--dev",
+                "--config=x.hcl",
+                "--log-level",
+                "debug",
+                "-h"
+            ]
+        );
+        assert_eq!(
+            rewrite(&["arcanum", "operator", "unseal", "--", "-abc"]),
+            ["arcanum", "operator", "unseal", "--", "-abc"]
+        );
+    }
+
+    #[test]
+    fn cli_parses_vault_style_commands() {
+        let parse =
+            |args: &[&str]| Cli::try_parse_from(vault_style_args(args.iter().map(OsString::from)));
+        assert!(parse(&[
+            "arcanum",
+            "operator",
+            "init",
+            "-key-shares=3",
+            "-key-threshold=2",
+            "-format=json"
+        ])
+        .is_ok());
+        assert!(parse(&["arcanum", "status", "-address=http://127.0.0.1:1"]).is_ok());
+        assert!(parse(&[
+            "arcanum",
+            "operator",
+            "rekey",
+            "-init",
+            "-key-shares",
+            "3",
+            "-key-threshold",
+            "2"
+        ])
+        .is_ok());
+        assert!(parse(&[
+            "arcanum",
+            "server",
+            "-dev",
+            "-dev-listen-address=127.0.0.1:0"
+        ])
+        .is_ok());
+        let err = parse(&["arcanum", "operator", "init", "-key-shares=lots"]).unwrap_err();
+        assert!(err.use_stderr());
+    }
+}

@@ -1,0 +1,365 @@
+//! `arcanum operator init|unseal|seal|rekey|rotate` and `arcanum status`.
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use super::{Client, ClientArgs, Format};
+
+#[derive(Debug, Subcommand)]
+pub enum OperatorCommand {
+    /// Initialise the server: create the unseal key shares and the root token.
+    Init(InitArgs),
+    /// Give one unseal key share (prompted for, without echo, when KEY is omitted).
+    Unseal(UnsealArgs),
+    /// Seal the server (needs a root token in $ARCANUM_TOKEN or $VAULT_TOKEN).
+    Seal,
+    /// Re-split the unseal key into new shares.
+    Rekey(RekeyArgs),
+    /// Add a new barrier key term (needs a root token).
+    Rotate,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Number of key shares to create.
+    #[arg(long = "key-shares", default_value_t = 5)]
+    key_shares: i64,
+    /// Number of shares needed to unseal.
+    #[arg(long = "key-threshold", default_value_t = 3)]
+    key_threshold: i64,
+    /// Only report whether the server is initialised (exit 0 yes, 2 no).
+    #[arg(long)]
+    status: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UnsealArgs {
+    /// Forget the shares given so far.
+    #[arg(long)]
+    reset: bool,
+    /// The key share, hex or base64.
+    key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RekeyArgs {
+    /// Start a rekey.
+    #[arg(long)]
+    init: bool,
+    /// Cancel the rekey in progress.
+    #[arg(long)]
+    cancel: bool,
+    /// Print the rekey progress.
+    #[arg(long)]
+    status: bool,
+    #[arg(long = "key-shares", default_value_t = 5)]
+    key_shares: i64,
+    #[arg(long = "key-threshold", default_value_t = 3)]
+    key_threshold: i64,
+    /// The nonce of the rekey in progress (read from the server when omitted).
+    #[arg(long)]
+    nonce: Option<String>,
+    /// A current key share, hex or base64 (prompted for when omitted).
+    key: Option<String>,
+}
+
+pub async fn run(command: OperatorCommand, args: &ClientArgs) -> anyhow::Result<u8> {
+    let client = Client::new(args)?;
+    match command {
+        OperatorCommand::Init(init) => init_command(&client, args.format, init).await,
+        OperatorCommand::Unseal(unseal) => {
+            let body = if unseal.reset {
+                json!({ "reset": true })
+            } else {
+                json!({ "key": key_or_prompt(unseal.key, "Unseal Key (will be hidden): ")? })
+            };
+            let status = client
+                .request(Method::PUT, "sys/unseal", Some(body))
+                .await
+                .context("unsealing")?;
+            print_seal_status(args.format, &status);
+            Ok(0)
+        }
+        OperatorCommand::Seal => {
+            client
+                .request(Method::PUT, "sys/seal", None)
+                .await
+                .context("sealing")?;
+            println!("Success! Arcanum is sealed.");
+            Ok(0)
+        }
+        OperatorCommand::Rotate => {
+            client
+                .request(Method::PUT, "sys/rotate", None)
+                .await
+                .context("rotating the barrier key")?;
+            let status = client
+                .request(Method::GET, "sys/key-status", None)
+                .await
+                .context("reading key status")?;
+            match args.format {
+                Format::Json => print_json(&status["data"]),
+                Format::Table => {
+                    println!("Success! Rotated key\n");
+                    print_table(&[
+                        ("Key Term", status["data"]["term"].to_string()),
+                        (
+                            "Install Time",
+                            status["data"]["install_time"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_owned(),
+                        ),
+                        (
+                            "Encryption Count",
+                            status["data"]["encryptions"].to_string(),
+                        ),
+                    ]);
+                }
+            }
+            Ok(0)
+        }
+        OperatorCommand::Rekey(rekey) => rekey_command(&client, args.format, rekey).await,
+    }
+}
+
+/// `arcanum status`: exit 0 unsealed, 2 sealed, 1 error.
+pub async fn status(args: &ClientArgs) -> anyhow::Result<u8> {
+    let client = Client::new(args)?;
+    let status = client
+        .request(Method::GET, "sys/seal-status", None)
+        .await
+        .context("checking seal status")?;
+    print_seal_status(args.format, &status);
+    Ok(if status["sealed"].as_bool().unwrap_or(true) {
+        2
+    } else {
+        0
+    })
+}
+
+async fn init_command(client: &Client, format: Format, init: InitArgs) -> anyhow::Result<u8> {
+    if init.status {
+        let status = client
+            .request(Method::GET, "sys/init", None)
+            .await
+            .context("checking init status")?;
+        let initialized = status["initialized"].as_bool().unwrap_or(false);
+        println!(
+            "{}",
+            if initialized {
+                "Arcanum is initialized"
+            } else {
+                "Arcanum is not initialized"
+            }
+        );
+        return Ok(if initialized { 0 } else { 2 });
+    }
+    let body = json!({ "secret_shares": init.key_shares, "secret_threshold": init.key_threshold });
+    let out = client
+        .request(Method::PUT, "sys/init", Some(body))
+        .await
+        .context("initializing")?;
+    match format {
+        Format::Json => print_json(&json!({
+            "unseal_keys_b64": out["keys_base64"],
+            "unseal_keys_hex": out["keys"],
+            "unseal_shares": init.key_shares,
+            "unseal_threshold": init.key_threshold,
+            "recovery_keys_b64": [],
+            "recovery_keys_hex": [],
+            "recovery_keys_shares": 0,
+            "recovery_keys_threshold": 0,
+            "root_token": out["root_token"],
+        })),
+        Format::Table => {
+            for (index, key) in out["keys_base64"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                println!(
+                    "Unseal Key {}: {}",
+                    index + 1,
+                    key.as_str().unwrap_or_default()
+                );
+            }
+            println!(
+                "\nInitial Root Token: {}\n",
+                out["root_token"].as_str().unwrap_or_default()
+            );
+            println!(
+                "Arcanum initialized with {} key shares and a key threshold of {}. Please securely\n\
+                 distribute the key shares printed above. When the server is re-sealed or restarted,\n\
+                 at least {} of these keys are needed to unseal it (arcanum operator unseal).",
+                init.key_shares, init.key_threshold, init.key_threshold
+            );
+        }
+    }
+    Ok(0)
+}
+
+async fn rekey_command(client: &Client, format: Format, rekey: RekeyArgs) -> anyhow::Result<u8> {
+    if rekey.cancel {
+        client
+            .request(Method::DELETE, "sys/rekey/init", None)
+            .await
+            .context("cancelling the rekey")?;
+        println!("Success! Canceled rekeying (if it was started)");
+        return Ok(0);
+    }
+    if rekey.init {
+        let body =
+            json!({ "secret_shares": rekey.key_shares, "secret_threshold": rekey.key_threshold });
+        let status = client
+            .request(Method::PUT, "sys/rekey/init", Some(body))
+            .await
+            .context("starting the rekey")?;
+        print_rekey_status(format, &status);
+        return Ok(0);
+    }
+    if rekey.status {
+        let status = client
+            .request(Method::GET, "sys/rekey/init", None)
+            .await
+            .context("reading rekey status")?;
+        print_rekey_status(format, &status);
+        return Ok(0);
+    }
+    let nonce = match rekey.nonce {
+        Some(nonce) => nonce,
+        None => {
+            let status = client
+                .request(Method::GET, "sys/rekey/init", None)
+                .await
+                .context("reading rekey status")?;
+            if !status["started"].as_bool().unwrap_or(false) {
+                anyhow::bail!(
+                    "no rekey is in progress; start one with `arcanum operator rekey -init`"
+                );
+            }
+            status["nonce"].as_str().unwrap_or_default().to_owned()
+        }
+    };
+    let key = key_or_prompt(
+        rekey.key,
+        "Rekey operation nonce accepted. Unseal Key (will be hidden): ",
+    )?;
+    let out = client
+        .request(
+            Method::PUT,
+            "sys/rekey/update",
+            Some(json!({ "key": key, "nonce": nonce })),
+        )
+        .await
+        .context("submitting the rekey share")?;
+    if out["complete"].as_bool().unwrap_or(false) {
+        match format {
+            Format::Json => print_json(&out),
+            Format::Table => {
+                for (index, key) in out["keys_base64"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .enumerate()
+                {
+                    println!("Key {}: {}", index + 1, key.as_str().unwrap_or_default());
+                }
+                println!("\nOperation nonce: {nonce}\n\nArcanum unseal key rekeyed; the old shares no longer work.");
+            }
+        }
+    } else {
+        print_rekey_status(format, &out);
+    }
+    Ok(0)
+}
+
+fn key_or_prompt(key: Option<String>, prompt: &str) -> anyhow::Result<String> {
+    match key {
+        Some(key) if key != "-" => Ok(key),
+        _ => rpassword::prompt_password(prompt).context("reading the key from the terminal"),
+    }
+}
+
+fn print_json(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+    );
+}
+
+fn print_table(rows: &[(&str, String)]) {
+    let width = rows
+        .iter()
+        .map(|(key, _)| key.len())
+        .max()
+        .unwrap_or(3)
+        .max(3);
+    println!("{:width$}    Value\n{:width$}    -----", "Key", "---");
+    for (key, value) in rows {
+        println!("{key:width$}    {value}");
+    }
+}
+
+fn print_seal_status(format: Format, status: &Value) {
+    if format == Format::Json {
+        return print_json(status);
+    }
+    let text = |key: &str| match &status[key] {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut rows = vec![
+        ("Seal Type", text("type")),
+        ("Initialized", text("initialized")),
+        ("Sealed", text("sealed")),
+        ("Total Shares", text("n")),
+        ("Threshold", text("t")),
+    ];
+    if status["sealed"].as_bool().unwrap_or(true) {
+        rows.push((
+            "Unseal Progress",
+            format!("{}/{}", text("progress"), text("t")),
+        ));
+        let nonce = text("nonce");
+        rows.push((
+            "Unseal Nonce",
+            if nonce.is_empty() {
+                "n/a".into()
+            } else {
+                nonce
+            },
+        ));
+    }
+    rows.push(("Version", text("version")));
+    rows.push(("Storage Type", text("storage_type")));
+    if !status["sealed"].as_bool().unwrap_or(true) {
+        rows.push(("Cluster Name", text("cluster_name")));
+        rows.push(("Cluster ID", text("cluster_id")));
+    }
+    rows.push(("HA Enabled", "false".into()));
+    print_table(&rows);
+}
+
+fn print_rekey_status(format: Format, status: &Value) {
+    if format == Format::Json {
+        return print_json(status);
+    }
+    let text = |key: &str| match &status[key] {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    print_table(&[
+        ("Nonce", text("nonce")),
+        ("Started", text("started")),
+        (
+            "Rekey Progress",
+            format!("{}/{}", text("progress"), text("required")),
+        ),
+        ("New Shares", text("n")),
+        ("New Threshold", text("t")),
+    ]);
+}

@@ -1,0 +1,157 @@
+//! `arcanum server`: from a config file, or `-dev` (in memory, initialised and unsealed).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use arcanum_config::{Config, Listener, Storage};
+use clap::Args;
+use zeroize::Zeroizing;
+
+use crate::core::{Core, CoreConfig, SealConfig};
+use crate::serve;
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Server config file (HCL, or JSON when it ends in .json).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Development mode: in-memory storage, initialised with one share and unsealed.
+    #[arg(long)]
+    dev: bool,
+    /// Dev mode: use this value as the root token.
+    #[arg(long = "dev-root-token-id", env = "ARCANUM_DEV_ROOT_TOKEN_ID")]
+    dev_root_token_id: Option<String>,
+    /// Dev mode: the address to listen on.
+    #[arg(long = "dev-listen-address", default_value = "127.0.0.1:8200")]
+    dev_listen_address: String,
+    /// Log level: trace, debug, info, warn, error (overrides the config's log_level).
+    #[arg(long = "log-level")]
+    log_level: Option<String>,
+}
+
+pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
+    let config = match (&args.config, args.dev) {
+        (Some(path), false) => arcanum_config::load(path)?,
+        (None, true) => dev_config(&args),
+        (Some(_), true) => anyhow::bail!("-dev and -config cannot be used together"),
+        (None, false) => {
+            anyhow::bail!("a config file is required: arcanum server -config=FILE (or -dev)")
+        }
+    };
+    init_logging(
+        args.log_level
+            .as_deref()
+            .or(config.log_level.map(|l| l.as_filter())),
+    )?;
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    if config.listeners.is_empty() {
+        anyhow::bail!("the config has no listener \"tcp\" block");
+    }
+
+    let backend = serve::open_backend(&config.storage)?;
+    let core_config = CoreConfig {
+        raw_storage_endpoint: config.raw_storage_endpoint,
+        ..CoreConfig::default()
+    };
+    let core = Arc::new(
+        Core::new(backend, core_config)
+            .await
+            .context("opening the core")?,
+    );
+    let listeners = serve::bind(&config.listeners)?;
+
+    println!("==> Arcanum server configuration:\n");
+    println!("{:>20}: {}", "Storage", describe_storage(&config.storage));
+    for (index, listener) in listeners.iter().enumerate() {
+        println!(
+            "{:>20}: {}",
+            format!("Listener {}", index + 1),
+            listener.url()
+        );
+    }
+    println!("{:>20}: {}", "Version", env!("CARGO_PKG_VERSION"));
+    if args.dev {
+        let (unseal_key, root_token) =
+            dev_initialise(&core, args.dev_root_token_id.clone()).await?;
+        let url = listeners.first().map(|l| l.url()).unwrap_or_default();
+        println!(
+            "\nWARNING! dev mode is enabled! In this mode, Arcanum runs entirely in-memory\n\
+             and starts unsealed with a single unseal key. Never use it in production.\n\n\
+             You may need to set the following environment variables:\n\n    \
+             $ export VAULT_ADDR='{url}'\n\n\
+             Unseal Key: {}\nRoot Token: {}\n",
+            unseal_key.as_str(),
+            root_token.as_str()
+        );
+    }
+    // One machine-readable line per listener, for scripts and tests.
+    for listener in &listeners {
+        println!("arcanum: listening on {}", listener.url());
+    }
+    println!("\n==> Arcanum server started! Log data will stream in below:\n");
+    serve::serve(core, listeners, serve::shutdown_signal()).await?;
+    Ok(0)
+}
+
+fn dev_config(args: &ServerArgs) -> Config {
+    Config {
+        storage: Storage::Inmem,
+        listeners: vec![Listener {
+            address: args.dev_listen_address.clone(),
+            tls: None,
+            max_request_size: Some(arcanum_config::DEFAULT_MAX_REQUEST_SIZE),
+        }],
+        ..Config::dev_defaults()
+    }
+}
+
+async fn dev_initialise(
+    core: &Core,
+    root_token_id: Option<String>,
+) -> anyhow::Result<(Zeroizing<String>, Zeroizing<String>)> {
+    let config = SealConfig::new(1, 1).map_err(|err| anyhow::anyhow!("{err}"))?;
+    let output = core
+        .initialize_with_root_token(config, root_token_id.map(Zeroizing::new))
+        .await
+        .map_err(|err| anyhow::anyhow!("initialising the dev server: {err}"))?;
+    let share = output
+        .shares
+        .first()
+        .context("dev init returned no share")?;
+    let unseal_key = Zeroizing::new(base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        share.as_slice(),
+    ));
+    core.submit_unseal_share(share.clone())
+        .await
+        .map_err(|err| anyhow::anyhow!("unsealing the dev server: {err}"))?;
+    Ok((unseal_key, output.root_token))
+}
+
+fn describe_storage(storage: &Storage) -> String {
+    match storage {
+        Storage::Inmem => "inmem".into(),
+        Storage::Sled { path } => format!("sled ({})", path.display()),
+    }
+}
+
+fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
+    let level = level.unwrap_or("info");
+    let level = arcanum_config::LogLevel::parse(level).with_context(|| {
+        format!("invalid log level {level:?}: expected trace, debug, info, warn or error")
+    })?;
+    // Only our own crates log at the chosen level; dependencies stay at warn so that a
+    // debug session does not dump request internals from hyper or rustls.
+    let filter = tracing_subscriber::EnvFilter::new(format!(
+        "warn,arcanum={0},arcanum_storage={0},arcanum_config={0}",
+        level.as_filter()
+    ));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init()
+        .map_err(|err| anyhow::anyhow!("initialising logging: {err}"))
+}

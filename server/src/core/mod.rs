@@ -1,0 +1,597 @@
+//! The core: the seal state machine and the unsealed services behind it.
+//!
+//! # Layout
+//! - [`barrier`]: AES-256-GCM over the physical backend, keyring terms, rotation.
+//! - [`token`]: the token store (root token so far), salted-hash keyed.
+//! - this module: initialisation, Shamir unseal, seal, rekey, and [`Core::unsealed`], the
+//!   gate every sealed-sensitive request passes.
+//!
+//! Key hierarchy: the unseal key (split into shares, never stored) seals the root key at
+//! `core/root-key`; the root key seals the keyring at `core/keyring`; the keyring's data keys
+//! seal every barrier entry. Rotation therefore needs only the root key, and a rekey
+//! re-seals only the root key.
+
+pub mod barrier;
+pub mod token;
+
+use std::sync::{Arc, RwLock};
+
+use arcanum_crypto::{aead, keyring::Keyring, shamir, Key256};
+use arcanum_storage::{Backend, Op};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::logical::ApiError;
+use barrier::{unix_now, Barrier, BarrierError, KEYRING_PATH, ROOT_KEY_PATH, SEAL_CONFIG_PATH};
+use token::TokenStore;
+
+const ROOT_KEY_AAD: &[u8] = b"arcanum/root-key";
+const CLUSTER_PATH: &str = "core/cluster";
+/// A share is the 32-byte unseal key's y values followed by one x byte (Vault's layout).
+pub const SHARE_LEN: usize = 33;
+
+/// Settings the core takes from the server config.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Encryptions under one barrier term before it rotates by itself.
+    pub rotate_after: u64,
+    /// `sys/raw` is served only when the operator asked for it (Vault's `raw_storage_endpoint`).
+    pub raw_storage_endpoint: bool,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            rotate_after: barrier::DEFAULT_ROTATE_AFTER,
+            raw_storage_endpoint: false,
+        }
+    }
+}
+
+/// The Shamir parameters, stored in plaintext because they are needed before unseal.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SealConfig {
+    #[serde(rename = "type")]
+    pub kind: SealType,
+    pub secret_shares: usize,
+    pub secret_threshold: usize,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SealType {
+    Shamir,
+}
+
+impl SealConfig {
+    /// Vault's validation, with Vault's messages.
+    pub fn new(secret_shares: i64, secret_threshold: i64) -> Result<SealConfig, ApiError> {
+        let invalid =
+            |why: &str| ApiError::bad_request(format!("invalid seal configuration: {why}"));
+        if secret_shares < 1 {
+            return Err(invalid("shares must be at least one"));
+        }
+        if secret_threshold < 1 {
+            return Err(invalid("threshold must be at least one"));
+        }
+        if secret_shares > 255 {
+            return Err(invalid("shares must be less than 256"));
+        }
+        if secret_threshold > secret_shares {
+            return Err(invalid("threshold cannot be larger than shares"));
+        }
+        if secret_shares > 1 && secret_threshold == 1 {
+            return Err(invalid(
+                "threshold must be greater than one for multiple shares",
+            ));
+        }
+        Ok(SealConfig {
+            kind: SealType::Shamir,
+            secret_shares: secret_shares as usize,
+            secret_threshold: secret_threshold as usize,
+        })
+    }
+}
+
+/// Identity of this server's data, created at init.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    pub id: String,
+    pub name: String,
+}
+
+/// What `sys/init` hands out, once.
+#[derive(Debug)]
+pub struct InitOutput {
+    pub shares: Vec<Zeroizing<Vec<u8>>>,
+    pub root_token: Zeroizing<String>,
+}
+
+/// Shares collected towards a threshold (unseal or rekey).
+#[derive(Debug)]
+struct ShareCollection {
+    nonce: String,
+    shares: Vec<Zeroizing<Vec<u8>>>,
+}
+
+impl ShareCollection {
+    fn new() -> ShareCollection {
+        ShareCollection {
+            nonce: uuid::Uuid::new_v4().to_string(),
+            shares: Vec::new(),
+        }
+    }
+
+    /// Adds a share unless the same share was already given (Vault ignores repeats).
+    fn add(&mut self, share: Zeroizing<Vec<u8>>) {
+        if !self
+            .shares
+            .iter()
+            .any(|known| arcanum_crypto::constant_time_eq(known, &share))
+        {
+            self.shares.push(share);
+        }
+    }
+
+    fn combine(&self) -> Result<Key256, ApiError> {
+        let refs: Vec<&[u8]> = self.shares.iter().map(|share| share.as_slice()).collect();
+        let secret = shamir::combine(&refs)
+            .map_err(|err| ApiError::bad_request(format!("invalid key shares: {err}")))?;
+        Key256::from_slice(&secret)
+            .map_err(|_| ApiError::bad_request("invalid key shares: wrong combined key length"))
+    }
+}
+
+/// A rekey in progress: the new parameters and the current shares given so far.
+#[derive(Debug)]
+pub struct RekeyAttempt {
+    pub config: SealConfig,
+    collection: ShareCollection,
+}
+
+/// Rekey progress as `sys/rekey/*` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RekeyStatus {
+    pub started: bool,
+    pub nonce: String,
+    pub new_shares: usize,
+    pub new_threshold: usize,
+    pub progress: usize,
+    pub required: usize,
+}
+
+/// Seal status as `sys/seal-status` reports it.
+#[derive(Debug, Clone)]
+pub struct SealStatus {
+    pub initialized: bool,
+    pub sealed: bool,
+    pub threshold: usize,
+    pub shares: usize,
+    pub progress: usize,
+    pub nonce: String,
+    pub cluster: Option<ClusterInfo>,
+}
+
+#[derive(Debug, Default)]
+struct SealState {
+    config: Option<SealConfig>,
+    unseal: Option<ShareCollection>,
+    rekey: Option<RekeyAttempt>,
+}
+
+/// The services that exist only while unsealed; dropping this drops the keys.
+#[derive(Debug)]
+pub struct Unsealed {
+    pub barrier: Arc<Barrier>,
+    pub tokens: TokenStore,
+    pub cluster: ClusterInfo,
+}
+
+/// The server core, shared by every request.
+#[derive(Debug)]
+pub struct Core {
+    backend: Arc<dyn Backend>,
+    pub config: CoreConfig,
+    /// Held across the awaits of init, unseal, seal and rekey so those transitions serialise.
+    state: tokio::sync::Mutex<SealState>,
+    /// Read on every request; written only under `state`.
+    unsealed: RwLock<Option<Arc<Unsealed>>>,
+}
+
+impl Core {
+    /// Opens the core over `backend`; it starts sealed (or uninitialised).
+    pub async fn new(backend: Arc<dyn Backend>, config: CoreConfig) -> Result<Core, BarrierError> {
+        let seal_config = match backend.get(SEAL_CONFIG_PATH).await? {
+            Some(raw) => Some(
+                serde_json::from_slice::<SealConfig>(&raw)
+                    .map_err(|err| BarrierError::Corrupt(format!("seal config: {err}")))?,
+            ),
+            None => None,
+        };
+        Ok(Core {
+            backend,
+            config,
+            state: tokio::sync::Mutex::new(SealState {
+                config: seal_config,
+                ..SealState::default()
+            }),
+            unsealed: RwLock::new(None),
+        })
+    }
+
+    pub fn storage_type(&self) -> &'static str {
+        self.backend.kind()
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// The unsealed services, or Vault's 503 while sealed.
+    pub fn unsealed(&self) -> Result<Arc<Unsealed>, ApiError> {
+        self.unsealed
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+            .ok_or_else(ApiError::sealed)
+    }
+
+    pub fn is_sealed(&self) -> bool {
+        self.unsealed().is_err()
+    }
+
+    pub async fn is_initialized(&self) -> bool {
+        self.state.lock().await.config.is_some()
+    }
+
+    pub async fn seal_status(&self) -> SealStatus {
+        let state = self.state.lock().await;
+        let unsealed = self.unsealed().ok();
+        let (threshold, shares) = state
+            .config
+            .map_or((0, 0), |c| (c.secret_threshold, c.secret_shares));
+        let (progress, nonce) = match &state.unseal {
+            Some(attempt) if unsealed.is_none() => (attempt.shares.len(), attempt.nonce.clone()),
+            _ => (0, String::new()),
+        };
+        SealStatus {
+            initialized: state.config.is_some(),
+            sealed: unsealed.is_none(),
+            threshold,
+            shares,
+            progress,
+            nonce,
+            cluster: unsealed.map(|u| u.cluster.clone()),
+        }
+    }
+
+    /// `sys/init`: creates the keys, the root token and the seal config. The server stays sealed.
+    pub async fn initialize(&self, seal_config: SealConfig) -> Result<InitOutput, ApiError> {
+        self.initialize_with_root_token(seal_config, None).await
+    }
+
+    /// Like [`Core::initialize`], with a chosen root token value (dev mode's `-dev-root-token-id`).
+    pub async fn initialize_with_root_token(
+        &self,
+        seal_config: SealConfig,
+        root_token: Option<Zeroizing<String>>,
+    ) -> Result<InitOutput, ApiError> {
+        let mut state = self.state.lock().await;
+        if state.config.is_some() {
+            return Err(ApiError::bad_request("Vault is already initialized"));
+        }
+        let unseal_key = Key256::generate();
+        let keyring = Keyring::generate(unix_now());
+        let sealed_root_key = aead::seal(&unseal_key, keyring.root_key().as_bytes(), ROOT_KEY_AAD);
+        let sealed_keyring = keyring.seal_with_root();
+        let shares = shamir::split(
+            unseal_key.as_bytes(),
+            seal_config.secret_shares,
+            seal_config.secret_threshold,
+        )
+        .map_err(|err| ApiError::bad_request(format!("invalid seal configuration: {err}")))?;
+
+        // Barrier records first, seal config last: a crash in between leaves the server
+        // uninitialised rather than initialised without a root token.
+        let barrier = Barrier::open(Arc::clone(&self.backend), keyring, self.config.rotate_after)
+            .await
+            .map_err(internal("opening the barrier at init"))?;
+        let cluster = ClusterInfo {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: format!("arcanum-cluster-{}", &arcanum_crypto::token::random_hex(4)),
+        };
+        let cluster_json = serde_json::to_vec(&cluster).map_err(|_| ApiError::internal())?;
+        barrier
+            .put(CLUSTER_PATH, &cluster_json)
+            .await
+            .map_err(internal("writing cluster info"))?;
+        let tokens = TokenStore::open(Arc::clone(&barrier))
+            .await
+            .map_err(internal("creating the token salt"))?;
+        let root_token = tokens
+            .create_root(root_token)
+            .await
+            .map_err(internal("creating the root token"))?;
+        barrier
+            .persist_stats()
+            .await
+            .map_err(internal("writing barrier stats"))?;
+        let config_json = serde_json::to_vec(&seal_config).map_err(|_| ApiError::internal())?;
+        self.backend
+            .batch(vec![
+                Op::Put {
+                    key: ROOT_KEY_PATH.into(),
+                    value: sealed_root_key,
+                },
+                Op::Put {
+                    key: KEYRING_PATH.into(),
+                    value: sealed_keyring,
+                },
+                Op::Put {
+                    key: SEAL_CONFIG_PATH.into(),
+                    value: config_json,
+                },
+            ])
+            .await
+            .map_err(internal("writing the seal config"))?;
+        state.config = Some(seal_config);
+        tracing::info!(
+            shares = seal_config.secret_shares,
+            threshold = seal_config.secret_threshold,
+            "initialized"
+        );
+        Ok(InitOutput { shares, root_token })
+    }
+
+    /// `sys/unseal` with a key share. Unseals once the threshold is reached.
+    pub async fn submit_unseal_share(&self, share: Zeroizing<Vec<u8>>) -> Result<(), ApiError> {
+        let mut state = self.state.lock().await;
+        let Some(config) = state.config else {
+            return Err(ApiError::bad_request("Vault is not initialized"));
+        };
+        if !self.is_sealed() {
+            return Ok(());
+        }
+        check_share_len(&share)?;
+        let attempt = state.unseal.get_or_insert_with(ShareCollection::new);
+        attempt.add(share);
+        if attempt.shares.len() < config.secret_threshold {
+            return Ok(());
+        }
+        // Whatever happens next, this attempt is over (Vault resets progress on failure too).
+        let Some(attempt) = state.unseal.take() else {
+            return Ok(());
+        };
+        let unseal_key = attempt.combine()?;
+        let keyring = self.open_keyring(&unseal_key).await?;
+        let barrier = Barrier::open(Arc::clone(&self.backend), keyring, self.config.rotate_after)
+            .await
+            .map_err(internal("opening the barrier"))?;
+        let tokens = TokenStore::open(Arc::clone(&barrier))
+            .await
+            .map_err(internal("opening the token store"))?;
+        let cluster_raw = barrier
+            .get(CLUSTER_PATH)
+            .await
+            .map_err(internal("reading cluster info"))?
+            .ok_or_else(|| {
+                internal("reading cluster info")(BarrierError::Corrupt("missing".into()))
+            })?;
+        let cluster: ClusterInfo = serde_json::from_slice(&cluster_raw)
+            .map_err(|_| internal("reading cluster info")(BarrierError::Corrupt("json".into())))?;
+        *self
+            .unsealed
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Arc::new(Unsealed {
+            barrier,
+            tokens,
+            cluster,
+        }));
+        tracing::info!("unsealed");
+        Ok(())
+    }
+
+    /// Opens root key and keyring with a candidate unseal key; a wrong key is a 400.
+    async fn open_keyring(&self, unseal_key: &Key256) -> Result<Keyring, ApiError> {
+        let wrong = || {
+            ApiError::bad_request("unseal failed: the key shares do not open the root key (message authentication failed)")
+        };
+        let sealed_root = self
+            .backend
+            .get(ROOT_KEY_PATH)
+            .await
+            .map_err(internal("reading the root key"))?
+            .ok_or_else(ApiError::internal)?;
+        let root_bytes = Zeroizing::new(
+            aead::open(unseal_key, &sealed_root, ROOT_KEY_AAD).map_err(|_| wrong())?,
+        );
+        let root_key = Key256::from_slice(&root_bytes).map_err(|_| ApiError::internal())?;
+        let sealed_keyring = self
+            .backend
+            .get(KEYRING_PATH)
+            .await
+            .map_err(internal("reading the keyring"))?
+            .ok_or_else(ApiError::internal)?;
+        let keyring = Keyring::unseal_with_root(&root_key, &sealed_keyring).map_err(|_| {
+            tracing::error!("the root key opened but the keyring did not: storage is corrupt");
+            ApiError::internal()
+        })?;
+        Ok(keyring)
+    }
+
+    /// `sys/unseal` with `reset`: forget the shares given so far.
+    pub async fn reset_unseal(&self) -> Result<(), ApiError> {
+        let mut state = self.state.lock().await;
+        if state.config.is_none() {
+            return Err(ApiError::bad_request("Vault is not initialized"));
+        }
+        if !self.is_sealed() {
+            return Err(ApiError::bad_request("vault is unsealed"));
+        }
+        state.unseal = None;
+        Ok(())
+    }
+
+    /// `sys/seal`: drops every key. Idempotent.
+    pub async fn seal(&self) -> Result<(), ApiError> {
+        let mut state = self.state.lock().await;
+        let taken = self
+            .unsealed
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        state.unseal = None;
+        state.rekey = None;
+        if let Some(unsealed) = taken {
+            if let Err(err) = unsealed.barrier.persist_stats().await {
+                tracing::warn!(error = %err, "could not persist barrier stats while sealing");
+            }
+            tracing::info!("sealed");
+        }
+        Ok(())
+    }
+
+    pub async fn rekey_status(&self) -> RekeyStatus {
+        let state = self.state.lock().await;
+        let required = state.config.map_or(0, |c| c.secret_threshold);
+        match &state.rekey {
+            Some(attempt) => RekeyStatus {
+                started: true,
+                nonce: attempt.collection.nonce.clone(),
+                new_shares: attempt.config.secret_shares,
+                new_threshold: attempt.config.secret_threshold,
+                progress: attempt.collection.shares.len(),
+                required,
+            },
+            None => RekeyStatus {
+                started: false,
+                nonce: String::new(),
+                new_shares: 0,
+                new_threshold: 0,
+                progress: 0,
+                required,
+            },
+        }
+    }
+
+    /// `sys/rekey/init`: start collecting current shares for new `config`.
+    pub async fn rekey_init(&self, config: SealConfig) -> Result<(), ApiError> {
+        self.unsealed()?;
+        let mut state = self.state.lock().await;
+        if state.rekey.is_some() {
+            return Err(ApiError::bad_request("rekey already in progress"));
+        }
+        state.rekey = Some(RekeyAttempt {
+            config,
+            collection: ShareCollection::new(),
+        });
+        Ok(())
+    }
+
+    pub async fn rekey_cancel(&self) -> Result<(), ApiError> {
+        self.state.lock().await.rekey = None;
+        Ok(())
+    }
+
+    /// `sys/rekey/update`: one current share. Returns the new shares once complete.
+    pub async fn rekey_update(
+        &self,
+        share: Zeroizing<Vec<u8>>,
+        nonce: &str,
+    ) -> Result<Option<Vec<Zeroizing<Vec<u8>>>>, ApiError> {
+        self.unsealed()?;
+        let mut state = self.state.lock().await;
+        let threshold = state.config.map_or(0, |c| c.secret_threshold);
+        let Some(attempt) = state.rekey.as_mut() else {
+            return Err(ApiError::bad_request("no rekey in progress"));
+        };
+        if !arcanum_crypto::constant_time_eq(attempt.collection.nonce.as_bytes(), nonce.as_bytes())
+        {
+            return Err(ApiError::bad_request(format!(
+                "incorrect nonce supplied; nonce for this rekey operation is {}",
+                attempt.collection.nonce
+            )));
+        }
+        check_share_len(&share)?;
+        attempt.collection.add(share);
+        if attempt.collection.shares.len() < threshold {
+            return Ok(None);
+        }
+        let Some(attempt) = state.rekey.take() else {
+            return Ok(None);
+        };
+        let current_key = attempt.collection.combine()?;
+        let sealed_root = self
+            .backend
+            .get(ROOT_KEY_PATH)
+            .await
+            .map_err(internal("reading the root key"))?
+            .ok_or_else(ApiError::internal)?;
+        let root_bytes = Zeroizing::new(
+            aead::open(&current_key, &sealed_root, ROOT_KEY_AAD).map_err(|_| {
+                ApiError::bad_request(
+                    "rekey failed: the key shares are incorrect (message authentication failed)",
+                )
+            })?,
+        );
+        let new_key = Key256::generate();
+        let new_shares = shamir::split(
+            new_key.as_bytes(),
+            attempt.config.secret_shares,
+            attempt.config.secret_threshold,
+        )
+        .map_err(|err| ApiError::bad_request(format!("invalid seal configuration: {err}")))?;
+        let config_json = serde_json::to_vec(&attempt.config).map_err(|_| ApiError::internal())?;
+        // Root key and seal config change together or not at all.
+        self.backend
+            .batch(vec![
+                Op::Put {
+                    key: ROOT_KEY_PATH.into(),
+                    value: aead::seal(&new_key, &root_bytes, ROOT_KEY_AAD),
+                },
+                Op::Put {
+                    key: SEAL_CONFIG_PATH.into(),
+                    value: config_json,
+                },
+            ])
+            .await
+            .map_err(internal("writing the rekeyed root key"))?;
+        state.config = Some(attempt.config);
+        tracing::info!(
+            shares = attempt.config.secret_shares,
+            threshold = attempt.config.secret_threshold,
+            "rekey complete"
+        );
+        Ok(Some(new_shares))
+    }
+
+    /// Graceful shutdown: persist counters and make every write durable.
+    pub async fn shutdown(&self) {
+        if let Ok(unsealed) = self.unsealed() {
+            if let Err(err) = unsealed.barrier.persist_stats().await {
+                tracing::warn!(error = %err, "could not persist barrier stats at shutdown");
+            }
+        }
+        if let Err(err) = self.backend.flush().await {
+            tracing::error!(error = %err, "final storage flush failed");
+        }
+    }
+}
+
+fn check_share_len(share: &[u8]) -> Result<(), ApiError> {
+    if share.len() != SHARE_LEN {
+        return Err(ApiError::bad_request(format!(
+            "invalid key: a key share is {SHARE_LEN} bytes, this one is {} bytes",
+            share.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Logs an internal failure with context and turns it into Vault's opaque 500.
+fn internal<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> ApiError {
+    move |err| {
+        tracing::error!(error = %err, "{what} failed");
+        ApiError::internal()
+    }
+}

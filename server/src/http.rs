@@ -1,0 +1,317 @@
+//! The HTTP face of the core: Vault's `/v1/` wire protocol on axum.
+//!
+//! Every request goes through one handler that turns method, path, query, body and token
+//! headers into a [`Request`], hands it to [`router::handle`], and renders the answer in
+//! Vault's envelope or error shape. Paths are percent-decoded and normalised here, and `.`
+//! and `..` segments are refused, before anything looks at them.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::IntoResponse;
+use serde_json::{json, Map, Value};
+
+use crate::core::Core;
+use crate::logical::{ApiError, Operation, Request, Response};
+use crate::router;
+
+/// Shared by every request.
+#[derive(Debug, Clone)]
+struct HttpState {
+    core: Arc<Core>,
+    /// `None`: no limit (a negative `max_request_size` in Vault's listener config).
+    max_request_size: Option<u64>,
+}
+
+/// The axum application for one listener.
+pub fn app(core: Arc<Core>, max_request_size: Option<u64>) -> axum::Router {
+    axum::Router::new()
+        .fallback(serve_request)
+        .with_state(HttpState {
+            core,
+            max_request_size,
+        })
+}
+
+async fn serve_request(
+    State(state): State<HttpState>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    let (parts, body) = request.into_parts();
+    let result = match parse(&state, &parts.method, &parts.uri, &parts.headers, body).await {
+        Ok(req) => {
+            tracing::debug!(operation = ?req.operation, path = %req.path, "request");
+            router::handle(&state.core, req).await
+        }
+        Err(err) => Err(err),
+    };
+    render(result)
+}
+
+async fn parse(
+    state: &HttpState,
+    method: &Method,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Request, ApiError> {
+    let Some(raw_path) = uri.path().strip_prefix("/v1/") else {
+        return Err(ApiError::new(
+            404,
+            format!("no handler for route {:?}", uri.path()),
+        ));
+    };
+    let path = normalize_path(raw_path)?;
+    let query = parse_query(uri.query().unwrap_or(""))?;
+    let wants_list = query
+        .get("list")
+        .and_then(Value::as_str)
+        .is_some_and(|v| v == "true" || v == "1");
+    let operation = match method.as_str() {
+        "GET" if wants_list => Operation::List,
+        "GET" => Operation::Read,
+        "LIST" => Operation::List,
+        "PUT" | "POST" => Operation::Update,
+        "PATCH" => Operation::Patch,
+        "DELETE" => Operation::Delete,
+        "HEAD" => Operation::Header,
+        _ => return Err(ApiError::new(405, "unsupported operation")),
+    };
+    if operation == Operation::Patch {
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !content_type.starts_with("application/merge-patch+json") {
+            return Err(ApiError::new(
+                415,
+                "PATCH requires Content-Type application/merge-patch+json",
+            ));
+        }
+    }
+    let data = match operation {
+        Operation::Update | Operation::Patch => parse_body(state, headers, body).await?,
+        _ => {
+            let mut query = query;
+            if operation == Operation::List {
+                query.remove("list");
+            }
+            query
+        }
+    };
+    let path = if operation == Operation::List && !path.is_empty() && !path.ends_with('/') {
+        format!("{path}/")
+    } else {
+        path
+    };
+    Ok(Request {
+        operation,
+        path,
+        data,
+        client_token: client_token(headers),
+    })
+}
+
+/// Percent-decodes and normalises a request path. Empty segments collapse (`a//b` is `a/b`),
+/// a trailing slash is kept, and `.`/`..` segments are refused after decoding so that no
+/// encoding trick can step outside a policy's path.
+pub fn normalize_path(raw: &str) -> Result<String, ApiError> {
+    let decoded = percent_decode(raw)
+        .ok_or_else(|| ApiError::bad_request("invalid path: bad percent-encoding"))?;
+    if decoded.chars().any(|c| c.is_control()) {
+        return Err(ApiError::bad_request(
+            "invalid path: control characters are not allowed",
+        ));
+    }
+    let segments: Vec<&str> = decoded.split('/').filter(|s| !s.is_empty()).collect();
+    if segments.iter().any(|s| *s == "." || *s == "..") {
+        return Err(ApiError::bad_request(
+            "invalid path: '.' and '..' segments are not allowed",
+        ));
+    }
+    let mut path = segments.join("/");
+    if decoded.ends_with('/') && !path.is_empty() {
+        path.push('/');
+    }
+    Ok(path)
+}
+
+fn percent_decode(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn parse_query(query: &str) -> Result<Map<String, Value>, ApiError> {
+    let mut data = Map::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |s: &str| percent_decode(&s.replace('+', " "));
+        let (Some(key), Some(value)) = (decode(key), decode(value)) else {
+            return Err(ApiError::bad_request(
+                "invalid query string: bad percent-encoding",
+            ));
+        };
+        data.insert(key, Value::String(value));
+    }
+    Ok(data)
+}
+
+async fn parse_body(
+    state: &HttpState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Map<String, Value>, ApiError> {
+    let too_large = || ApiError::new(413, "http: request body too large");
+    let limit = state
+        .max_request_size
+        .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| state.max_request_size.is_some_and(|max| len > max)) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|err| {
+        if std::error::Error::source(&err)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+        {
+            too_large()
+        } else {
+            ApiError::bad_request("failed to read request body")
+        }
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(Value::Null) => Ok(Map::new()),
+        Ok(_) => Err(ApiError::bad_request(
+            "failed to parse JSON input: the body must be a JSON object",
+        )),
+        Err(err) => Err(ApiError::bad_request(format!(
+            "failed to parse JSON input: {err}"
+        ))),
+    }
+}
+
+fn client_token(headers: &HeaderMap) -> Option<String> {
+    if let Some(token) = headers.get("x-vault-token").and_then(|v| v.to_str().ok()) {
+        return Some(token.trim().to_owned());
+    }
+    headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix("Bearer "))
+        .map(|token| token.trim().to_owned())
+}
+
+fn render(result: Result<Response, ApiError>) -> axum::response::Response {
+    let (status, body) = match result {
+        Ok(Response::Raw { status, body }) => (status, Some(body)),
+        Ok(Response::Status(status)) => (status, None),
+        Ok(Response::NoContent) => (204, None),
+        Ok(Response::Logical {
+            data,
+            warnings,
+            inject_data,
+        }) => {
+            let mut envelope = Map::new();
+            if inject_data {
+                envelope.extend(data.clone());
+            }
+            envelope.insert("request_id".into(), json!(uuid::Uuid::new_v4().to_string()));
+            envelope.insert("lease_id".into(), json!(""));
+            envelope.insert("renewable".into(), json!(false));
+            envelope.insert("lease_duration".into(), json!(0));
+            envelope.insert("data".into(), Value::Object(data));
+            envelope.insert("wrap_info".into(), Value::Null);
+            envelope.insert(
+                "warnings".into(),
+                if warnings.is_empty() {
+                    Value::Null
+                } else {
+                    json!(warnings)
+                },
+            );
+            envelope.insert("auth".into(), Value::Null);
+            envelope.insert("mount_type".into(), json!(""));
+            (200, Some(Value::Object(envelope)))
+        }
+        Err(err) => (err.status, Some(json!({ "errors": err.errors }))),
+    };
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = match body {
+        Some(body) => (status, body.to_string()).into_response(),
+        None => status.into_response(),
+    };
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_path_table() {
+        let ok = [
+            ("sys/seal-status", "sys/seal-status"),
+            ("sys//seal-status", "sys/seal-status"),
+            ("secret/foo/", "secret/foo/"),
+            ("secret/a%20b", "secret/a b"),
+            ("/sys/health", "sys/health"),
+        ];
+        for (raw, want) in ok {
+            assert_eq!(normalize_path(raw).unwrap(), want, "{raw}");
+        }
+        let bad = [
+            "a/../b",
+            "a/./b",
+            "..",
+            "a/%2e%2e/b",
+            "a/%2E%2E",
+            "a/%2e/b",
+            "a/%zz",
+            "a/%00b",
+            "a/%2",
+        ];
+        for raw in bad {
+            assert_eq!(
+                normalize_path(raw).unwrap_err().status,
+                400,
+                "{raw} was accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn query_decoding() {
+        let q = parse_query("list=true&a=b%2Fc&x").unwrap();
+        assert_eq!(q["list"], "true");
+        assert_eq!(q["a"], "b/c");
+        assert_eq!(q["x"], "");
+    }
+}

@@ -1,0 +1,18 @@
+//! Arcanum: a secrets server that speaks HashiCorp Vault's HTTP API.
+//!
+//! # Layout
+//! - [`core`]: seal state machine, barrier, token store: everything behind the seal.
+//! - [`router`]: the order a request passes through the core (sealed gate, token, handler).
+//! - [`sys`]: the `sys/` endpoints.
+//! - [`logical`]: the request/response types shared by the HTTP layer and the core.
+//! - [`http`]: Vault's `/v1/` wire protocol on axum.
+//! - [`serve`]: listeners, TLS, graceful shutdown.
+//! - [`cli`]: the `arcanum` command line (server and client commands).
+
+pub mod cli;
+pub mod core;
+pub mod http;
+pub mod logical;
+pub mod router;
+pub mod serve;
+pub mod sys;

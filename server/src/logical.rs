@@ -1,0 +1,165 @@
+//! The logical request and response that flow between the HTTP layer and the core.
+//!
+//! The HTTP layer turns a wire request into a [`Request`]; the core answers with a
+//! [`Response`] or an [`ApiError`]; the HTTP layer renders either in Vault's shape.
+//! Nothing here knows about axum.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+/// What a request asks for, as Vault's logical layer names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Read,
+    List,
+    /// PUT and POST: Vault treats them identically.
+    Update,
+    Patch,
+    Delete,
+    /// HEAD: like read, but the answer carries no body.
+    Header,
+}
+
+/// One request after the HTTP layer has decoded and normalised it.
+#[derive(Clone)]
+pub struct Request {
+    pub operation: Operation,
+    /// Normalised path below `/v1/`, without a leading slash (`sys/seal-status`).
+    pub path: String,
+    /// JSON body for writes, query parameters for reads, lists and deletes.
+    pub data: Map<String, Value>,
+    /// The client token from `X-Vault-Token` or `Authorization: Bearer`.
+    pub client_token: Option<String>,
+}
+
+// Written by hand so that a token never reaches a log line through `{:?}`.
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Request")
+            .field("operation", &self.operation)
+            .field("path", &self.path)
+            .field("data_keys", &self.data.keys().collect::<Vec<_>>())
+            .field(
+                "client_token",
+                &self.client_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+impl Request {
+    pub fn new(operation: Operation, path: impl Into<String>) -> Request {
+        Request {
+            operation,
+            path: path.into(),
+            data: Map::new(),
+            client_token: None,
+        }
+    }
+
+    /// Field lookup the way Vault's framework does it: JSON `null` counts as absent.
+    pub fn field(&self, name: &str) -> Option<&Value> {
+        self.data.get(name).filter(|value| !value.is_null())
+    }
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Response {
+    /// A bare JSON object without the envelope (`sys/init`, `sys/seal-status`, ...).
+    Raw { status: u16, body: Value },
+    /// A status code and no body (HEAD on `sys/health`).
+    Status(u16),
+    /// Vault's envelope around `data`.
+    Logical {
+        data: Map<String, Value>,
+        warnings: Vec<String>,
+        /// Copy every `data` key to the top level too, as Vault does for older sys endpoints.
+        inject_data: bool,
+    },
+    /// 204 No Content.
+    NoContent,
+}
+
+impl Response {
+    pub fn raw(body: Value) -> Response {
+        Response::Raw { status: 200, body }
+    }
+
+    pub fn data(data: Map<String, Value>) -> Response {
+        Response::Logical {
+            data,
+            warnings: Vec::new(),
+            inject_data: false,
+        }
+    }
+}
+
+/// A failed request: a status code and the messages for Vault's `{"errors": [...]}` body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub errors: Vec<String>,
+}
+
+impl ApiError {
+    pub fn new(status: u16, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            errors: vec![message.into()],
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(400, message)
+    }
+
+    pub fn permission_denied() -> ApiError {
+        ApiError::new(403, "permission denied")
+    }
+
+    /// Clients (vault agent, the Go api client) re-authenticate only when they see both phrases.
+    pub fn invalid_token() -> ApiError {
+        ApiError {
+            status: 403,
+            errors: vec!["permission denied".into(), "invalid token".into()],
+        }
+    }
+
+    pub fn no_handler(path: &str) -> ApiError {
+        ApiError::new(
+            404,
+            format!("no handler for route {path:?}. route entry not found."),
+        )
+    }
+
+    /// A read that found nothing: Vault answers 404 with an empty error list.
+    pub fn not_found() -> ApiError {
+        ApiError {
+            status: 404,
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn unsupported_operation() -> ApiError {
+        ApiError::new(405, "unsupported operation")
+    }
+
+    pub fn sealed() -> ApiError {
+        ApiError::new(503, "Vault is sealed")
+    }
+
+    /// Internal failures are logged where they happen; the client sees no detail.
+    pub fn internal() -> ApiError {
+        ApiError::new(500, "internal error")
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.status, self.errors.join("; "))
+    }
+}
+
+impl std::error::Error for ApiError {}

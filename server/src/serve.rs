@@ -1,0 +1,166 @@
+//! Running the server: storage and core from the config, one axum service per listener,
+//! TLS through rustls, and graceful shutdown.
+//!
+//! Shutdown order (SIGTERM or SIGINT):
+//! 1. stop accepting connections and let in-flight requests finish (bounded wait);
+//! 2. persist the barrier's counters and flush storage ([`Core::shutdown`]);
+//! 3. drop the core, and with it every key.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use arcanum_config::{Listener, TlsVersion};
+use arcanum_storage::{Backend, InmemBackend, SledBackend};
+
+use crate::core::Core;
+use crate::http;
+
+/// How long in-flight requests may take to finish after a shutdown signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens the configured storage backend.
+pub fn open_backend(storage: &arcanum_config::Storage) -> anyhow::Result<Arc<dyn Backend>> {
+    Ok(match storage {
+        arcanum_config::Storage::Inmem => Arc::new(InmemBackend::new()),
+        arcanum_config::Storage::Sled { path } => Arc::new(
+            SledBackend::open(path)
+                .with_context(|| format!("opening sled storage at {}", path.display()))?,
+        ),
+    })
+}
+
+/// A listener bound to its socket, ready to serve.
+#[derive(Debug)]
+pub struct BoundListener {
+    socket: std::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    max_request_size: Option<u64>,
+    pub local_addr: SocketAddr,
+}
+
+impl BoundListener {
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.local_addr)
+    }
+}
+
+/// Binds every listener before anything is served, so a bad address fails start-up whole.
+pub fn bind(listeners: &[Listener]) -> anyhow::Result<Vec<BoundListener>> {
+    listeners
+        .iter()
+        .map(|listener| {
+            let socket = std::net::TcpListener::bind(&listener.address)
+                .with_context(|| format!("binding listener address {}", listener.address))?;
+            socket.set_nonblocking(true)?;
+            let tls = match &listener.tls {
+                Some(tls) => Some(Arc::new(tls_config(tls)?)),
+                None => None,
+            };
+            Ok(BoundListener {
+                local_addr: socket.local_addr()?,
+                socket,
+                tls,
+                max_request_size: listener.max_request_size,
+            })
+        })
+        .collect()
+}
+
+fn tls_config(tls: &arcanum_config::Tls) -> anyhow::Result<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(&tls.cert_file)
+        .with_context(|| format!("reading tls_cert_file {}", tls.cert_file.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing tls_cert_file {}", tls.cert_file.display()))?;
+    // The key's own parse error could quote key material; report only the file.
+    let key = PrivateKeyDer::from_pem_file(&tls.key_file).map_err(|_| {
+        anyhow::anyhow!(
+            "tls_key_file {}: no readable PEM private key",
+            tls.key_file.display()
+        )
+    })?;
+    let versions: &[&rustls::SupportedProtocolVersion] = match tls.min_version {
+        TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        TlsVersion::Tls13 => &[&rustls::version::TLS13],
+    };
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(versions)?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .context("the TLS certificate and key do not match")?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Serves every listener until `shutdown` resolves, then shuts down in order.
+pub async fn serve(
+    core: Arc<Core>,
+    listeners: Vec<BoundListener>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let handle = axum_server::Handle::new();
+    let mut servers = tokio::task::JoinSet::new();
+    for listener in listeners {
+        let app = http::app(Arc::clone(&core), listener.max_request_size).into_make_service();
+        let handle = handle.clone();
+        match listener.tls {
+            Some(tls) => {
+                let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
+                let server = axum_server::from_tcp_rustls(listener.socket, config).handle(handle);
+                servers.spawn(async move { server.serve(app).await });
+            }
+            None => {
+                let server = axum_server::from_tcp(listener.socket).handle(handle);
+                servers.spawn(async move { server.serve(app).await });
+            }
+        }
+    }
+    tokio::select! {
+        () = shutdown => {
+            tracing::info!("shutdown requested; draining connections");
+            handle.graceful_shutdown(Some(DRAIN_TIMEOUT));
+        }
+        Some(result) = servers.join_next() => {
+            handle.shutdown();
+            core.shutdown().await;
+            result.context("listener task")?.context("listener failed")?;
+            anyhow::bail!("a listener stopped unexpectedly");
+        }
+    }
+    while let Some(result) = servers.join_next().await {
+        if let Err(err) = result
+            .context("listener task")
+            .and_then(|r| r.context("listener"))
+        {
+            tracing::warn!(error = %err, "listener ended with an error during shutdown");
+        }
+    }
+    core.shutdown().await;
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,458 @@
+//! The `sys/` endpoints of the sealed core: init, seal status, unseal, seal, health, leader,
+//! rekey, rotate, key status and raw storage access.
+//!
+//! Shapes and messages follow Vault's; the raw endpoints (init, seal-status, unseal, health,
+//! leader, rekey) answer with bare JSON objects, the others with the envelope.
+
+use base64::Engine as _;
+use serde_json::{json, Map, Value};
+use zeroize::Zeroizing;
+
+use crate::core::{token::TokenEntry, Core, SealConfig, SealStatus};
+use crate::logical::{ApiError, Operation, Request, Response};
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Answers the `sys/` paths that work without a token and while sealed. `None` means the
+/// path is not one of them.
+pub async fn handle_unauthenticated(
+    core: &Core,
+    req: &Request,
+) -> Option<Result<Response, ApiError>> {
+    use Operation::*;
+    let result = match (req.path.as_str(), req.operation) {
+        ("sys/init", Read) => Ok(Response::raw(
+            json!({ "initialized": core.is_initialized().await }),
+        )),
+        ("sys/init", Update) => init(core, req).await,
+        ("sys/seal-status", Read) => Ok(Response::raw(seal_status_json(
+            core,
+            &core.seal_status().await,
+        ))),
+        ("sys/unseal", Update) => unseal(core, req).await,
+        ("sys/health", Read | Header) => health(core, req).await,
+        ("sys/leader", Read) => Ok(Response::raw(leader_json())),
+        ("sys/rekey/init", Read) => Ok(Response::raw(rekey_status_json(core).await)),
+        ("sys/rekey/init", Update) => rekey_init(core, req).await,
+        ("sys/rekey/init", Delete) => core.rekey_cancel().await.map(|()| Response::NoContent),
+        ("sys/rekey/update", Update) => rekey_update(core, req).await,
+        (
+            "sys/init" | "sys/seal-status" | "sys/unseal" | "sys/health" | "sys/leader"
+            | "sys/rekey/init" | "sys/rekey/update",
+            _,
+        ) => Err(ApiError::unsupported_operation()),
+        _ => return None,
+    };
+    Some(result)
+}
+
+/// Answers the `sys/` paths that need an unsealed core and a token. `None`: not a sys path
+/// this module serves.
+pub async fn handle_authenticated(
+    core: &Core,
+    token: &TokenEntry,
+    req: &Request,
+) -> Option<Result<Response, ApiError>> {
+    use Operation::*;
+    // Only the root token exists until ACL policies arrive; every sys path here needs sudo.
+    let result = match (req.path.as_str(), req.operation) {
+        ("sys/seal", Update) => {
+            require_root(token).and(core.seal().await.map(|()| Response::NoContent))
+        }
+        ("sys/rotate" | "sys/rotate/keyring", Update) => match require_root(token) {
+            Ok(()) => rotate(core).await,
+            Err(err) => Err(err),
+        },
+        ("sys/key-status", Read) => require_root(token).and_then(|()| key_status(core)),
+        ("sys/seal" | "sys/rotate" | "sys/rotate/keyring" | "sys/key-status", _) => {
+            Err(ApiError::unsupported_operation())
+        }
+        (path, _) if path == "sys/raw" || path.starts_with("sys/raw/") => {
+            if !core.config.raw_storage_endpoint {
+                return None;
+            }
+            match require_root(token) {
+                Ok(()) => raw(core, req).await,
+                Err(err) => Err(err),
+            }
+        }
+        _ => return None,
+    };
+    Some(result)
+}
+
+fn require_root(token: &TokenEntry) -> Result<(), ApiError> {
+    if token.is_root() {
+        Ok(())
+    } else {
+        Err(ApiError::permission_denied())
+    }
+}
+
+/// Reads an integer field; JSON numbers and numeric strings are accepted.
+fn int_field(req: &Request, name: &str) -> Result<Option<i64>, ApiError> {
+    match req.field(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| ApiError::bad_request(format!("{name} must be an integer"))),
+        Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| {
+            ApiError::bad_request(format!("{name} must be an integer, got {:?}", truncate(s)))
+        }),
+        Some(_) => Err(ApiError::bad_request(format!("{name} must be an integer"))),
+    }
+}
+
+fn bool_field(req: &Request, name: &str) -> Result<bool, ApiError> {
+    match req.field(name) {
+        None => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(Value::String(s)) => match s.as_str() {
+            "" | "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(!s.is_empty()),
+            "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+            _ => Err(ApiError::bad_request(format!("{name} must be a boolean"))),
+        },
+        Some(_) => Err(ApiError::bad_request(format!("{name} must be a boolean"))),
+    }
+}
+
+/// Vault decodes these bodies into Go structs, so field names match case-insensitively.
+fn case_insensitive(req: &Request) -> Request {
+    let mut data = Map::new();
+    for (key, value) in &req.data {
+        data.insert(key.to_ascii_lowercase(), value.clone());
+    }
+    Request {
+        data,
+        ..req.clone()
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(40).collect()
+}
+
+fn seal_config_from(req: &Request) -> Result<SealConfig, ApiError> {
+    for unsupported in ["pgp_keys", "root_token_pgp_key", "recovery_pgp_keys"] {
+        match req.field(unsupported) {
+            None => {}
+            Some(Value::Array(list)) if list.is_empty() => {}
+            Some(Value::String(s)) if s.is_empty() => {}
+            Some(_) => {
+                return Err(ApiError::bad_request(format!(
+                    "{unsupported} is not supported by Arcanum yet"
+                )))
+            }
+        }
+    }
+    let shares = int_field(req, "secret_shares")?
+        .ok_or_else(|| ApiError::bad_request("secret_shares is required (1 to 255)"))?;
+    let threshold = int_field(req, "secret_threshold")?.ok_or_else(|| {
+        ApiError::bad_request("secret_threshold is required (1 to secret_shares)")
+    })?;
+    SealConfig::new(shares, threshold)
+}
+
+async fn init(core: &Core, req: &Request) -> Result<Response, ApiError> {
+    let req = case_insensitive(req);
+    let config = seal_config_from(&req)?;
+    let output = core.initialize(config).await?;
+    Ok(Response::raw(json!({
+        "keys": output.shares.iter().map(|s| hex::encode(s.as_slice())).collect::<Vec<_>>(),
+        "keys_base64": output.shares.iter().map(|s| base64::engine::general_purpose::STANDARD.encode(s.as_slice())).collect::<Vec<_>>(),
+        "root_token": output.root_token.as_str(),
+    })))
+}
+
+pub fn seal_status_json(core: &Core, status: &SealStatus) -> Value {
+    let mut body = json!({
+        "type": "shamir",
+        "initialized": status.initialized,
+        "sealed": status.sealed,
+        "t": status.threshold,
+        "n": status.shares,
+        "progress": status.progress,
+        "nonce": status.nonce,
+        "version": VERSION,
+        "build_date": "",
+        "migration": false,
+        "recovery_seal": false,
+        "storage_type": core.storage_type(),
+    });
+    if let (Some(cluster), Value::Object(map)) = (&status.cluster, &mut body) {
+        map.insert("cluster_name".into(), json!(cluster.name));
+        map.insert("cluster_id".into(), json!(cluster.id));
+    }
+    body
+}
+
+/// Decodes a key share given as hex or base64, as Vault does (hex first).
+pub fn decode_share(key: &str) -> Result<Zeroizing<Vec<u8>>, ApiError> {
+    let key = key.trim();
+    if let Ok(bytes) = hex::decode(key) {
+        return Ok(Zeroizing::new(bytes));
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .map(Zeroizing::new)
+        .map_err(|_| ApiError::bad_request("'key' must be a valid hex or base64 string"))
+}
+
+async fn unseal(core: &Core, req: &Request) -> Result<Response, ApiError> {
+    let req = case_insensitive(req);
+    if bool_field(&req, "reset")? {
+        core.reset_unseal().await?;
+    } else {
+        let key = match req.field("key") {
+            Some(Value::String(key)) if !key.is_empty() => key,
+            Some(Value::String(_)) | None => {
+                return Err(ApiError::bad_request(
+                    "'key' must be specified in request body as JSON, or 'reset' set to true",
+                ))
+            }
+            Some(_) => return Err(ApiError::bad_request("'key' must be a string")),
+        };
+        core.submit_unseal_share(decode_share(key)?).await?;
+    }
+    Ok(Response::raw(seal_status_json(
+        core,
+        &core.seal_status().await,
+    )))
+}
+
+async fn health(core: &Core, req: &Request) -> Result<Response, ApiError> {
+    let code = |name: &str, default: i64| -> Result<u16, ApiError> {
+        let code = int_field(req, name)
+            .map_err(|_| ApiError::bad_request(format!("bad code for {name}: must be an integer")))?
+            .unwrap_or(default);
+        u16::try_from(code)
+            .ok()
+            .filter(|c| (100..=599).contains(c))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("bad code for {name}: {code} is not an HTTP status"))
+            })
+    };
+    // Every code is validated even though this node is never a standby: bad input is still bad.
+    let active = code("activecode", 200)?;
+    for (name, default) in [
+        ("standbycode", 429),
+        ("drsecondarycode", 472),
+        ("performancestandbycode", 473),
+        ("haunhealthycode", 474),
+        ("removedcode", 530),
+    ] {
+        code(name, default)?;
+    }
+    let sealed_code = code("sealedcode", 503)?;
+    let uninit_code = code("uninitcode", 501)?;
+    bool_field(req, "standbyok")?;
+    bool_field(req, "perfstandbyok")?;
+
+    let status = core.seal_status().await;
+    let http_status = if !status.initialized {
+        uninit_code
+    } else if status.sealed {
+        sealed_code
+    } else {
+        active
+    };
+    if req.operation == Operation::Header {
+        return Ok(Response::Status(http_status));
+    }
+    let mut body = json!({
+        "initialized": status.initialized,
+        "sealed": status.sealed,
+        "standby": false,
+        "performance_standby": false,
+        "replication_performance_mode": "disabled",
+        "replication_dr_mode": "disabled",
+        "server_time_utc": time::OffsetDateTime::now_utc().unix_timestamp(),
+        "version": VERSION,
+    });
+    if let (Some(cluster), Value::Object(map)) = (&status.cluster, &mut body) {
+        map.insert("cluster_name".into(), json!(cluster.name));
+        map.insert("cluster_id".into(), json!(cluster.id));
+    }
+    Ok(Response::Raw {
+        status: http_status,
+        body,
+    })
+}
+
+fn leader_json() -> Value {
+    json!({
+        "ha_enabled": false,
+        "is_self": false,
+        "active_time": "0001-01-01T00:00:00Z",
+        "leader_address": "",
+        "leader_cluster_address": "",
+        "performance_standby": false,
+        "performance_standby_last_remote_wal": 0,
+    })
+}
+
+async fn rekey_status_json(core: &Core) -> Value {
+    let status = core.rekey_status().await;
+    json!({
+        "started": status.started,
+        "nonce": status.nonce,
+        "t": status.new_threshold,
+        "n": status.new_shares,
+        "progress": status.progress,
+        "required": status.required,
+        "pgp_fingerprints": null,
+        "backup": false,
+        "verification_required": false,
+    })
+}
+
+async fn rekey_init(core: &Core, req: &Request) -> Result<Response, ApiError> {
+    let req = case_insensitive(req);
+    if bool_field(&req, "backup")? {
+        return Err(ApiError::bad_request(
+            "backup is not supported by Arcanum (it requires pgp_keys)",
+        ));
+    }
+    if bool_field(&req, "require_verification")? {
+        return Err(ApiError::bad_request(
+            "require_verification is not supported by Arcanum yet",
+        ));
+    }
+    let config = seal_config_from(&req)?;
+    core.rekey_init(config).await?;
+    Ok(Response::raw(rekey_status_json(core).await))
+}
+
+async fn rekey_update(core: &Core, req: &Request) -> Result<Response, ApiError> {
+    let req = case_insensitive(req);
+    let key = match req.field("key") {
+        Some(Value::String(key)) if !key.is_empty() => key,
+        _ => {
+            return Err(ApiError::bad_request(
+                "'key' must be specified in request body as JSON",
+            ))
+        }
+    };
+    let nonce = match req.field("nonce") {
+        Some(Value::String(nonce)) => nonce.as_str(),
+        _ => {
+            return Err(ApiError::bad_request(
+                "'nonce' must be specified in request body as JSON",
+            ))
+        }
+    };
+    let share = decode_share(key)?;
+    match core.rekey_update(share, nonce).await? {
+        None => Ok(Response::raw(rekey_status_json(core).await)),
+        Some(shares) => Ok(Response::raw(json!({
+            "complete": true,
+            "nonce": nonce,
+            "keys": shares.iter().map(|s| hex::encode(s.as_slice())).collect::<Vec<_>>(),
+            "keys_base64": shares.iter().map(|s| base64::engine::general_purpose::STANDARD.encode(s.as_slice())).collect::<Vec<_>>(),
+            "pgp_fingerprints": null,
+            "backup": false,
+            "verification_required": false,
+        }))),
+    }
+}
+
+async fn rotate(core: &Core) -> Result<Response, ApiError> {
+    let unsealed = core.unsealed()?;
+    let status = unsealed.barrier.rotate().await.map_err(|err| {
+        tracing::error!(error = %err, "barrier rotation failed");
+        ApiError::internal()
+    })?;
+    tracing::info!(term = status.term, "barrier key rotated on request");
+    Ok(Response::NoContent)
+}
+
+fn key_status(core: &Core) -> Result<Response, ApiError> {
+    let status = core.unsealed()?.barrier.key_status();
+    let install_time = time::OffsetDateTime::from_unix_timestamp(status.install_time_unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default();
+    let mut data = Map::new();
+    data.insert("term".into(), json!(status.term));
+    data.insert("install_time".into(), json!(install_time));
+    data.insert("encryptions".into(), json!(status.encryptions));
+    Ok(Response::Logical {
+        data,
+        warnings: Vec::new(),
+        inject_data: true,
+    })
+}
+
+/// `sys/raw/<path>`: root-only access to barrier records (decrypted), for recovery and tests.
+/// The seal's own records under `core/` are out of reach in both directions.
+async fn raw(core: &Core, req: &Request) -> Result<Response, ApiError> {
+    let path = req
+        .path
+        .strip_prefix("sys/raw")
+        .unwrap_or_default()
+        .trim_start_matches('/');
+    if path == "core" || path.starts_with("core/") {
+        return Err(ApiError::bad_request(format!(
+            "cannot access {path:?}: core/ is protected"
+        )));
+    }
+    let barrier = core.unsealed()?.barrier.clone();
+    let storage_error = |err: crate::core::barrier::BarrierError| {
+        tracing::error!(error = %err, "raw storage access failed");
+        ApiError::internal()
+    };
+    match req.operation {
+        Operation::Read => {
+            let value = barrier
+                .get(path)
+                .await
+                .map_err(storage_error)?
+                .ok_or_else(ApiError::not_found)?;
+            let value = String::from_utf8(value)
+                .map(Value::String)
+                .unwrap_or_else(|err| {
+                    json!(base64::engine::general_purpose::STANDARD.encode(err.as_bytes()))
+                });
+            let mut data = Map::new();
+            data.insert("value".into(), value);
+            Ok(Response::data(data))
+        }
+        Operation::Update => {
+            let value = match req.field("value") {
+                Some(Value::String(value)) => value,
+                _ => return Err(ApiError::bad_request("'value' must be given as a string")),
+            };
+            if path.is_empty() {
+                return Err(ApiError::bad_request("a path under sys/raw/ is required"));
+            }
+            barrier
+                .put(path, value.as_bytes())
+                .await
+                .map_err(storage_error)?;
+            Ok(Response::NoContent)
+        }
+        Operation::Delete => {
+            barrier.delete(path).await.map_err(storage_error)?;
+            Ok(Response::NoContent)
+        }
+        Operation::List => {
+            let prefix = if path.is_empty() || path.ends_with('/') {
+                path.to_owned()
+            } else {
+                format!("{path}/")
+            };
+            let keys = barrier.list(&prefix).await.map_err(storage_error)?;
+            if keys.is_empty() {
+                return Err(ApiError::not_found());
+            }
+            let mut data = Map::new();
+            data.insert("keys".into(), json!(keys));
+            Ok(Response::data(data))
+        }
+        Operation::Patch | Operation::Header => Err(ApiError::unsupported_operation()),
+    }
+}

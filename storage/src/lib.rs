@@ -1,0 +1,71 @@
+//! Physical storage for Arcanum: the `Backend` trait the barrier writes encrypted records through, and its implementations.
+//!
+//! Everything above this crate sees opaque byte values under '/'-separated string keys, the same model as Vault's
+//! `physical.Backend`. No type from a concrete engine (sled) appears in this API so that other engines (etcd) can be
+//! added without touching callers.
+
+mod disk_sync;
+mod group_commit;
+pub mod inmem;
+mod keys;
+pub mod sled_backend;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use inmem::InmemBackend;
+pub use sled_backend::{SledBackend, SledOptions};
+
+/// Errors returned by every [`Backend`].
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The engine failed, or durability could not be confirmed. After a failed flush the sled backend keeps
+    /// returning this for writes: what reached the disk is unknown, so the process must restart and recover.
+    #[error("storage I/O error: {0}")]
+    Io(String),
+    /// The key (or list prefix) is empty where that is not allowed, or contains a NUL byte.
+    #[error("invalid key: {0}")]
+    InvalidKey(String),
+}
+
+/// One write inside [`Backend::batch`].
+#[derive(Debug, Clone)]
+pub enum Op {
+    Put { key: String, value: Vec<u8> },
+    Delete { key: String },
+}
+
+/// A key/value store with Vault's physical-backend semantics.
+///
+/// Keys are non-empty '/'-separated strings without NUL bytes; anything else is rejected with
+/// [`StorageError::InvalidKey`].
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync + std::fmt::Debug {
+    /// The value stored under `key`, or `None` if there is none.
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// Returns only once the write is durable (survives kill -9 / power loss as far as fsync promises).
+    async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StorageError>;
+
+    /// Durable like put. Deleting a missing key is Ok.
+    async fn delete(&self, key: &str) -> Result<(), StorageError>;
+
+    /// Vault's physical List semantics: the immediate children of `prefix` (prefix is "" or ends with '/'), as names
+    /// relative to the prefix, sorted, with "folders" returned once as "name/". E.g. keys a, b/c, b/d/e under "" ->
+    /// ["a", "b/"].
+    ///
+    /// A prefix that does not end in '/' is treated as a raw key prefix, exactly as Vault's backends do: with keys
+    /// `foo/bar`, `foobar/x` and `food`, listing `"foo"` gives `["/", "bar/", "d"]`. A key equal to the prefix itself
+    /// is not its own child and is omitted.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
+
+    /// All ops applied atomically (all or nothing, also across a crash) and durably.
+    ///
+    /// Ops apply in order, so a later op on the same key wins. Every key is validated before anything is applied.
+    async fn batch(&self, ops: Vec<Op>) -> Result<(), StorageError>;
+
+    /// Make everything written so far durable (used at graceful shutdown).
+    async fn flush(&self) -> Result<(), StorageError>;
+
+    /// Short name: "sled" or "inmem" (reported as storage_type in seal-status).
+    fn kind(&self) -> &'static str;
+}
