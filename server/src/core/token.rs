@@ -39,10 +39,18 @@ impl TokenEntry {
 }
 
 /// Token lookups and creation over the barrier.
-#[derive(Debug)]
 pub struct TokenStore {
     barrier: Arc<Barrier>,
     salt: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for TokenStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenStore")
+            .field("barrier", &self.barrier)
+            .field("salt", &"<redacted>")
+            .finish()
+    }
 }
 
 impl TokenStore {
