@@ -162,8 +162,13 @@ impl TestServer {
         }
     }
 
+    /// SIGTERM (which must end in a clean exit), then start again on the same data.
     pub fn restart(&mut self) {
-        self.stop();
+        let status = self.stop();
+        assert!(
+            status.success(),
+            "server exited with {status} after SIGTERM"
+        );
         self.launch();
     }
 

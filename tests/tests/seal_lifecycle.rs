@@ -5,7 +5,9 @@ use serde_json::json;
 
 #[test]
 fn records_survive_restart_behind_the_seal_and_never_hit_disk_in_plaintext() {
-    let mut server = TestServer::start();
+    // Trace logging, so that the log scan at the end covers every line the server can write.
+    let mut server =
+        TestServer::start_with(|dir| arcanum_tests::sled_config(dir, "", "log_level = \"trace\""));
     let (status, body) = server.get("sys/init", None);
     assert_eq!((status, body), (200, json!({ "initialized": false })));
     let init = server.init(5, 3);
