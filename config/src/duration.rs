@@ -27,10 +27,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Ok(Duration::ZERO);
     }
     if s.starts_with('-') {
-        return Err(format!(
-            "negative durations are not allowed, got {}",
-            quote(s)
-        ));
+        return Err(format!("negative durations are not allowed, got {}", quote(s)));
     }
     // Go's strconv.ParseInt and time.ParseDuration both accept one leading '+'.
     let unsigned = s.strip_prefix('+').unwrap_or(s);
@@ -66,19 +63,12 @@ pub fn parse_duration_value(v: &Value) -> Result<Duration, String> {
             if secs < 0.0 {
                 return Err(format!("negative durations are not allowed, got {n}"));
             }
-            let d = Duration::try_from_secs_f64(secs)
-                .map_err(|_| format!("duration {n} is out of range"))?;
+            let d = Duration::try_from_secs_f64(secs).map_err(|_| format!("duration {n} is out of range"))?;
             checked(d.as_nanos(), &n.to_string())
         }
-        Value::Bool(b) => Err(format!(
-            "expected a number of seconds or a duration string, got {b}"
-        )),
-        Value::Array(_) => {
-            Err("expected a number of seconds or a duration string, got a list".to_string())
-        }
-        Value::Object(_) => {
-            Err("expected a number of seconds or a duration string, got an object".to_string())
-        }
+        Value::Bool(b) => Err(format!("expected a number of seconds or a duration string, got {b}")),
+        Value::Array(_) => Err("expected a number of seconds or a duration string, got a list".to_string()),
+        Value::Object(_) => Err("expected a number of seconds or a duration string, got an object".to_string()),
     }
 }
 
@@ -142,9 +132,7 @@ fn go_parse_duration(mut s: &str, orig: &str) -> Result<u128, String> {
         if int_digits.is_empty() && frac_digits.is_empty() {
             return Err(invalid());
         }
-        let unit_len = s
-            .find(|c: char| c == '.' || c.is_ascii_digit())
-            .unwrap_or(s.len());
+        let unit_len = s.find(|c: char| c == '.' || c.is_ascii_digit()).unwrap_or(s.len());
         if unit_len == 0 {
             return Err(format!("missing unit in duration {}", quote(orig)));
         }
@@ -159,21 +147,12 @@ fn go_parse_duration(mut s: &str, orig: &str) -> Result<u128, String> {
             "m" => 60 * NANOS_PER_SEC,
             "h" => 3_600 * NANOS_PER_SEC,
             _ => {
-                let hint = if unit == "d" {
-                    " (days can only be used alone, as in \"7d\")"
-                } else {
-                    ""
-                };
-                return Err(format!(
-                    "unknown unit {} in duration {}{hint}",
-                    quote(unit),
-                    quote(orig)
-                ));
+                let hint = if unit == "d" { " (days can only be used alone, as in \"7d\")" } else { "" };
+                return Err(format!("unknown unit {} in duration {}{hint}", quote(unit), quote(orig)));
             }
         };
-        let whole = parse_digits(int_digits)
-            .and_then(|n| n.checked_mul(unit_nanos))
-            .ok_or_else(|| out_of_range(orig))?;
+        let whole =
+            parse_digits(int_digits).and_then(|n| n.checked_mul(unit_nanos)).ok_or_else(|| out_of_range(orig))?;
         // Digits past the 20th are far below a nanosecond even for hours, and dropping them
         // keeps `fraction * unit_nanos` inside u128.
         let frac_digits = frac_digits.get(..20).unwrap_or(frac_digits);
@@ -202,10 +181,7 @@ mod tests {
         let got = parse_duration_value(&input);
         match (&got, &expected) {
             (Ok(g), Ok(e)) => assert_eq!(g, e, "input {input}"),
-            (Err(g), Err(e)) => assert!(
-                g.contains(e),
-                "input {input}: error {g:?} should contain {e:?}"
-            ),
+            (Err(g), Err(e)) => assert!(g.contains(e), "input {input}: error {g:?} should contain {e:?}"),
             _ => panic!("input {input}: got {got:?}, expected {expected:?}"),
         }
     }
@@ -222,14 +198,8 @@ mod tests {
             (json!(1.5), Ok(ms(1500))),
             (json!(null), Ok(Duration::ZERO)),
             (json!("7d"), Ok(secs(7 * 86_400))),
-            (
-                json!("1d2h"),
-                Err("unknown unit \"d\" in duration \"1d2h\" (days can only be used alone"),
-            ),
-            (
-                json!("2h1d"),
-                Err("a \"d\" suffix needs a whole number of days"),
-            ),
+            (json!("1d2h"), Err("unknown unit \"d\" in duration \"1d2h\" (days can only be used alone")),
+            (json!("2h1d"), Err("a \"d\" suffix needs a whole number of days")),
             (json!("1.5d"), Err("whole number of days")),
             (json!("1h30m"), Ok(secs(5400))),
             (json!("1.5h"), Ok(secs(5400))),
@@ -256,10 +226,7 @@ mod tests {
             (json!("."), Err("invalid duration")),
             (json!("+"), Err("invalid duration")),
             (json!("d"), Err("whole number of days")),
-            (
-                json!("99999999999999999999999999999999999999999"),
-                Err("out of range"),
-            ),
+            (json!("99999999999999999999999999999999999999999"), Err("out of range")),
             (json!("2562048h"), Err("out of range")),
             (json!("2562047h"), Ok(secs(2_562_047 * 3600))),
             (json!(1e300), Err("out of range")),

@@ -157,11 +157,7 @@ pub enum ConfigError {
     /// A key is unknown, missing, or has a value of the wrong kind; `key` is a dotted path
     /// such as `listener.tcp.tls_min_version`.
     #[error("{origin}: {key}: {message}")]
-    Invalid {
-        origin: String,
-        key: String,
-        message: String,
-    },
+    Invalid { origin: String, key: String, message: String },
 }
 
 /// The syntax a config is written in.
@@ -174,10 +170,7 @@ pub enum Format {
 impl Format {
     /// `.json` (any case) is JSON; everything else is HCL, as with Vault's `.hcl` files.
     pub fn from_path(path: &Path) -> Format {
-        let is_json = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        let is_json = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("json"));
         if is_json {
             Format::Json
         } else {
@@ -190,20 +183,12 @@ impl Format {
 /// is the origin named in errors and warnings.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let origin = path.display().to_string();
-    let io_error = |source| ConfigError::Io {
-        origin: origin.clone(),
-        source,
-    };
+    let io_error = |source| ConfigError::Io { origin: origin.clone(), source };
     let file = File::open(path).map_err(io_error)?;
     let mut text = String::new();
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(io_error)?;
+    file.take(MAX_FILE_BYTES + 1).read_to_string(&mut text).map_err(io_error)?;
     if u64::try_from(text.len()).unwrap_or(u64::MAX) > MAX_FILE_BYTES {
-        return Err(io_error(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "file is larger than 16 MiB",
-        )));
+        return Err(io_error(io::Error::new(io::ErrorKind::InvalidData, "file is larger than 16 MiB")));
     }
     parse(&text, Format::from_path(path), &origin)
 }
@@ -246,11 +231,7 @@ mod tests {
     }
 
     fn plain(address: &str) -> Listener {
-        Listener {
-            address: address.to_string(),
-            tls: None,
-            max_request_size: Some(DEFAULT_MAX_REQUEST_SIZE),
-        }
+        Listener { address: address.to_string(), tls: None, max_request_size: Some(DEFAULT_MAX_REQUEST_SIZE) }
     }
 
     #[test]
@@ -337,9 +318,7 @@ ui                = true
 raw_storage_endpoint = "true"
 "#);
         let expected = Config {
-            storage: Storage::Sled {
-                path: "/var/lib/arcanum".into(),
-            },
+            storage: Storage::Sled { path: "/var/lib/arcanum".into() },
             listeners: vec![
                 Listener {
                     address: "0.0.0.0:8200".to_string(),
@@ -350,11 +329,7 @@ raw_storage_endpoint = "true"
                     }),
                     max_request_size: None,
                 },
-                Listener {
-                    address: "127.0.0.1:8300".to_string(),
-                    tls: None,
-                    max_request_size: Some(1_048_576),
-                },
+                Listener { address: "127.0.0.1:8300".to_string(), tls: None, max_request_size: Some(1_048_576) },
             ],
             api_addr: Some("https://vault.example.com:8200".to_string()),
             log_level: Some(LogLevel::Error),
@@ -434,10 +409,7 @@ raw_storage_endpoint = "true"
             let source = match format {
                 Format::Hcl => format!("storage \"inmem\" {{}}\n{listeners}"),
                 Format::Json => {
-                    let body = listeners
-                        .strip_prefix('{')
-                        .and_then(|b| b.strip_suffix('}'))
-                        .unwrap_or(listeners);
+                    let body = listeners.strip_prefix('{').and_then(|b| b.strip_suffix('}')).unwrap_or(listeners);
                     let sep = if body.is_empty() { "" } else { "," };
                     format!("{{\"storage\":{{\"inmem\":{{}}}}{sep}{body}}}")
                 }
@@ -473,10 +445,7 @@ UI = true
         assert_eq!(config.max_lease_ttl, Some(Duration::from_secs(7200)));
         assert_eq!(config.default_lease_ttl, Some(Duration::from_secs(3600)));
         assert!(config.raw_storage_endpoint && config.ui && config.unauthenticated_metrics_access);
-        assert_eq!(
-            config.warnings,
-            vec!["config.hcl: key backend is ignored because storage is set".to_string()]
-        );
+        assert_eq!(config.warnings, vec!["config.hcl: key backend is ignored because storage is set".to_string()]);
     }
 
     #[test]
@@ -490,31 +459,13 @@ UI = true
 
     #[test]
     fn storage_layouts() {
-        let sled = Storage::Sled {
-            path: "/data".into(),
-        };
+        let sled = Storage::Sled { path: "/data".into() };
         let cases = [
-            (
-                Format::Hcl,
-                "storage \"sled\" {\n path = \"/data\"\n}\n",
-                sled.clone(),
-            ),
-            (
-                Format::Hcl,
-                "backend \"sled\" {\n path = \"/data\"\n}\n",
-                sled.clone(),
-            ),
+            (Format::Hcl, "storage \"sled\" {\n path = \"/data\"\n}\n", sled.clone()),
+            (Format::Hcl, "backend \"sled\" {\n path = \"/data\"\n}\n", sled.clone()),
             (Format::Hcl, "storage \"inmem\" {}\n", Storage::Inmem),
-            (
-                Format::Json,
-                r#"{"storage":{"sled":{"path":"/data"}}}"#,
-                sled.clone(),
-            ),
-            (
-                Format::Json,
-                r#"{"storage":[{"sled":{"path":"/data"}}]}"#,
-                sled.clone(),
-            ),
+            (Format::Json, r#"{"storage":{"sled":{"path":"/data"}}}"#, sled.clone()),
+            (Format::Json, r#"{"storage":[{"sled":{"path":"/data"}}]}"#, sled.clone()),
             (Format::Json, r#"{"backend":{"inmem":{}}}"#, Storage::Inmem),
         ];
         for (format, source, expected) in cases {
@@ -532,9 +483,7 @@ UI = true
                 .unwrap_or_else(|e| panic!("{body}: {e}"))
                 .unwrap_or_else(|| panic!("{body}: no listener"))
         };
-        let size = |s: &str| {
-            listener(&format!("tls_disable = true\nmax_request_size = {s}")).max_request_size
-        };
+        let size = |s: &str| listener(&format!("tls_disable = true\nmax_request_size = {s}")).max_request_size;
         assert_eq!(size("0"), Some(DEFAULT_MAX_REQUEST_SIZE));
         assert_eq!(size("-1"), None);
         assert_eq!(size("\"1024\""), Some(1024));
@@ -557,9 +506,7 @@ UI = true
             ("1", true),
             ("0", false),
         ] {
-            let l = listener(&format!(
-                "tls_disable = {value}\ntls_cert_file = \"c\"\ntls_key_file = \"k\""
-            ));
+            let l = listener(&format!("tls_disable = {value}\ntls_cert_file = \"c\"\ntls_key_file = \"k\""));
             assert_eq!(l.tls.is_none(), disabled, "tls_disable = {value}");
         }
 
@@ -654,31 +601,13 @@ cluster_cipher_suites = "x"
             "cluster_cipher_suites",
         ];
         for key in expect {
-            let line =
-                format!("config.hcl: key {key} is accepted for Vault compatibility and ignored");
-            assert!(
-                config.warnings.contains(&line),
-                "missing {line:?} in {:#?}",
-                config.warnings
-            );
+            let line = format!("config.hcl: key {key} is accepted for Vault compatibility and ignored");
+            assert!(config.warnings.contains(&line), "missing {line:?} in {:#?}", config.warnings);
         }
-        let tls_note =
-            "config.hcl: key listener.tcp.tls_cert_file is ignored because tls_disable is set";
-        assert!(
-            config.warnings.iter().any(|w| w == tls_note),
-            "{:#?}",
-            config.warnings
-        );
-        assert_eq!(
-            config.warnings.len(),
-            expect.len() + 1,
-            "{:#?}",
-            config.warnings
-        );
-        assert!(
-            !config.warnings.iter().any(|w| w.contains("secret-ish")),
-            "ignored values must not be echoed"
-        );
+        let tls_note = "config.hcl: key listener.tcp.tls_cert_file is ignored because tls_disable is set";
+        assert!(config.warnings.iter().any(|w| w == tls_note), "{:#?}", config.warnings);
+        assert_eq!(config.warnings.len(), expect.len() + 1, "{:#?}", config.warnings);
+        assert!(!config.warnings.iter().any(|w| w.contains("secret-ish")), "ignored values must not be echoed");
     }
 
     /// Each case: format, source, the key the error must name, and the expectation it must state.
@@ -753,43 +682,25 @@ cluster_cipher_suites = "x"
     #[test]
     fn long_values_and_keys_are_cut_short() {
         let long = "y".repeat(10_000);
-        let err = parse(
-            &format!("storage \"inmem\" {{}}\napi_addr = \"{long}\"\n"),
-            Format::Hcl,
-            "c",
-        )
-        .unwrap_err()
-        .to_string();
+        let err = parse(&format!("storage \"inmem\" {{}}\napi_addr = \"{long}\"\n"), Format::Hcl, "c")
+            .unwrap_err()
+            .to_string();
         assert!(err.len() < 200, "{err}");
-        let err = parse(
-            &format!(r#"{{"storage":{{"inmem":{{}}}},"{long}":1}}"#),
-            Format::Json,
-            "c",
-        )
-        .unwrap_err()
-        .to_string();
+        let err =
+            parse(&format!(r#"{{"storage":{{"inmem":{{}}}},"{long}":1}}"#), Format::Json, "c").unwrap_err().to_string();
         assert!(err.len() < 300, "{err}");
     }
 
     #[test]
     fn syntax_errors_carry_line_and_column() {
-        let err = parse(
-            "storage \"inmem\" {}\n\nlistener \"tcp\" {\n  address = \n}\n",
-            Format::Hcl,
-            "config.hcl",
-        )
-        .unwrap_err();
+        let err = parse("storage \"inmem\" {}\n\nlistener \"tcp\" {\n  address = \n}\n", Format::Hcl, "config.hcl")
+            .unwrap_err();
         let text = err.to_string();
         assert!(matches!(err, ConfigError::Syntax { .. }), "{err:?}");
         assert!(text.starts_with("config.hcl: invalid HCL:"), "{text}");
         assert!(text.contains("line 4, column"), "{text}");
 
-        let err = parse(
-            "{\"storage\": {\n\"inmem\": {},}}",
-            Format::Json,
-            "config.json",
-        )
-        .unwrap_err();
+        let err = parse("{\"storage\": {\n\"inmem\": {},}}", Format::Json, "config.json").unwrap_err();
         let text = err.to_string();
         assert!(text.starts_with("config.json: invalid JSON: "), "{text}");
         assert!(text.contains("line 2 column"), "{text}");
@@ -811,14 +722,9 @@ cluster_cipher_suites = "x"
         std::fs::remove_dir_all(&dir).unwrap();
 
         assert_eq!(loaded.unwrap().storage, Storage::Inmem);
-        assert!(
-            bad.starts_with(&format!("{}: bogus: unknown key", hcl_path.display())),
-            "{bad}"
-        );
+        assert!(bad.starts_with(&format!("{}: bogus: unknown key", hcl_path.display())), "{bad}");
         assert!(matches!(absent, ConfigError::Io { .. }));
-        assert!(absent
-            .to_string()
-            .starts_with(&missing.display().to_string()));
+        assert!(absent.to_string().starts_with(&missing.display().to_string()));
         assert_eq!(Format::from_path(Path::new("a.json")), Format::Json);
         assert_eq!(Format::from_path(Path::new("a.hcl")), Format::Hcl);
         assert_eq!(Format::from_path(Path::new("json")), Format::Hcl);

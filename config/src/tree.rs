@@ -41,10 +41,7 @@ pub(crate) fn with_hcl<T: Send>(
     origin: &str,
     then: impl FnOnce(&Value) -> Result<T, ConfigError> + Send,
 ) -> Result<T, ConfigError> {
-    let syntax = |message: String| ConfigError::Syntax {
-        origin: origin.to_string(),
-        message,
-    };
+    let syntax = |message: String| ConfigError::Syntax { origin: origin.to_string(), message };
     // hcl-edit is a recursive-descent parser with no depth limit, so a deeply nested input
     // would overflow the stack and abort the process. Bounding the depth up front and giving
     // the parser a stack sized for that bound turns such input into an ordinary error.
@@ -68,16 +65,9 @@ pub(crate) fn with_hcl<T: Send>(
                 let tree = Converter { origin }.body(body, "").map(Value::Object)?;
                 then(&tree)
             })
-            .map_err(|source| ConfigError::Io {
-                origin: origin.to_string(),
-                source,
-            })?;
+            .map_err(|source| ConfigError::Io { origin: origin.to_string(), source })?;
         // A panic inside hcl-edit must end as an error, not take the server down.
-        parser.join().unwrap_or_else(|_| {
-            Err(syntax(
-                "invalid HCL: the parser failed on this input".to_string(),
-            ))
-        })
+        parser.join().unwrap_or_else(|_| Err(syntax("invalid HCL: the parser failed on this input".to_string())))
     })
 }
 
@@ -91,8 +81,7 @@ fn nesting_budget(source: &str) -> usize {
         .iter()
         .enumerate()
         .filter(|&(i, b)| match b {
-            b'{' | b'[' | b'(' | b'!' | b'?' | b'-' | b'+' | b'*' | b'/' | b'%' | b'&' | b'|'
-            | b'<' | b'>' => true,
+            b'{' | b'[' | b'(' | b'!' | b'?' | b'-' | b'+' | b'*' | b'/' | b'%' | b'&' | b'|' | b'<' | b'>' => true,
             // A lone `=` is an assignment; only `==` is an operator.
             b'=' => bytes.get(i + 1) == Some(&b'='),
             _ => false,
@@ -115,11 +104,7 @@ struct Converter<'a> {
 
 impl Converter<'_> {
     fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid {
-            origin: self.origin.to_string(),
-            key: key.to_string(),
-            message: message.into(),
-        }
+        ConfigError::Invalid { origin: self.origin.to_string(), key: key.to_string(), message: message.into() }
     }
 
     /// Follows the HCL JSON spec layout (`name.label1.label2 = body`, repeated blocks become a
@@ -140,15 +125,13 @@ impl Converter<'_> {
                 }
                 Structure::Block(block) => {
                     let name = block.identifier.into_inner();
-                    let labels: Vec<String> =
-                        block.labels.into_iter().map(|l| l.into_inner()).collect();
+                    let labels: Vec<String> = block.labels.into_iter().map(|l| l.into_inner()).collect();
                     let mut path = join(prefix, &name);
                     for label in &labels {
                         path = join(&path, label);
                     }
                     let body = self.body(block.body, &path)?;
-                    add_block(&mut nodes, name, &labels, body)
-                        .map_err(|why| self.invalid(&path, why))?;
+                    add_block(&mut nodes, name, &labels, body).map_err(|why| self.invalid(&path, why))?;
                 }
             }
         }
@@ -189,10 +172,9 @@ impl Converter<'_> {
                         ObjectKey::Identifier(ident) => ident.into_inner(),
                         ObjectKey::Expression(Expression::String(s)) => s,
                         _ => {
-                            return Err(self.invalid(
-                                path,
-                                "object keys must be names or plain strings, not expressions",
-                            ))
+                            return Err(
+                                self.invalid(path, "object keys must be names or plain strings, not expressions")
+                            )
                         }
                     };
                     let child = join(path, &key);
@@ -204,10 +186,12 @@ impl Converter<'_> {
                 }
                 Value::Object(map)
             }
-            _ => return Err(self.invalid(
-                path,
-                "expected a literal value; Vault's config format does not evaluate HCL expressions",
-            )),
+            _ => {
+                return Err(self.invalid(
+                    path,
+                    "expected a literal value; Vault's config format does not evaluate HCL expressions",
+                ))
+            }
         })
     }
 }
@@ -229,11 +213,7 @@ fn add_block(
     let index = match nodes.iter().position(|(k, _)| *k == name) {
         Some(i) => i,
         None => {
-            let fresh = if labels.is_empty() {
-                Node::Bodies(Vec::new())
-            } else {
-                Node::Labels(Vec::new())
-            };
+            let fresh = if labels.is_empty() { Node::Bodies(Vec::new()) } else { Node::Labels(Vec::new()) };
             nodes.push((name, fresh));
             nodes.len() - 1
         }
@@ -246,9 +226,7 @@ fn add_block(
             bodies.push(body);
             Ok(())
         }
-        (Node::Labels(children), Some((first, rest))) => {
-            add_block(children, first.clone(), rest, body)
-        }
+        (Node::Labels(children), Some((first, rest))) => add_block(children, first.clone(), rest, body),
         (Node::Attribute(_), _) => Err("defined both as an attribute and as a block"),
         _ => Err("blocks of this name are written with different numbers of labels"),
     }
@@ -264,12 +242,7 @@ fn node_value(node: Node) -> Value {
                 Value::Array(bodies.into_iter().map(Value::Object).collect())
             }
         }
-        Node::Labels(children) => Value::Object(
-            children
-                .into_iter()
-                .map(|(k, n)| (k, node_value(n)))
-                .collect(),
-        ),
+        Node::Labels(children) => Value::Object(children.into_iter().map(|(k, n)| (k, node_value(n))).collect()),
     }
 }
 
@@ -304,9 +277,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 
     fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
-        Number::from_f64(v)
-            .map(Value::Number)
-            .ok_or_else(|| E::custom("number is out of range"))
+        Number::from_f64(v).map(Value::Number).ok_or_else(|| E::custom("number is out of range"))
     }
 
     fn visit_str<E>(self, v: &str) -> Result<Value, E> {
@@ -354,10 +325,7 @@ mod tests {
     #[test]
     fn hcl_blocks_follow_the_json_layout() {
         let cases = [
-            (
-                r#"storage "sled" { path = "/x" }"#,
-                json!({"storage": {"sled": {"path": "/x"}}}),
-            ),
+            (r#"storage "sled" { path = "/x" }"#, json!({"storage": {"sled": {"path": "/x"}}})),
             (
                 "listener \"tcp\" {\n a = 1\n}\nlistener \"tcp\" {\n a = 2\n}\n",
                 json!({"listener": {"tcp": [{"a": 1}, {"a": 2}]}}),
@@ -366,14 +334,8 @@ mod tests {
                 "listener \"tcp\" {\n a = 1\n}\nlistener \"unix\" {\n a = 2\n}\n",
                 json!({"listener": {"tcp": {"a": 1}, "unix": {"a": 2}}}),
             ),
-            (
-                "telemetry {\n x = true\n}\n",
-                json!({"telemetry": {"x": true}}),
-            ),
-            (
-                "telemetry {}\ntelemetry {}\n",
-                json!({"telemetry": [{}, {}]}),
-            ),
+            ("telemetry {\n x = true\n}\n", json!({"telemetry": {"x": true}})),
+            ("telemetry {}\ntelemetry {}\n", json!({"telemetry": [{}, {}]})),
             (
                 "a \"b\" \"c\" {\n d = [1, 2.5, \"${x}\", null]\n e = { f = \"g\", \"h\" = (1) }\n}\n",
                 json!({"a": {"b": {"c": {"d": [1, 2.5, "${x}", null], "e": {"f": "g", "h": 1}}}}}),
@@ -388,27 +350,12 @@ mod tests {
     #[test]
     fn hcl_ambiguities_are_errors() {
         let cases = [
-            (
-                "a = 1\na = 2\n",
-                "t.hcl: invalid HCL:\n --> HCL parse error in line 2, column 1",
-            ),
-            (
-                "a = 1\na {}\n",
-                "t.hcl: a: defined both as an attribute and as a block",
-            ),
-            (
-                "a \"x\" {}\na {}\n",
-                "t.hcl: a: blocks of this name are written with different numbers of labels",
-            ),
-            (
-                "b {\n a = 1\n a = 2\n}\n",
-                "t.hcl: invalid HCL:\n --> HCL parse error in line 3",
-            ),
+            ("a = 1\na = 2\n", "t.hcl: invalid HCL:\n --> HCL parse error in line 2, column 1"),
+            ("a = 1\na {}\n", "t.hcl: a: defined both as an attribute and as a block"),
+            ("a \"x\" {}\na {}\n", "t.hcl: a: blocks of this name are written with different numbers of labels"),
+            ("b {\n a = 1\n a = 2\n}\n", "t.hcl: invalid HCL:\n --> HCL parse error in line 3"),
             // hcl-rs already merges `{ b = 1, b = 2 }` (last wins); only differently spelled keys reach us.
-            (
-                "a = { b = 1, \"b\" = 2 }\n",
-                "t.hcl: a.b: defined more than once",
-            ),
+            ("a = { b = 1, \"b\" = 2 }\n", "t.hcl: a.b: defined more than once"),
             ("a = foo.bar\n", "t.hcl: a: expected a literal value"),
             ("a = upper(\"x\")\n", "t.hcl: a: expected a literal value"),
             ("a = 1 + 2\n", "t.hcl: a: expected a literal value"),
@@ -428,35 +375,20 @@ mod tests {
         ];
         for source in too_deep {
             let err = hcl(&source).unwrap_err();
-            assert!(
-                err.contains("more than the 4096 any Vault config needs"),
-                "{err}"
-            );
+            assert!(err.contains("more than the 4096 any Vault config needs"), "{err}");
         }
         // Just under the limit, in the constructs that cost the most stack per level, the
         // parser must finish on its own thread (with whatever result) instead of aborting.
         let n = MAX_NESTING_BUDGET / 2;
         let near_limit = [
-            format!(
-                "a = \"${{{}{}}}\"",
-                "[".repeat(n * 2 - 2),
-                "]".repeat(n * 2 - 2)
-            ),
+            format!("a = \"${{{}{}}}\"", "[".repeat(n * 2 - 2), "]".repeat(n * 2 - 2)),
             format!("{}{}", "a {\n".repeat(n * 2), "}\n".repeat(n * 2)),
-            format!(
-                "a = \"{}{}\"",
-                "%{ if a }".repeat(n / 2),
-                "%{ endif }".repeat(n / 2)
-            ),
+            format!("a = \"{}{}\"", "%{ if a }".repeat(n / 2), "%{ endif }".repeat(n / 2)),
             format!("a = {}1\n", "a ? 1 : ".repeat(n * 2 - 1)),
         ];
         for source in near_limit {
             let budget = nesting_budget(&source);
-            assert!(
-                budget <= MAX_NESTING_BUDGET,
-                "{budget}: {}",
-                source.get(..20).unwrap_or_default()
-            );
+            assert!(budget <= MAX_NESTING_BUDGET, "{budget}: {}", source.get(..20).unwrap_or_default());
             let _ = with_hcl(&source, "t.hcl", |_| Ok(()));
         }
         assert_eq!(nesting_budget("a = 1\nb == c /* - */ \"[\""), 7);
@@ -472,10 +404,7 @@ mod tests {
         ];
         for (source, expected) in cases {
             let err = from_json(source, "t.json").unwrap_err().to_string();
-            assert!(
-                err.starts_with("t.json: invalid JSON: ") && err.contains(expected),
-                "source {source:?}: {err}"
-            );
+            assert!(err.starts_with("t.json: invalid JSON: ") && err.contains(expected), "source {source:?}: {err}");
         }
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         assert!(from_json(&deep, "t.json").is_err());

@@ -8,8 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::duration::parse_duration_value;
 use crate::{
-    quote, Config, ConfigError, Listener, LogLevel, Storage, Tls, TlsVersion, DEFAULT_ADDRESS,
-    DEFAULT_MAX_REQUEST_SIZE,
+    quote, Config, ConfigError, Listener, LogLevel, Storage, Tls, TlsVersion, DEFAULT_ADDRESS, DEFAULT_MAX_REQUEST_SIZE,
 };
 
 const TOP_LEVEL_KEYS: &[&str] = &[
@@ -79,22 +78,10 @@ const IGNORED_TOP_LEVEL: &[&str] = &[
 const STORAGE_TYPES: &str = "sled, inmem";
 
 /// Settings Vault reads from inside any storage block rather than from the backend itself.
-const IGNORED_STORAGE: &[&str] = &[
-    "redirect_addr",
-    "advertise_addr",
-    "cluster_addr",
-    "disable_clustering",
-];
+const IGNORED_STORAGE: &[&str] = &["redirect_addr", "advertise_addr", "cluster_addr", "disable_clustering"];
 
-const LISTENER_KEYS: &[&str] = &[
-    "address",
-    "tls_disable",
-    "tls_cert_file",
-    "tls_key_file",
-    "tls_min_version",
-    "max_request_size",
-    "telemetry",
-];
+const LISTENER_KEYS: &[&str] =
+    &["address", "tls_disable", "tls_cert_file", "tls_key_file", "tls_min_version", "max_request_size", "telemetry"];
 
 /// Valid Vault TCP listener settings that Arcanum has no use for.
 const IGNORED_LISTENER: &[&str] = &[
@@ -178,10 +165,7 @@ const TOP_LEVEL_ALIASES: &[(&str, &str)] = &[
     ("maxleasettl", "max_lease_ttl"),
     ("defaultleasettl", "default_lease_ttl"),
     ("enablerawendpoint", "raw_storage_endpoint"),
-    (
-        "removeirrevocableleaseafter",
-        "remove_irrevocable_lease_after",
-    ),
+    ("removeirrevocableleaseafter", "remove_irrevocable_lease_after"),
     ("pluginfilepermissions", "plugin_file_permissions"),
     ("enableintrospectionendpoint", "introspection_endpoint"),
     ("disableclustering", "disable_clustering"),
@@ -196,11 +180,7 @@ const TELEMETRY_ALIASES: &[(&str, &str)] = &[("unauthenticatedmetricsaccess", ME
 type Object = Map<String, Value>;
 
 pub(crate) fn config(tree: &Value, origin: &str) -> Result<Config, ConfigError> {
-    let mut walker = Walker {
-        origin,
-        warnings: Vec::new(),
-        metrics: false,
-    };
+    let mut walker = Walker { origin, warnings: Vec::new(), metrics: false };
     walker.top_level(tree)
 }
 
@@ -213,10 +193,7 @@ struct Walker<'a> {
 impl Walker<'_> {
     fn top_level(&mut self, tree: &Value) -> Result<Config, ConfigError> {
         let Value::Object(top) = tree else {
-            return Err(self.invalid(
-                "(top level)",
-                format!("expected an object of settings, got {}", describe(tree)),
-            ));
+            return Err(self.invalid("(top level)", format!("expected an object of settings, got {}", describe(tree))));
         };
         let mut storage_blocks = Vec::new();
         let mut backend_blocks = Vec::new();
@@ -250,10 +227,7 @@ impl Walker<'_> {
             backend_blocks
         } else {
             for (key, _) in backend_blocks {
-                self.note(format!(
-                    "key {} is ignored because storage is set",
-                    short(key)
-                ));
+                self.note(format!("key {} is ignored because storage is set", short(key)));
             }
             storage_blocks
         };
@@ -301,10 +275,7 @@ impl Walker<'_> {
                 if kind != "sled" && kind != "inmem" {
                     return Err(self.invalid(
                         &kind_path,
-                        format!(
-                            "unsupported storage type {}; supported types are {STORAGE_TYPES}",
-                            quote(&kind)
-                        ),
+                        format!("unsupported storage type {}; supported types are {STORAGE_TYPES}", quote(&kind)),
                     ));
                 }
                 for (body_path, body) in self.blocks(body, &kind_path)? {
@@ -313,16 +284,14 @@ impl Walker<'_> {
             }
         }
         let (kind, path, body) = match found.as_slice() {
-            [] => {
-                return Err(self.invalid(
-                    key,
-                    format!("expected a storage type ({STORAGE_TYPES}), as in {key} \"sled\" {{ path = \"/var/lib/arcanum\" }}"),
-                ))
-            }
+            [] => return Err(self.invalid(
+                key,
+                format!(
+                    "expected a storage type ({STORAGE_TYPES}), as in {key} \"sled\" {{ path = \"/var/lib/arcanum\" }}"
+                ),
+            )),
             [only] => only,
-            [_, (_, second, _), ..] => {
-                return Err(self.invalid(second, "only one storage block is allowed"))
-            }
+            [_, (_, second, _), ..] => return Err(self.invalid(second, "only one storage block is allowed")),
         };
         let mut sled_path = None;
         for (k, v) in *body {
@@ -331,25 +300,17 @@ impl Walker<'_> {
                 ("sled", "path") => sled_path = Some(self.string(v, &key_path)?),
                 (_, k) if IGNORED_STORAGE.contains(&k) => self.ignore(&key_path),
                 ("sled", _) => return Err(self.unknown(k, path, &["path"])),
-                _ => {
-                    return Err(self.invalid(
-                        &key_path,
-                        "unknown key; the inmem storage takes no settings",
-                    ))
-                }
+                _ => return Err(self.invalid(&key_path, "unknown key; the inmem storage takes no settings")),
             }
         }
         if kind == "inmem" {
             return Ok(Storage::Inmem);
         }
         match sled_path {
-            Some(p) if !p.is_empty() => Ok(Storage::Sled {
-                path: PathBuf::from(p),
-            }),
-            _ => Err(self.invalid(
-                &format!("{path}.path"),
-                "missing; expected the directory where sled keeps its data",
-            )),
+            Some(p) if !p.is_empty() => Ok(Storage::Sled { path: PathBuf::from(p) }),
+            _ => {
+                Err(self.invalid(&format!("{path}.path"), "missing; expected the directory where sled keeps its data"))
+            }
         }
     }
 
@@ -373,16 +334,11 @@ impl Walker<'_> {
                 self.check_listener_type(kind, &kind_path)?;
                 for (body_path, body) in self.blocks(bodies, &kind_path)? {
                     if let Some(inner) = get_ignore_case(body, "type") {
-                        let matches =
-                            matches!(inner, Value::String(t) if t.eq_ignore_ascii_case(kind));
+                        let matches = matches!(inner, Value::String(t) if t.eq_ignore_ascii_case(kind));
                         if !matches {
                             return Err(self.invalid(
                                 &format!("{body_path}.type"),
-                                format!(
-                                    "expected {}, as in the block label, got {}",
-                                    quote(kind),
-                                    describe(inner)
-                                ),
+                                format!("expected {}, as in the block label, got {}", quote(kind), describe(inner)),
                             ));
                         }
                     }
@@ -397,13 +353,7 @@ impl Walker<'_> {
         if kind.eq_ignore_ascii_case("tcp") {
             Ok(())
         } else {
-            Err(self.invalid(
-                path,
-                format!(
-                    "unsupported listener type {}; supported types are tcp",
-                    quote(kind)
-                ),
-            ))
+            Err(self.invalid(path, format!("unsupported listener type {}; supported types are tcp", quote(kind))))
         }
     }
 
@@ -431,14 +381,9 @@ impl Walker<'_> {
             }
         }
         let tls = if tls_disable {
-            for (name, set) in [
-                ("tls_cert_file", cert_file.is_some()),
-                ("tls_key_file", key_file.is_some()),
-            ] {
+            for (name, set) in [("tls_cert_file", cert_file.is_some()), ("tls_key_file", key_file.is_some())] {
                 if set {
-                    self.note(format!(
-                        "key {path}.{name} is ignored because tls_disable is set"
-                    ));
+                    self.note(format!("key {path}.{name} is ignored because tls_disable is set"));
                 }
             }
             None
@@ -451,17 +396,9 @@ impl Walker<'_> {
             };
             let cert_file = cert_file.ok_or_else(|| required("tls_cert_file"))?;
             let key_file = key_file.ok_or_else(|| required("tls_key_file"))?;
-            Some(Tls {
-                cert_file: PathBuf::from(cert_file),
-                key_file: PathBuf::from(key_file),
-                min_version,
-            })
+            Some(Tls { cert_file: PathBuf::from(cert_file), key_file: PathBuf::from(key_file), min_version })
         };
-        Ok(Listener {
-            address,
-            tls,
-            max_request_size,
-        })
+        Ok(Listener { address, tls, max_request_size })
     }
 
     /// Vault documents `unauthenticated_metrics_access` in the listener's telemetry block.
@@ -490,9 +427,7 @@ impl Walker<'_> {
                 if canon == METRICS_KEY {
                     let allowed = self.boolean(v, &key_path)?;
                     self.metrics |= allowed;
-                } else if IGNORED_TELEMETRY.contains(&canon.as_str())
-                    || canon.starts_with("circonus_")
-                {
+                } else if IGNORED_TELEMETRY.contains(&canon.as_str()) || canon.starts_with("circonus_") {
                     self.ignore(&key_path);
                 } else {
                     return Err(self.invalid(
@@ -513,13 +448,8 @@ impl Walker<'_> {
         if s.starts_with("http://") || s.starts_with("https://") {
             Ok(Some(s.to_string()))
         } else {
-            Err(self.invalid(
-                path,
-                format!(
-                    "expected a URL such as \"https://vault.example.com:8200\", got {}",
-                    quote(s)
-                ),
-            ))
+            Err(self
+                .invalid(path, format!("expected a URL such as \"https://vault.example.com:8200\", got {}", quote(s))))
         }
     }
 
@@ -529,22 +459,13 @@ impl Walker<'_> {
             return Ok(None);
         }
         LogLevel::parse(s).map(Some).ok_or_else(|| {
-            self.invalid(
-                path,
-                format!(
-                    "expected one of trace, debug, info, warn, error, got {}",
-                    quote(s)
-                ),
-            )
+            self.invalid(path, format!("expected one of trace, debug, info, warn, error, got {}", quote(s)))
         })
     }
 
     fn duration(&self, value: &Value, path: &str) -> Result<Option<Duration>, ConfigError> {
         let d = parse_duration_value(value).map_err(|why| {
-            self.invalid(
-                path,
-                format!("expected a duration such as \"768h\" or a number of seconds: {why}"),
-            )
+            self.invalid(path, format!("expected a duration such as \"768h\" or a number of seconds: {why}"))
         })?;
         Ok(Some(d).filter(|d| !d.is_zero()))
     }
@@ -555,15 +476,8 @@ impl Walker<'_> {
             "" | "tls12" => Ok(TlsVersion::Tls12),
             "tls13" => Ok(TlsVersion::Tls13),
             _ => {
-                let why = if s == "tls10" || s == "tls11" {
-                    " (the minimum supported version is tls12)"
-                } else {
-                    ""
-                };
-                Err(self.invalid(
-                    path,
-                    format!("expected one of tls12, tls13, got {}{why}", quote(s)),
-                ))
+                let why = if s == "tls10" || s == "tls11" { " (the minimum supported version is tls12)" } else { "" };
+                Err(self.invalid(path, format!("expected one of tls12, tls13, got {}{why}", quote(s))))
             }
         }
     }
@@ -571,19 +485,12 @@ impl Walker<'_> {
     /// Vault: zero means the default, a negative value disables the limit.
     fn request_size(&self, value: &Value, path: &str) -> Result<Option<u64>, ConfigError> {
         let n: Option<i128> = match value {
-            Value::Number(n) => n
-                .as_i64()
-                .map(i128::from)
-                .or_else(|| n.as_u64().map(i128::from)),
+            Value::Number(n) => n.as_i64().map(i128::from).or_else(|| n.as_u64().map(i128::from)),
             Value::String(s) => s.trim().parse::<i64>().ok().map(i128::from),
             _ => None,
         };
-        let n = n.ok_or_else(|| {
-            self.invalid(
-                path,
-                format!("expected a whole number of bytes, got {}", describe(value)),
-            )
-        })?;
+        let n =
+            n.ok_or_else(|| self.invalid(path, format!("expected a whole number of bytes, got {}", describe(value))))?;
         Ok(match n {
             0 => Some(DEFAULT_MAX_REQUEST_SIZE),
             n if n < 0 => None,
@@ -599,17 +506,11 @@ impl Walker<'_> {
         let bad = || {
             self.invalid(
                 path,
-                format!(
-                    "expected host:port such as \"127.0.0.1:8200\" or \"[::]:8200\", got {}",
-                    quote(s)
-                ),
+                format!("expected host:port such as \"127.0.0.1:8200\" or \"[::]:8200\", got {}", quote(s)),
             )
         };
         let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
-        if port.is_empty()
-            || !port.bytes().all(|b| b.is_ascii_digit())
-            || port.parse::<u16>().is_err()
-        {
+        if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) || port.parse::<u16>().is_err() {
             return Err(bad());
         }
         if host.is_empty() {
@@ -617,12 +518,8 @@ impl Walker<'_> {
             return Ok(format!("0.0.0.0:{port}"));
         }
         let host_ok = match host.strip_prefix('[') {
-            Some(bracketed) => bracketed
-                .strip_suffix(']')
-                .is_some_and(|ip| ip.parse::<Ipv6Addr>().is_ok()),
-            None => host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_'),
+            Some(bracketed) => bracketed.strip_suffix(']').is_some_and(|ip| ip.parse::<Ipv6Addr>().is_ok()),
+            None => host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_'),
         };
         if host_ok {
             Ok(s.to_string())
@@ -647,28 +544,15 @@ impl Walker<'_> {
                 "" | "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
                 _ => None,
             },
-            Value::Number(n) => n
-                .as_i64()
-                .map(|i| i != 0)
-                .or_else(|| n.as_u64().map(|_| true)),
+            Value::Number(n) => n.as_i64().map(|i| i != 0).or_else(|| n.as_u64().map(|_| true)),
             _ => None,
         };
-        parsed.ok_or_else(|| {
-            self.invalid(
-                path,
-                format!("expected true or false, got {}", describe(value)),
-            )
-        })
+        parsed.ok_or_else(|| self.invalid(path, format!("expected true or false, got {}", describe(value))))
     }
 
     /// A block body, or several when a block is repeated (a list of bodies).
-    fn blocks<'v>(
-        &self,
-        value: &'v Value,
-        path: &str,
-    ) -> Result<Vec<(String, &'v Object)>, ConfigError> {
-        let not_block =
-            |p: &str, v: &Value| self.invalid(p, format!("expected a block, got {}", describe(v)));
+    fn blocks<'v>(&self, value: &'v Value, path: &str) -> Result<Vec<(String, &'v Object)>, ConfigError> {
+        let not_block = |p: &str, v: &Value| self.invalid(p, format!("expected a block, got {}", describe(v)));
         match value {
             Value::Object(body) => Ok(vec![(path.to_string(), body)]),
             Value::Array(items) => items
@@ -687,9 +571,7 @@ impl Walker<'_> {
     }
 
     fn ignore(&mut self, path: &str) {
-        self.note(format!(
-            "key {path} is accepted for Vault compatibility and ignored"
-        ));
+        self.note(format!("key {path} is accepted for Vault compatibility and ignored"));
     }
 
     fn note(&mut self, message: String) {
@@ -697,23 +579,12 @@ impl Walker<'_> {
     }
 
     fn unknown(&self, key: &str, parent: &str, expected: &[&str]) -> ConfigError {
-        let path = if parent.is_empty() {
-            short(key)
-        } else {
-            format!("{parent}.{}", short(key))
-        };
-        self.invalid(
-            &path,
-            format!("unknown key; expected one of {}", expected.join(", ")),
-        )
+        let path = if parent.is_empty() { short(key) } else { format!("{parent}.{}", short(key)) };
+        self.invalid(&path, format!("unknown key; expected one of {}", expected.join(", ")))
     }
 
     fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid {
-            origin: self.origin.to_string(),
-            key: key.to_string(),
-            message: message.into(),
-        }
+        ConfigError::Invalid { origin: self.origin.to_string(), key: key.to_string(), message: message.into() }
     }
 }
 
@@ -721,16 +592,11 @@ impl Walker<'_> {
 /// (`MaxLeaseTTL`); this maps a key to the one spelling the walker matches on.
 fn canonical(key: &str, aliases: &[(&str, &str)]) -> String {
     let lower = key.to_ascii_lowercase();
-    aliases
-        .iter()
-        .find(|(alias, _)| *alias == lower)
-        .map_or(lower, |(_, name)| (*name).to_string())
+    aliases.iter().find(|(alias, _)| *alias == lower).map_or(lower, |(_, name)| (*name).to_string())
 }
 
 fn get_ignore_case<'v>(body: &'v Object, key: &str) -> Option<&'v Value> {
-    body.iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(key))
-        .map(|(_, v)| v)
+    body.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v)
 }
 
 fn non_empty(s: &str) -> Option<String> {

@@ -27,10 +27,7 @@ fn bench_aead(c: &mut Criterion) {
     let nonce = Nonce::from([7u8; aead::NONCE_LEN]);
     group.bench_function("raw_aes_gcm_fixed_cipher", |b| {
         b.iter(|| {
-            let payload = Payload {
-                msg: black_box(&plaintext),
-                aad: AAD,
-            };
+            let payload = Payload { msg: black_box(&plaintext), aad: AAD };
             let ct = raw.encrypt(&nonce, payload).expect("encrypt");
             let payload = Payload { msg: &ct, aad: AAD };
             black_box(raw.decrypt(&nonce, payload).expect("decrypt"))

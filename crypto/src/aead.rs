@@ -29,9 +29,7 @@ pub struct Cipher {
 impl Cipher {
     /// Expands `key` into a ready-to-use cipher.
     pub fn new(key: &Key256) -> Cipher {
-        Cipher {
-            inner: Aes256Gcm::new(key.as_bytes().into()),
-        }
+        Cipher { inner: Aes256Gcm::new(key.as_bytes().into()) }
     }
 
     /// Encrypts under a fresh random 96-bit nonce; returns `nonce || ciphertext || tag`.
@@ -78,12 +76,7 @@ impl Cipher {
         // aes-gcm checks the tag before decrypting, so on failure the buffer still holds
         // only ciphertext and can be dropped without wiping.
         self.inner
-            .decrypt_in_place_detached(
-                Nonce::from_slice(nonce),
-                aad,
-                &mut plaintext,
-                Tag::from_slice(tag),
-            )
+            .decrypt_in_place_detached(Nonce::from_slice(nonce), aad, &mut plaintext, Tag::from_slice(tag))
             .map_err(|_| CryptoError::Decrypt)?;
         Ok(plaintext)
     }
@@ -172,11 +165,7 @@ mod tests {
             let cipher = Cipher::new(&key);
             let sealed = cipher.seal_with_nonce(&nonce, &pt, &aad);
             assert_eq!(hex::encode(&sealed), hex::encode(&want), "vector {i}");
-            assert_eq!(
-                open(&key, &want, &aad).expect("vector opens"),
-                pt,
-                "vector {i}"
-            );
+            assert_eq!(open(&key, &want, &aad).expect("vector opens"), pt, "vector {i}");
         }
     }
 
@@ -210,11 +199,7 @@ mod tests {
             for bit in 0..8 {
                 let mut bad = sealed.clone();
                 bad[byte] ^= 1 << bit;
-                assert_eq!(
-                    open(&key, &bad, b"aad"),
-                    Err(CryptoError::Decrypt),
-                    "byte {byte} bit {bit}"
-                );
+                assert_eq!(open(&key, &bad, b"aad"), Err(CryptoError::Decrypt), "byte {byte} bit {bit}");
             }
         }
     }
@@ -226,10 +211,7 @@ mod tests {
         for aad in [&b""[..], b"path/b", b"path/a\0", b"path/"] {
             assert_eq!(open(&key, &sealed, aad), Err(CryptoError::Decrypt));
         }
-        assert_eq!(
-            open(&Key256::generate(), &sealed, b"path/a"),
-            Err(CryptoError::Decrypt)
-        );
+        assert_eq!(open(&Key256::generate(), &sealed, b"path/a"), Err(CryptoError::Decrypt));
     }
 
     #[test]
@@ -237,11 +219,7 @@ mod tests {
         let key = Key256::generate();
         let sealed = seal(&key, b"some plaintext", b"");
         for len in 0..sealed.len() {
-            assert_eq!(
-                open(&key, &sealed[..len], b""),
-                Err(CryptoError::Decrypt),
-                "len {len}"
-            );
+            assert_eq!(open(&key, &sealed[..len], b""), Err(CryptoError::Decrypt), "len {len}");
         }
         let mut extended = sealed.clone();
         extended.push(0);

@@ -103,9 +103,7 @@ mod tests {
             let i = inv(a);
             assert_eq!(mul(a, i), 1, "a={a:#x} inv={i:#x}");
             // The inverse is unique, so the brute-force search must find the same element.
-            let brute = (1..=255u8)
-                .find(|&b| slow_mul(a, b) == 1)
-                .expect("every non-zero element has an inverse");
+            let brute = (1..=255u8).find(|&b| slow_mul(a, b) == 1).expect("every non-zero element has an inverse");
             assert_eq!(i, brute, "a={a:#x}");
         }
     }

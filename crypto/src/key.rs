@@ -55,11 +55,7 @@ mod tests {
     #[test]
     fn from_slice_lengths() {
         for len in [0usize, 1, 16, 31, 33, 64] {
-            assert_eq!(
-                Key256::from_slice(&vec![7u8; len]).err(),
-                Some(CryptoError::InvalidKeyLength),
-                "len {len}"
-            );
+            assert_eq!(Key256::from_slice(&vec![7u8; len]).err(), Some(CryptoError::InvalidKeyLength), "len {len}");
         }
         let bytes: Vec<u8> = (0u8..32).collect();
         let key = Key256::from_slice(&bytes).expect("32 bytes is valid");

@@ -44,11 +44,7 @@ struct Term {
 
 impl Term {
     fn new(key: Key256, install_time_unix: i64) -> Term {
-        Term {
-            cipher: Cipher::new(&key),
-            key,
-            install_time_unix,
-        }
+        Term { cipher: Cipher::new(&key), key, install_time_unix }
     }
 }
 
@@ -66,10 +62,7 @@ pub struct Keyring {
 impl Keyring {
     /// A new keyring with a random root key and term 1 holding a random data key installed at `now_unix`.
     pub fn generate(now_unix: i64) -> Keyring {
-        Keyring {
-            root: Key256::generate(),
-            terms: vec![Term::new(Key256::generate(), now_unix)],
-        }
+        Keyring { root: Key256::generate(), terms: vec![Term::new(Key256::generate(), now_unix)] }
     }
 
     /// The term new data should be encrypted under.
@@ -115,11 +108,7 @@ impl Keyring {
 
     /// Public information about `term` (`encryptions` is always 0; see [`TermInfo`]).
     pub fn term_info(&self, term: u32) -> Option<TermInfo> {
-        self.install_time(term).map(|install_time_unix| TermInfo {
-            term,
-            install_time_unix,
-            encryptions: 0,
-        })
+        self.install_time(term).map(|install_time_unix| TermInfo { term, install_time_unix, encryptions: 0 })
     }
 
     /// All terms, oldest first.
@@ -134,10 +123,7 @@ impl Keyring {
     ///
     /// After 2^32 − 1 terms, which would need over 300 GiB of keys in memory.
     pub fn rotate(&mut self, now_unix: i64) -> u32 {
-        let next = self
-            .active_term()
-            .checked_add(1)
-            .expect("keyring term counter exhausted");
+        let next = self.active_term().checked_add(1).expect("keyring term counter exhausted");
         self.terms.push(Term::new(Key256::generate(), now_unix));
         next
     }
@@ -153,9 +139,7 @@ impl Keyring {
     /// `u32` term count, then per term in order: `u32` term, `i64` install time, 32-byte key.
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
         // Exact capacity so the buffer never reallocates and leaves unwiped copies behind.
-        let mut out = Zeroizing::new(Vec::with_capacity(
-            HEADER_LEN + ENTRY_LEN * self.terms.len(),
-        ));
+        let mut out = Zeroizing::new(Vec::with_capacity(HEADER_LEN + ENTRY_LEN * self.terms.len()));
         out.extend_from_slice(MAGIC);
         out.push(FORMAT_VERSION);
         out.extend_from_slice(self.root.as_bytes());
@@ -196,8 +180,7 @@ impl Keyring {
                 return Err(malformed("terms must be numbered 1, 2, 3, ... in order"));
             }
             let install_time_unix = r.i64().ok_or_else(|| malformed("truncated"))?;
-            let key =
-                Key256::from_slice(r.take(Key256::LEN).ok_or_else(|| malformed("truncated"))?)?;
+            let key = Key256::from_slice(r.take(Key256::LEN).ok_or_else(|| malformed("truncated"))?)?;
             terms.push(Term::new(key, install_time_unix));
         }
         Ok(Keyring { root, terms })
@@ -224,9 +207,7 @@ impl Keyring {
     pub fn unseal_with_root(root_key: &Key256, sealed: &[u8]) -> Result<Keyring, CryptoError> {
         let keyring = Self::unseal_with(root_key, sealed, KEYRING_ROOT_AAD)?;
         if !constant_time_eq(keyring.root.as_bytes(), root_key.as_bytes()) {
-            return Err(CryptoError::Malformed(
-                "keyring: root key does not match the key it was sealed under".into(),
-            ));
+            return Err(CryptoError::Malformed("keyring: root key does not match the key it was sealed under".into()));
         }
         Ok(keyring)
     }
@@ -307,14 +288,7 @@ mod tests {
         assert_eq!(kr.active_term(), 1);
         assert_eq!(kr.terms(), vec![1]);
         assert_eq!(kr.install_time(1), Some(1_700_000_000));
-        assert_eq!(
-            kr.term_info(1),
-            Some(TermInfo {
-                term: 1,
-                install_time_unix: 1_700_000_000,
-                encryptions: 0
-            })
-        );
+        assert_eq!(kr.term_info(1), Some(TermInfo { term: 1, install_time_unix: 1_700_000_000, encryptions: 0 }));
         assert_ne!(kr.root_key().as_bytes(), kr.active_key().as_bytes());
         for missing in [0, 2, u32::MAX] {
             assert!(kr.key_for_term(missing).is_none(), "term {missing}");
@@ -338,30 +312,14 @@ mod tests {
         assert_eq!(kr.terms(), vec![1, 2, 3]);
         assert_eq!(kr.key_for_term(1).map(Key256::as_bytes), Some(&k1));
         assert_ne!(kr.active_key().as_bytes(), &k1);
-        assert_ne!(
-            kr.key_for_term(2).map(Key256::as_bytes),
-            kr.key_for_term(3).map(Key256::as_bytes)
-        );
-        assert_eq!(
-            kr.root_key().as_bytes(),
-            &root,
-            "rotation must not change the root key"
-        );
-        assert_eq!(
-            [kr.install_time(1), kr.install_time(2), kr.install_time(3)],
-            [Some(100), Some(200), Some(300)]
-        );
+        assert_ne!(kr.key_for_term(2).map(Key256::as_bytes), kr.key_for_term(3).map(Key256::as_bytes));
+        assert_eq!(kr.root_key().as_bytes(), &root, "rotation must not change the root key");
+        assert_eq!([kr.install_time(1), kr.install_time(2), kr.install_time(3)], [Some(100), Some(200), Some(300)]);
         let old = kr.cipher_for_term(1).expect("term 1 kept");
-        assert_eq!(
-            old.open(&sealed_under_1, b"p").expect("opens"),
-            b"old record"
-        );
+        assert_eq!(old.open(&sealed_under_1, b"p").expect("opens"), b"old record");
         // The cached active cipher must be the new term's, not a stale one.
         let new_record = kr.active_cipher().seal(b"new", b"");
-        assert_eq!(
-            aead::open(kr.key_for_term(3).expect("term 3"), &new_record, b"").expect("opens"),
-            b"new"
-        );
+        assert_eq!(aead::open(kr.key_for_term(3).expect("term 3"), &new_record, b"").expect("opens"), b"new");
     }
 
     #[test]
@@ -387,16 +345,10 @@ mod tests {
         let kr = rotated(2);
         let unseal_key = Key256::generate();
         let sealed = kr.seal(&unseal_key);
-        assert_same(
-            &kr,
-            &Keyring::unseal(&unseal_key, &sealed).expect("unseals"),
-        );
+        assert_same(&kr, &Keyring::unseal(&unseal_key, &sealed).expect("unseals"));
 
         let root_copy = kr.seal_with_root();
-        assert_same(
-            &kr,
-            &Keyring::unseal_with_root(kr.root_key(), &root_copy).expect("unseals"),
-        );
+        assert_same(&kr, &Keyring::unseal_with_root(kr.root_key(), &root_copy).expect("unseals"));
     }
 
     #[test]
@@ -404,23 +356,11 @@ mod tests {
         let kr = Keyring::generate(0);
         let unseal_key = Key256::generate();
         let sealed = kr.seal(&unseal_key);
-        assert_eq!(
-            Keyring::unseal(&Key256::generate(), &sealed).err(),
-            Some(CryptoError::Decrypt)
-        );
+        assert_eq!(Keyring::unseal(&Key256::generate(), &sealed).err(), Some(CryptoError::Decrypt));
         // Same key, other purpose: the aad keeps the two copies from being interchangeable.
-        assert_eq!(
-            Keyring::unseal_with(&unseal_key, &sealed, KEYRING_ROOT_AAD).err(),
-            Some(CryptoError::Decrypt)
-        );
-        assert_eq!(
-            Keyring::unseal(kr.root_key(), &kr.seal_with_root()).err(),
-            Some(CryptoError::Decrypt)
-        );
-        assert_eq!(
-            Keyring::unseal(&unseal_key, &sealed[..sealed.len() - 1]).err(),
-            Some(CryptoError::Decrypt)
-        );
+        assert_eq!(Keyring::unseal_with(&unseal_key, &sealed, KEYRING_ROOT_AAD).err(), Some(CryptoError::Decrypt));
+        assert_eq!(Keyring::unseal(kr.root_key(), &kr.seal_with_root()).err(), Some(CryptoError::Decrypt));
+        assert_eq!(Keyring::unseal(&unseal_key, &sealed[..sealed.len() - 1]).err(), Some(CryptoError::Decrypt));
     }
 
     #[test]
@@ -429,10 +369,7 @@ mod tests {
         let ours = Keyring::generate(0);
         let theirs = Keyring::generate(0);
         let forged = theirs.seal_with(ours.root_key(), KEYRING_ROOT_AAD);
-        assert!(matches!(
-            Keyring::unseal_with_root(ours.root_key(), &forged),
-            Err(CryptoError::Malformed(_))
-        ));
+        assert!(matches!(Keyring::unseal_with_root(ours.root_key(), &forged), Err(CryptoError::Malformed(_))));
     }
 
     #[test]
@@ -461,20 +398,11 @@ mod tests {
             ("entry truncated", good[..good.len() - 1].to_vec()),
             ("trailing byte", trailing),
             ("term zero", with(first_entry, &0u32.to_be_bytes())),
-            (
-                "term gap",
-                with(first_entry + ENTRY_LEN, &3u32.to_be_bytes()),
-            ),
-            (
-                "term repeated",
-                with(first_entry + ENTRY_LEN, &1u32.to_be_bytes()),
-            ),
+            ("term gap", with(first_entry + ENTRY_LEN, &3u32.to_be_bytes())),
+            ("term repeated", with(first_entry + ENTRY_LEN, &1u32.to_be_bytes())),
         ];
         for (name, bytes) in cases {
-            assert!(
-                matches!(Keyring::from_bytes(&bytes), Err(CryptoError::Malformed(_))),
-                "{name}"
-            );
+            assert!(matches!(Keyring::from_bytes(&bytes), Err(CryptoError::Malformed(_))), "{name}");
         }
         // Every prefix of a valid encoding is invalid and must not panic.
         for len in 0..good.len() {

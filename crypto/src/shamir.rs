@@ -24,18 +24,12 @@ fn err(msg: impl Into<String>) -> CryptoError {
 /// Requires `1 <= threshold <= shares <= 255`. Each share is `secret.len() + 1` bytes:
 /// y values, then a distinct non-zero x coordinate; x values are in random order.
 /// With `threshold == 1` every share's y values are the secret itself (still valid to combine).
-pub fn split(
-    secret: &[u8],
-    shares: usize,
-    threshold: usize,
-) -> Result<Vec<Zeroizing<Vec<u8>>>, CryptoError> {
+pub fn split(secret: &[u8], shares: usize, threshold: usize) -> Result<Vec<Zeroizing<Vec<u8>>>, CryptoError> {
     if secret.is_empty() {
         return Err(err("secret must not be empty"));
     }
     if shares == 0 || shares > MAX_SHARES {
-        return Err(err(format!(
-            "number of shares must be between 1 and {MAX_SHARES} (got {shares})"
-        )));
+        return Err(err(format!("number of shares must be between 1 and {MAX_SHARES} (got {shares})")));
     }
     if threshold == 0 || threshold > shares {
         return Err(err(format!(
@@ -73,10 +67,7 @@ pub fn split(
 
 /// Horner evaluation of the polynomial with `coeffs[k]` the coefficient of x^k.
 fn evaluate(coeffs: &[u8], x: u8) -> u8 {
-    coeffs
-        .iter()
-        .rev()
-        .fold(0u8, |acc, &c| gf256::add(gf256::mul(acc, x), c))
+    coeffs.iter().rev().fold(0u8, |acc, &c| gf256::add(gf256::mul(acc, x), c))
 }
 
 /// Recombines shares produced by [`split`] (or by Vault) into the secret.
@@ -88,9 +79,7 @@ pub fn combine(shares: &[&[u8]]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
     let first = shares.first().ok_or_else(|| err("no shares provided"))?;
     let share_len = first.len();
     if share_len < 2 {
-        return Err(err(
-            "share too short: need at least one secret byte plus the x coordinate",
-        ));
+        return Err(err("share too short: need at least one secret byte plus the x coordinate"));
     }
     let mut seen = [false; 256];
     let mut xs = Vec::with_capacity(shares.len());
@@ -197,17 +186,7 @@ mod tests {
 
     #[test]
     fn any_threshold_subset_recovers() {
-        for (n, t) in [
-            (1usize, 1usize),
-            (2, 1),
-            (2, 2),
-            (3, 2),
-            (5, 3),
-            (5, 5),
-            (10, 7),
-            (255, 1),
-            (255, 2),
-        ] {
+        for (n, t) in [(1usize, 1usize), (2, 1), (2, 2), (3, 2), (5, 3), (5, 5), (10, 7), (255, 1), (255, 2)] {
             for secret_len in [1usize, 16, 32, 65] {
                 let secret = random_secret(secret_len);
                 let shares = split(&secret, n, t).expect("valid parameters");
@@ -238,10 +217,7 @@ mod tests {
         let shares = split(&secret, 4, 1).expect("valid parameters");
         for share in &shares {
             assert_eq!(&share[..32], secret.as_slice());
-            assert_eq!(
-                combine(&[share.as_slice()]).expect("valid").as_slice(),
-                secret.as_slice()
-            );
+            assert_eq!(combine(&[share.as_slice()]).expect("valid").as_slice(), secret.as_slice());
         }
     }
 
@@ -313,8 +289,7 @@ mod tests {
         (proptest::collection::vec(any::<u8>(), 1..64), 1usize..=16)
             .prop_flat_map(|(secret, n)| (Just(secret), Just(n), 1..=n))
             .prop_flat_map(|(secret, n, t)| {
-                let chosen =
-                    proptest::sample::subsequence((0..n).collect::<Vec<_>>(), t).prop_shuffle();
+                let chosen = proptest::sample::subsequence((0..n).collect::<Vec<_>>(), t).prop_shuffle();
                 (Just(secret), Just(n), Just(t), chosen)
             })
     }

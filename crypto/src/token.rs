@@ -105,11 +105,7 @@ mod tests {
         for n in [0usize, 1, 16, 32] {
             let h = random_hex(n);
             assert_eq!(h.len(), 2 * n);
-            assert!(
-                h.chars()
-                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
-                "{h}"
-            );
+            assert!(h.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{h}");
         }
         assert_ne!(random_hex(16), random_hex(16));
     }

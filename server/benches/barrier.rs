@@ -20,41 +20,18 @@ fn bench_barrier(c: &mut Criterion) {
     let plaintext = vec![0x5au8; 1024];
     let keyring = Keyring::generate(0);
     let raw = Aes256Gcm::new(keyring.active_key().as_bytes().into());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
     let backend: Arc<dyn Backend> = Arc::new(InmemBackend::new());
-    let barrier = runtime
-        .block_on(Barrier::open(backend, keyring, u64::MAX))
-        .expect("barrier");
+    let barrier = runtime.block_on(Barrier::open(backend, keyring, u64::MAX)).expect("barrier");
 
     let mut group = c.benchmark_group("encrypt_decrypt_1KiB");
-    group
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1))
-        .sample_size(50);
+    group.measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1)).sample_size(50);
     group.bench_function("raw_aes_gcm", |b| {
         let nonce = Nonce::from([7u8; 12]);
         b.iter(|| {
-            let sealed = raw
-                .encrypt(
-                    &nonce,
-                    Payload {
-                        msg: black_box(&plaintext),
-                        aad: PATH.as_bytes(),
-                    },
-                )
-                .expect("encrypt");
-            black_box(
-                raw.decrypt(
-                    &nonce,
-                    Payload {
-                        msg: &sealed,
-                        aad: PATH.as_bytes(),
-                    },
-                )
-                .expect("decrypt"),
-            )
+            let sealed =
+                raw.encrypt(&nonce, Payload { msg: black_box(&plaintext), aad: PATH.as_bytes() }).expect("encrypt");
+            black_box(raw.decrypt(&nonce, Payload { msg: &sealed, aad: PATH.as_bytes() }).expect("decrypt"))
         })
     });
     group.bench_function("barrier", |b| {

@@ -19,14 +19,8 @@ async fn seal_status() -> Json<Value> {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8300".into());
+    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8300".into());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("baseline: listening on http://{}", listener.local_addr()?);
-    axum::serve(
-        listener,
-        axum::Router::new().route("/v1/sys/seal-status", get(seal_status)),
-    )
-    .await
+    axum::serve(listener, axum::Router::new().route("/v1/sys/seal-status", get(seal_status))).await
 }

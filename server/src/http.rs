@@ -14,7 +14,7 @@ use axum::response::IntoResponse;
 use serde_json::{json, Map, Value};
 
 use crate::core::Core;
-use crate::logical::{ApiError, Operation, Request, Response};
+use crate::logical::{ApiError, LogicalResponse, Operation, Request, Response};
 use crate::router;
 
 /// Shared by every request.
@@ -27,18 +27,10 @@ struct HttpState {
 
 /// The axum application for one listener.
 pub fn app(core: Arc<Core>, max_request_size: Option<u64>) -> axum::Router {
-    axum::Router::new()
-        .fallback(serve_request)
-        .with_state(HttpState {
-            core,
-            max_request_size,
-        })
+    axum::Router::new().fallback(serve_request).with_state(HttpState { core, max_request_size })
 }
 
-async fn serve_request(
-    State(state): State<HttpState>,
-    request: axum::extract::Request,
-) -> axum::response::Response {
+async fn serve_request(State(state): State<HttpState>, request: axum::extract::Request) -> axum::response::Response {
     let (parts, body) = request.into_parts();
     let result = match parse(&state, &parts.method, &parts.uri, &parts.headers, body).await {
         Ok(req) => {
@@ -58,17 +50,11 @@ async fn parse(
     body: Body,
 ) -> Result<Request, ApiError> {
     let Some(raw_path) = uri.path().strip_prefix("/v1/") else {
-        return Err(ApiError::new(
-            404,
-            format!("no handler for route {:?}", uri.path()),
-        ));
+        return Err(ApiError::new(404, format!("no handler for route {:?}", uri.path())));
     };
     let path = normalize_path(raw_path)?;
     let query = parse_query(uri.query().unwrap_or(""))?;
-    let wants_list = query
-        .get("list")
-        .and_then(Value::as_str)
-        .is_some_and(|v| v == "true" || v == "1");
+    let wants_list = query.get("list").and_then(Value::as_str).is_some_and(|v| v == "true" || v == "1");
     let operation = match method.as_str() {
         "GET" if wants_list => Operation::List,
         "GET" => Operation::Read,
@@ -80,15 +66,9 @@ async fn parse(
         _ => return Err(ApiError::new(405, "unsupported operation")),
     };
     if operation == Operation::Patch {
-        let content_type = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
+        let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         if !content_type.starts_with("application/merge-patch+json") {
-            return Err(ApiError::new(
-                415,
-                "PATCH requires Content-Type application/merge-patch+json",
-            ));
+            return Err(ApiError::new(415, "PATCH requires Content-Type application/merge-patch+json"));
         }
     }
     let data = match operation {
@@ -106,30 +86,20 @@ async fn parse(
     } else {
         path
     };
-    Ok(Request {
-        operation,
-        path,
-        data,
-        client_token: client_token(headers),
-    })
+    Ok(Request { operation, path, data, client_token: client_token(headers) })
 }
 
 /// Percent-decodes and normalises a request path. Empty segments collapse (`a//b` is `a/b`),
 /// a trailing slash is kept, and `.`/`..` segments are refused after decoding so that no
 /// encoding trick can step outside a policy's path.
 pub fn normalize_path(raw: &str) -> Result<String, ApiError> {
-    let decoded = percent_decode(raw)
-        .ok_or_else(|| ApiError::bad_request("invalid path: bad percent-encoding"))?;
+    let decoded = percent_decode(raw).ok_or_else(|| ApiError::bad_request("invalid path: bad percent-encoding"))?;
     if decoded.chars().any(|c| c.is_control()) {
-        return Err(ApiError::bad_request(
-            "invalid path: control characters are not allowed",
-        ));
+        return Err(ApiError::bad_request("invalid path: control characters are not allowed"));
     }
     let segments: Vec<&str> = decoded.split('/').filter(|s| !s.is_empty()).collect();
     if segments.iter().any(|s| *s == "." || *s == "..") {
-        return Err(ApiError::bad_request(
-            "invalid path: '.' and '..' segments are not allowed",
-        ));
+        return Err(ApiError::bad_request("invalid path: '.' and '..' segments are not allowed"));
     }
     let mut path = segments.join("/");
     if decoded.ends_with('/') && !path.is_empty() {
@@ -162,35 +132,23 @@ fn parse_query(query: &str) -> Result<Map<String, Value>, ApiError> {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let decode = |s: &str| percent_decode(&s.replace('+', " "));
         let (Some(key), Some(value)) = (decode(key), decode(value)) else {
-            return Err(ApiError::bad_request(
-                "invalid query string: bad percent-encoding",
-            ));
+            return Err(ApiError::bad_request("invalid query string: bad percent-encoding"));
         };
         data.insert(key, Value::String(value));
     }
     Ok(data)
 }
 
-async fn parse_body(
-    state: &HttpState,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Map<String, Value>, ApiError> {
+async fn parse_body(state: &HttpState, headers: &HeaderMap, body: Body) -> Result<Map<String, Value>, ApiError> {
     let too_large = || ApiError::new(413, "http: request body too large");
-    let limit = state
-        .max_request_size
-        .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let limit = state.max_request_size.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| state.max_request_size.is_some_and(|max| len > max)) {
         return Err(too_large());
     }
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|err| {
-        if std::error::Error::source(&err)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-        {
+        if std::error::Error::source(&err).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
             too_large()
         } else {
             ApiError::bad_request("failed to read request body")
@@ -202,12 +160,8 @@ async fn parse_body(
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(Value::Null) => Ok(Map::new()),
-        Ok(_) => Err(ApiError::bad_request(
-            "failed to parse JSON input: the body must be a JSON object",
-        )),
-        Err(err) => Err(ApiError::bad_request(format!(
-            "failed to parse JSON input: {err}"
-        ))),
+        Ok(_) => Err(ApiError::bad_request("failed to parse JSON input: the body must be a JSON object")),
+        Err(err) => Err(ApiError::bad_request(format!("failed to parse JSON input: {err}"))),
     }
 }
 
@@ -228,32 +182,28 @@ fn render(result: Result<Response, ApiError>) -> axum::response::Response {
         Ok(Response::Raw { status, body }) => (status, Some(body)),
         Ok(Response::Status(status)) => (status, None),
         Ok(Response::NoContent) => (204, None),
-        Ok(Response::Logical {
-            data,
-            warnings,
-            inject_data,
-        }) => {
+        Ok(Response::Logical(logical)) => {
+            let LogicalResponse { status, data, warnings, inject_data, auth, lease_id, lease_duration, renewable } =
+                *logical;
             let mut envelope = Map::new();
-            if inject_data {
+            if let (true, Some(data)) = (inject_data, &data) {
                 envelope.extend(data.clone());
             }
             envelope.insert("request_id".into(), json!(uuid::Uuid::new_v4().to_string()));
-            envelope.insert("lease_id".into(), json!(""));
-            envelope.insert("renewable".into(), json!(false));
-            envelope.insert("lease_duration".into(), json!(0));
-            envelope.insert("data".into(), Value::Object(data));
+            envelope.insert("lease_id".into(), json!(lease_id));
+            envelope.insert("renewable".into(), json!(renewable));
+            envelope.insert("lease_duration".into(), json!(lease_duration));
+            envelope.insert("data".into(), data.map_or(Value::Null, Value::Object));
             envelope.insert("wrap_info".into(), Value::Null);
-            envelope.insert(
-                "warnings".into(),
-                if warnings.is_empty() {
-                    Value::Null
-                } else {
-                    json!(warnings)
-                },
-            );
-            envelope.insert("auth".into(), Value::Null);
+            envelope.insert("warnings".into(), if warnings.is_empty() { Value::Null } else { json!(warnings) });
+            envelope.insert("auth".into(), auth.unwrap_or(Value::Null));
             envelope.insert("mount_type".into(), json!(""));
-            (200, Some(Value::Object(envelope)))
+            (if status == 0 { 200 } else { status }, Some(Value::Object(envelope)))
+        }
+        Ok(Response::Login(_)) => {
+            // The router always turns a login into a token before it gets here.
+            tracing::error!("a login response reached the HTTP layer unconverted");
+            (500, Some(json!({ "errors": ["internal error"] })))
         }
         Err(err) => (err.status, Some(json!({ "errors": err.errors }))),
     };
@@ -263,10 +213,7 @@ fn render(result: Result<Response, ApiError>) -> axum::response::Response {
         None => status.into_response(),
     };
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
@@ -287,23 +234,9 @@ mod tests {
         for (raw, want) in ok {
             assert_eq!(normalize_path(raw).unwrap(), want, "{raw}");
         }
-        let bad = [
-            "a/../b",
-            "a/./b",
-            "..",
-            "a/%2e%2e/b",
-            "a/%2E%2E",
-            "a/%2e/b",
-            "a/%zz",
-            "a/%00b",
-            "a/%2",
-        ];
+        let bad = ["a/../b", "a/./b", "..", "a/%2e%2e/b", "a/%2E%2E", "a/%2e/b", "a/%zz", "a/%00b", "a/%2"];
         for raw in bad {
-            assert_eq!(
-                normalize_path(raw).unwrap_err().status,
-                400,
-                "{raw} was accepted"
-            );
+            assert_eq!(normalize_path(raw).unwrap_err().status, 400, "{raw} was accepted");
         }
     }
 

@@ -40,22 +40,14 @@ impl fmt::Debug for Request {
             .field("operation", &self.operation)
             .field("path", &self.path)
             .field("data_keys", &self.data.keys().collect::<Vec<_>>())
-            .field(
-                "client_token",
-                &self.client_token.as_ref().map(|_| "<redacted>"),
-            )
+            .field("client_token", &self.client_token.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
 
 impl Request {
     pub fn new(operation: Operation, path: impl Into<String>) -> Request {
-        Request {
-            operation,
-            path: path.into(),
-            data: Map::new(),
-            client_token: None,
-        }
+        Request { operation, path: path.into(), data: Map::new(), client_token: None }
     }
 
     /// Field lookup the way Vault's framework does it: JSON `null` counts as absent.
@@ -71,15 +63,46 @@ pub enum Response {
     Raw { status: u16, body: Value },
     /// A status code and no body (HEAD on `sys/health`).
     Status(u16),
-    /// Vault's envelope around `data`.
-    Logical {
-        data: Map<String, Value>,
-        warnings: Vec<String>,
-        /// Copy every `data` key to the top level too, as Vault does for older sys endpoints.
-        inject_data: bool,
-    },
+    /// Vault's envelope.
+    Logical(Box<LogicalResponse>),
     /// 204 No Content.
     NoContent,
+    /// A credential backend accepted a login; the core turns this into a token and answers
+    /// with the `auth` block. Backends never mint tokens themselves.
+    Login(Box<LoginAuth>),
+}
+
+/// The parts of Vault's envelope a handler fills in.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LogicalResponse {
+    /// HTTP status; 0 means 200. (KV v2 answers 404 *with* data for deleted versions.)
+    pub status: u16,
+    pub data: Option<Map<String, Value>>,
+    pub warnings: Vec<String>,
+    /// Copy every `data` key to the top level too, as Vault does for older sys endpoints.
+    pub inject_data: bool,
+    pub auth: Option<Value>,
+    pub lease_id: String,
+    pub lease_duration: u64,
+    pub renewable: bool,
+}
+
+/// What a login produced, before it becomes a token.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LoginAuth {
+    pub policies: Vec<String>,
+    pub metadata: std::collections::BTreeMap<String, String>,
+    pub display_name: String,
+    pub ttl: u64,
+    pub max_ttl: u64,
+    pub period: u64,
+    pub num_uses: u64,
+    pub no_default_policy: bool,
+    pub renewable: bool,
+    /// The auth mount's path without `auth/` (`userpass/`), for the token's `path`.
+    pub mount_path: String,
+    /// The name of the login path (`login/alice`), for the token's `path`.
+    pub login_path: String,
 }
 
 impl Response {
@@ -88,11 +111,26 @@ impl Response {
     }
 
     pub fn data(data: Map<String, Value>) -> Response {
-        Response::Logical {
-            data,
-            warnings: Vec::new(),
-            inject_data: false,
+        Response::Logical(Box::new(LogicalResponse { data: Some(data), ..LogicalResponse::default() }))
+    }
+
+    /// Data that older sys endpoints also copy to the top level.
+    pub fn injected(data: Map<String, Value>) -> Response {
+        Response::Logical(Box::new(LogicalResponse {
+            data: Some(data),
+            inject_data: true,
+            ..LogicalResponse::default()
+        }))
+    }
+
+    /// `{"keys": [...]}`, or Vault's 404 for a list with nothing in it.
+    pub fn list(keys: Vec<String>) -> Result<Response, ApiError> {
+        if keys.is_empty() {
+            return Err(ApiError::not_found());
         }
+        let mut data = Map::new();
+        data.insert("keys".into(), Value::from(keys));
+        Ok(Response::data(data))
     }
 }
 
@@ -105,10 +143,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: u16, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            errors: vec![message.into()],
-        }
+        ApiError { status, errors: vec![message.into()] }
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -121,25 +156,16 @@ impl ApiError {
 
     /// Clients (vault agent, the Go api client) re-authenticate only when they see both phrases.
     pub fn invalid_token() -> ApiError {
-        ApiError {
-            status: 403,
-            errors: vec!["permission denied".into(), "invalid token".into()],
-        }
+        ApiError { status: 403, errors: vec!["permission denied".into(), "invalid token".into()] }
     }
 
     pub fn no_handler(path: &str) -> ApiError {
-        ApiError::new(
-            404,
-            format!("no handler for route {path:?}. route entry not found."),
-        )
+        ApiError::new(404, format!("no handler for route {path:?}. route entry not found."))
     }
 
     /// A read that found nothing: Vault answers 404 with an empty error list.
     pub fn not_found() -> ApiError {
-        ApiError {
-            status: 404,
-            errors: Vec::new(),
-        }
+        ApiError { status: 404, errors: Vec::new() }
     }
 
     pub fn unsupported_operation() -> ApiError {

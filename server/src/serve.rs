@@ -24,10 +24,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn open_backend(storage: &arcanum_config::Storage) -> anyhow::Result<Arc<dyn Backend>> {
     Ok(match storage {
         arcanum_config::Storage::Inmem => Arc::new(InmemBackend::new()),
-        arcanum_config::Storage::Sled { path } => Arc::new(
-            SledBackend::open(path)
-                .with_context(|| format!("opening sled storage at {}", path.display()))?,
-        ),
+        arcanum_config::Storage::Sled { path } => {
+            Arc::new(SledBackend::open(path).with_context(|| format!("opening sled storage at {}", path.display()))?)
+        }
     })
 }
 
@@ -77,23 +76,17 @@ fn tls_config(tls: &arcanum_config::Tls) -> anyhow::Result<rustls::ServerConfig>
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("parsing tls_cert_file {}", tls.cert_file.display()))?;
     // The key's own parse error could quote key material; report only the file.
-    let key = PrivateKeyDer::from_pem_file(&tls.key_file).map_err(|_| {
-        anyhow::anyhow!(
-            "tls_key_file {}: no readable PEM private key",
-            tls.key_file.display()
-        )
-    })?;
+    let key = PrivateKeyDer::from_pem_file(&tls.key_file)
+        .map_err(|_| anyhow::anyhow!("tls_key_file {}: no readable PEM private key", tls.key_file.display()))?;
     let versions: &[&rustls::SupportedProtocolVersion] = match tls.min_version {
         TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::Tls13 => &[&rustls::version::TLS13],
     };
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(versions)?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .context("the TLS certificate and key do not match")?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(versions)?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("the TLS certificate and key do not match")?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
@@ -134,10 +127,7 @@ pub async fn serve(
         }
     }
     while let Some(result) = servers.join_next().await {
-        if let Err(err) = result
-            .context("listener task")
-            .and_then(|r| r.context("listener"))
-        {
+        if let Err(err) = result.context("listener task").and_then(|r| r.context("listener")) {
             tracing::warn!(error = %err, "listener ended with an error during shutdown");
         }
     }

@@ -15,20 +15,12 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Answers the `sys/` paths that work without a token and while sealed. `None` means the
 /// path is not one of them.
-pub async fn handle_unauthenticated(
-    core: &Core,
-    req: &Request,
-) -> Option<Result<Response, ApiError>> {
+pub async fn handle_unauthenticated(core: &Core, req: &Request) -> Option<Result<Response, ApiError>> {
     use Operation::*;
     let result = match (req.path.as_str(), req.operation) {
-        ("sys/init", Read) => Ok(Response::raw(
-            json!({ "initialized": core.is_initialized().await }),
-        )),
+        ("sys/init", Read) => Ok(Response::raw(json!({ "initialized": core.is_initialized().await }))),
         ("sys/init", Update) => init(core, req).await,
-        ("sys/seal-status", Read) => Ok(Response::raw(seal_status_json(
-            core,
-            &core.seal_status().await,
-        ))),
+        ("sys/seal-status", Read) => Ok(Response::raw(seal_status_json(core, &core.seal_status().await))),
         ("sys/unseal", Update) => unseal(core, req).await,
         ("sys/health", Read | Header) => health(core, req).await,
         ("sys/leader", Read) => Ok(Response::raw(leader_json())),
@@ -37,8 +29,8 @@ pub async fn handle_unauthenticated(
         ("sys/rekey/init", Delete) => core.rekey_cancel().await.map(|()| Response::NoContent),
         ("sys/rekey/update", Update) => rekey_update(core, req).await,
         (
-            "sys/init" | "sys/seal-status" | "sys/unseal" | "sys/health" | "sys/leader"
-            | "sys/rekey/init" | "sys/rekey/update",
+            "sys/init" | "sys/seal-status" | "sys/unseal" | "sys/health" | "sys/leader" | "sys/rekey/init"
+            | "sys/rekey/update",
             _,
         ) => Err(ApiError::unsupported_operation()),
         _ => return None,
@@ -56,9 +48,7 @@ pub async fn handle_authenticated(
     use Operation::*;
     // Only the root token exists until ACL policies arrive; every sys path here needs sudo.
     let result = match (req.path.as_str(), req.operation) {
-        ("sys/seal", Update) => {
-            require_root(token).and(core.seal().await.map(|()| Response::NoContent))
-        }
+        ("sys/seal", Update) => require_root(token).and(core.seal().await.map(|()| Response::NoContent)),
         ("sys/rotate" | "sys/rotate/keyring", Update) => match require_root(token) {
             Ok(()) => rotate(core).await,
             Err(err) => Err(err),
@@ -93,13 +83,14 @@ fn require_root(token: &TokenEntry) -> Result<(), ApiError> {
 fn int_field(req: &Request, name: &str) -> Result<Option<i64>, ApiError> {
     match req.field(name) {
         None => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_i64()
+        Some(Value::Number(n)) => {
+            n.as_i64().map(Some).ok_or_else(|| ApiError::bad_request(format!("{name} must be an integer")))
+        }
+        Some(Value::String(s)) => s
+            .trim()
+            .parse()
             .map(Some)
-            .ok_or_else(|| ApiError::bad_request(format!("{name} must be an integer"))),
-        Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| {
-            ApiError::bad_request(format!("{name} must be an integer, got {:?}", truncate(s)))
-        }),
+            .map_err(|_| ApiError::bad_request(format!("{name} must be an integer, got {:?}", truncate(s)))),
         Some(_) => Err(ApiError::bad_request(format!("{name} must be an integer"))),
     }
 }
@@ -123,10 +114,7 @@ fn case_insensitive(req: &Request) -> Request {
     for (key, value) in &req.data {
         data.insert(key.to_ascii_lowercase(), value.clone());
     }
-    Request {
-        data,
-        ..req.clone()
-    }
+    Request { data, ..req.clone() }
 }
 
 fn truncate(s: &str) -> String {
@@ -139,18 +127,13 @@ fn seal_config_from(req: &Request) -> Result<SealConfig, ApiError> {
             None => {}
             Some(Value::Array(list)) if list.is_empty() => {}
             Some(Value::String(s)) if s.is_empty() => {}
-            Some(_) => {
-                return Err(ApiError::bad_request(format!(
-                    "{unsupported} is not supported by Arcanum yet"
-                )))
-            }
+            Some(_) => return Err(ApiError::bad_request(format!("{unsupported} is not supported by Arcanum yet"))),
         }
     }
     let shares = int_field(req, "secret_shares")?
         .ok_or_else(|| ApiError::bad_request("secret_shares is required (1 to 255)"))?;
-    let threshold = int_field(req, "secret_threshold")?.ok_or_else(|| {
-        ApiError::bad_request("secret_threshold is required (1 to secret_shares)")
-    })?;
+    let threshold = int_field(req, "secret_threshold")?
+        .ok_or_else(|| ApiError::bad_request("secret_threshold is required (1 to secret_shares)"))?;
     SealConfig::new(shares, threshold)
 }
 
@@ -215,10 +198,7 @@ async fn unseal(core: &Core, req: &Request) -> Result<Response, ApiError> {
         };
         core.submit_unseal_share(decode_share(key)?).await?;
     }
-    Ok(Response::raw(seal_status_json(
-        core,
-        &core.seal_status().await,
-    )))
+    Ok(Response::raw(seal_status_json(core, &core.seal_status().await)))
 }
 
 async fn health(core: &Core, req: &Request) -> Result<Response, ApiError> {
@@ -229,9 +209,7 @@ async fn health(core: &Core, req: &Request) -> Result<Response, ApiError> {
         u16::try_from(code)
             .ok()
             .filter(|c| (100..=599).contains(c))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!("bad code for {name}: {code} is not an HTTP status"))
-            })
+            .ok_or_else(|| ApiError::bad_request(format!("bad code for {name}: {code} is not an HTTP status")))
     };
     // Every code is validated even though this node is never a standby: bad input is still bad.
     let active = code("activecode", 200)?;
@@ -274,10 +252,7 @@ async fn health(core: &Core, req: &Request) -> Result<Response, ApiError> {
         map.insert("cluster_name".into(), json!(cluster.name));
         map.insert("cluster_id".into(), json!(cluster.id));
     }
-    Ok(Response::Raw {
-        status: http_status,
-        body,
-    })
+    Ok(Response::Raw { status: http_status, body })
 }
 
 fn leader_json() -> Value {
@@ -310,14 +285,10 @@ async fn rekey_status_json(core: &Core) -> Value {
 async fn rekey_init(core: &Core, req: &Request) -> Result<Response, ApiError> {
     let req = case_insensitive(req);
     if bool_field(&req, "backup")? {
-        return Err(ApiError::bad_request(
-            "backup is not supported by Arcanum (it requires pgp_keys)",
-        ));
+        return Err(ApiError::bad_request("backup is not supported by Arcanum (it requires pgp_keys)"));
     }
     if bool_field(&req, "require_verification")? {
-        return Err(ApiError::bad_request(
-            "require_verification is not supported by Arcanum yet",
-        ));
+        return Err(ApiError::bad_request("require_verification is not supported by Arcanum yet"));
     }
     let config = seal_config_from(&req)?;
     core.rekey_init(config).await?;
@@ -328,19 +299,11 @@ async fn rekey_update(core: &Core, req: &Request) -> Result<Response, ApiError> 
     let req = case_insensitive(req);
     let key = match req.field("key") {
         Some(Value::String(key)) if !key.is_empty() => key,
-        _ => {
-            return Err(ApiError::bad_request(
-                "'key' must be specified in request body as JSON",
-            ))
-        }
+        _ => return Err(ApiError::bad_request("'key' must be specified in request body as JSON")),
     };
     let nonce = match req.field("nonce") {
         Some(Value::String(nonce)) => nonce.as_str(),
-        _ => {
-            return Err(ApiError::bad_request(
-                "'nonce' must be specified in request body as JSON",
-            ))
-        }
+        _ => return Err(ApiError::bad_request("'nonce' must be specified in request body as JSON")),
     };
     let share = decode_share(key)?;
     match core.rekey_update(share, nonce).await? {
@@ -371,34 +334,21 @@ fn key_status(core: &Core) -> Result<Response, ApiError> {
     let status = core.unsealed()?.barrier.key_status();
     let install_time = time::OffsetDateTime::from_unix_timestamp(status.install_time_unix)
         .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_default();
     let mut data = Map::new();
     data.insert("term".into(), json!(status.term));
     data.insert("install_time".into(), json!(install_time));
     data.insert("encryptions".into(), json!(status.encryptions));
-    Ok(Response::Logical {
-        data,
-        warnings: Vec::new(),
-        inject_data: true,
-    })
+    Ok(Response::injected(data))
 }
 
 /// `sys/raw/<path>`: root-only access to barrier records (decrypted), for recovery and tests.
 /// The seal's own records under `core/` are out of reach in both directions.
 async fn raw(core: &Core, req: &Request) -> Result<Response, ApiError> {
-    let path = req
-        .path
-        .strip_prefix("sys/raw")
-        .unwrap_or_default()
-        .trim_start_matches('/');
+    let path = req.path.strip_prefix("sys/raw").unwrap_or_default().trim_start_matches('/');
     if path == "core" || path.starts_with("core/") {
-        return Err(ApiError::bad_request(format!(
-            "cannot access {path:?}: core/ is protected"
-        )));
+        return Err(ApiError::bad_request(format!("cannot access {path:?}: core/ is protected")));
     }
     let barrier = core.unsealed()?.barrier.clone();
     let storage_error = |err: crate::core::barrier::BarrierError| {
@@ -407,16 +357,10 @@ async fn raw(core: &Core, req: &Request) -> Result<Response, ApiError> {
     };
     match req.operation {
         Operation::Read => {
-            let value = barrier
-                .get(path)
-                .await
-                .map_err(storage_error)?
-                .ok_or_else(ApiError::not_found)?;
+            let value = barrier.get(path).await.map_err(storage_error)?.ok_or_else(ApiError::not_found)?;
             let value = String::from_utf8(value)
                 .map(Value::String)
-                .unwrap_or_else(|err| {
-                    json!(base64::engine::general_purpose::STANDARD.encode(err.as_bytes()))
-                });
+                .unwrap_or_else(|err| json!(base64::engine::general_purpose::STANDARD.encode(err.as_bytes())));
             let mut data = Map::new();
             data.insert("value".into(), value);
             Ok(Response::data(data))
@@ -429,10 +373,7 @@ async fn raw(core: &Core, req: &Request) -> Result<Response, ApiError> {
             if path.is_empty() {
                 return Err(ApiError::bad_request("a path under sys/raw/ is required"));
             }
-            barrier
-                .put(path, value.as_bytes())
-                .await
-                .map_err(storage_error)?;
+            barrier.put(path, value.as_bytes()).await.map_err(storage_error)?;
             Ok(Response::NoContent)
         }
         Operation::Delete => {
@@ -440,11 +381,7 @@ async fn raw(core: &Core, req: &Request) -> Result<Response, ApiError> {
             Ok(Response::NoContent)
         }
         Operation::List => {
-            let prefix = if path.is_empty() || path.ends_with('/') {
-                path.to_owned()
-            } else {
-                format!("{path}/")
-            };
+            let prefix = if path.is_empty() || path.ends_with('/') { path.to_owned() } else { format!("{path}/") };
             let keys = barrier.list(&prefix).await.map_err(storage_error)?;
             if keys.is_empty() {
                 return Err(ApiError::not_found());

@@ -44,9 +44,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
             let count = total / writers + usize::from(w < total % writers);
             tokio::spawn(async move {
                 for i in 0..count {
-                    backend
-                        .put(&format!("bench/w{w}/{i}"), vec![b'x'; VALUE_LEN])
-                        .await?;
+                    backend.put(&format!("bench/w{w}/{i}"), vec![b'x'; VALUE_LEN]).await?;
                 }
                 Ok::<_, arcanum_storage::StorageError>(())
             })

@@ -26,12 +26,8 @@ impl DiskSync {
     pub(crate) fn open(dir: &Path) -> io::Result<Self> {
         // Any descriptor of the inode will do: fsync acts on the file, not on the descriptor.
         let log = File::open(dir.join("db"))?;
-        let mut sync = Self {
-            dir: dir.to_owned(),
-            log,
-            synced_dir_entries: HashSet::new(),
-            synced_blobs: HashSet::new(),
-        };
+        let mut sync =
+            Self { dir: dir.to_owned(), log, synced_dir_entries: HashSet::new(), synced_blobs: HashSet::new() };
         sync.sync()?;
         // sled may just have created the directory itself.
         sync_dir(parent_dir(dir))?;

@@ -59,21 +59,13 @@ impl std::fmt::Debug for GroupCommit {
 
 impl GroupCommit {
     pub(crate) fn start(thread_name: &str, flush: FlushFn) -> io::Result<Self> {
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
-            wake: Condvar::new(),
-            rounds: AtomicU64::new(0),
-        });
-        let thread = std::thread::Builder::new()
-            .name(thread_name.to_owned())
-            .spawn({
-                let shared = Arc::clone(&shared);
-                move || run(&shared, flush)
-            })?;
-        Ok(Self {
-            shared,
-            thread: Some(thread),
-        })
+        let shared =
+            Arc::new(Shared { state: Mutex::new(State::default()), wake: Condvar::new(), rounds: AtomicU64::new(0) });
+        let thread = std::thread::Builder::new().name(thread_name.to_owned()).spawn({
+            let shared = Arc::clone(&shared);
+            move || run(&shared, flush)
+        })?;
+        Ok(Self { shared, thread: Some(thread) })
     }
 
     /// Fails once a flush has failed, so that callers stop applying writes that could never be acknowledged.
@@ -99,9 +91,7 @@ impl GroupCommit {
         match reply.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(err)) => Err(StorageError::Io(err)),
-            Err(_) => Err(StorageError::Io(
-                "storage flusher stopped before confirming the write".to_owned(),
-            )),
+            Err(_) => Err(StorageError::Io("storage flusher stopped before confirming the write".to_owned())),
         }
     }
 
@@ -126,9 +116,7 @@ impl Drop for GroupCommit {
 }
 
 fn failed_error(err: &str) -> StorageError {
-    StorageError::Io(format!(
-        "an earlier flush failed, storage is read-only until restart: {err}"
-    ))
+    StorageError::Io(format!("an earlier flush failed, storage is read-only until restart: {err}"))
 }
 
 fn run(shared: &Shared, mut flush: FlushFn) {
@@ -137,10 +125,7 @@ fn run(shared: &Shared, mut flush: FlushFn) {
         let round = {
             let mut state = shared.lock();
             while state.waiters.is_empty() && !state.shutdown {
-                state = shared
-                    .wake
-                    .wait(state)
-                    .unwrap_or_else(PoisonError::into_inner);
+                state = shared.wake.wait(state).unwrap_or_else(PoisonError::into_inner);
             }
             if state.waiters.is_empty() {
                 break;
@@ -180,9 +165,7 @@ impl Drop for PanicGuard<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
             let mut state = self.0.lock();
-            state
-                .failed
-                .get_or_insert_with(|| "storage flusher thread panicked".to_owned());
+            state.failed.get_or_insert_with(|| "storage flusher thread panicked".to_owned());
             state.waiters.clear();
         }
     }
@@ -230,10 +213,7 @@ mod tests {
         let results = commit_concurrently(&gc, 64).await;
         assert!(results.iter().all(Result::is_ok));
         let flushed = calls.load(Ordering::SeqCst);
-        assert!(
-            (1..64).contains(&flushed),
-            "{flushed} flushes for 64 commits"
-        );
+        assert!((1..64).contains(&flushed), "{flushed} flushes for 64 commits");
         assert_eq!(gc.rounds(), flushed as u64);
     }
 
@@ -242,12 +222,7 @@ mod tests {
         let (calls, flush) = counting(Duration::from_millis(20), 1);
         let gc = Arc::new(GroupCommit::start("test-flush", flush).expect("start"));
         let results = commit_concurrently(&gc, 16).await;
-        assert!(
-            results
-                .iter()
-                .all(|r| matches!(r, Err(StorageError::Io(_)))),
-            "{results:?}"
-        );
+        assert!(results.iter().all(|r| matches!(r, Err(StorageError::Io(_)))), "{results:?}");
         assert!(matches!(gc.check(), Err(StorageError::Io(_))));
         assert!(matches!(gc.commit().await, Err(StorageError::Io(_))));
         // Nothing after the failure may be reported as flushed, and nothing more is attempted.

@@ -52,10 +52,7 @@ impl Backend for InmemBackend {
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
         validate_prefix(prefix)?;
         let map = self.read();
-        list_children(prefix, |start| {
-            map.range(start.to_owned()..)
-                .map(|(k, _)| Ok::<_, StorageError>(k.as_str()))
-        })
+        list_children(prefix, |start| map.range(start.to_owned()..).map(|(k, _)| Ok::<_, StorageError>(k.as_str())))
     }
 
     async fn batch(&self, ops: Vec<Op>) -> Result<(), StorageError> {
@@ -104,9 +101,6 @@ mod tests {
             backend.put(key, b"v".to_vec()).await.expect("put");
         }
         assert_eq!(backend.list("foo").await.expect("list"), ["/", "bar/", "d"]);
-        assert_eq!(
-            backend.list("").await.expect("list"),
-            ["foo", "foo/", "foobar/", "food"]
-        );
+        assert_eq!(backend.list("").await.expect("list"), ["foo", "foo/", "foobar/", "food"]);
     }
 }

@@ -23,9 +23,7 @@ pub(crate) fn validate_ops(ops: &[Op]) -> Result<(), StorageError> {
 fn reject_nul(s: &str, what: &str) -> Result<(), StorageError> {
     // The key is not echoed: keys can embed identifiers that should not end up in logs or responses.
     match s.find('\0') {
-        Some(offset) => Err(StorageError::InvalidKey(format!(
-            "{what} contains a NUL byte at offset {offset}"
-        ))),
+        Some(offset) => Err(StorageError::InvalidKey(format!("{what} contains a NUL byte at offset {offset}"))),
         None => Ok(()),
     }
 }
@@ -85,11 +83,8 @@ mod tests {
 
     fn list(keys: &[&str], prefix: &str) -> Vec<String> {
         let set: BTreeSet<String> = keys.iter().map(|k| (*k).to_owned()).collect();
-        list_children(prefix, |start| {
-            set.range(start.to_owned()..)
-                .map(|k| Ok::<_, StorageError>(k.as_str()))
-        })
-        .expect("in-memory listing cannot fail")
+        list_children(prefix, |start| set.range(start.to_owned()..).map(|k| Ok::<_, StorageError>(k.as_str())))
+            .expect("in-memory listing cannot fail")
     }
 
     #[test]
@@ -104,15 +99,7 @@ mod tests {
 
     #[test]
     fn raw_prefix_is_not_a_folder_boundary() {
-        let keys = [
-            "foo",
-            "foo/bar",
-            "foo/baz/q",
-            "foobar/x",
-            "food",
-            "fo",
-            "fop",
-        ];
+        let keys = ["foo", "foo/bar", "foo/baz/q", "foobar/x", "food", "fo", "fop"];
         assert_eq!(list(&keys, "foo"), ["/", "bar/", "d"]);
         assert_eq!(list(&keys, "fo"), ["o", "o/", "obar/", "od", "p"]);
     }
@@ -120,26 +107,11 @@ mod tests {
     #[test]
     fn validation() {
         assert!(matches!(validate_key(""), Err(StorageError::InvalidKey(_))));
-        assert!(matches!(
-            validate_key("a\0b"),
-            Err(StorageError::InvalidKey(_))
-        ));
+        assert!(matches!(validate_key("a\0b"), Err(StorageError::InvalidKey(_))));
         assert!(validate_key("a/b/ключ").is_ok());
         assert!(validate_prefix("").is_ok());
-        assert!(matches!(
-            validate_prefix("\0"),
-            Err(StorageError::InvalidKey(_))
-        ));
-        let ops = vec![
-            Op::Put {
-                key: "ok".into(),
-                value: vec![],
-            },
-            Op::Delete { key: String::new() },
-        ];
-        assert!(matches!(
-            validate_ops(&ops),
-            Err(StorageError::InvalidKey(_))
-        ));
+        assert!(matches!(validate_prefix("\0"), Err(StorageError::InvalidKey(_))));
+        let ops = vec![Op::Put { key: "ok".into(), value: vec![] }, Op::Delete { key: String::new() }];
+        assert!(matches!(validate_ops(&ops), Err(StorageError::InvalidKey(_))));
     }
 }

@@ -26,9 +26,7 @@ impl SledOptions {
 
 impl Default for SledOptions {
     fn default() -> Self {
-        Self {
-            cache_capacity_bytes: Self::DEFAULT_CACHE_CAPACITY_BYTES,
-        }
+        Self { cache_capacity_bytes: Self::DEFAULT_CACHE_CAPACITY_BYTES }
     }
 }
 
@@ -49,10 +47,7 @@ pub struct SledBackend {
 
 impl std::fmt::Debug for SledBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SledBackend")
-            .field("path", &self.path)
-            .field("commit", &self.commit)
-            .finish_non_exhaustive()
+        f.debug_struct("SledBackend").field("path", &self.path).field("commit", &self.commit).finish_non_exhaustive()
     }
 }
 
@@ -72,12 +67,9 @@ impl SledBackend {
             // Our flusher is what acknowledges writes; sled's timer would only add fsyncs and a thread.
             .flush_every_ms(None)
             .open()
-            .map_err(|e| {
-                StorageError::Io(format!("opening sled database at {}: {e}", path.display()))
-            })?;
-        let mut disk = DiskSync::open(path).map_err(|e| {
-            StorageError::Io(format!("syncing sled database at {}: {e}", path.display()))
-        })?;
+            .map_err(|e| StorageError::Io(format!("opening sled database at {}: {e}", path.display())))?;
+        let mut disk = DiskSync::open(path)
+            .map_err(|e| StorageError::Io(format!("syncing sled database at {}: {e}", path.display())))?;
         let flush_db = db.clone();
         let flush: FlushFn = Box::new(move || {
             flush_db.flush().map_err(|e| format!("sled flush: {e}"))?;
@@ -85,12 +77,7 @@ impl SledBackend {
         });
         let commit = GroupCommit::start("arcanum-sled-flush", flush)
             .map_err(|e| StorageError::Io(format!("starting storage flusher thread: {e}")))?;
-        Ok(Self {
-            commit,
-            db,
-            batch_lock: Arc::new(RwLock::new(())),
-            path: path.to_owned(),
-        })
+        Ok(Self { commit, db, batch_lock: Arc::new(RwLock::new(())), path: path.to_owned() })
     }
 
     /// Flush rounds so far; with concurrent writers this grows more slowly than the number of writes.
@@ -124,8 +111,7 @@ fn apply_one(db: &sled::Db, op: &Op) -> Result<(), StorageError> {
 }
 
 fn utf8_key(key: sled::IVec) -> Result<String, StorageError> {
-    String::from_utf8(key.to_vec())
-        .map_err(|_| StorageError::Io("stored key is not valid UTF-8".to_owned()))
+    String::from_utf8(key.to_vec()).map_err(|_| StorageError::Io("stored key is not valid UTF-8".to_owned()))
 }
 
 #[async_trait::async_trait]
@@ -133,20 +119,14 @@ impl Backend for SledBackend {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
         validate_key(key)?;
         let key = key.to_owned();
-        self.blocking(move |db, _| {
-            db.get(key)
-                .map(|value| value.map(|v| v.to_vec()))
-                .map_err(sled_err)
-        })
-        .await
+        self.blocking(move |db, _| db.get(key).map(|value| value.map(|v| v.to_vec())).map_err(sled_err)).await
     }
 
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StorageError> {
         validate_key(key)?;
         self.commit.check()?;
         let key = key.to_owned();
-        self.blocking(move |db, _| db.insert(key, value).map(drop).map_err(sled_err))
-            .await?;
+        self.blocking(move |db, _| db.insert(key, value).map(drop).map_err(sled_err)).await?;
         self.commit.commit().await
     }
 
@@ -154,8 +134,7 @@ impl Backend for SledBackend {
         validate_key(key)?;
         self.commit.check()?;
         let key = key.to_owned();
-        self.blocking(move |db, _| db.remove(key).map(drop).map_err(sled_err))
-            .await?;
+        self.blocking(move |db, _| db.remove(key).map(drop).map_err(sled_err)).await?;
         self.commit.commit().await
     }
 
@@ -165,9 +144,7 @@ impl Backend for SledBackend {
         self.blocking(move |db, lock| {
             let _no_batch = lock.read().unwrap_or_else(PoisonError::into_inner);
             list_children(&prefix, |start| {
-                db.range(start.as_bytes().to_vec()..)
-                    .keys()
-                    .map(|key| key.map_err(sled_err).and_then(utf8_key))
+                db.range(start.as_bytes().to_vec()..).keys().map(|key| key.map_err(sled_err).and_then(utf8_key))
             })
         })
         .await
@@ -220,10 +197,7 @@ mod tests {
         let sled = TempSled::new();
         exercise_backend(&sled.backend).await;
         exercise_backend(&sled.backend).await;
-        assert_eq!(
-            sled.backend.list("").await.expect("list"),
-            Vec::<String>::new()
-        );
+        assert_eq!(sled.backend.list("").await.expect("list"), Vec::<String>::new());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,15 +217,9 @@ mod tests {
             backend.put("big", big.clone()).await.expect("put");
             backend
                 .batch(vec![
-                    Op::Put {
-                        key: "dir/b".into(),
-                        value: b"2".to_vec(),
-                    },
+                    Op::Put { key: "dir/b".into(), value: b"2".to_vec() },
                     Op::Delete { key: "gone".into() },
-                    Op::Put {
-                        key: "dir/sub/c".into(),
-                        value: Vec::new(),
-                    },
+                    Op::Put { key: "dir/sub/c".into(), value: Vec::new() },
                 ])
                 .await
                 .expect("batch");
@@ -260,10 +228,7 @@ mod tests {
         assert_eq!(backend.get("a").await.expect("get"), Some(b"1".to_vec()));
         assert_eq!(backend.get("gone").await.expect("get"), None);
         assert_eq!(backend.get("big").await.expect("get"), Some(big));
-        assert_eq!(
-            backend.get("dir/sub/c").await.expect("get"),
-            Some(Vec::new())
-        );
+        assert_eq!(backend.get("dir/sub/c").await.expect("get"), Some(Vec::new()));
         assert_eq!(backend.list("").await.expect("list"), ["a", "big", "dir/"]);
         assert_eq!(backend.list("dir/").await.expect("list"), ["b", "sub/"]);
     }
@@ -287,10 +252,7 @@ mod tests {
                 let backend = Arc::clone(&backend);
                 tokio::spawn(async move {
                     for i in 0..PER_TASK {
-                        backend
-                            .put(&format!("w{t}/k{i}"), vec![7; 100])
-                            .await
-                            .expect("put");
+                        backend.put(&format!("w{t}/k{i}"), vec![7; 100]).await.expect("put");
                     }
                 })
             })
@@ -300,10 +262,7 @@ mod tests {
         }
         let rounds = backend.flush_rounds() - before;
         let writes = (TASKS * PER_TASK) as u64;
-        assert!(
-            rounds > 0 && rounds < writes,
-            "{rounds} flush rounds for {writes} writes"
-        );
+        assert!(rounds > 0 && rounds < writes, "{rounds} flush rounds for {writes} writes");
         assert_eq!(backend.list("").await.expect("list").len(), TASKS);
     }
 
@@ -321,13 +280,7 @@ mod tests {
         assert_new_round("put");
         backend.delete("k").await.expect("delete");
         assert_new_round("delete");
-        backend
-            .batch(vec![Op::Put {
-                key: "k".into(),
-                value: Vec::new(),
-            }])
-            .await
-            .expect("batch");
+        backend.batch(vec![Op::Put { key: "k".into(), value: Vec::new() }]).await.expect("batch");
         assert_new_round("batch");
         backend.flush().await.expect("flush");
         assert_new_round("flush");
@@ -339,22 +292,14 @@ mod tests {
         for key in ["foo", "foo/bar", "foo/baz/q", "foobar/x", "food"] {
             sled.backend.put(key, b"v".to_vec()).await.expect("put");
         }
-        assert_eq!(
-            sled.backend.list("foo").await.expect("list"),
-            ["/", "bar/", "d"]
-        );
-        assert_eq!(
-            sled.backend.list("foo/").await.expect("list"),
-            ["bar", "baz/"]
-        );
+        assert_eq!(sled.backend.list("foo").await.expect("list"), ["/", "bar/", "d"]);
+        assert_eq!(sled.backend.list("foo/").await.expect("list"), ["bar", "baz/"]);
     }
 
     #[tokio::test]
     async fn small_cache_option() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let options = SledOptions {
-            cache_capacity_bytes: 1024 * 1024,
-        };
+        let options = SledOptions { cache_capacity_bytes: 1024 * 1024 };
         let backend = SledBackend::open_with(dir.path(), options).expect("open");
         backend.put("k", b"v".to_vec()).await.expect("put");
         backend.flush().await.expect("flush");

@@ -53,11 +53,7 @@ pub async fn exercise_backend(backend: &dyn Backend) {
     batch_atomic_visibility(backend).await;
     concurrent_writers(backend).await;
     delete_tree(backend, ROOT).await;
-    assert_eq!(
-        list(backend, ROOT).await,
-        Vec::<String>::new(),
-        "cleanup left keys behind"
-    );
+    assert_eq!(list(backend, ROOT).await, Vec::<String>::new(), "cleanup left keys behind");
     assert!(
         !list(backend, "").await.iter().any(|c| c == ROOT),
         "an emptied folder must disappear from its parent's listing"
@@ -70,67 +66,38 @@ fn key(path: &str) -> String {
 }
 
 async fn put(backend: &dyn Backend, key: &str, value: &[u8]) {
-    backend
-        .put(key, value.to_vec())
-        .await
-        .unwrap_or_else(|e| panic!("put {key:?}: {e}"));
+    backend.put(key, value.to_vec()).await.unwrap_or_else(|e| panic!("put {key:?}: {e}"));
 }
 
 async fn get(backend: &dyn Backend, key: &str) -> Option<Vec<u8>> {
-    backend
-        .get(key)
-        .await
-        .unwrap_or_else(|e| panic!("get {key:?}: {e}"))
+    backend.get(key).await.unwrap_or_else(|e| panic!("get {key:?}: {e}"))
 }
 
 async fn delete(backend: &dyn Backend, key: &str) {
-    backend
-        .delete(key)
-        .await
-        .unwrap_or_else(|e| panic!("delete {key:?}: {e}"));
+    backend.delete(key).await.unwrap_or_else(|e| panic!("delete {key:?}: {e}"));
 }
 
 async fn batch(backend: &dyn Backend, ops: Vec<Op>) {
-    backend
-        .batch(ops)
-        .await
-        .unwrap_or_else(|e| panic!("batch: {e}"));
+    backend.batch(ops).await.unwrap_or_else(|e| panic!("batch: {e}"));
 }
 
 /// Lists and checks the invariants every listing has: sorted, no duplicates, no empty names.
 async fn list(backend: &dyn Backend, prefix: &str) -> Vec<String> {
-    let children = backend
-        .list(prefix)
-        .await
-        .unwrap_or_else(|e| panic!("list {prefix:?}: {e}"));
-    assert!(
-        children.windows(2).all(|w| w[0] < w[1]),
-        "list {prefix:?} not sorted and unique: {children:?}"
-    );
-    assert!(
-        !children.iter().any(String::is_empty),
-        "list {prefix:?} has an empty name: {children:?}"
-    );
+    let children = backend.list(prefix).await.unwrap_or_else(|e| panic!("list {prefix:?}: {e}"));
+    assert!(children.windows(2).all(|w| w[0] < w[1]), "list {prefix:?} not sorted and unique: {children:?}");
+    assert!(!children.iter().any(String::is_empty), "list {prefix:?} has an empty name: {children:?}");
     children
 }
 
 fn put_op(key: &str, value: &[u8]) -> Op {
-    Op::Put {
-        key: key.to_owned(),
-        value: value.to_vec(),
-    }
+    Op::Put { key: key.to_owned(), value: value.to_vec() }
 }
 
 fn delete_op(key: &str) -> Op {
-    Op::Delete {
-        key: key.to_owned(),
-    }
+    Op::Delete { key: key.to_owned() }
 }
 
-fn delete_tree<'a>(
-    backend: &'a dyn Backend,
-    prefix: &'a str,
-) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+fn delete_tree<'a>(backend: &'a dyn Backend, prefix: &'a str) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
     Box::pin(async move {
         for child in list(backend, prefix).await {
             let path = format!("{prefix}{child}");
@@ -144,10 +111,7 @@ fn delete_tree<'a>(
 }
 
 fn assert_invalid<T: std::fmt::Debug>(what: &str, result: Result<T, StorageError>) {
-    assert!(
-        matches!(result, Err(StorageError::InvalidKey(_))),
-        "{what}: expected InvalidKey, got {result:?}"
-    );
+    assert!(matches!(result, Err(StorageError::InvalidKey(_))), "{what}: expected InvalidKey, got {result:?}");
 }
 
 async fn invalid_keys(backend: &dyn Backend) {
@@ -162,23 +126,9 @@ async fn invalid_keys(backend: &dyn Backend) {
 
     // One bad key rejects the whole batch before anything is applied.
     let ok = key("invalid/ok");
-    assert_invalid(
-        "batch with empty key",
-        backend
-            .batch(vec![put_op(&ok, b"v"), put_op("", b"v")])
-            .await,
-    );
-    assert_invalid(
-        "batch with NUL delete",
-        backend
-            .batch(vec![put_op(&ok, b"v"), delete_op(&nul)])
-            .await,
-    );
-    assert_eq!(
-        get(backend, &ok).await,
-        None,
-        "a rejected batch must not apply any op"
-    );
+    assert_invalid("batch with empty key", backend.batch(vec![put_op(&ok, b"v"), put_op("", b"v")]).await);
+    assert_invalid("batch with NUL delete", backend.batch(vec![put_op(&ok, b"v"), delete_op(&nul)]).await);
+    assert_eq!(get(backend, &ok).await, None, "a rejected batch must not apply any op");
 }
 
 async fn crud(backend: &dyn Backend) {
@@ -189,11 +139,7 @@ async fn crud(backend: &dyn Backend) {
     put(backend, &k, b"one").await;
     assert_eq!(get(backend, &k).await.as_deref(), Some(&b"one"[..]));
     put(backend, &k, b"two").await;
-    assert_eq!(
-        get(backend, &k).await.as_deref(),
-        Some(&b"two"[..]),
-        "overwrite"
-    );
+    assert_eq!(get(backend, &k).await.as_deref(), Some(&b"two"[..]), "overwrite");
     delete(backend, &k).await;
     assert_eq!(get(backend, &k).await, None, "after delete");
     delete(backend, &k).await;
@@ -205,21 +151,13 @@ async fn crud(backend: &dyn Backend) {
     assert_eq!(get(backend, &key("crud/dir/")).await, None);
     assert_eq!(list(backend, &key("crud/")).await, ["dir/"]);
     delete(backend, &child).await;
-    assert_eq!(
-        list(backend, &key("crud/")).await,
-        Vec::<String>::new(),
-        "emptied folder must vanish"
-    );
+    assert_eq!(list(backend, &key("crud/")).await, Vec::<String>::new(), "emptied folder must vanish");
 }
 
 async fn values(backend: &dyn Backend) {
     let empty = key("values/empty");
     put(backend, &empty, b"").await;
-    assert_eq!(
-        get(backend, &empty).await,
-        Some(Vec::new()),
-        "an empty value is not a missing key"
-    );
+    assert_eq!(get(backend, &empty).await, Some(Vec::new()), "an empty value is not a missing key");
 
     let binary = key("values/binary");
     let all_bytes: Vec<u8> = (0..=255u8).collect();
@@ -230,22 +168,13 @@ async fn values(backend: &dyn Backend) {
     let first: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
     let second: Vec<u8> = (0..1024 * 1024 + 1).map(|i| (i % 13) as u8).collect();
     put(backend, &large, &first).await;
-    assert!(
-        get(backend, &large).await == Some(first),
-        "1 MiB value round trip"
-    );
+    assert!(get(backend, &large).await == Some(first), "1 MiB value round trip");
     put(backend, &large, &second).await;
-    assert!(
-        get(backend, &large).await == Some(second),
-        "1 MiB value overwrite"
-    );
+    assert!(get(backend, &large).await == Some(second), "1 MiB value overwrite");
 
     let unicode = key("values/ключ/日本語 🔑");
     put(backend, &unicode, "значение".as_bytes()).await;
-    assert_eq!(
-        get(backend, &unicode).await.as_deref(),
-        Some("значение".as_bytes())
-    );
+    assert_eq!(get(backend, &unicode).await.as_deref(), Some("значение".as_bytes()));
 }
 
 async fn listing(backend: &dyn Backend) {
@@ -271,19 +200,7 @@ async fn listing(backend: &dyn Backend) {
     let l = |p: &str| format!("{r}{p}");
     assert_eq!(
         list(backend, &r).await,
-        [
-            "a",
-            "b",
-            "b.x",
-            "b/",
-            "b0",
-            "c/",
-            "emoji 🔑",
-            "sp ace/",
-            "z/",
-            "ключ",
-            "日本/"
-        ]
+        ["a", "b", "b.x", "b/", "b0", "c/", "emoji 🔑", "sp ace/", "z/", "ключ", "日本/"]
     );
     assert_eq!(list(backend, &l("b/")).await, ["c", "d/"]);
     assert_eq!(list(backend, &l("b/d/")).await, ["e", "f"]);
@@ -300,27 +217,15 @@ async fn listing(backend: &dyn Backend) {
     assert_eq!(list(backend, &l("ключ")).await, Vec::<String>::new());
 
     let root = list(backend, "").await;
-    assert_eq!(
-        root.iter().filter(|c| *c == ROOT).count(),
-        1,
-        "root listing {root:?}"
-    );
+    assert_eq!(root.iter().filter(|c| *c == ROOT).count(), 1, "root listing {root:?}");
     assert!(list(backend, ROOT).await.iter().any(|c| c == "list/"));
 }
 
 async fn batches(backend: &dyn Backend) {
     let b = |p: &str| key(&format!("batch/{p}"));
     put(backend, &b("old"), b"o").await;
-    batch(
-        backend,
-        vec![
-            put_op(&b("a"), b"1"),
-            put_op(&b("b"), b"2"),
-            delete_op(&b("old")),
-            put_op(&b("c"), b"3"),
-        ],
-    )
-    .await;
+    batch(backend, vec![put_op(&b("a"), b"1"), put_op(&b("b"), b"2"), delete_op(&b("old")), put_op(&b("c"), b"3")])
+        .await;
     assert_eq!(get(backend, &b("a")).await.as_deref(), Some(&b"1"[..]));
     assert_eq!(get(backend, &b("b")).await.as_deref(), Some(&b"2"[..]));
     assert_eq!(get(backend, &b("c")).await.as_deref(), Some(&b"3"[..]));
@@ -330,46 +235,21 @@ async fn batches(backend: &dyn Backend) {
     batch(backend, vec![put_op(&b("x"), b"1"), delete_op(&b("x"))]).await;
     assert_eq!(get(backend, &b("x")).await, None, "put then delete");
     batch(backend, vec![delete_op(&b("y")), put_op(&b("y"), b"2")]).await;
-    assert_eq!(
-        get(backend, &b("y")).await.as_deref(),
-        Some(&b"2"[..]),
-        "delete then put"
-    );
+    assert_eq!(get(backend, &b("y")).await.as_deref(), Some(&b"2"[..]), "delete then put");
     batch(backend, vec![put_op(&b("z"), b"1"), put_op(&b("z"), b"2")]).await;
-    assert_eq!(
-        get(backend, &b("z")).await.as_deref(),
-        Some(&b"2"[..]),
-        "put then put"
-    );
-    batch(
-        backend,
-        vec![
-            put_op(&b("w"), b"1"),
-            delete_op(&b("w")),
-            put_op(&b("w"), b"3"),
-        ],
-    )
-    .await;
-    assert_eq!(
-        get(backend, &b("w")).await.as_deref(),
-        Some(&b"3"[..]),
-        "put, delete, put"
-    );
+    assert_eq!(get(backend, &b("z")).await.as_deref(), Some(&b"2"[..]), "put then put");
+    batch(backend, vec![put_op(&b("w"), b"1"), delete_op(&b("w")), put_op(&b("w"), b"3")]).await;
+    assert_eq!(get(backend, &b("w")).await.as_deref(), Some(&b"3"[..]), "put, delete, put");
 
     batch(backend, Vec::new()).await;
 
     let big: Vec<u8> = vec![0xA5; 1024 * 1024];
-    let mut ops: Vec<Op> = (0..200)
-        .map(|i| put_op(&b(&format!("many/{i:03}")), b"v"))
-        .collect();
+    let mut ops: Vec<Op> = (0..200).map(|i| put_op(&b(&format!("many/{i:03}")), b"v")).collect();
     ops.push(put_op(&b("many-big"), &big));
     batch(backend, ops).await;
     assert_eq!(list(backend, &b("many/")).await.len(), 200);
     assert!(get(backend, &b("many-big")).await == Some(big));
-    assert_eq!(
-        list(backend, &b("")).await,
-        ["a", "b", "c", "many-big", "many/", "w", "y", "z"]
-    );
+    assert_eq!(list(backend, &b("")).await, ["a", "b", "c", "many-big", "many/", "w", "y", "z"]);
 }
 
 fn decode(value: Option<Vec<u8>>) -> u64 {
@@ -442,10 +322,7 @@ async fn batch_atomic_visibility(backend: &dyn Backend) {
             for _ in 0..READS {
                 let a = decode(get(backend, &first).await);
                 let b = decode(get(backend, &second).await);
-                assert!(
-                    b >= a,
-                    "saw {first} = {a} and then {second} = {b}: a batch was half applied"
-                );
+                assert!(b >= a, "saw {first} = {a} and then {second} = {b}: a batch was half applied");
                 tokio::task::yield_now().await;
             }
         })
@@ -462,13 +339,7 @@ async fn batch_atomic_visibility(backend: &dyn Backend) {
             }
         }
     });
-    join_all(vec![
-        writer,
-        reader(x.clone(), y.clone()),
-        reader(y.clone(), x.clone()),
-        lister,
-    ])
-    .await;
+    join_all(vec![writer, reader(x.clone(), y.clone()), reader(y.clone(), x.clone()), lister]).await;
 
     assert_eq!(decode(get(backend, &x).await), ROUNDS);
     assert_eq!(decode(get(backend, &y).await), ROUNDS);
@@ -502,23 +373,13 @@ async fn concurrent_writers(backend: &dyn Backend) {
     for w in 0..WRITERS {
         for i in 0..KEYS {
             let expected = (i % 4 != 3).then(|| format!("w{w}-{i}").into_bytes());
-            assert_eq!(
-                get(backend, &slot(w, i)).await,
-                expected,
-                "writer {w} key {i}"
-            );
+            assert_eq!(get(backend, &slot(w, i)).await, expected, "writer {w} key {i}");
         }
-        assert_eq!(
-            list(backend, &format!("{dir}w{w:02}/")).await.len(),
-            KEYS - KEYS / 4
-        );
+        assert_eq!(list(backend, &format!("{dir}w{w:02}/")).await.len(), KEYS - KEYS / 4);
     }
     let last = get(backend, &shared).await.expect("shared key missing");
     let last = String::from_utf8(last).expect("shared value is UTF-8");
-    assert!(
-        last.ends_with(&format!("-{}", KEYS - 1)),
-        "shared key holds {last}, not some writer's last value"
-    );
+    assert!(last.ends_with(&format!("-{}", KEYS - 1)), "shared key holds {last}, not some writer's last value");
 
     let mut expected: Vec<String> = (0..WRITERS).map(|w| format!("w{w:02}/")).collect();
     expected.insert(0, "shared".to_owned());

@@ -66,10 +66,7 @@ impl TestServer {
             config_path,
             dir,
             stdout_lines: Default::default(),
-            http: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .expect("client"),
+            http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
             ca_cert: None,
         };
         server.launch();
@@ -94,11 +91,7 @@ impl TestServer {
     /// Starts the binary on the existing config and data; waits for its listening line.
     pub fn launch(&mut self) {
         assert!(self.child.is_none(), "server already running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .expect("log file");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("log file");
         let mut child = Command::new(binary())
             .arg("server")
             .arg(format!("-config={}", self.config_path.display()))
@@ -143,21 +136,14 @@ impl TestServer {
     /// SIGTERM and wait for a clean exit.
     pub fn stop(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("server not running");
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status()
-            .expect("kill -TERM");
+        let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill -TERM");
         assert!(status.success());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = child.try_wait().expect("try_wait") {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "server did not stop within 30 s of SIGTERM"
-            );
+            assert!(Instant::now() < deadline, "server did not stop within 30 s of SIGTERM");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -165,25 +151,14 @@ impl TestServer {
     /// SIGTERM (which must end in a clean exit), then start again on the same data.
     pub fn restart(&mut self) {
         let status = self.stop();
-        assert!(
-            status.success(),
-            "server exited with {status} after SIGTERM"
-        );
+        assert!(status.success(), "server exited with {status} after SIGTERM");
         self.launch();
     }
 
     /// Sends a request; returns status and JSON body (Null when empty).
-    pub fn request(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&Value>,
-    ) -> (u16, Value) {
+    pub fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut request = self
-            .http
-            .request(method, format!("{}/v1/{}", self.addr, path));
+        let mut request = self.http.request(method, format!("{}/v1/{}", self.addr, path));
         if let Some(token) = token {
             request = request.header("X-Vault-Token", token);
         }
@@ -193,11 +168,8 @@ impl TestServer {
         let response = request.send().expect("request");
         let status = response.status().as_u16();
         let text = response.text().expect("body");
-        let json = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
+        let json =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
         (status, json)
     }
 
@@ -211,11 +183,8 @@ impl TestServer {
 
     /// Initialises with `shares`/`threshold`; returns (hex keys, base64 keys, root token).
     pub fn init(&self, shares: u32, threshold: u32) -> Init {
-        let (status, body) = self.put(
-            "sys/init",
-            None,
-            json!({ "secret_shares": shares, "secret_threshold": threshold }),
-        );
+        let (status, body) =
+            self.put("sys/init", None, json!({ "secret_shares": shares, "secret_threshold": threshold }));
         assert_eq!(status, 200, "init failed: {body}");
         Init {
             keys: strings(&body["keys"]),
@@ -239,11 +208,7 @@ impl TestServer {
     /// Runs the CLI against this server; returns (exit code, stdout, stderr).
     pub fn cli(&self, args: &[&str], token: Option<&str>) -> (i32, String, String) {
         let mut command = Command::new(binary());
-        command
-            .args(args)
-            .env("ARCANUM_ADDR", &self.addr)
-            .env_remove("VAULT_ADDR")
-            .env_remove("VAULT_TOKEN");
+        command.args(args).env("ARCANUM_ADDR", &self.addr).env_remove("VAULT_ADDR").env_remove("VAULT_TOKEN");
         match token {
             Some(token) => command.env("ARCANUM_TOKEN", token),
             None => command.env_remove("ARCANUM_TOKEN"),
@@ -275,12 +240,7 @@ pub struct Init {
 }
 
 fn strings(value: &Value) -> Vec<String> {
-    value
-        .as_array()
-        .expect("array")
-        .iter()
-        .map(|v| v.as_str().expect("string").to_owned())
-        .collect()
+    value.as_array().expect("array").iter().map(|v| v.as_str().expect("string").to_owned()).collect()
 }
 
 /// Every file under `dir`, read whole (for plaintext scans of the storage).
@@ -288,10 +248,7 @@ pub fn read_tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir)
-            .expect("read_dir")
-            .map_while(Result::ok)
-        {
+        for entry in std::fs::read_dir(&dir).expect("read_dir").map_while(Result::ok) {
             let path = entry.path();
             if path.is_dir() {
                 stack.push(path);
@@ -304,7 +261,5 @@ pub fn read_tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 }
 
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|window| window == needle)
+    haystack.windows(needle.len()).any(|window| window == needle)
 }

@@ -7,69 +7,36 @@ use serde_json::{json, Value};
 fn operator_commands_drive_the_whole_seal_lifecycle() {
     let server = TestServer::start();
     let (code, _, stderr) = server.cli(&["status"], None);
-    assert_eq!(
-        code, 2,
-        "status of an uninitialised (sealed) server exits 2: {stderr}"
-    );
+    assert_eq!(code, 2, "status of an uninitialised (sealed) server exits 2: {stderr}");
     let (code, _, _) = server.cli(&["operator", "init", "-status"], None);
     assert_eq!(code, 2);
 
-    let (code, stdout, stderr) = server.cli(
-        &[
-            "operator",
-            "init",
-            "-key-shares=3",
-            "-key-threshold=2",
-            "-format=json",
-        ],
-        None,
-    );
+    let (code, stdout, stderr) =
+        server.cli(&["operator", "init", "-key-shares=3", "-key-threshold=2", "-format=json"], None);
     assert_eq!(code, 0, "{stderr}");
     let init: Value = serde_json::from_str(&stdout).unwrap();
-    let keys: Vec<String> = init["unseal_keys_b64"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k.as_str().unwrap().to_owned())
-        .collect();
+    let keys: Vec<String> =
+        init["unseal_keys_b64"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_owned()).collect();
     let root = init["root_token"].as_str().unwrap().to_owned();
     assert_eq!(keys.len(), 3);
     assert_eq!(init["unseal_threshold"], json!(2));
 
     let (code, stdout, _) = server.cli(&["operator", "unseal", &keys[0]], None);
     assert_eq!(code, 0);
-    assert!(
-        stdout.contains("Unseal Progress") && stdout.contains("1/2"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("Unseal Progress") && stdout.contains("1/2"), "{stdout}");
     let (code, stdout, _) = server.cli(&["operator", "unseal", "-format=json", &keys[2]], None);
     assert_eq!(code, 0);
-    assert_eq!(
-        serde_json::from_str::<Value>(&stdout).unwrap()["sealed"],
-        json!(false)
-    );
+    assert_eq!(serde_json::from_str::<Value>(&stdout).unwrap()["sealed"], json!(false));
     let (code, stdout, _) = server.cli(&["status"], None);
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.contains("Sealed") && stdout.contains("false"));
 
     let (code, stdout, stderr) = server.cli(&["operator", "rotate"], Some(&root));
     assert_eq!(code, 0, "{stderr}");
-    assert!(
-        stdout.contains("Key Term") && stdout.contains('2'),
-        "{stdout}"
-    );
+    assert!(stdout.contains("Key Term") && stdout.contains('2'), "{stdout}");
 
     // Rekey through the CLI: init, then two current shares.
-    let (code, _, stderr) = server.cli(
-        &[
-            "operator",
-            "rekey",
-            "-init",
-            "-key-shares=2",
-            "-key-threshold=2",
-        ],
-        None,
-    );
+    let (code, _, stderr) = server.cli(&["operator", "rekey", "-init", "-key-shares=2", "-key-threshold=2"], None);
     assert_eq!(code, 0, "{stderr}");
     let (code, _, _) = server.cli(&["operator", "rekey", &keys[0]], None);
     assert_eq!(code, 0);
@@ -82,10 +49,7 @@ fn operator_commands_drive_the_whole_seal_lifecycle() {
     // Seal without a token fails with Vault's error layout and exit 1; with the root token it works.
     let (code, _, stderr) = server.cli(&["operator", "seal"], None);
     assert_eq!(code, 1);
-    assert!(
-        stderr.contains("Code: 403") && stderr.contains("permission denied"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("Code: 403") && stderr.contains("permission denied"), "{stderr}");
     let (code, _, _) = server.cli(&["operator", "seal"], Some(&root));
     assert_eq!(code, 0);
     assert_eq!(server.cli(&["status"], None).0, 2);
@@ -101,8 +65,7 @@ fn operator_commands_drive_the_whole_seal_lifecycle() {
 
 #[test]
 fn server_speaks_tls_and_the_cli_verifies_it_with_a_ca_file() {
-    let cert =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
     let mut server = TestServer::start_with(|dir| {
         let cert_path = dir.join("cert.pem");
         let key_path = dir.join("key.pem");
@@ -122,10 +85,7 @@ fn server_speaks_tls_and_the_cli_verifies_it_with_a_ca_file() {
     assert_eq!(body["storage_type"], json!("inmem"));
     let (code, stdout, stderr) = server.cli(&["status", "-format=json"], None);
     assert_eq!(code, 2, "{stdout} {stderr}");
-    assert_eq!(
-        serde_json::from_str::<Value>(&stdout).unwrap()["initialized"],
-        json!(false)
-    );
+    assert_eq!(serde_json::from_str::<Value>(&stdout).unwrap()["initialized"], json!(false));
 
     // Without the CA the CLI refuses the connection.
     let output = std::process::Command::new(binary())
@@ -141,12 +101,7 @@ fn server_speaks_tls_and_the_cli_verifies_it_with_a_ca_file() {
 #[test]
 fn dev_server_starts_unsealed_and_prints_its_credentials() {
     let mut child = std::process::Command::new(binary())
-        .args([
-            "server",
-            "-dev",
-            "-dev-listen-address=127.0.0.1:0",
-            "-dev-root-token-id=hvs.devroottoken",
-        ])
+        .args(["server", "-dev", "-dev-listen-address=127.0.0.1:0", "-dev-root-token-id=hvs.devroottoken"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -168,19 +123,11 @@ fn dev_server_starts_unsealed_and_prints_its_credentials() {
     let addr = addr.expect("dev server address");
     assert!(unseal_key.is_some_and(|k| !k.is_empty()));
     let client = reqwest::blocking::Client::new();
-    let status: Value = client
-        .get(format!("{addr}/v1/sys/seal-status"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let status: Value = client.get(format!("{addr}/v1/sys/seal-status")).send().unwrap().json().unwrap();
     assert_eq!(status["sealed"], json!(false));
     assert_eq!(status["storage_type"], json!("inmem"));
-    let key_status = client
-        .get(format!("{addr}/v1/sys/key-status"))
-        .header("X-Vault-Token", "hvs.devroottoken")
-        .send()
-        .unwrap();
+    let key_status =
+        client.get(format!("{addr}/v1/sys/key-status")).header("X-Vault-Token", "hvs.devroottoken").send().unwrap();
     assert_eq!(key_status.status().as_u16(), 200);
     child.kill().unwrap();
     child.wait().unwrap();

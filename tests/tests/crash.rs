@@ -28,10 +28,7 @@ fn every_acknowledged_write_survives_sigkill() {
                 let acked = Arc::clone(&acked);
                 let acked_count = Arc::clone(&acked_count);
                 std::thread::spawn(move || {
-                    let client = reqwest::blocking::Client::builder()
-                        .timeout(Duration::from_secs(10))
-                        .build()
-                        .unwrap();
+                    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
                     for n in 0.. {
                         let key = format!("crash/{cycle}/{writer}/{n}");
                         let value = format!("value-{cycle}-{writer}-{n}");
@@ -56,10 +53,7 @@ fn every_acknowledged_write_survives_sigkill() {
         // Wait (bounded) until enough writes were acknowledged, then kill mid-stream.
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while acked_count.load(Ordering::SeqCst) < ACKED_BEFORE_KILL {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "writers made no progress"
-            );
+            assert!(std::time::Instant::now() < deadline, "writers made no progress");
             std::thread::sleep(Duration::from_millis(5));
         }
         server.kill();

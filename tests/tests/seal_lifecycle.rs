@@ -6,8 +6,7 @@ use serde_json::json;
 #[test]
 fn records_survive_restart_behind_the_seal_and_never_hit_disk_in_plaintext() {
     // Trace logging, so that the log scan at the end covers every line the server can write.
-    let mut server =
-        TestServer::start_with(|dir| arcanum_tests::sled_config(dir, "", "log_level = \"trace\""));
+    let mut server = TestServer::start_with(|dir| arcanum_tests::sled_config(dir, "", "log_level = \"trace\""));
     let (status, body) = server.get("sys/init", None);
     assert_eq!((status, body), (200, json!({ "initialized": false })));
     let init = server.init(5, 3);
@@ -18,32 +17,17 @@ fn records_survive_restart_behind_the_seal_and_never_hit_disk_in_plaintext() {
     // Initialised but still sealed.
     let (_, status) = server.get("sys/seal-status", None);
     assert_eq!(status["sealed"], json!(true));
-    assert_eq!(
-        (status["t"].clone(), status["n"].clone()),
-        (json!(3), json!(5))
-    );
+    assert_eq!((status["t"].clone(), status["n"].clone()), (json!(3), json!(5)));
     // Mix hex and base64 shares, as operators do.
-    server.unseal(&[
-        init.keys[4].clone(),
-        init.keys_base64[1].clone(),
-        init.keys[2].clone(),
-    ]);
+    server.unseal(&[init.keys[4].clone(), init.keys_base64[1].clone(), init.keys[2].clone()]);
 
     let marker = "plaintext-marker-7f3a9c";
-    let (status, body) = server.put(
-        "sys/raw/app/config",
-        Some(&init.root_token),
-        json!({ "value": marker }),
-    );
+    let (status, body) = server.put("sys/raw/app/config", Some(&init.root_token), json!({ "value": marker }));
     assert_eq!(status, 204, "{body}");
 
     server.restart();
     let (_, status) = server.get("sys/seal-status", None);
-    assert_eq!(
-        status["sealed"],
-        json!(true),
-        "a restart must come up sealed"
-    );
+    assert_eq!(status["sealed"], json!(true), "a restart must come up sealed");
     let (status, body) = server.get("sys/raw/app/config", Some(&init.root_token));
     assert_eq!(status, 503);
     assert_eq!(body, json!({ "errors": ["Vault is sealed"] }));
@@ -67,22 +51,11 @@ fn records_survive_restart_behind_the_seal_and_never_hit_disk_in_plaintext() {
     let files = read_tree(&server.dir.path().join("data"));
     assert!(!files.is_empty(), "sled wrote no files");
     for (path, bytes) in &files {
-        assert!(
-            !contains(bytes, marker.as_bytes()),
-            "plaintext found in {}",
-            path.display()
-        );
-        assert!(
-            !contains(bytes, init.root_token.as_bytes()),
-            "root token found in {}",
-            path.display()
-        );
+        assert!(!contains(bytes, marker.as_bytes()), "plaintext found in {}", path.display());
+        assert!(!contains(bytes, init.root_token.as_bytes()), "root token found in {}", path.display());
     }
     let log = std::fs::read_to_string(server.log_path()).unwrap();
-    assert!(
-        !log.contains(&init.root_token),
-        "root token in the server log"
-    );
+    assert!(!log.contains(&init.root_token), "root token in the server log");
     for key in init.keys.iter().chain(&init.keys_base64) {
         assert!(!log.contains(key.as_str()), "unseal key in the server log");
     }
@@ -105,10 +78,7 @@ fn unseal_progress_reset_and_wrong_keys_behave_like_vault() {
     // Reset forgets the progress.
     let (status, body) = server.put("sys/unseal", None, json!({ "reset": true }));
     assert_eq!(status, 200);
-    assert_eq!(
-        (body["progress"].clone(), body["nonce"].clone()),
-        (json!(0), json!(""))
-    );
+    assert_eq!((body["progress"].clone(), body["nonce"].clone()), (json!(0), json!("")));
 
     // A well-formed but wrong share is only found out at the threshold; then the attempt resets.
     let mut wrong = hex_decode(&init.keys[1]);
@@ -118,10 +88,7 @@ fn unseal_progress_reset_and_wrong_keys_behave_like_vault() {
     let (status, body) = server.put("sys/unseal", None, json!({ "key": hex_encode(&wrong) }));
     assert_eq!(status, 400, "{body}");
     let (_, body) = server.get("sys/seal-status", None);
-    assert_eq!(
-        (body["sealed"].clone(), body["progress"].clone()),
-        (json!(true), json!(0))
-    );
+    assert_eq!((body["sealed"].clone(), body["progress"].clone()), (json!(true), json!(0)));
 
     // Malformed keys are refused without counting.
     for bad in ["zz-not-a-key", "abcd", ""] {
@@ -154,60 +121,29 @@ fn rekey_replaces_the_shares_and_keeps_the_data() {
     let init = server.init(3, 2);
     server.unseal(&init.keys);
     let token = init.root_token.as_str();
-    server.put(
-        "sys/raw/kept",
-        Some(token),
-        json!({ "value": "still here" }),
-    );
+    server.put("sys/raw/kept", Some(token), json!({ "value": "still here" }));
 
-    let (status, body) = server.put(
-        "sys/rekey/init",
-        None,
-        json!({ "secret_shares": 4, "secret_threshold": 3 }),
-    );
+    let (status, body) = server.put("sys/rekey/init", None, json!({ "secret_shares": 4, "secret_threshold": 3 }));
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["started"], json!(true));
     assert_eq!(body["required"], json!(2));
     let nonce = body["nonce"].as_str().unwrap().to_owned();
-    let (status, _) = server.put(
-        "sys/rekey/init",
-        None,
-        json!({ "secret_shares": 4, "secret_threshold": 3 }),
-    );
+    let (status, _) = server.put("sys/rekey/init", None, json!({ "secret_shares": 4, "secret_threshold": 3 }));
     assert_eq!(status, 400, "a second rekey must not start");
-    let (status, _) = server.put(
-        "sys/rekey/update",
-        None,
-        json!({ "key": init.keys[0], "nonce": "wrong" }),
-    );
+    let (status, _) = server.put("sys/rekey/update", None, json!({ "key": init.keys[0], "nonce": "wrong" }));
     assert_eq!(status, 400);
-    let (_, body) = server.put(
-        "sys/rekey/update",
-        None,
-        json!({ "key": init.keys[0], "nonce": nonce }),
-    );
+    let (_, body) = server.put("sys/rekey/update", None, json!({ "key": init.keys[0], "nonce": nonce }));
     assert_eq!(body["progress"], json!(1));
-    let (status, body) = server.put(
-        "sys/rekey/update",
-        None,
-        json!({ "key": init.keys[1], "nonce": nonce }),
-    );
+    let (status, body) = server.put("sys/rekey/update", None, json!({ "key": init.keys[1], "nonce": nonce }));
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["complete"], json!(true));
-    let new_keys: Vec<String> = body["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k.as_str().unwrap().to_owned())
-        .collect();
+    let new_keys: Vec<String> =
+        body["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_owned()).collect();
     assert_eq!(new_keys.len(), 4);
 
     server.restart();
     let (_, status) = server.get("sys/seal-status", None);
-    assert_eq!(
-        (status["t"].clone(), status["n"].clone()),
-        (json!(3), json!(4))
-    );
+    assert_eq!((status["t"].clone(), status["n"].clone()), (json!(3), json!(4)));
     // The old shares no longer open it.
     for key in &init.keys[..2] {
         server.put("sys/unseal", None, json!({ "key": key }));
@@ -219,11 +155,7 @@ fn rekey_replaces_the_shares_and_keeps_the_data() {
     assert_eq!(body["data"]["value"], json!("still here"));
 
     // Cancel works and a cancelled rekey reports not started.
-    server.put(
-        "sys/rekey/init",
-        None,
-        json!({ "secret_shares": 1, "secret_threshold": 1 }),
-    );
+    server.put("sys/rekey/init", None, json!({ "secret_shares": 1, "secret_threshold": 1 }));
     let (status, _) = server.request("DELETE", "sys/rekey/init", None, None);
     assert_eq!(status, 204);
     let (_, body) = server.get("sys/rekey/init", None);
@@ -240,11 +172,7 @@ fn rotation_adds_terms_and_old_records_stay_readable_across_restarts() {
     let (status, body) = server.get("sys/key-status", token);
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["term"], json!(1));
-    assert_eq!(
-        body["term"],
-        json!(1),
-        "key-status copies data to the top level like Vault"
-    );
+    assert_eq!(body["term"], json!(1), "key-status copies data to the top level like Vault");
     assert!(body["data"]["install_time"].as_str().unwrap().contains('T'));
 
     let (status, _) = server.put("sys/rotate", token, json!({}));
@@ -257,21 +185,12 @@ fn rotation_adds_terms_and_old_records_stay_readable_across_restarts() {
     server.unseal(&init.keys);
     let (_, body) = server.get("sys/key-status", token);
     assert_eq!(body["data"]["term"], json!(2));
-    assert_eq!(
-        server.get("sys/raw/before", token).1["data"]["value"],
-        json!("term one")
-    );
-    assert_eq!(
-        server.get("sys/raw/after", token).1["data"]["value"],
-        json!("term two")
-    );
+    assert_eq!(server.get("sys/raw/before", token).1["data"]["value"], json!("term one"));
+    assert_eq!(server.get("sys/raw/after", token).1["data"]["value"], json!("term two"));
 }
 
 fn hex_decode(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
 }
 
 fn hex_encode(bytes: &[u8]) -> String {

@@ -4,23 +4,14 @@
 use std::path::{Path, PathBuf};
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir)
-        .expect("read_dir")
-        .map_while(Result::ok)
-    {
+    for entry in std::fs::read_dir(dir).expect("read_dir").map_while(Result::ok) {
         let path = entry.path();
         if path.is_dir() {
-            if path
-                .file_name()
-                .is_some_and(|n| n == "target" || n.to_string_lossy().starts_with('.'))
-            {
+            if path.file_name().is_some_and(|n| n == "target" || n.to_string_lossy().starts_with('.')) {
                 continue;
             }
             rust_files(&path, out);
@@ -43,27 +34,17 @@ fn all_rust_files() -> Vec<PathBuf> {
 fn every_source_file_opens_with_a_module_doc() {
     let missing: Vec<_> = all_rust_files()
         .into_iter()
-        .filter(|path| {
-            !std::fs::read_to_string(path)
-                .unwrap_or_default()
-                .starts_with("//!")
-        })
+        .filter(|path| !std::fs::read_to_string(path).unwrap_or_default().starts_with("//!"))
         .collect();
-    assert!(
-        missing.is_empty(),
-        "files without a leading //! line: {missing:?}"
-    );
+    assert!(missing.is_empty(), "files without a leading //! line: {missing:?}");
 }
 
 #[test]
 fn leaf_crates_depend_on_none_of_ours() {
     for leaf in ["crypto", "storage", "policy", "config"] {
-        let manifest = std::fs::read_to_string(workspace_root().join(leaf).join("Cargo.toml"))
-            .expect("manifest");
+        let manifest = std::fs::read_to_string(workspace_root().join(leaf).join("Cargo.toml")).expect("manifest");
         // Only what follows the package's own table: dependencies, features, benches.
-        let (_, rest) = manifest
-            .split_once("[lints]")
-            .expect("manifest has a [lints] table");
+        let (_, rest) = manifest.split_once("[lints]").expect("manifest has a [lints] table");
         for line in rest.lines() {
             assert!(
                 !line.trim_start().starts_with("arcanum") && !line.contains("path ="),
@@ -78,11 +59,7 @@ fn no_test_is_ignored() {
     let needle = ["#[", "ignore"].concat();
     let offenders: Vec<_> = all_rust_files()
         .into_iter()
-        .filter(|path| {
-            std::fs::read_to_string(path)
-                .unwrap_or_default()
-                .contains(&needle)
-        })
+        .filter(|path| std::fs::read_to_string(path).unwrap_or_default().contains(&needle))
         .collect();
     assert!(offenders.is_empty(), "ignored tests in {offenders:?}");
 }

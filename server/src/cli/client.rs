@@ -27,17 +27,11 @@ pub struct ApiFailure {
 }
 
 fn format_errors(errors: &[String]) -> String {
-    errors
-        .iter()
-        .map(|e| format!("* {e}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    errors.iter().map(|e| format!("* {e}")).collect::<Vec<_>>().join("\n")
 }
 
 fn env(names: &[&str]) -> Option<String> {
-    names
-        .iter()
-        .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    names.iter().find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
 }
 
 impl Client {
@@ -48,13 +42,9 @@ impl Client {
             .or_else(|| env(&["ARCANUM_ADDR", "VAULT_ADDR"]))
             .unwrap_or_else(|| "https://127.0.0.1:8200".to_owned());
         let mut builder = reqwest::Client::builder().use_rustls_tls();
-        let ca_cert = args
-            .ca_cert
-            .clone()
-            .or_else(|| env(&["ARCANUM_CACERT", "VAULT_CACERT"]).map(PathBuf::from));
+        let ca_cert = args.ca_cert.clone().or_else(|| env(&["ARCANUM_CACERT", "VAULT_CACERT"]).map(PathBuf::from));
         if let Some(path) = ca_cert {
-            let pem = std::fs::read(&path)
-                .with_context(|| format!("reading CA certificate {}", path.display()))?;
+            let pem = std::fs::read(&path).with_context(|| format!("reading CA certificate {}", path.display()))?;
             for cert in reqwest::Certificate::from_pem_bundle(&pem)
                 .with_context(|| format!("parsing CA certificate {}", path.display()))?
             {
@@ -62,8 +52,7 @@ impl Client {
             }
         }
         let skip_verify = args.tls_skip_verify
-            || env(&["ARCANUM_SKIP_VERIFY", "VAULT_SKIP_VERIFY"])
-                .is_some_and(|v| v != "0" && v != "false");
+            || env(&["ARCANUM_SKIP_VERIFY", "VAULT_SKIP_VERIFY"]).is_some_and(|v| v != "0" && v != "false");
         if skip_verify {
             builder = builder.danger_accept_invalid_certs(true);
         }
@@ -75,32 +64,18 @@ impl Client {
     }
 
     /// Sends one request; returns the JSON body (Null for 204) or an [`ApiFailure`].
-    pub async fn request(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<Value> {
+    pub async fn request(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let url = format!("{}/v1/{}", self.base, path.trim_start_matches('/'));
-        let mut request = self
-            .http
-            .request(method.clone(), &url)
-            .header("X-Vault-Request", "true");
+        let mut request = self.http.request(method.clone(), &url).header("X-Vault-Request", "true");
         if let Some(token) = &self.token {
             request = request.header("X-Vault-Token", token);
         }
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("{method} {url}"))?;
+        let response = request.send().await.with_context(|| format!("{method} {url}"))?;
         let status = response.status().as_u16();
-        let text = response
-            .text()
-            .await
-            .with_context(|| format!("reading the answer to {method} {url}"))?;
+        let text = response.text().await.with_context(|| format!("reading the answer to {method} {url}"))?;
         let json = if text.trim().is_empty() {
             Value::Null
         } else {
@@ -110,20 +85,9 @@ impl Client {
             let errors = json
                 .get("errors")
                 .and_then(Value::as_array)
-                .map(|errors| {
-                    errors
-                        .iter()
-                        .map(|e| e.as_str().unwrap_or_default().to_owned())
-                        .collect()
-                })
+                .map(|errors| errors.iter().map(|e| e.as_str().unwrap_or_default().to_owned()).collect())
                 .unwrap_or_else(|| vec![json.to_string()]);
-            return Err(ApiFailure {
-                method: method.to_string(),
-                url,
-                status,
-                errors,
-            }
-            .into());
+            return Err(ApiFailure { method: method.to_string(), url, status, errors }.into());
         }
         Ok(json)
     }

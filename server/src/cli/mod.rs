@@ -17,11 +17,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub use client::Client;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "arcanum",
-    version,
-    about = "A Vault-compatible secrets server in one binary"
-)]
+#[command(name = "arcanum", version, about = "A Vault-compatible secrets server in one binary")]
 struct Cli {
     #[command(flatten)]
     client: ClientArgs,
@@ -96,17 +92,10 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => {
             let _ = err.print();
-            return if err.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
+            return if err.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("Error starting the async runtime: {err}");
@@ -134,33 +123,14 @@ mod tests {
     use super::*;
 
     fn rewrite(args: &[&str]) -> Vec<String> {
-        vault_style_args(args.iter().map(OsString::from))
-            .into_iter()
-            .map(|a| a.into_string().unwrap())
-            .collect()
+        vault_style_args(args.iter().map(OsString::from)).into_iter().map(|a| a.into_string().unwrap()).collect()
     }
 
     #[test]
     fn single_dash_flags_become_long_flags() {
         assert_eq!(
-            rewrite(&[
-                "arcanum",
-                "server",
-                "-dev",
-                "-config=x.hcl",
-                "--log-level",
-                "debug",
-                "-h"
-            ]),
-            [
-                "arcanum",
-                "server",
-                "--dev",
-                "--config=x.hcl",
-                "--log-level",
-                "debug",
-                "-h"
-            ]
+            rewrite(&["arcanum", "server", "-dev", "-config=x.hcl", "--log-level", "debug", "-h"]),
+            ["arcanum", "server", "--dev", "--config=x.hcl", "--log-level", "debug", "-h"]
         );
         assert_eq!(
             rewrite(&["arcanum", "operator", "unseal", "--", "-abc"]),
@@ -170,36 +140,11 @@ mod tests {
 
     #[test]
     fn cli_parses_vault_style_commands() {
-        let parse =
-            |args: &[&str]| Cli::try_parse_from(vault_style_args(args.iter().map(OsString::from)));
-        assert!(parse(&[
-            "arcanum",
-            "operator",
-            "init",
-            "-key-shares=3",
-            "-key-threshold=2",
-            "-format=json"
-        ])
-        .is_ok());
+        let parse = |args: &[&str]| Cli::try_parse_from(vault_style_args(args.iter().map(OsString::from)));
+        assert!(parse(&["arcanum", "operator", "init", "-key-shares=3", "-key-threshold=2", "-format=json"]).is_ok());
         assert!(parse(&["arcanum", "status", "-address=http://127.0.0.1:1"]).is_ok());
-        assert!(parse(&[
-            "arcanum",
-            "operator",
-            "rekey",
-            "-init",
-            "-key-shares",
-            "3",
-            "-key-threshold",
-            "2"
-        ])
-        .is_ok());
-        assert!(parse(&[
-            "arcanum",
-            "server",
-            "-dev",
-            "-dev-listen-address=127.0.0.1:0"
-        ])
-        .is_ok());
+        assert!(parse(&["arcanum", "operator", "rekey", "-init", "-key-shares", "3", "-key-threshold", "2"]).is_ok());
+        assert!(parse(&["arcanum", "server", "-dev", "-dev-listen-address=127.0.0.1:0"]).is_ok());
         let err = parse(&["arcanum", "operator", "init", "-key-shares=lots"]).unwrap_err();
         assert!(err.use_stderr());
     }

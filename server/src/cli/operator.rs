@@ -75,47 +75,26 @@ pub async fn run(command: OperatorCommand, args: &ClientArgs) -> anyhow::Result<
             } else {
                 json!({ "key": key_or_prompt(unseal.key, "Unseal Key (will be hidden): ")? })
             };
-            let status = client
-                .request(Method::PUT, "sys/unseal", Some(body))
-                .await
-                .context("unsealing")?;
+            let status = client.request(Method::PUT, "sys/unseal", Some(body)).await.context("unsealing")?;
             print_seal_status(args.format, &status);
             Ok(0)
         }
         OperatorCommand::Seal => {
-            client
-                .request(Method::PUT, "sys/seal", None)
-                .await
-                .context("sealing")?;
+            client.request(Method::PUT, "sys/seal", None).await.context("sealing")?;
             println!("Success! Arcanum is sealed.");
             Ok(0)
         }
         OperatorCommand::Rotate => {
-            client
-                .request(Method::PUT, "sys/rotate", None)
-                .await
-                .context("rotating the barrier key")?;
-            let status = client
-                .request(Method::GET, "sys/key-status", None)
-                .await
-                .context("reading key status")?;
+            client.request(Method::PUT, "sys/rotate", None).await.context("rotating the barrier key")?;
+            let status = client.request(Method::GET, "sys/key-status", None).await.context("reading key status")?;
             match args.format {
                 Format::Json => print_json(&status["data"]),
                 Format::Table => {
                     println!("Success! Rotated key\n");
                     print_table(&[
                         ("Key Term", status["data"]["term"].to_string()),
-                        (
-                            "Install Time",
-                            status["data"]["install_time"]
-                                .as_str()
-                                .unwrap_or_default()
-                                .to_owned(),
-                        ),
-                        (
-                            "Encryption Count",
-                            status["data"]["encryptions"].to_string(),
-                        ),
+                        ("Install Time", status["data"]["install_time"].as_str().unwrap_or_default().to_owned()),
+                        ("Encryption Count", status["data"]["encryptions"].to_string()),
                     ]);
                 }
             }
@@ -128,40 +107,20 @@ pub async fn run(command: OperatorCommand, args: &ClientArgs) -> anyhow::Result<
 /// `arcanum status`: exit 0 unsealed, 2 sealed, 1 error.
 pub async fn status(args: &ClientArgs) -> anyhow::Result<u8> {
     let client = Client::new(args)?;
-    let status = client
-        .request(Method::GET, "sys/seal-status", None)
-        .await
-        .context("checking seal status")?;
+    let status = client.request(Method::GET, "sys/seal-status", None).await.context("checking seal status")?;
     print_seal_status(args.format, &status);
-    Ok(if status["sealed"].as_bool().unwrap_or(true) {
-        2
-    } else {
-        0
-    })
+    Ok(if status["sealed"].as_bool().unwrap_or(true) { 2 } else { 0 })
 }
 
 async fn init_command(client: &Client, format: Format, init: InitArgs) -> anyhow::Result<u8> {
     if init.status {
-        let status = client
-            .request(Method::GET, "sys/init", None)
-            .await
-            .context("checking init status")?;
+        let status = client.request(Method::GET, "sys/init", None).await.context("checking init status")?;
         let initialized = status["initialized"].as_bool().unwrap_or(false);
-        println!(
-            "{}",
-            if initialized {
-                "Arcanum is initialized"
-            } else {
-                "Arcanum is not initialized"
-            }
-        );
+        println!("{}", if initialized { "Arcanum is initialized" } else { "Arcanum is not initialized" });
         return Ok(if initialized { 0 } else { 2 });
     }
     let body = json!({ "secret_shares": init.key_shares, "secret_threshold": init.key_threshold });
-    let out = client
-        .request(Method::PUT, "sys/init", Some(body))
-        .await
-        .context("initializing")?;
+    let out = client.request(Method::PUT, "sys/init", Some(body)).await.context("initializing")?;
     match format {
         Format::Json => print_json(&json!({
             "unseal_keys_b64": out["keys_base64"],
@@ -175,22 +134,10 @@ async fn init_command(client: &Client, format: Format, init: InitArgs) -> anyhow
             "root_token": out["root_token"],
         })),
         Format::Table => {
-            for (index, key) in out["keys_base64"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
-                println!(
-                    "Unseal Key {}: {}",
-                    index + 1,
-                    key.as_str().unwrap_or_default()
-                );
+            for (index, key) in out["keys_base64"].as_array().into_iter().flatten().enumerate() {
+                println!("Unseal Key {}: {}", index + 1, key.as_str().unwrap_or_default());
             }
-            println!(
-                "\nInitial Root Token: {}\n",
-                out["root_token"].as_str().unwrap_or_default()
-            );
+            println!("\nInitial Root Token: {}\n", out["root_token"].as_str().unwrap_or_default());
             println!(
                 "Arcanum initialized with {} key shares and a key threshold of {}. Please securely\n\
                  distribute the key shares printed above. When the server is re-sealed or restarted,\n\
@@ -204,68 +151,41 @@ async fn init_command(client: &Client, format: Format, init: InitArgs) -> anyhow
 
 async fn rekey_command(client: &Client, format: Format, rekey: RekeyArgs) -> anyhow::Result<u8> {
     if rekey.cancel {
-        client
-            .request(Method::DELETE, "sys/rekey/init", None)
-            .await
-            .context("cancelling the rekey")?;
+        client.request(Method::DELETE, "sys/rekey/init", None).await.context("cancelling the rekey")?;
         println!("Success! Canceled rekeying (if it was started)");
         return Ok(0);
     }
     if rekey.init {
-        let body =
-            json!({ "secret_shares": rekey.key_shares, "secret_threshold": rekey.key_threshold });
-        let status = client
-            .request(Method::PUT, "sys/rekey/init", Some(body))
-            .await
-            .context("starting the rekey")?;
+        let body = json!({ "secret_shares": rekey.key_shares, "secret_threshold": rekey.key_threshold });
+        let status = client.request(Method::PUT, "sys/rekey/init", Some(body)).await.context("starting the rekey")?;
         print_rekey_status(format, &status);
         return Ok(0);
     }
     if rekey.status {
-        let status = client
-            .request(Method::GET, "sys/rekey/init", None)
-            .await
-            .context("reading rekey status")?;
+        let status = client.request(Method::GET, "sys/rekey/init", None).await.context("reading rekey status")?;
         print_rekey_status(format, &status);
         return Ok(0);
     }
     let nonce = match rekey.nonce {
         Some(nonce) => nonce,
         None => {
-            let status = client
-                .request(Method::GET, "sys/rekey/init", None)
-                .await
-                .context("reading rekey status")?;
+            let status = client.request(Method::GET, "sys/rekey/init", None).await.context("reading rekey status")?;
             if !status["started"].as_bool().unwrap_or(false) {
-                anyhow::bail!(
-                    "no rekey is in progress; start one with `arcanum operator rekey -init`"
-                );
+                anyhow::bail!("no rekey is in progress; start one with `arcanum operator rekey -init`");
             }
             status["nonce"].as_str().unwrap_or_default().to_owned()
         }
     };
-    let key = key_or_prompt(
-        rekey.key,
-        "Rekey operation nonce accepted. Unseal Key (will be hidden): ",
-    )?;
+    let key = key_or_prompt(rekey.key, "Rekey operation nonce accepted. Unseal Key (will be hidden): ")?;
     let out = client
-        .request(
-            Method::PUT,
-            "sys/rekey/update",
-            Some(json!({ "key": key, "nonce": nonce })),
-        )
+        .request(Method::PUT, "sys/rekey/update", Some(json!({ "key": key, "nonce": nonce })))
         .await
         .context("submitting the rekey share")?;
     if out["complete"].as_bool().unwrap_or(false) {
         match format {
             Format::Json => print_json(&out),
             Format::Table => {
-                for (index, key) in out["keys_base64"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .enumerate()
-                {
+                for (index, key) in out["keys_base64"].as_array().into_iter().flatten().enumerate() {
                     println!("Key {}: {}", index + 1, key.as_str().unwrap_or_default());
                 }
                 println!("\nOperation nonce: {nonce}\n\nArcanum unseal key rekeyed; the old shares no longer work.");
@@ -285,19 +205,11 @@ fn key_or_prompt(key: Option<String>, prompt: &str) -> anyhow::Result<String> {
 }
 
 fn print_json(value: &Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
-    );
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()));
 }
 
 fn print_table(rows: &[(&str, String)]) {
-    let width = rows
-        .iter()
-        .map(|(key, _)| key.len())
-        .max()
-        .unwrap_or(3)
-        .max(3);
+    let width = rows.iter().map(|(key, _)| key.len()).max().unwrap_or(3).max(3);
     println!("{:width$}    Value\n{:width$}    -----", "Key", "---");
     for (key, value) in rows {
         println!("{key:width$}    {value}");
@@ -320,19 +232,9 @@ fn print_seal_status(format: Format, status: &Value) {
         ("Threshold", text("t")),
     ];
     if status["sealed"].as_bool().unwrap_or(true) {
-        rows.push((
-            "Unseal Progress",
-            format!("{}/{}", text("progress"), text("t")),
-        ));
+        rows.push(("Unseal Progress", format!("{}/{}", text("progress"), text("t"))));
         let nonce = text("nonce");
-        rows.push((
-            "Unseal Nonce",
-            if nonce.is_empty() {
-                "n/a".into()
-            } else {
-                nonce
-            },
-        ));
+        rows.push(("Unseal Nonce", if nonce.is_empty() { "n/a".into() } else { nonce }));
     }
     rows.push(("Version", text("version")));
     rows.push(("Storage Type", text("storage_type")));
@@ -355,10 +257,7 @@ fn print_rekey_status(format: Format, status: &Value) {
     print_table(&[
         ("Nonce", text("nonce")),
         ("Started", text("started")),
-        (
-            "Rekey Progress",
-            format!("{}/{}", text("progress"), text("required")),
-        ),
+        ("Rekey Progress", format!("{}/{}", text("progress"), text("required"))),
         ("New Shares", text("n")),
         ("New Threshold", text("t")),
     ]);

@@ -39,11 +39,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
             anyhow::bail!("a config file is required: arcanum server -config=FILE (or -dev)")
         }
     };
-    init_logging(
-        args.log_level
-            .as_deref()
-            .or(config.log_level.map(|l| l.as_filter())),
-    )?;
+    init_logging(args.log_level.as_deref().or(config.log_level.map(|l| l.as_filter())))?;
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
@@ -52,30 +48,18 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     }
 
     let backend = serve::open_backend(&config.storage)?;
-    let core_config = CoreConfig {
-        raw_storage_endpoint: config.raw_storage_endpoint,
-        ..CoreConfig::default()
-    };
-    let core = Arc::new(
-        Core::new(backend, core_config)
-            .await
-            .context("opening the core")?,
-    );
+    let core_config = CoreConfig { raw_storage_endpoint: config.raw_storage_endpoint, ..CoreConfig::default() };
+    let core = Arc::new(Core::new(backend, core_config).await.context("opening the core")?);
     let listeners = serve::bind(&config.listeners)?;
 
     println!("==> Arcanum server configuration:\n");
     println!("{:>20}: {}", "Storage", describe_storage(&config.storage));
     for (index, listener) in listeners.iter().enumerate() {
-        println!(
-            "{:>20}: {}",
-            format!("Listener {}", index + 1),
-            listener.url()
-        );
+        println!("{:>20}: {}", format!("Listener {}", index + 1), listener.url());
     }
     println!("{:>20}: {}", "Version", env!("CARGO_PKG_VERSION"));
     if args.dev {
-        let (unseal_key, root_token) =
-            dev_initialise(&core, args.dev_root_token_id.clone()).await?;
+        let (unseal_key, root_token) = dev_initialise(&core, args.dev_root_token_id.clone()).await?;
         let url = listeners.first().map(|l| l.url()).unwrap_or_default();
         println!(
             "\nWARNING! dev mode is enabled! In this mode, Arcanum runs entirely in-memory\n\
@@ -117,17 +101,10 @@ async fn dev_initialise(
         .initialize_with_root_token(config, root_token_id.map(Zeroizing::new))
         .await
         .map_err(|err| anyhow::anyhow!("initialising the dev server: {err}"))?;
-    let share = output
-        .shares
-        .first()
-        .context("dev init returned no share")?;
-    let unseal_key = Zeroizing::new(base64::Engine::encode(
-        &base64::engine::general_purpose::STANDARD,
-        share.as_slice(),
-    ));
-    core.submit_unseal_share(share.clone())
-        .await
-        .map_err(|err| anyhow::anyhow!("unsealing the dev server: {err}"))?;
+    let share = output.shares.first().context("dev init returned no share")?;
+    let unseal_key =
+        Zeroizing::new(base64::Engine::encode(&base64::engine::general_purpose::STANDARD, share.as_slice()));
+    core.submit_unseal_share(share.clone()).await.map_err(|err| anyhow::anyhow!("unsealing the dev server: {err}"))?;
     Ok((unseal_key, output.root_token))
 }
 
@@ -140,9 +117,8 @@ fn describe_storage(storage: &Storage) -> String {
 
 fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
     let level = level.unwrap_or("info");
-    let level = arcanum_config::LogLevel::parse(level).with_context(|| {
-        format!("invalid log level {level:?}: expected trace, debug, info, warn or error")
-    })?;
+    let level = arcanum_config::LogLevel::parse(level)
+        .with_context(|| format!("invalid log level {level:?}: expected trace, debug, info, warn or error"))?;
     // Only our own crates log at the chosen level; dependencies stay at warn so that a
     // debug session does not dump request internals from hyper or rustls.
     let filter = tracing_subscriber::EnvFilter::new(format!(

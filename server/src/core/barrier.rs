@@ -112,12 +112,7 @@ impl Barrier {
     }
 
     fn keyring(&self) -> Arc<Keyring> {
-        Arc::clone(
-            &self
-                .keyring
-                .read()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        )
+        Arc::clone(&self.keyring.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 
     fn associated_data(header: &[u8; HEADER_LEN], path: &str) -> Vec<u8> {
@@ -135,9 +130,7 @@ impl Barrier {
         let mut header = [0u8; HEADER_LEN];
         header[0] = ENTRY_VERSION;
         header[1..].copy_from_slice(&term.to_be_bytes());
-        let sealed = keyring
-            .active_cipher()
-            .seal(plaintext, &Self::associated_data(&header, path));
+        let sealed = keyring.active_cipher().seal(plaintext, &Self::associated_data(&header, path));
         let mut entry = Vec::with_capacity(HEADER_LEN + sealed.len());
         entry.extend_from_slice(&header);
         entry.extend_from_slice(&sealed);
@@ -152,10 +145,7 @@ impl Barrier {
 
     /// Opens an entry read from `path`; every kind of tampering is an error.
     pub fn decrypt(&self, path: &str, entry: &[u8]) -> Result<Vec<u8>, BarrierError> {
-        let fail = |reason| BarrierError::Decrypt {
-            path: path.to_owned(),
-            reason,
-        };
+        let fail = |reason| BarrierError::Decrypt { path: path.to_owned(), reason };
         if entry.len() < HEADER_LEN + aead::NONCE_LEN + aead::TAG_LEN {
             return Err(fail("entry too short"));
         }
@@ -166,9 +156,7 @@ impl Barrier {
         }
         let term = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
         let keyring = self.keyring();
-        let cipher = keyring
-            .cipher_for_term(term)
-            .ok_or_else(|| fail("unknown key term"))?;
+        let cipher = keyring.cipher_for_term(term).ok_or_else(|| fail("unknown key term"))?;
         cipher
             .open(&entry[HEADER_LEN..], &Self::associated_data(&header, path))
             .map_err(|_| fail("message authentication failed"))
@@ -182,18 +170,11 @@ impl Barrier {
     }
 
     pub async fn put(&self, path: &str, value: &[u8]) -> Result<(), BarrierError> {
-        self.batch(vec![BarrierOp::Put {
-            path: path.to_owned(),
-            value: value.to_vec(),
-        }])
-        .await
+        self.batch(vec![BarrierOp::Put { path: path.to_owned(), value: value.to_vec() }]).await
     }
 
     pub async fn delete(&self, path: &str) -> Result<(), BarrierError> {
-        self.batch(vec![BarrierOp::Delete {
-            path: path.to_owned(),
-        }])
-        .await
+        self.batch(vec![BarrierOp::Delete { path: path.to_owned() }]).await
     }
 
     /// Lists the children of `prefix` (Vault's physical list semantics).
@@ -211,10 +192,7 @@ impl Barrier {
                     check_writable(&path)?;
                     let (entry, at_limit) = self.encrypt(&path, &value);
                     limit_reached |= at_limit;
-                    physical.push(Op::Put {
-                        key: path,
-                        value: entry,
-                    });
+                    physical.push(Op::Put { key: path, value: entry });
                 }
                 BarrierOp::Delete { path } => {
                     check_writable(&path)?;
@@ -240,16 +218,10 @@ impl Barrier {
     async fn rotate_if_due(&self) -> Result<(), BarrierError> {
         let _rotation = self.rotation.lock().await;
         let keyring = self.keyring();
-        let count = lock(&self.encryptions)
-            .get(&keyring.active_term())
-            .copied()
-            .unwrap_or(0);
+        let count = lock(&self.encryptions).get(&keyring.active_term()).copied().unwrap_or(0);
         if count >= self.rotate_after {
             let status = self.rotate_locked().await?;
-            tracing::info!(
-                term = status.term,
-                "barrier key rotated after reaching its encryption limit"
-            );
+            tracing::info!(term = status.term, "barrier key rotated after reaching its encryption limit");
         }
         Ok(())
     }
@@ -262,10 +234,7 @@ impl Barrier {
         // The new keyring must be durable before any entry is written under the new term.
         self.backend.put(KEYRING_PATH, sealed).await?;
         let term = next.active_term();
-        *self
-            .keyring
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(next);
+        *self.keyring.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(next);
         lock(&self.encryptions).insert(term, 0);
         self.persist_stats().await?;
         Ok(self.key_status())
@@ -284,11 +253,9 @@ impl Barrier {
     pub async fn persist_stats(&self) -> Result<(), BarrierError> {
         let (entry, _) = {
             // Count this write too, then snapshot.
-            let snapshot = Stats {
-                encryptions: lock(&self.encryptions).clone(),
-            };
-            let raw = serde_json::to_vec(&snapshot)
-                .map_err(|err| BarrierError::Corrupt(format!("barrier stats: {err}")))?;
+            let snapshot = Stats { encryptions: lock(&self.encryptions).clone() };
+            let raw =
+                serde_json::to_vec(&snapshot).map_err(|err| BarrierError::Corrupt(format!("barrier stats: {err}")))?;
             self.encrypt(STATS_PATH, &raw)
         };
         self.backend.put(STATS_PATH, entry).await?;
@@ -314,9 +281,7 @@ fn check_writable(path: &str) -> Result<(), BarrierError> {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 pub(crate) fn unix_now() -> i64 {
@@ -328,36 +293,21 @@ mod tests {
     use super::*;
     use arcanum_storage::InmemBackend;
 
-    async fn barrier_with(
-        backend: Arc<dyn Backend>,
-        keyring: Keyring,
-        rotate_after: u64,
-    ) -> Arc<Barrier> {
+    async fn barrier_with(backend: Arc<dyn Backend>, keyring: Keyring, rotate_after: u64) -> Arc<Barrier> {
         Barrier::open(backend, keyring, rotate_after).await.unwrap()
     }
 
     async fn fresh(rotate_after: u64) -> (Arc<dyn Backend>, Arc<Barrier>) {
         let backend: Arc<dyn Backend> = Arc::new(InmemBackend::new());
-        let barrier = barrier_with(
-            Arc::clone(&backend),
-            Keyring::generate(unix_now()),
-            rotate_after,
-        )
-        .await;
+        let barrier = barrier_with(Arc::clone(&backend), Keyring::generate(unix_now()), rotate_after).await;
         (backend, barrier)
     }
 
     #[tokio::test]
     async fn round_trip_and_no_plaintext_in_storage() {
         let (backend, barrier) = fresh(DEFAULT_ROTATE_AFTER).await;
-        barrier
-            .put("app/secret", b"hunter2-plaintext")
-            .await
-            .unwrap();
-        assert_eq!(
-            barrier.get("app/secret").await.unwrap().unwrap(),
-            b"hunter2-plaintext"
-        );
+        barrier.put("app/secret", b"hunter2-plaintext").await.unwrap();
+        assert_eq!(barrier.get("app/secret").await.unwrap().unwrap(), b"hunter2-plaintext");
         let raw = backend.get("app/secret").await.unwrap().unwrap();
         assert!(!raw.windows(7).any(|w| w == b"hunter2"));
         assert_eq!(raw[0], ENTRY_VERSION);
@@ -373,10 +323,7 @@ mod tests {
             for bit in 0..8 {
                 let mut tampered = raw.clone();
                 tampered[byte] ^= 1 << bit;
-                assert!(
-                    barrier.decrypt("a", &tampered).is_err(),
-                    "flip of bit {bit} in byte {byte} went unnoticed"
-                );
+                assert!(barrier.decrypt("a", &tampered).is_err(), "flip of bit {bit} in byte {byte} went unnoticed");
             }
         }
         assert!(barrier.decrypt("a", &raw[..raw.len() - 1]).is_err());
@@ -389,26 +336,15 @@ mod tests {
         barrier.put("from", b"value").await.unwrap();
         let raw = backend.get("from").await.unwrap().unwrap();
         backend.put("to", raw).await.unwrap();
-        assert!(matches!(
-            barrier.get("to").await,
-            Err(BarrierError::Decrypt { .. })
-        ));
+        assert!(matches!(barrier.get("to").await, Err(BarrierError::Decrypt { .. })));
     }
 
     #[tokio::test]
     async fn another_keyring_cannot_read() {
         let (backend, barrier) = fresh(DEFAULT_ROTATE_AFTER).await;
         barrier.put("a", b"value").await.unwrap();
-        let other = barrier_with(
-            Arc::clone(&backend),
-            Keyring::generate(unix_now()),
-            DEFAULT_ROTATE_AFTER,
-        )
-        .await;
-        assert!(matches!(
-            other.get("a").await,
-            Err(BarrierError::Decrypt { .. })
-        ));
+        let other = barrier_with(Arc::clone(&backend), Keyring::generate(unix_now()), DEFAULT_ROTATE_AFTER).await;
+        assert!(matches!(other.get("a").await, Err(BarrierError::Decrypt { .. })));
     }
 
     #[tokio::test]
@@ -439,11 +375,7 @@ mod tests {
         for n in 0..12 {
             barrier.put(&format!("k{n}"), b"v").await.unwrap();
         }
-        assert!(
-            barrier.key_status().term >= 2,
-            "no automatic rotation: {:?}",
-            barrier.key_status()
-        );
+        assert!(barrier.key_status().term >= 2, "no automatic rotation: {:?}", barrier.key_status());
         for n in 0..12 {
             assert_eq!(barrier.get(&format!("k{n}")).await.unwrap().unwrap(), b"v");
         }
@@ -466,10 +398,7 @@ mod tests {
     async fn seal_paths_are_not_writable_through_the_barrier() {
         let (_backend, barrier) = fresh(DEFAULT_ROTATE_AFTER).await;
         for path in PHYSICAL_ONLY {
-            assert!(matches!(
-                barrier.put(path, b"x").await,
-                Err(BarrierError::Protected(_))
-            ));
+            assert!(matches!(barrier.put(path, b"x").await, Err(BarrierError::Protected(_))));
         }
     }
 }

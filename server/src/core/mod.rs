@@ -41,10 +41,7 @@ pub struct CoreConfig {
 
 impl Default for CoreConfig {
     fn default() -> Self {
-        CoreConfig {
-            rotate_after: barrier::DEFAULT_ROTATE_AFTER,
-            raw_storage_endpoint: false,
-        }
+        CoreConfig { rotate_after: barrier::DEFAULT_ROTATE_AFTER, raw_storage_endpoint: false }
     }
 }
 
@@ -66,8 +63,7 @@ pub enum SealType {
 impl SealConfig {
     /// Vault's validation, with Vault's messages.
     pub fn new(secret_shares: i64, secret_threshold: i64) -> Result<SealConfig, ApiError> {
-        let invalid =
-            |why: &str| ApiError::bad_request(format!("invalid seal configuration: {why}"));
+        let invalid = |why: &str| ApiError::bad_request(format!("invalid seal configuration: {why}"));
         if secret_shares < 1 {
             return Err(invalid("shares must be at least one"));
         }
@@ -81,9 +77,7 @@ impl SealConfig {
             return Err(invalid("threshold cannot be larger than shares"));
         }
         if secret_shares > 1 && secret_threshold == 1 {
-            return Err(invalid(
-                "threshold must be greater than one for multiple shares",
-            ));
+            return Err(invalid("threshold must be greater than one for multiple shares"));
         }
         Ok(SealConfig {
             kind: SealType::Shamir,
@@ -132,29 +126,21 @@ impl std::fmt::Debug for ShareCollection {
 
 impl ShareCollection {
     fn new() -> ShareCollection {
-        ShareCollection {
-            nonce: uuid::Uuid::new_v4().to_string(),
-            shares: Vec::new(),
-        }
+        ShareCollection { nonce: uuid::Uuid::new_v4().to_string(), shares: Vec::new() }
     }
 
     /// Adds a share unless the same share was already given (Vault ignores repeats).
     fn add(&mut self, share: Zeroizing<Vec<u8>>) {
-        if !self
-            .shares
-            .iter()
-            .any(|known| arcanum_crypto::constant_time_eq(known, &share))
-        {
+        if !self.shares.iter().any(|known| arcanum_crypto::constant_time_eq(known, &share)) {
             self.shares.push(share);
         }
     }
 
     fn combine(&self) -> Result<Key256, ApiError> {
         let refs: Vec<&[u8]> = self.shares.iter().map(|share| share.as_slice()).collect();
-        let secret = shamir::combine(&refs)
-            .map_err(|err| ApiError::bad_request(format!("invalid key shares: {err}")))?;
-        Key256::from_slice(&secret)
-            .map_err(|_| ApiError::bad_request("invalid key shares: wrong combined key length"))
+        let secret =
+            shamir::combine(&refs).map_err(|err| ApiError::bad_request(format!("invalid key shares: {err}")))?;
+        Key256::from_slice(&secret).map_err(|_| ApiError::bad_request("invalid key shares: wrong combined key length"))
     }
 }
 
@@ -227,10 +213,7 @@ impl Core {
         Ok(Core {
             backend,
             config,
-            state: tokio::sync::Mutex::new(SealState {
-                config: seal_config,
-                ..SealState::default()
-            }),
+            state: tokio::sync::Mutex::new(SealState { config: seal_config, ..SealState::default() }),
             unsealed: RwLock::new(None),
         })
     }
@@ -245,11 +228,7 @@ impl Core {
 
     /// The unsealed services, or Vault's 503 while sealed.
     pub fn unsealed(&self) -> Result<Arc<Unsealed>, ApiError> {
-        self.unsealed
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-            .ok_or_else(ApiError::sealed)
+        self.unsealed.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone().ok_or_else(ApiError::sealed)
     }
 
     pub fn is_sealed(&self) -> bool {
@@ -263,9 +242,7 @@ impl Core {
     pub async fn seal_status(&self) -> SealStatus {
         let state = self.state.lock().await;
         let unsealed = self.unsealed().ok();
-        let (threshold, shares) = state
-            .config
-            .map_or((0, 0), |c| (c.secret_threshold, c.secret_shares));
+        let (threshold, shares) = state.config.map_or((0, 0), |c| (c.secret_threshold, c.secret_shares));
         let (progress, nonce) = match &state.unseal {
             Some(attempt) if unsealed.is_none() => (attempt.shares.len(), attempt.nonce.clone()),
             _ => (0, String::new()),
@@ -300,12 +277,8 @@ impl Core {
         let keyring = Keyring::generate(unix_now());
         let sealed_root_key = aead::seal(&unseal_key, keyring.root_key().as_bytes(), ROOT_KEY_AAD);
         let sealed_keyring = keyring.seal_with_root();
-        let shares = shamir::split(
-            unseal_key.as_bytes(),
-            seal_config.secret_shares,
-            seal_config.secret_threshold,
-        )
-        .map_err(|err| ApiError::bad_request(format!("invalid seal configuration: {err}")))?;
+        let shares = shamir::split(unseal_key.as_bytes(), seal_config.secret_shares, seal_config.secret_threshold)
+            .map_err(|err| ApiError::bad_request(format!("invalid seal configuration: {err}")))?;
 
         // Barrier records first, seal config last: a crash in between leaves the server
         // uninitialised rather than initialised without a root token.
@@ -317,45 +290,21 @@ impl Core {
             name: format!("arcanum-cluster-{}", &arcanum_crypto::token::random_hex(4)),
         };
         let cluster_json = serde_json::to_vec(&cluster).map_err(|_| ApiError::internal())?;
-        barrier
-            .put(CLUSTER_PATH, &cluster_json)
-            .await
-            .map_err(internal("writing cluster info"))?;
-        let tokens = TokenStore::open(Arc::clone(&barrier))
-            .await
-            .map_err(internal("creating the token salt"))?;
-        let root_token = tokens
-            .create_root(root_token)
-            .await
-            .map_err(internal("creating the root token"))?;
-        barrier
-            .persist_stats()
-            .await
-            .map_err(internal("writing barrier stats"))?;
+        barrier.put(CLUSTER_PATH, &cluster_json).await.map_err(internal("writing cluster info"))?;
+        let tokens = TokenStore::open(Arc::clone(&barrier)).await.map_err(internal("creating the token salt"))?;
+        let root_token = tokens.create_root(root_token).await.map_err(internal("creating the root token"))?;
+        barrier.persist_stats().await.map_err(internal("writing barrier stats"))?;
         let config_json = serde_json::to_vec(&seal_config).map_err(|_| ApiError::internal())?;
         self.backend
             .batch(vec![
-                Op::Put {
-                    key: ROOT_KEY_PATH.into(),
-                    value: sealed_root_key,
-                },
-                Op::Put {
-                    key: KEYRING_PATH.into(),
-                    value: sealed_keyring,
-                },
-                Op::Put {
-                    key: SEAL_CONFIG_PATH.into(),
-                    value: config_json,
-                },
+                Op::Put { key: ROOT_KEY_PATH.into(), value: sealed_root_key },
+                Op::Put { key: KEYRING_PATH.into(), value: sealed_keyring },
+                Op::Put { key: SEAL_CONFIG_PATH.into(), value: config_json },
             ])
             .await
             .map_err(internal("writing the seal config"))?;
         state.config = Some(seal_config);
-        tracing::info!(
-            shares = seal_config.secret_shares,
-            threshold = seal_config.secret_threshold,
-            "initialized"
-        );
+        tracing::info!(shares = seal_config.secret_shares, threshold = seal_config.secret_threshold, "initialized");
         Ok(InitOutput { shares, root_token })
     }
 
@@ -383,26 +332,16 @@ impl Core {
         let barrier = Barrier::open(Arc::clone(&self.backend), keyring, self.config.rotate_after)
             .await
             .map_err(internal("opening the barrier"))?;
-        let tokens = TokenStore::open(Arc::clone(&barrier))
-            .await
-            .map_err(internal("opening the token store"))?;
+        let tokens = TokenStore::open(Arc::clone(&barrier)).await.map_err(internal("opening the token store"))?;
         let cluster_raw = barrier
             .get(CLUSTER_PATH)
             .await
             .map_err(internal("reading cluster info"))?
-            .ok_or_else(|| {
-                internal("reading cluster info")(BarrierError::Corrupt("missing".into()))
-            })?;
+            .ok_or_else(|| internal("reading cluster info")(BarrierError::Corrupt("missing".into())))?;
         let cluster: ClusterInfo = serde_json::from_slice(&cluster_raw)
             .map_err(|_| internal("reading cluster info")(BarrierError::Corrupt("json".into())))?;
-        *self
-            .unsealed
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Arc::new(Unsealed {
-            barrier,
-            tokens,
-            cluster,
-        }));
+        *self.unsealed.write().unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            Some(Arc::new(Unsealed { barrier, tokens, cluster }));
         tracing::info!("unsealed");
         Ok(())
     }
@@ -410,7 +349,9 @@ impl Core {
     /// Opens root key and keyring with a candidate unseal key; a wrong key is a 400.
     async fn open_keyring(&self, unseal_key: &Key256) -> Result<Keyring, ApiError> {
         let wrong = || {
-            ApiError::bad_request("unseal failed: the key shares do not open the root key (message authentication failed)")
+            ApiError::bad_request(
+                "unseal failed: the key shares do not open the root key (message authentication failed)",
+            )
         };
         let sealed_root = self
             .backend
@@ -418,9 +359,7 @@ impl Core {
             .await
             .map_err(internal("reading the root key"))?
             .ok_or_else(ApiError::internal)?;
-        let root_bytes = Zeroizing::new(
-            aead::open(unseal_key, &sealed_root, ROOT_KEY_AAD).map_err(|_| wrong())?,
-        );
+        let root_bytes = Zeroizing::new(aead::open(unseal_key, &sealed_root, ROOT_KEY_AAD).map_err(|_| wrong())?);
         let root_key = Key256::from_slice(&root_bytes).map_err(|_| ApiError::internal())?;
         let sealed_keyring = self
             .backend
@@ -451,11 +390,7 @@ impl Core {
     /// `sys/seal`: drops every key. Idempotent.
     pub async fn seal(&self) -> Result<(), ApiError> {
         let mut state = self.state.lock().await;
-        let taken = self
-            .unsealed
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
+        let taken = self.unsealed.write().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
         state.unseal = None;
         state.rekey = None;
         if let Some(unsealed) = taken {
@@ -497,10 +432,7 @@ impl Core {
         if state.rekey.is_some() {
             return Err(ApiError::bad_request("rekey already in progress"));
         }
-        state.rekey = Some(RekeyAttempt {
-            config,
-            collection: ShareCollection::new(),
-        });
+        state.rekey = Some(RekeyAttempt { config, collection: ShareCollection::new() });
         Ok(())
     }
 
@@ -521,8 +453,7 @@ impl Core {
         let Some(attempt) = state.rekey.as_mut() else {
             return Err(ApiError::bad_request("no rekey in progress"));
         };
-        if !arcanum_crypto::constant_time_eq(attempt.collection.nonce.as_bytes(), nonce.as_bytes())
-        {
+        if !arcanum_crypto::constant_time_eq(attempt.collection.nonce.as_bytes(), nonce.as_bytes()) {
             return Err(ApiError::bad_request(format!(
                 "incorrect nonce supplied; nonce for this rekey operation is {}",
                 attempt.collection.nonce
@@ -543,32 +474,19 @@ impl Core {
             .await
             .map_err(internal("reading the root key"))?
             .ok_or_else(ApiError::internal)?;
-        let root_bytes = Zeroizing::new(
-            aead::open(&current_key, &sealed_root, ROOT_KEY_AAD).map_err(|_| {
-                ApiError::bad_request(
-                    "rekey failed: the key shares are incorrect (message authentication failed)",
-                )
-            })?,
-        );
+        let root_bytes = Zeroizing::new(aead::open(&current_key, &sealed_root, ROOT_KEY_AAD).map_err(|_| {
+            ApiError::bad_request("rekey failed: the key shares are incorrect (message authentication failed)")
+        })?);
         let new_key = Key256::generate();
-        let new_shares = shamir::split(
-            new_key.as_bytes(),
-            attempt.config.secret_shares,
-            attempt.config.secret_threshold,
-        )
-        .map_err(|err| ApiError::bad_request(format!("invalid seal configuration: {err}")))?;
+        let new_shares =
+            shamir::split(new_key.as_bytes(), attempt.config.secret_shares, attempt.config.secret_threshold)
+                .map_err(|err| ApiError::bad_request(format!("invalid seal configuration: {err}")))?;
         let config_json = serde_json::to_vec(&attempt.config).map_err(|_| ApiError::internal())?;
         // Root key and seal config change together or not at all.
         self.backend
             .batch(vec![
-                Op::Put {
-                    key: ROOT_KEY_PATH.into(),
-                    value: aead::seal(&new_key, &root_bytes, ROOT_KEY_AAD),
-                },
-                Op::Put {
-                    key: SEAL_CONFIG_PATH.into(),
-                    value: config_json,
-                },
+                Op::Put { key: ROOT_KEY_PATH.into(), value: aead::seal(&new_key, &root_bytes, ROOT_KEY_AAD) },
+                Op::Put { key: SEAL_CONFIG_PATH.into(), value: config_json },
             ])
             .await
             .map_err(internal("writing the rekeyed root key"))?;
@@ -619,16 +537,9 @@ mod tests {
 
     #[tokio::test]
     async fn debug_output_never_shows_shares_tokens_or_keys() {
-        let core = Core::new(Arc::new(InmemBackend::new()), CoreConfig::default())
-            .await
-            .unwrap();
-        let output = core
-            .initialize(SealConfig::new(3, 2).unwrap())
-            .await
-            .unwrap();
-        core.submit_unseal_share(output.shares[0].clone())
-            .await
-            .unwrap();
+        let core = Core::new(Arc::new(InmemBackend::new()), CoreConfig::default()).await.unwrap();
+        let output = core.initialize(SealConfig::new(3, 2).unwrap()).await.unwrap();
+        core.submit_unseal_share(output.shares[0].clone()).await.unwrap();
         core.rekey_status().await;
         let secrets: Vec<String> = output
             .shares
@@ -637,22 +548,13 @@ mod tests {
             .chain([output.root_token.to_string()])
             .collect();
         let partial = format!("{core:?} {output:?}");
-        core.submit_unseal_share(output.shares[1].clone())
-            .await
-            .unwrap();
-        core.rekey_init(SealConfig::new(2, 2).unwrap())
-            .await
-            .unwrap();
-        core.rekey_update(output.shares[2].clone(), &core.rekey_status().await.nonce)
-            .await
-            .unwrap();
+        core.submit_unseal_share(output.shares[1].clone()).await.unwrap();
+        core.rekey_init(SealConfig::new(2, 2).unwrap()).await.unwrap();
+        core.rekey_update(output.shares[2].clone(), &core.rekey_status().await.nonce).await.unwrap();
         let unsealed = format!("{core:?}");
         for text in [&partial, &unsealed] {
             for secret in &secrets {
-                assert!(
-                    !text.contains(secret.as_str()),
-                    "Debug output leaks a secret"
-                );
+                assert!(!text.contains(secret.as_str()), "Debug output leaks a secret");
             }
             // Byte-list form, as a derived Debug of Vec<u8> would print it.
             let first_share_bytes = format!("{:?}", output.shares[0].as_slice());

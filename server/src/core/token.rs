@@ -46,10 +46,7 @@ pub struct TokenStore {
 
 impl std::fmt::Debug for TokenStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenStore")
-            .field("barrier", &self.barrier)
-            .field("salt", &"<redacted>")
-            .finish()
+        f.debug_struct("TokenStore").field("barrier", &self.barrier).field("salt", &"<redacted>").finish()
     }
 }
 
@@ -64,10 +61,7 @@ impl TokenStore {
                 salt
             }
         };
-        Ok(TokenStore {
-            barrier,
-            salt: Zeroizing::new(salt),
-        })
+        Ok(TokenStore { barrier, salt: Zeroizing::new(salt) })
     }
 
     fn hashed(&self, value: &str) -> String {
@@ -75,12 +69,8 @@ impl TokenStore {
     }
 
     /// Creates the root token handed out by `sys/init`; a random one unless `chosen` is given.
-    pub async fn create_root(
-        &self,
-        chosen: Option<Zeroizing<String>>,
-    ) -> Result<Zeroizing<String>, BarrierError> {
-        let token = chosen
-            .unwrap_or_else(|| Zeroizing::new(token::generate(TOKEN_PREFIX, TOKEN_RANDOM_LEN)));
+    pub async fn create_root(&self, chosen: Option<Zeroizing<String>>) -> Result<Zeroizing<String>, BarrierError> {
+        let token = chosen.unwrap_or_else(|| Zeroizing::new(token::generate(TOKEN_PREFIX, TOKEN_RANDOM_LEN)));
         let entry = TokenEntry {
             accessor: token::generate("", ACCESSOR_LEN),
             policies: vec!["root".into()],
@@ -90,18 +80,11 @@ impl TokenStore {
         };
         let id_key = format!("{ID_PREFIX}{}", self.hashed(&token));
         let accessor_key = format!("{ACCESSOR_PREFIX}{}", self.hashed(&entry.accessor));
-        let raw =
-            serde_json::to_vec(&entry).map_err(|err| BarrierError::Corrupt(err.to_string()))?;
+        let raw = serde_json::to_vec(&entry).map_err(|err| BarrierError::Corrupt(err.to_string()))?;
         self.barrier
             .batch(vec![
-                BarrierOp::Put {
-                    path: id_key.clone(),
-                    value: raw,
-                },
-                BarrierOp::Put {
-                    path: accessor_key,
-                    value: id_key.into_bytes(),
-                },
+                BarrierOp::Put { path: id_key.clone(), value: raw },
+                BarrierOp::Put { path: accessor_key, value: id_key.into_bytes() },
             ])
             .await?;
         Ok(token)
@@ -113,16 +96,10 @@ impl TokenStore {
         if token.is_empty() {
             return Ok(None);
         }
-        let Some(raw) = self
-            .barrier
-            .get(&format!("{ID_PREFIX}{}", self.hashed(token)))
-            .await?
-        else {
+        let Some(raw) = self.barrier.get(&format!("{ID_PREFIX}{}", self.hashed(token))).await? else {
             return Ok(None);
         };
-        serde_json::from_slice(&raw)
-            .map(Some)
-            .map_err(|err| BarrierError::Corrupt(format!("token entry: {err}")))
+        serde_json::from_slice(&raw).map(Some).map_err(|err| BarrierError::Corrupt(format!("token entry: {err}")))
     }
 }
 
@@ -135,17 +112,11 @@ mod tests {
     #[tokio::test]
     async fn root_token_is_found_by_value_and_stored_only_hashed() {
         let backend: Arc<dyn Backend> = Arc::new(InmemBackend::new());
-        let barrier = Barrier::open(Arc::clone(&backend), Keyring::generate(0), u64::MAX)
-            .await
-            .unwrap();
+        let barrier = Barrier::open(Arc::clone(&backend), Keyring::generate(0), u64::MAX).await.unwrap();
         let store = TokenStore::open(Arc::clone(&barrier)).await.unwrap();
         let root = store.create_root(None).await.unwrap();
         assert!(root.starts_with("hvs.") && root.len() == 28);
-        let entry = store
-            .lookup(&root)
-            .await
-            .unwrap()
-            .expect("root token found");
+        let entry = store.lookup(&root).await.unwrap().expect("root token found");
         assert!(entry.is_root());
         assert_eq!(store.lookup("hvs.notatoken").await.unwrap(), None);
         assert_eq!(store.lookup("").await.unwrap(), None);
