@@ -284,12 +284,14 @@ impl Walker<'_> {
             }
         }
         let (kind, path, body) = match found.as_slice() {
-            [] => return Err(self.invalid(
-                key,
-                format!(
+            [] => {
+                return Err(self.invalid(
+                    key,
+                    format!(
                     "expected a storage type ({STORAGE_TYPES}), as in {key} \"sled\" {{ path = \"/var/lib/arcanum\" }}"
                 ),
-            )),
+                ))
+            }
             [only] => only,
             [_, (_, second, _), ..] => return Err(self.invalid(second, "only one storage block is allowed")),
         };

@@ -9,6 +9,7 @@ mod key;
 
 pub mod aead;
 pub mod keyring;
+pub mod password;
 pub mod shamir;
 pub mod token;
 

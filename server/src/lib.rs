@@ -1,6 +1,7 @@
 //! Arcanum: a secrets server that speaks HashiCorp Vault's HTTP API.
 //!
 //! # Layout
+//! - [`backends`]: the engines mounted in the mount table (KV, cubbyhole, ...).
 //! - [`core`]: seal state machine, barrier, token store: everything behind the seal.
 //! - [`router`]: the order a request passes through the core (sealed gate, token, handler).
 //! - [`sys`]: the `sys/` endpoints.
@@ -9,6 +10,7 @@
 //! - [`serve`]: listeners, TLS, graceful shutdown.
 //! - [`cli`]: the `arcanum` command line (server and client commands).
 
+pub mod backends;
 pub mod cli;
 pub mod core;
 pub mod http;
@@ -16,3 +18,4 @@ pub mod logical;
 pub mod router;
 pub mod serve;
 pub mod sys;
+pub mod token_api;

@@ -1,30 +1,226 @@
-//! The request path through the core: unauthenticated sys paths, the seal gate, token
-//! check, then the handler that owns the path.
+//! The request path through the core, in Vault's order:
 //!
-//! Order matters and is the same as Vault's: a sealed server answers 503 before looking at
-//! the token, and a request without a valid token is refused before any handler runs.
+//! 1. unauthenticated sys paths (init, seal status, unseal, health, leader, rekey);
+//! 2. the seal gate (503 while sealed);
+//! 3. login paths of credential backends (no token; a login becomes a token here);
+//! 4. token lookup (403 "permission denied", "invalid token") and use counting;
+//! 5. the existence check that tells create from update, then the ACL check — including
+//!    `sudo` on root-protected paths — before any handler runs (403 "permission denied");
+//! 6. the handler that owns the path: `sys/`, the token store, or a mount's backend.
 
-use crate::core::Core;
-use crate::logical::{ApiError, Request, Response};
-use crate::sys;
+use std::sync::Arc;
+
+use arcanum_policy::{Acl, AclRequest, Operation as AclOperation};
+
+use crate::backends::BackendRequest;
+use crate::core::mounts::Mount;
+use crate::core::token::TokenEntry;
+use crate::core::{Core, Unsealed};
+use crate::logical::{ApiError, Operation, Request, Response};
+use crate::{sys, token_api};
+
+/// Who is asking, once the token and the ACL check have passed.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub token: TokenEntry,
+    /// The token value as presented (needed by lookup-self, which echoes it as `id`).
+    pub token_value: String,
+    pub acl: Arc<Acl>,
+    /// Whether the token holds `sudo` on the request path (root always does).
+    pub sudo: bool,
+}
+
+/// Where a path goes.
+enum Target {
+    Sys,
+    TokenStore(String),
+    Mount(Arc<Mount>, String),
+    Nowhere,
+}
+
+fn target(unsealed: &Unsealed, path: &str) -> Target {
+    if path == "sys" || path.starts_with("sys/") {
+        return Target::Sys;
+    }
+    if let Some(rest) = path.strip_prefix("auth/token/") {
+        return Target::TokenStore(rest.to_owned());
+    }
+    if path == "auth/token" {
+        return Target::TokenStore(String::new());
+    }
+    match unsealed.mounts.resolve(path) {
+        Some((mount, rest)) => Target::Mount(mount, rest),
+        None => Target::Nowhere,
+    }
+}
 
 pub async fn handle(core: &Core, req: Request) -> Result<Response, ApiError> {
     if let Some(result) = sys::handle_unauthenticated(core, &req).await {
         return result;
     }
     let unsealed = core.unsealed()?;
-    let token = match req.client_token.as_deref() {
-        Some(token) => unsealed.tokens.lookup(token).await.map_err(|err| {
-            tracing::error!(error = %err, "token lookup failed");
-            ApiError::internal()
-        })?,
-        None => None,
-    };
-    let Some(token) = token else {
-        return Err(ApiError::invalid_token());
-    };
-    if let Some(result) = sys::handle_authenticated(core, &token, &req).await {
+    let target = target(&unsealed, &req.path);
+
+    if let Target::Mount(mount, rest) = &target {
+        if mount.backend.is_unauthenticated(rest) {
+            let response = mount.backend.handle(backend_request(&req, mount, rest, false, None)).await?;
+            return finish_login(&unsealed, mount, response).await;
+        }
+    }
+    if let Some(result) = sys::handle_optional_token(core, &unsealed, &req).await {
         return result;
     }
-    Err(ApiError::no_handler(&req.path))
+
+    let token_value = req.client_token.clone().unwrap_or_default();
+    let token = unsealed.tokens.lookup(&token_value).await?.ok_or_else(ApiError::invalid_token)?;
+    let token = unsealed.tokens.use_token(&token).await?.ok_or_else(ApiError::invalid_token)?;
+    let last_use = token.num_uses == 1;
+
+    let result = authorize_and_serve(core, &unsealed, &req, target, token.clone(), token_value).await;
+    if last_use {
+        if let Err(err) = unsealed.revoke_token_tree(&token.id_hash).await {
+            tracing::error!(status = err.status, "revoking a used-up token failed");
+        }
+    }
+    result
+}
+
+async fn authorize_and_serve(
+    core: &Core,
+    unsealed: &Arc<Unsealed>,
+    req: &Request,
+    target: Target,
+    token: TokenEntry,
+    token_value: String,
+) -> Result<Response, ApiError> {
+    let create = match (&target, req.operation) {
+        (Target::Mount(mount, rest), Operation::Update) => {
+            let probe = backend_request(req, mount, rest, false, Some(&token));
+            mount.backend.exists(probe).await?.map(|exists| !exists).unwrap_or(false)
+        }
+        _ => false,
+    };
+    let operation = match req.operation {
+        Operation::Read | Operation::Header => AclOperation::Read,
+        Operation::List => AclOperation::List,
+        Operation::Update if create => AclOperation::Create,
+        Operation::Update => AclOperation::Update,
+        Operation::Patch => AclOperation::Patch,
+        Operation::Delete => AclOperation::Delete,
+    };
+    let acl = unsealed.policies.acl(&token.policies);
+    let parameters = matches!(req.operation, Operation::Update | Operation::Patch).then_some(&req.data);
+    let decision = acl.check(&AclRequest {
+        path: &req.path,
+        operation,
+        parameters,
+        needs_sudo: needs_sudo(&req.path, req.operation),
+    });
+    if !decision.allowed {
+        if let Some(reason) = &decision.reason {
+            tracing::debug!(path = %req.path, reason = %reason, "request refused by policy");
+        }
+        return Err(ApiError::permission_denied());
+    }
+    let caller = Caller { token, token_value, acl, sudo: decision.sudo };
+    match target {
+        Target::Sys => sys::handle_authenticated(core, unsealed, &caller, req)
+            .await
+            .unwrap_or_else(|| Err(ApiError::no_handler(&req.path))),
+        Target::TokenStore(rest) => token_api::handle(unsealed, &caller, req, &rest).await,
+        Target::Mount(mount, rest) => {
+            mount.backend.handle(backend_request(req, &mount, &rest, create, Some(&caller.token))).await
+        }
+        Target::Nowhere => Err(ApiError::no_handler(&req.path)),
+    }
+}
+
+fn backend_request<'a>(
+    req: &'a Request,
+    mount: &'a Mount,
+    rest: &'a str,
+    create: bool,
+    token: Option<&'a TokenEntry>,
+) -> BackendRequest<'a> {
+    BackendRequest {
+        operation: req.operation,
+        create,
+        path: rest,
+        data: &req.data,
+        storage: &mount.view,
+        mount: &mount.entry,
+        token,
+    }
+}
+
+/// A credential backend's login becomes an orphan token; anything else passes through.
+async fn finish_login(unsealed: &Unsealed, mount: &Mount, response: Response) -> Result<Response, ApiError> {
+    let Response::Login(login) = response else {
+        return Ok(response);
+    };
+    let (token, entry) = unsealed.create_login_token(&mount.entry, &login).await?;
+    Ok(Response::Logical(Box::new(crate::logical::LogicalResponse {
+        auth: Some(entry.auth_block(&token)),
+        ..Default::default()
+    })))
+}
+
+/// Vault's root-protected paths: `sudo` is needed on top of the operation's capability.
+pub fn needs_sudo(path: &str, operation: Operation) -> bool {
+    let prefix_of = |prefix: &str| path == prefix.trim_end_matches('/') || path.starts_with(prefix);
+    let exact = |p: &str| path == p || path == format!("{p}/");
+    (path.starts_with("sys/auth/"))
+        || prefix_of("sys/audit/")
+        || prefix_of("sys/raw/")
+        || prefix_of("sys/rotate/")
+        || exact("sys/remount")
+        || exact("sys/seal")
+        || exact("sys/step-down")
+        || exact("sys/config/cors")
+        || path.starts_with("sys/config/auditing/")
+        || path.starts_with("sys/plugins/catalog/")
+        || path.starts_with("sys/revoke-prefix/")
+        || path.starts_with("sys/revoke-force/")
+        || path.starts_with("sys/leases/revoke-prefix/")
+        || path.starts_with("sys/leases/revoke-force/")
+        || (operation == Operation::List && path.starts_with("sys/leases/lookup/"))
+        || prefix_of("auth/token/revoke-orphan/")
+        || prefix_of("auth/token/accessors/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sudo_paths_table() {
+        let sudo = [
+            ("sys/auth/userpass", Operation::Update),
+            ("sys/audit", Operation::Read),
+            ("sys/audit/file", Operation::Update),
+            ("sys/raw/foo", Operation::Read),
+            ("sys/rotate", Operation::Update),
+            ("sys/remount", Operation::Update),
+            ("sys/seal", Operation::Update),
+            ("auth/token/revoke-orphan", Operation::Update),
+            ("auth/token/accessors/", Operation::List),
+            ("sys/leases/lookup/database/", Operation::List),
+        ];
+        for (path, operation) in sudo {
+            assert!(needs_sudo(path, operation), "{path} should need sudo");
+        }
+        let plain = [
+            ("sys/auth", Operation::Read),
+            ("sys/mounts/secret", Operation::Update),
+            ("sys/policies/acl/x", Operation::Update),
+            ("sys/audit-hash/file", Operation::Update),
+            ("sys/rotatex", Operation::Update),
+            ("auth/token/create", Operation::Update),
+            ("sys/leases/lookup", Operation::Update),
+            ("secret/data/sys/raw", Operation::Read),
+        ];
+        for (path, operation) in plain {
+            assert!(!needs_sudo(path, operation), "{path} should not need sudo");
+        }
+    }
 }

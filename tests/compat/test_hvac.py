@@ -21,6 +21,24 @@ def _binary():
     return path
 
 
+def _start(config_path):
+    proc = subprocess.Popen(
+        [_binary(), "server", f"-config={config_path}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    url = None
+    for line in proc.stdout:
+        if line.startswith("arcanum: listening on "):
+            url = line.split("arcanum: listening on ", 1)[1].strip()
+            break
+    assert url, "server did not report its address"
+    # Keep draining stdout so the server never blocks on a full pipe.
+    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+    return proc, url
+
+
 @pytest.fixture()
 def server():
     with tempfile.TemporaryDirectory() as tmp:
@@ -34,20 +52,7 @@ def server():
         config_path = os.path.join(tmp, "config.json")
         with open(config_path, "w") as f:
             json.dump(config, f)
-        proc = subprocess.Popen(
-            [_binary(), "server", f"-config={config_path}"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        url = None
-        for line in proc.stdout:
-            if line.startswith("arcanum: listening on "):
-                url = line.split("arcanum: listening on ", 1)[1].strip()
-                break
-        assert url, "server did not report its address"
-        # Keep draining stdout so the server never blocks on a full pipe.
-        threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+        proc, url = _start(config_path)
         try:
             yield url
         finally:

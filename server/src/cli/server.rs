@@ -8,6 +8,7 @@ use arcanum_config::{Config, Listener, Storage};
 use clap::Args;
 use zeroize::Zeroizing;
 
+use crate::core::mounts::{MountEntry, MountTableKind};
 use crate::core::{Core, CoreConfig, SealConfig};
 use crate::serve;
 
@@ -105,6 +106,11 @@ async fn dev_initialise(
     let unseal_key =
         Zeroizing::new(base64::Engine::encode(&base64::engine::general_purpose::STANDARD, share.as_slice()));
     core.submit_unseal_share(share.clone()).await.map_err(|err| anyhow::anyhow!("unsealing the dev server: {err}"))?;
+    // Like `vault server -dev`: a KV version 2 engine at secret/.
+    let mut secret = MountEntry::new(MountTableKind::Secret, "secret/", "kv", "key/value secret storage");
+    secret.options.insert("version".into(), "2".into());
+    let unsealed = core.unsealed().map_err(|err| anyhow::anyhow!("dev server did not unseal: {err}"))?;
+    unsealed.mounts.enable(secret).await.map_err(|err| anyhow::anyhow!("mounting secret/: {err}"))?;
     Ok((unseal_key, output.root_token))
 }
 

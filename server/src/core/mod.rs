@@ -12,7 +12,10 @@
 //! re-seals only the root key.
 
 pub mod barrier;
+pub mod mounts;
+pub mod policies;
 pub mod token;
+pub mod view;
 
 use std::sync::{Arc, RwLock};
 
@@ -21,8 +24,10 @@ use arcanum_storage::{Backend, Op};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::logical::ApiError;
+use crate::logical::{ApiError, LoginAuth};
 use barrier::{unix_now, Barrier, BarrierError, KEYRING_PATH, ROOT_KEY_PATH, SEAL_CONFIG_PATH};
+use mounts::{MountEntry, MountTable, MountTableKind};
+use policies::PolicyStore;
 use token::TokenStore;
 
 const ROOT_KEY_AAD: &[u8] = b"arcanum/root-key";
@@ -186,7 +191,84 @@ struct SealState {
 pub struct Unsealed {
     pub barrier: Arc<Barrier>,
     pub tokens: TokenStore,
+    pub policies: PolicyStore,
+    pub mounts: MountTable,
     pub cluster: ClusterInfo,
+}
+
+impl Unsealed {
+    /// Opens every unsealed service over `barrier`.
+    async fn open(barrier: Arc<Barrier>) -> Result<Unsealed, ApiError> {
+        let tokens = TokenStore::open(Arc::clone(&barrier)).await.map_err(internal("opening the token store"))?;
+        let cluster: ClusterInfo = view::StorageView::new(Arc::clone(&barrier), "")
+            .get_json(CLUSTER_PATH)
+            .await?
+            .ok_or_else(|| internal("reading cluster info")(BarrierError::Corrupt("missing".into())))?;
+        let policies = PolicyStore::load(view::StorageView::new(Arc::clone(&barrier), "sys/policy/")).await?;
+        let mounts = MountTable::load(Arc::clone(&barrier)).await?;
+        Ok(Unsealed { barrier, tokens, policies, mounts, cluster })
+    }
+
+    /// Revokes a token with its descendants, and everything kept per token (cubbyholes).
+    pub async fn revoke_token_tree(&self, id_hash: &str) -> Result<(), ApiError> {
+        let revoked = self.tokens.revoke_tree(id_hash).await?;
+        self.clear_per_token_data(&revoked).await
+    }
+
+    /// Revokes a token alone; its children become orphans.
+    pub async fn revoke_token_orphan(&self, id_hash: &str) -> Result<(), ApiError> {
+        let revoked = self.tokens.revoke_orphan(id_hash).await?;
+        self.clear_per_token_data(&revoked).await
+    }
+
+    async fn clear_per_token_data(&self, revoked: &[String]) -> Result<(), ApiError> {
+        let Some(cubbyhole) = self.mounts.get(MountTableKind::Secret, "cubbyhole/") else { return Ok(()) };
+        for hash in revoked {
+            cubbyhole.view.sub_view(&format!("{hash}/")).clear().await?;
+        }
+        Ok(())
+    }
+
+    /// Mints the token for a successful login on `mount`. Login tokens are orphans, as in Vault.
+    pub async fn create_login_token(
+        &self,
+        mount: &MountEntry,
+        login: &LoginAuth,
+    ) -> Result<(Zeroizing<String>, token::TokenEntry), ApiError> {
+        let mut policies = login.policies.clone();
+        if !login.no_default_policy {
+            policies.push("default".into());
+        }
+        let max_ttl = match (login.max_ttl, mount.config.max_lease_ttl) {
+            (0, 0) => 0,
+            (0, mount_max) => mount_max,
+            (login_max, 0) => login_max,
+            (login_max, mount_max) => login_max.min(mount_max),
+        };
+        let ttl = if login.ttl == 0 { mount.config.default_lease_ttl } else { login.ttl };
+        self.tokens
+            .create(token::TokenRequest {
+                parent: None,
+                policies,
+                meta: login.metadata.clone(),
+                display_name: format!("{}-{}", mount.path.trim_end_matches('/'), login.display_name),
+                path: format!("auth/{}{}", mount.path, login.login_path),
+                num_uses: login.num_uses,
+                ttl,
+                explicit_max_ttl: 0,
+                period: login.period,
+                renewable: login.renewable,
+                role: None,
+                id: None,
+                max_ttl,
+            })
+            .await
+    }
+
+    /// Disables a mount and deletes its data (idempotent, as in Vault).
+    pub async fn disable_mount(&self, table: MountTableKind, path: &str) -> Result<(), ApiError> {
+        self.mounts.disable(table, path).await.map(|_| ())
+    }
 }
 
 /// The server core, shared by every request.
@@ -332,16 +414,8 @@ impl Core {
         let barrier = Barrier::open(Arc::clone(&self.backend), keyring, self.config.rotate_after)
             .await
             .map_err(internal("opening the barrier"))?;
-        let tokens = TokenStore::open(Arc::clone(&barrier)).await.map_err(internal("opening the token store"))?;
-        let cluster_raw = barrier
-            .get(CLUSTER_PATH)
-            .await
-            .map_err(internal("reading cluster info"))?
-            .ok_or_else(|| internal("reading cluster info")(BarrierError::Corrupt("missing".into())))?;
-        let cluster: ClusterInfo = serde_json::from_slice(&cluster_raw)
-            .map_err(|_| internal("reading cluster info")(BarrierError::Corrupt("json".into())))?;
-        *self.unsealed.write().unwrap_or_else(|poisoned| poisoned.into_inner()) =
-            Some(Arc::new(Unsealed { barrier, tokens, cluster }));
+        let unsealed = Unsealed::open(barrier).await?;
+        *self.unsealed.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Arc::new(unsealed));
         tracing::info!("unsealed");
         Ok(())
     }

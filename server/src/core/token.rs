@@ -1,53 +1,212 @@
-//! The token store, as far as the sealed core needs it: the root token.
+//! The token store: creation, lookup, renewal and revocation of tokens, and token roles.
 //!
 //! Tokens are stored under `sys/token/id/<HMAC(salt, token)>`, never by value, so a copy of
 //! the storage (even decrypted) does not hand out working tokens. The salt is a random key
-//! kept behind the barrier. The full token store (create, renew, revoke, roles) arrives with
-//! the ACL work; this module is its seed.
+//! behind the barrier. Accessors are indexed the same way (`sys/token/accessor/<HMAC>`),
+//! and each child token is recorded under its parent (`sys/token/parent/<parent>/<child>`)
+//! so that revoking a parent revokes the whole tree. Expiry is checked on every lookup, so
+//! an expired token stops working at once, whether or not anything has cleaned it up yet.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arcanum_crypto::{hmac_sha256, token};
 use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
 use zeroize::Zeroizing;
 
 use super::barrier::{unix_now, Barrier, BarrierError, BarrierOp};
+use crate::logical::ApiError;
 
 const SALT_PATH: &str = "sys/token/salt";
 const ID_PREFIX: &str = "sys/token/id/";
 const ACCESSOR_PREFIX: &str = "sys/token/accessor/";
+const PARENT_PREFIX: &str = "sys/token/parent/";
+const ROLE_PREFIX: &str = "sys/token/roles/";
 
 /// Service tokens look like Vault's (`hvs.` + base62), so existing secret scanners flag leaks.
-const TOKEN_PREFIX: &str = "hvs.";
+pub const TOKEN_PREFIX: &str = "hvs.";
 const TOKEN_RANDOM_LEN: usize = 24;
 const ACCESSOR_LEN: usize = 24;
+
+/// Vault's system default and maximum TTL: 768h (32 days).
+pub const SYSTEM_MAX_TTL: u64 = 768 * 3600;
 
 /// What the store knows about a token (never the token itself).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TokenEntry {
+    /// HMAC of the token value: the storage key, and how a token is named internally.
+    pub id_hash: String,
     pub accessor: String,
+    /// `id_hash` of the parent; `None` for orphans.
+    pub parent: Option<String>,
+    /// Sorted and normalised.
     pub policies: Vec<String>,
+    pub meta: BTreeMap<String, String>,
     pub display_name: String,
     pub path: String,
+    /// Uses left; 0 = unlimited. A token whose last use is spent is revoked.
+    pub num_uses: u64,
     pub creation_time: i64,
+    pub creation_ttl: u64,
+    /// `None`: never expires.
+    pub expire_time: Option<i64>,
+    /// The hard limit renewals cannot pass; `None` for none.
+    pub max_expire_time: Option<i64>,
+    pub explicit_max_ttl: u64,
+    pub period: u64,
+    pub renewable: bool,
+    pub role: Option<String>,
+    pub entity_id: String,
+    pub last_renewal_time: Option<i64>,
 }
 
 impl TokenEntry {
     pub fn is_root(&self) -> bool {
         self.policies.iter().any(|policy| policy == "root")
     }
+
+    pub fn is_orphan(&self) -> bool {
+        self.parent.is_none()
+    }
+
+    fn is_expired(&self, now: i64) -> bool {
+        self.expire_time.is_some_and(|expire| expire <= now)
+    }
+
+    /// Seconds left; 0 for tokens that never expire.
+    pub fn ttl(&self, now: i64) -> u64 {
+        self.expire_time.map_or(0, |expire| u64::try_from(expire - now).unwrap_or(0))
+    }
+
+    /// Vault's lookup data (§6.3). `token` is the value when the caller presented it.
+    pub fn lookup_data(&self, token: Option<&str>) -> Map<String, Value> {
+        let now = unix_now();
+        let mut data = Map::new();
+        data.insert("accessor".into(), json!(self.accessor));
+        data.insert("creation_time".into(), json!(self.creation_time));
+        data.insert("creation_ttl".into(), json!(self.creation_ttl));
+        data.insert("display_name".into(), json!(self.display_name));
+        data.insert("entity_id".into(), json!(self.entity_id));
+        data.insert("expire_time".into(), self.expire_time.map_or(Value::Null, |t| json!(rfc3339(t))));
+        data.insert("explicit_max_ttl".into(), json!(self.explicit_max_ttl));
+        data.insert("id".into(), json!(token.unwrap_or_default()));
+        data.insert("issue_time".into(), json!(rfc3339(self.creation_time)));
+        if let Some(renewed) = self.last_renewal_time {
+            data.insert("last_renewal".into(), json!(rfc3339(renewed)));
+            data.insert("last_renewal_time".into(), json!(renewed));
+        }
+        data.insert("meta".into(), if self.meta.is_empty() { Value::Null } else { json!(self.meta) });
+        data.insert("num_uses".into(), json!(self.num_uses));
+        data.insert("orphan".into(), json!(self.is_orphan()));
+        data.insert("path".into(), json!(self.path));
+        if self.period > 0 {
+            data.insert("period".into(), json!(self.period));
+        }
+        data.insert("policies".into(), json!(self.policies));
+        data.insert("renewable".into(), json!(self.renewable));
+        if let Some(role) = &self.role {
+            data.insert("role".into(), json!(role));
+        }
+        data.insert("ttl".into(), json!(self.ttl(now)));
+        data.insert("type".into(), json!("service"));
+        data
+    }
+
+    /// Vault's `auth` block for create, login and renew responses.
+    pub fn auth_block(&self, client_token: &str) -> Value {
+        let token_policies: Vec<&String> = self.policies.iter().collect();
+        json!({
+            "client_token": client_token,
+            "accessor": self.accessor,
+            "policies": self.policies,
+            "token_policies": token_policies,
+            "metadata": if self.meta.is_empty() { Value::Null } else { json!(self.meta) },
+            "lease_duration": self.ttl(unix_now()),
+            "renewable": self.renewable && self.expire_time.is_some(),
+            "entity_id": self.entity_id,
+            "token_type": "service",
+            "orphan": self.is_orphan(),
+            "mfa_requirement": null,
+            "num_uses": self.num_uses,
+        })
+    }
 }
 
-/// Token lookups and creation over the barrier.
+pub fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// What a new token should be; the token API fills this in from the request and the role.
+#[derive(Debug, Clone, Default)]
+pub struct TokenRequest {
+    pub parent: Option<String>,
+    pub policies: Vec<String>,
+    pub meta: BTreeMap<String, String>,
+    pub display_name: String,
+    pub path: String,
+    pub num_uses: u64,
+    /// 0: the default (system default TTL), unless the token is root or periodic.
+    pub ttl: u64,
+    pub explicit_max_ttl: u64,
+    pub period: u64,
+    pub renewable: bool,
+    pub role: Option<String>,
+    /// A chosen token value (root/sudo only, checked by the caller).
+    pub id: Option<Zeroizing<String>>,
+    /// The mount/system maximum TTL that caps everything.
+    pub max_ttl: u64,
+}
+
+/// A token role (`auth/token/roles/:name`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct TokenRole {
+    pub name: String,
+    pub allowed_policies: Vec<String>,
+    pub disallowed_policies: Vec<String>,
+    pub allowed_policies_glob: Vec<String>,
+    pub disallowed_policies_glob: Vec<String>,
+    pub orphan: bool,
+    pub renewable: bool,
+    pub path_suffix: String,
+    pub allowed_entity_aliases: Vec<String>,
+    pub token_explicit_max_ttl: u64,
+    pub token_no_default_policy: bool,
+    pub token_num_uses: u64,
+    pub token_period: u64,
+    pub token_ttl: u64,
+    pub token_max_ttl: u64,
+    pub token_type: String,
+    pub token_bound_cidrs: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct AccessorRecord {
+    accessor: String,
+    id_hash: String,
+}
+
+/// Token lookups and lifecycle over the barrier.
 pub struct TokenStore {
     barrier: Arc<Barrier>,
     salt: Zeroizing<Vec<u8>>,
+    /// Serialises read-modify-write of token entries (uses, renewals) so none is lost.
+    update: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for TokenStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenStore").field("barrier", &self.barrier).field("salt", &"<redacted>").finish()
     }
+}
+
+fn storage_error(err: BarrierError) -> ApiError {
+    tracing::error!(error = %err, "token store storage failure");
+    ApiError::internal()
 }
 
 impl TokenStore {
@@ -61,46 +220,329 @@ impl TokenStore {
                 salt
             }
         };
-        Ok(TokenStore { barrier, salt: Zeroizing::new(salt) })
+        Ok(TokenStore { barrier, salt: Zeroizing::new(salt), update: tokio::sync::Mutex::new(()) })
     }
 
-    fn hashed(&self, value: &str) -> String {
+    /// The storage name of a token or accessor value.
+    pub fn hash(&self, value: &str) -> String {
         hex::encode(hmac_sha256(&self.salt, value.as_bytes()))
     }
 
     /// Creates the root token handed out by `sys/init`; a random one unless `chosen` is given.
     pub async fn create_root(&self, chosen: Option<Zeroizing<String>>) -> Result<Zeroizing<String>, BarrierError> {
-        let token = chosen.unwrap_or_else(|| Zeroizing::new(token::generate(TOKEN_PREFIX, TOKEN_RANDOM_LEN)));
-        let entry = TokenEntry {
-            accessor: token::generate("", ACCESSOR_LEN),
+        let request = TokenRequest {
             policies: vec!["root".into()],
             display_name: "root".into(),
             path: "auth/token/root".into(),
-            creation_time: unix_now(),
+            id: chosen,
+            ..TokenRequest::default()
         };
-        let id_key = format!("{ID_PREFIX}{}", self.hashed(&token));
-        let accessor_key = format!("{ACCESSOR_PREFIX}{}", self.hashed(&entry.accessor));
-        let raw = serde_json::to_vec(&entry).map_err(|err| BarrierError::Corrupt(err.to_string()))?;
-        self.barrier
-            .batch(vec![
-                BarrierOp::Put { path: id_key.clone(), value: raw },
-                BarrierOp::Put { path: accessor_key, value: id_key.into_bytes() },
-            ])
-            .await?;
-        Ok(token)
+        self.create(request).await.map(|(token, _)| token).map_err(|err| BarrierError::Corrupt(err.to_string()))
     }
 
-    /// Looks a token up by value. The lookup key is an HMAC, so no stored token is compared
-    /// byte by byte against the presented one.
-    pub async fn lookup(&self, token: &str) -> Result<Option<TokenEntry>, BarrierError> {
+    /// Creates a token. Policy and permission checks belong to the caller; this applies the
+    /// TTL rules and writes the entry with its indexes in one atomic batch.
+    pub async fn create(&self, request: TokenRequest) -> Result<(Zeroizing<String>, TokenEntry), ApiError> {
+        let token =
+            request.id.clone().unwrap_or_else(|| Zeroizing::new(token::generate(TOKEN_PREFIX, TOKEN_RANDOM_LEN)));
+        let now = unix_now();
+        let mut policies: Vec<String> = request.policies.iter().map(|p| arcanum_policy::normalize_name(p)).collect();
+        policies.sort();
+        policies.dedup();
+        let is_root = policies.iter().any(|p| p == "root");
+        let max_ttl = if request.max_ttl == 0 { SYSTEM_MAX_TTL } else { request.max_ttl };
+        // Root tokens without a TTL never expire, as in Vault; everything else does.
+        let never_expires = is_root && request.ttl == 0 && request.period == 0 && request.explicit_max_ttl == 0;
+        let (ttl, expire_time, max_expire_time) = if never_expires {
+            (0, None, None)
+        } else {
+            let hard_cap = match (request.period, request.explicit_max_ttl) {
+                (_, explicit) if explicit > 0 => Some(explicit.min(max_ttl)),
+                (period, _) if period > 0 => None,
+                _ => Some(max_ttl),
+            };
+            let wanted = if request.period > 0 {
+                request.period
+            } else if request.ttl > 0 {
+                request.ttl
+            } else {
+                max_ttl
+            };
+            let ttl = hard_cap.map_or(wanted, |cap| wanted.min(cap));
+            (ttl, Some(now + ttl as i64), hard_cap.map(|cap| now + cap as i64))
+        };
+        let entry = TokenEntry {
+            id_hash: self.hash(&token),
+            accessor: token::generate("", ACCESSOR_LEN),
+            parent: request.parent.clone(),
+            policies,
+            meta: request.meta,
+            display_name: request.display_name,
+            path: request.path,
+            num_uses: request.num_uses,
+            creation_time: now,
+            creation_ttl: ttl,
+            expire_time,
+            max_expire_time,
+            explicit_max_ttl: request.explicit_max_ttl,
+            period: request.period,
+            renewable: request.renewable,
+            role: request.role,
+            entity_id: String::new(),
+            last_renewal_time: None,
+        };
+        if self.barrier.get(&format!("{ID_PREFIX}{}", entry.id_hash)).await.map_err(storage_error)?.is_some() {
+            return Err(ApiError::bad_request("cannot create a token with a duplicate ID"));
+        }
+        let mut ops = vec![
+            BarrierOp::Put { path: format!("{ID_PREFIX}{}", entry.id_hash), value: encode(&entry)? },
+            BarrierOp::Put {
+                path: format!("{ACCESSOR_PREFIX}{}", self.hash(&entry.accessor)),
+                value: encode(&AccessorRecord { accessor: entry.accessor.clone(), id_hash: entry.id_hash.clone() })?,
+            },
+        ];
+        if let Some(parent) = &entry.parent {
+            ops.push(BarrierOp::Put { path: format!("{PARENT_PREFIX}{parent}/{}", entry.id_hash), value: Vec::new() });
+        }
+        self.barrier.batch(ops).await.map_err(storage_error)?;
+        Ok((token, entry))
+    }
+
+    async fn entry_by_hash(&self, id_hash: &str) -> Result<Option<TokenEntry>, ApiError> {
+        match self.barrier.get(&format!("{ID_PREFIX}{id_hash}")).await.map_err(storage_error)? {
+            Some(raw) => serde_json::from_slice(&raw).map(Some).map_err(|err| {
+                tracing::error!(error = %err, "token entry does not parse");
+                ApiError::internal()
+            }),
+            None => Ok(None),
+        }
+    }
+
+    /// A live token entry by value: `None` when unknown, revoked, expired or used up. An
+    /// expired token is revoked on the way (its tree and indexes go with it).
+    pub async fn lookup(&self, token: &str) -> Result<Option<TokenEntry>, ApiError> {
         if token.is_empty() {
             return Ok(None);
         }
-        let Some(raw) = self.barrier.get(&format!("{ID_PREFIX}{}", self.hashed(token))).await? else {
+        self.lookup_hash(&self.hash(token)).await
+    }
+
+    /// Like [`TokenStore::lookup`], by storage hash.
+    pub async fn lookup_hash(&self, id_hash: &str) -> Result<Option<TokenEntry>, ApiError> {
+        let Some(entry) = self.entry_by_hash(id_hash).await? else {
             return Ok(None);
         };
-        serde_json::from_slice(&raw).map(Some).map_err(|err| BarrierError::Corrupt(format!("token entry: {err}")))
+        if entry.is_expired(unix_now()) {
+            self.revoke_tree(&entry.id_hash).await?;
+            return Ok(None);
+        }
+        Ok(Some(entry))
     }
+
+    /// A live token entry by accessor.
+    pub async fn lookup_accessor(&self, accessor: &str) -> Result<Option<TokenEntry>, ApiError> {
+        let key = format!("{ACCESSOR_PREFIX}{}", self.hash(accessor));
+        let Some(raw) = self.barrier.get(&key).await.map_err(storage_error)? else {
+            return Ok(None);
+        };
+        let record: AccessorRecord = serde_json::from_slice(&raw).map_err(|_| ApiError::internal())?;
+        self.lookup_hash(&record.id_hash).await
+    }
+
+    /// Counts one use of a limited-use token. Returns the entry as it was before this use,
+    /// or `None` if no use was left. The caller revokes the token after serving a request
+    /// that spent its last use.
+    pub async fn use_token(&self, entry: &TokenEntry) -> Result<Option<TokenEntry>, ApiError> {
+        if entry.num_uses == 0 {
+            return Ok(Some(entry.clone()));
+        }
+        let _update = self.update.lock().await;
+        let Some(mut current) = self.entry_by_hash(&entry.id_hash).await? else {
+            return Ok(None);
+        };
+        if current.num_uses == 0 {
+            // Already spent by a concurrent request (0 is stored as "exhausted" below).
+            return Ok(None);
+        }
+        let before = current.clone();
+        current.num_uses -= 1;
+        if current.num_uses == 0 {
+            // Spent: make it unusable at once; the caller revokes it after this request.
+            current.expire_time = Some(0);
+        }
+        self.barrier
+            .put(&format!("{ID_PREFIX}{}", current.id_hash), &encode(&current)?)
+            .await
+            .map_err(storage_error)?;
+        Ok(Some(before))
+    }
+
+    /// Renews a token; returns the updated entry and a warning when the TTL was capped.
+    pub async fn renew(&self, id_hash: &str, increment: u64) -> Result<(TokenEntry, Option<String>), ApiError> {
+        let _update = self.update.lock().await;
+        let Some(mut entry) = self.entry_by_hash(id_hash).await? else {
+            return Err(ApiError::bad_request("token not found"));
+        };
+        let now = unix_now();
+        if entry.is_expired(now) {
+            return Err(ApiError::bad_request("token not found"));
+        }
+        if entry.expire_time.is_none() {
+            // Never expires: nothing to extend (root tokens from init).
+            return Ok((entry, None));
+        }
+        if !entry.renewable {
+            return Err(ApiError::bad_request("lease is not renewable"));
+        }
+        let wanted = if entry.period > 0 {
+            entry.period
+        } else if increment > 0 {
+            increment
+        } else {
+            entry.creation_ttl
+        };
+        let mut warning = None;
+        let mut ttl = wanted;
+        if let Some(max_expire) = entry.max_expire_time {
+            let remaining = u64::try_from(max_expire - now).unwrap_or(0);
+            if ttl > remaining {
+                warning = Some(format!(
+                    "TTL of \"{wanted}s\" exceeded the effective max_ttl of \"{remaining}s\"; TTL value is capped accordingly"
+                ));
+                ttl = remaining;
+            }
+        }
+        entry.expire_time = Some(now + ttl as i64);
+        entry.last_renewal_time = Some(now);
+        self.barrier.put(&format!("{ID_PREFIX}{}", entry.id_hash), &encode(&entry)?).await.map_err(storage_error)?;
+        Ok((entry, warning))
+    }
+
+    /// Revokes a token and every descendant. Returns the storage hashes revoked (for
+    /// per-token data such as cubbyholes).
+    pub async fn revoke_tree(&self, id_hash: &str) -> Result<Vec<String>, ApiError> {
+        let mut revoked = Vec::new();
+        let mut pending = vec![id_hash.to_owned()];
+        // Depth-first, children before parents, so an interrupted revocation never leaves
+        // a live child under a parent that is gone.
+        let mut order = Vec::new();
+        while let Some(current) = pending.pop() {
+            for child in self.barrier.list(&format!("{PARENT_PREFIX}{current}/")).await.map_err(storage_error)? {
+                pending.push(child.trim_end_matches('/').to_owned());
+            }
+            order.push(current);
+        }
+        for hash in order.into_iter().rev() {
+            self.revoke_one(&hash).await?;
+            revoked.push(hash);
+        }
+        Ok(revoked)
+    }
+
+    /// Revokes a token alone; its children become orphans.
+    pub async fn revoke_orphan(&self, id_hash: &str) -> Result<Vec<String>, ApiError> {
+        let _update = self.update.lock().await;
+        for child in self.barrier.list(&format!("{PARENT_PREFIX}{id_hash}/")).await.map_err(storage_error)? {
+            if let Some(mut entry) = self.entry_by_hash(&child).await? {
+                entry.parent = None;
+                self.barrier
+                    .batch(vec![
+                        BarrierOp::Put { path: format!("{ID_PREFIX}{child}"), value: encode(&entry)? },
+                        BarrierOp::Delete { path: format!("{PARENT_PREFIX}{id_hash}/{child}") },
+                    ])
+                    .await
+                    .map_err(storage_error)?;
+            }
+        }
+        self.revoke_one(id_hash).await?;
+        Ok(vec![id_hash.to_owned()])
+    }
+
+    async fn revoke_one(&self, id_hash: &str) -> Result<(), ApiError> {
+        let Some(entry) = self.entry_by_hash(id_hash).await? else {
+            return Ok(());
+        };
+        let mut ops = vec![
+            BarrierOp::Delete { path: format!("{ID_PREFIX}{id_hash}") },
+            BarrierOp::Delete { path: format!("{ACCESSOR_PREFIX}{}", self.hash(&entry.accessor)) },
+        ];
+        if let Some(parent) = &entry.parent {
+            ops.push(BarrierOp::Delete { path: format!("{PARENT_PREFIX}{parent}/{id_hash}") });
+        }
+        self.barrier.batch(ops).await.map_err(storage_error)
+    }
+
+    /// Every live accessor (`LIST auth/token/accessors`).
+    pub async fn accessors(&self) -> Result<Vec<String>, ApiError> {
+        let mut accessors = Vec::new();
+        for key in self.barrier.list(ACCESSOR_PREFIX).await.map_err(storage_error)? {
+            if let Some(raw) = self.barrier.get(&format!("{ACCESSOR_PREFIX}{key}")).await.map_err(storage_error)? {
+                if let Ok(record) = serde_json::from_slice::<AccessorRecord>(&raw) {
+                    accessors.push(record.accessor);
+                }
+            }
+        }
+        accessors.sort();
+        Ok(accessors)
+    }
+
+    /// Removes expired tokens and indexes that point at nothing. Returns how many tokens went.
+    pub async fn tidy(&self) -> Result<usize, ApiError> {
+        let now = unix_now();
+        let mut removed = 0;
+        for key in self.barrier.list(ID_PREFIX).await.map_err(storage_error)? {
+            if let Some(entry) = self.entry_by_hash(&key).await? {
+                if entry.is_expired(now) {
+                    removed += self.revoke_tree(&entry.id_hash).await?.len();
+                }
+            }
+        }
+        for key in self.barrier.list(ACCESSOR_PREFIX).await.map_err(storage_error)? {
+            let path = format!("{ACCESSOR_PREFIX}{key}");
+            let dangling = match self.barrier.get(&path).await.map_err(storage_error)? {
+                Some(raw) => match serde_json::from_slice::<AccessorRecord>(&raw) {
+                    Ok(record) => self.entry_by_hash(&record.id_hash).await?.is_none(),
+                    Err(_) => true,
+                },
+                None => false,
+            };
+            if dangling {
+                self.barrier.delete(&path).await.map_err(storage_error)?;
+            }
+        }
+        for parent in self.barrier.list(PARENT_PREFIX).await.map_err(storage_error)? {
+            let parent = parent.trim_end_matches('/');
+            for child in self.barrier.list(&format!("{PARENT_PREFIX}{parent}/")).await.map_err(storage_error)? {
+                if self.entry_by_hash(&child).await?.is_none() {
+                    self.barrier.delete(&format!("{PARENT_PREFIX}{parent}/{child}")).await.map_err(storage_error)?;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    pub async fn role(&self, name: &str) -> Result<Option<TokenRole>, ApiError> {
+        match self.barrier.get(&format!("{ROLE_PREFIX}{name}")).await.map_err(storage_error)? {
+            Some(raw) => serde_json::from_slice(&raw).map(Some).map_err(|_| ApiError::internal()),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn put_role(&self, role: &TokenRole) -> Result<(), ApiError> {
+        self.barrier.put(&format!("{ROLE_PREFIX}{}", role.name), &encode(role)?).await.map_err(storage_error)
+    }
+
+    pub async fn delete_role(&self, name: &str) -> Result<(), ApiError> {
+        self.barrier.delete(&format!("{ROLE_PREFIX}{name}")).await.map_err(storage_error)
+    }
+
+    pub async fn roles(&self) -> Result<Vec<String>, ApiError> {
+        self.barrier.list(ROLE_PREFIX).await.map_err(storage_error)
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(value).map_err(|_| ApiError::internal())
 }
 
 #[cfg(test)]
@@ -109,22 +551,102 @@ mod tests {
     use arcanum_crypto::keyring::Keyring;
     use arcanum_storage::{Backend, InmemBackend};
 
+    async fn store() -> (Arc<Barrier>, TokenStore) {
+        let backend: Arc<dyn Backend> = Arc::new(InmemBackend::new());
+        let barrier = Barrier::open(backend, Keyring::generate(0), u64::MAX).await.unwrap();
+        let store = TokenStore::open(Arc::clone(&barrier)).await.unwrap();
+        (barrier, store)
+    }
+
+    fn child_of(parent: &TokenEntry, ttl: u64) -> TokenRequest {
+        TokenRequest {
+            parent: Some(parent.id_hash.clone()),
+            policies: vec!["default".into()],
+            display_name: "token".into(),
+            path: "auth/token/create".into(),
+            renewable: true,
+            ttl,
+            ..TokenRequest::default()
+        }
+    }
+
     #[tokio::test]
     async fn root_token_is_found_by_value_and_stored_only_hashed() {
-        let backend: Arc<dyn Backend> = Arc::new(InmemBackend::new());
-        let barrier = Barrier::open(Arc::clone(&backend), Keyring::generate(0), u64::MAX).await.unwrap();
-        let store = TokenStore::open(Arc::clone(&barrier)).await.unwrap();
+        let (barrier, store) = store().await;
         let root = store.create_root(None).await.unwrap();
         assert!(root.starts_with("hvs.") && root.len() == 28);
         let entry = store.lookup(&root).await.unwrap().expect("root token found");
         assert!(entry.is_root());
+        assert_eq!(entry.expire_time, None);
         assert_eq!(store.lookup("hvs.notatoken").await.unwrap(), None);
         assert_eq!(store.lookup("").await.unwrap(), None);
         let ids = barrier.list(ID_PREFIX).await.unwrap();
         assert_eq!(ids.len(), 1);
         assert!(!ids[0].contains(root.trim_start_matches("hvs.")));
-        // A reopened store (same salt) still finds it.
         let again = TokenStore::open(barrier).await.unwrap();
         assert!(again.lookup(&root).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn revoking_a_parent_revokes_the_tree_but_not_orphans() {
+        let (_barrier, store) = store().await;
+        let root = store.create_root(None).await.unwrap();
+        let root_entry = store.lookup(&root).await.unwrap().unwrap();
+        let (child, child_entry) = store.create(child_of(&root_entry, 3600)).await.unwrap();
+        let (grandchild, _) = store.create(child_of(&child_entry, 3600)).await.unwrap();
+        let (orphan, _) = store.create(TokenRequest { parent: None, ..child_of(&child_entry, 3600) }).await.unwrap();
+        let revoked = store.revoke_tree(&child_entry.id_hash).await.unwrap();
+        assert_eq!(revoked.len(), 2);
+        assert!(store.lookup(&child).await.unwrap().is_none());
+        assert!(store.lookup(&grandchild).await.unwrap().is_none());
+        assert!(store.lookup(&orphan).await.unwrap().is_some());
+        assert!(store.lookup_accessor(&child_entry.accessor).await.unwrap().is_none());
+        assert!(store.lookup(&root).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn revoke_orphan_keeps_the_children() {
+        let (_barrier, store) = store().await;
+        let root = store.create_root(None).await.unwrap();
+        let root_entry = store.lookup(&root).await.unwrap().unwrap();
+        let (_, parent) = store.create(child_of(&root_entry, 3600)).await.unwrap();
+        let (child, _) = store.create(child_of(&parent, 3600)).await.unwrap();
+        store.revoke_orphan(&parent.id_hash).await.unwrap();
+        let child = store.lookup(&child).await.unwrap().expect("child survives");
+        assert!(child.is_orphan());
+    }
+
+    #[tokio::test]
+    async fn expired_tokens_stop_working_at_once_and_renewal_is_capped() {
+        let (_barrier, store) = store().await;
+        let root = store.create_root(None).await.unwrap();
+        let root_entry = store.lookup(&root).await.unwrap().unwrap();
+        let mut request = child_of(&root_entry, 100);
+        request.explicit_max_ttl = 200;
+        let (token, entry) = store.create(request).await.unwrap();
+        assert_eq!(entry.creation_ttl, 100);
+        let (renewed, warning) = store.renew(&entry.id_hash, 1000).await.unwrap();
+        assert!(renewed.ttl(unix_now()) <= 200);
+        assert!(warning.is_some(), "renewal past the max TTL warns");
+        // Forge an expiry in the past: the next lookup must refuse and revoke it.
+        let mut expired = renewed.clone();
+        expired.expire_time = Some(unix_now() - 1);
+        store.barrier.put(&format!("{ID_PREFIX}{}", expired.id_hash), &encode(&expired).unwrap()).await.unwrap();
+        assert!(store.lookup(&token).await.unwrap().is_none());
+        assert!(store.lookup_accessor(&entry.accessor).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn limited_use_tokens_run_out() {
+        let (_barrier, store) = store().await;
+        let root = store.create_root(None).await.unwrap();
+        let root_entry = store.lookup(&root).await.unwrap().unwrap();
+        let mut request = child_of(&root_entry, 3600);
+        request.num_uses = 2;
+        let (token, entry) = store.create(request).await.unwrap();
+        assert!(store.use_token(&entry).await.unwrap().is_some());
+        assert!(store.use_token(&entry).await.unwrap().is_some());
+        assert!(store.lookup(&token).await.unwrap().is_none(), "a spent token must not resolve");
+        assert!(store.use_token(&entry).await.unwrap().is_none());
     }
 }

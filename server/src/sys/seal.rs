@@ -1,5 +1,5 @@
-//! The `sys/` endpoints of the sealed core: init, seal status, unseal, seal, health, leader,
-//! rekey, rotate, key status and raw storage access.
+//! The seal endpoints of `sys/`: init, seal status, unseal, seal, health, leader, rekey,
+//! rotate, key status and raw storage access.
 //!
 //! Shapes and messages follow Vault's; the raw endpoints (init, seal-status, unseal, health,
 //! leader, rekey) answer with bare JSON objects, the others with the envelope.
@@ -8,7 +8,7 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 use zeroize::Zeroizing;
 
-use crate::core::{token::TokenEntry, Core, SealConfig, SealStatus};
+use crate::core::{Core, SealConfig, SealStatus};
 use crate::logical::{ApiError, Operation, Request, Response};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -38,22 +38,14 @@ pub async fn handle_unauthenticated(core: &Core, req: &Request) -> Option<Result
     Some(result)
 }
 
-/// Answers the `sys/` paths that need an unsealed core and a token. `None`: not a sys path
-/// this module serves.
-pub async fn handle_authenticated(
-    core: &Core,
-    token: &TokenEntry,
-    req: &Request,
-) -> Option<Result<Response, ApiError>> {
+/// The seal-related `sys/` paths that need a token; the router has already checked the ACL
+/// (including `sudo` for seal, rotate and raw). `None`: not one of them.
+pub async fn handle_authenticated(core: &Core, req: &Request) -> Option<Result<Response, ApiError>> {
     use Operation::*;
-    // Only the root token exists until ACL policies arrive; every sys path here needs sudo.
     let result = match (req.path.as_str(), req.operation) {
-        ("sys/seal", Update) => require_root(token).and(core.seal().await.map(|()| Response::NoContent)),
-        ("sys/rotate" | "sys/rotate/keyring", Update) => match require_root(token) {
-            Ok(()) => rotate(core).await,
-            Err(err) => Err(err),
-        },
-        ("sys/key-status", Read) => require_root(token).and_then(|()| key_status(core)),
+        ("sys/seal", Update) => core.seal().await.map(|()| Response::NoContent),
+        ("sys/rotate" | "sys/rotate/keyring", Update) => rotate(core).await,
+        ("sys/key-status", Read) => key_status(core),
         ("sys/seal" | "sys/rotate" | "sys/rotate/keyring" | "sys/key-status", _) => {
             Err(ApiError::unsupported_operation())
         }
@@ -61,26 +53,15 @@ pub async fn handle_authenticated(
             if !core.config.raw_storage_endpoint {
                 return None;
             }
-            match require_root(token) {
-                Ok(()) => raw(core, req).await,
-                Err(err) => Err(err),
-            }
+            raw(core, req).await
         }
         _ => return None,
     };
     Some(result)
 }
 
-fn require_root(token: &TokenEntry) -> Result<(), ApiError> {
-    if token.is_root() {
-        Ok(())
-    } else {
-        Err(ApiError::permission_denied())
-    }
-}
-
 /// Reads an integer field; JSON numbers and numeric strings are accepted.
-fn int_field(req: &Request, name: &str) -> Result<Option<i64>, ApiError> {
+pub(crate) fn int_field(req: &Request, name: &str) -> Result<Option<i64>, ApiError> {
     match req.field(name) {
         None => Ok(None),
         Some(Value::Number(n)) => {
@@ -95,7 +76,7 @@ fn int_field(req: &Request, name: &str) -> Result<Option<i64>, ApiError> {
     }
 }
 
-fn bool_field(req: &Request, name: &str) -> Result<bool, ApiError> {
+pub(crate) fn bool_field(req: &Request, name: &str) -> Result<bool, ApiError> {
     match req.field(name) {
         None => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
@@ -117,7 +98,7 @@ fn case_insensitive(req: &Request) -> Request {
     Request { data, ..req.clone() }
 }
 
-fn truncate(s: &str) -> String {
+pub(crate) fn truncate(s: &str) -> String {
     s.chars().take(40).collect()
 }
 

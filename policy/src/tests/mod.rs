@@ -1,0 +1,5 @@
+//! Crate-level tests: the decision table, parse errors and properties.
+
+mod decisions;
+mod parsing;
+mod properties;

@@ -1,0 +1,423 @@
+//! The mount tables: which engine serves which path prefix, each with its own storage view.
+//!
+//! Two tables, as in Vault: secret engines (`sys/mounts`, paths like `secret/`) and
+//! credential backends (`sys/auth`, served under `auth/<path>`). Both are stored through
+//! the barrier (`core/mounts`, `core/auth`). The in-memory table is an immutable snapshot
+//! swapped whole on change, so request routing never waits on a mount operation.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use super::barrier::Barrier;
+use super::view::StorageView;
+use crate::backends::{self, LogicalBackend};
+use crate::logical::ApiError;
+
+const SECRET_TABLE_PATH: &str = "core/mounts";
+const AUTH_TABLE_PATH: &str = "core/auth";
+
+/// Which table a mount lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountTableKind {
+    Secret,
+    Auth,
+}
+
+/// Per-mount settings (`config` in Vault's mount info).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MountConfig {
+    /// Seconds; 0 = the system default.
+    pub default_lease_ttl: u64,
+    pub max_lease_ttl: u64,
+    pub force_no_cache: bool,
+    pub audit_non_hmac_request_keys: Vec<String>,
+    pub audit_non_hmac_response_keys: Vec<String>,
+    pub listing_visibility: String,
+    pub passthrough_request_headers: Vec<String>,
+    pub allowed_response_headers: Vec<String>,
+    /// Auth mounts only.
+    pub token_type: Option<String>,
+}
+
+/// One row of a mount table, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MountEntry {
+    pub table: MountTableKind,
+    /// Relative to its table, ending in `/` (`secret/`, `userpass/`).
+    pub path: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub description: String,
+    pub accessor: String,
+    pub uuid: String,
+    #[serde(default)]
+    pub local: bool,
+    #[serde(default)]
+    pub seal_wrap: bool,
+    #[serde(default)]
+    pub external_entropy_access: bool,
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    #[serde(default)]
+    pub config: MountConfig,
+}
+
+impl MountEntry {
+    pub fn new(table: MountTableKind, path: &str, kind: &str, description: &str) -> MountEntry {
+        let accessor = match table {
+            MountTableKind::Secret => format!("{kind}_{}", arcanum_crypto::token::random_hex(4)),
+            MountTableKind::Auth => format!("auth_{kind}_{}", arcanum_crypto::token::random_hex(4)),
+        };
+        MountEntry {
+            table,
+            path: path.to_owned(),
+            kind: kind.to_owned(),
+            description: description.to_owned(),
+            accessor,
+            uuid: uuid::Uuid::new_v4().to_string(),
+            local: false,
+            seal_wrap: false,
+            external_entropy_access: false,
+            options: BTreeMap::new(),
+            config: MountConfig::default(),
+        }
+    }
+
+    /// The request path prefix that reaches this mount (`secret/`, `auth/userpass/`).
+    pub fn route_prefix(&self) -> String {
+        match self.table {
+            MountTableKind::Secret => self.path.clone(),
+            MountTableKind::Auth => format!("auth/{}", self.path),
+        }
+    }
+
+    /// Storage prefix of the mount's private view.
+    pub fn storage_prefix(&self) -> String {
+        match self.table {
+            MountTableKind::Secret => format!("logical/{}/", self.uuid),
+            MountTableKind::Auth => format!("auth/{}/", self.uuid),
+        }
+    }
+
+    /// Vault's mount info object (`sys/mounts`, `sys/auth`, `sys/internal/ui/mounts/*`).
+    pub fn info(&self) -> Value {
+        let mut config = json!({
+            "default_lease_ttl": self.config.default_lease_ttl,
+            "max_lease_ttl": self.config.max_lease_ttl,
+            "force_no_cache": self.config.force_no_cache,
+        });
+        if let Value::Object(map) = &mut config {
+            if !self.config.audit_non_hmac_request_keys.is_empty() {
+                map.insert("audit_non_hmac_request_keys".into(), json!(self.config.audit_non_hmac_request_keys));
+            }
+            if !self.config.audit_non_hmac_response_keys.is_empty() {
+                map.insert("audit_non_hmac_response_keys".into(), json!(self.config.audit_non_hmac_response_keys));
+            }
+            if !self.config.listing_visibility.is_empty() {
+                map.insert("listing_visibility".into(), json!(self.config.listing_visibility));
+            }
+            if !self.config.passthrough_request_headers.is_empty() {
+                map.insert("passthrough_request_headers".into(), json!(self.config.passthrough_request_headers));
+            }
+            if !self.config.allowed_response_headers.is_empty() {
+                map.insert("allowed_response_headers".into(), json!(self.config.allowed_response_headers));
+            }
+            if self.table == MountTableKind::Auth {
+                map.insert("token_type".into(), json!(self.config.token_type.as_deref().unwrap_or("default-service")));
+            }
+        }
+        json!({
+            "type": self.kind,
+            "description": self.description,
+            "accessor": self.accessor,
+            "uuid": self.uuid,
+            "local": self.local,
+            "seal_wrap": self.seal_wrap,
+            "external_entropy_access": self.external_entropy_access,
+            "options": if self.options.is_empty() { Value::Null } else { json!(self.options) },
+            "config": config,
+            "plugin_version": "",
+            "running_plugin_version": format!("v{}+builtin.arcanum", env!("CARGO_PKG_VERSION")),
+            "running_sha256": "",
+            "deprecation_status": "supported",
+        })
+    }
+}
+
+/// A mount with its live backend and storage view.
+#[derive(Debug)]
+pub struct Mount {
+    pub entry: MountEntry,
+    pub backend: Arc<dyn LogicalBackend>,
+    pub view: StorageView,
+}
+
+/// Both mount tables of an unsealed core.
+#[derive(Debug)]
+pub struct MountTable {
+    barrier: Arc<Barrier>,
+    /// Sorted by route prefix; replaced whole on every change.
+    mounts: RwLock<Arc<Vec<Arc<Mount>>>>,
+    /// Serialises enable/disable/tune/remount so two changes never race on the stored table.
+    change: tokio::sync::Mutex<()>,
+}
+
+/// Paths no mount may take, as in Vault.
+const RESERVED: [&str; 4] = ["sys/", "auth/", "cubbyhole/", "identity/"];
+
+impl MountTable {
+    /// Loads both tables, writing the defaults on first unseal.
+    pub async fn load(barrier: Arc<Barrier>) -> Result<MountTable, ApiError> {
+        let root = StorageView::new(Arc::clone(&barrier), "");
+        let mut entries: Vec<MountEntry> = Vec::new();
+        for (path, table) in [(SECRET_TABLE_PATH, MountTableKind::Secret), (AUTH_TABLE_PATH, MountTableKind::Auth)] {
+            match root.get_json::<Vec<MountEntry>>(path).await? {
+                Some(stored) => entries.extend(stored),
+                None => {
+                    let defaults = default_entries(table);
+                    root.put_json(path, &defaults).await?;
+                    entries.extend(defaults);
+                }
+            }
+        }
+        let mut mounts = Vec::with_capacity(entries.len());
+        for entry in entries {
+            mounts.push(Arc::new(instantiate(&barrier, entry)?));
+        }
+        mounts.sort_by_key(|m| m.entry.route_prefix());
+        Ok(MountTable { barrier, mounts: RwLock::new(Arc::new(mounts)), change: tokio::sync::Mutex::new(()) })
+    }
+
+    fn snapshot(&self) -> Arc<Vec<Arc<Mount>>> {
+        Arc::clone(&self.mounts.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    /// The mount serving `path` (longest prefix) and the path relative to it.
+    pub fn resolve(&self, path: &str) -> Option<(Arc<Mount>, String)> {
+        let mounts = self.snapshot();
+        mounts
+            .iter()
+            .filter_map(|mount| {
+                let prefix = mount.entry.route_prefix();
+                if let Some(rest) = path.strip_prefix(prefix.as_str()) {
+                    Some((prefix.len(), mount, rest.to_owned()))
+                } else if format!("{path}/") == prefix {
+                    Some((prefix.len(), mount, String::new()))
+                } else {
+                    None
+                }
+            })
+            .max_by_key(|(len, _, _)| *len)
+            .map(|(_, mount, rest)| (Arc::clone(mount), rest))
+    }
+
+    /// Every mount of one table.
+    pub fn entries(&self, table: MountTableKind) -> Vec<MountEntry> {
+        self.snapshot().iter().filter(|m| m.entry.table == table).map(|m| m.entry.clone()).collect()
+    }
+
+    pub fn get(&self, table: MountTableKind, path: &str) -> Option<Arc<Mount>> {
+        self.snapshot().iter().find(|m| m.entry.table == table && m.entry.path == path).cloned()
+    }
+
+    /// Enables a new mount. The path must not overlap an existing one in either direction.
+    pub async fn enable(&self, entry: MountEntry) -> Result<(), ApiError> {
+        let _change = self.change.lock().await;
+        validate_path(&entry)?;
+        let prefix = entry.route_prefix();
+        for existing in self.snapshot().iter() {
+            let other = existing.entry.route_prefix();
+            if prefix.starts_with(&other) || other.starts_with(&prefix) {
+                return Err(ApiError::bad_request(format!("path is already in use at {other}")));
+            }
+        }
+        let mount = Arc::new(instantiate(&self.barrier, entry)?);
+        let mut next: Vec<Arc<Mount>> = self.snapshot().iter().cloned().collect();
+        next.push(mount);
+        self.commit(next).await
+    }
+
+    /// Disables a mount and deletes all of its data.
+    pub async fn disable(&self, table: MountTableKind, path: &str) -> Result<Option<MountEntry>, ApiError> {
+        let _change = self.change.lock().await;
+        let Some(mount) = self.get(table, path) else {
+            return Ok(None);
+        };
+        if !removable(&mount.entry) {
+            return Err(ApiError::bad_request(format!("cannot unmount {:?}", mount.entry.route_prefix())));
+        }
+        let next: Vec<Arc<Mount>> = self.snapshot().iter().filter(|m| !Arc::ptr_eq(m, &mount)).cloned().collect();
+        // Table first: once it is gone from the table nothing can reach the data, so a crash
+        // part-way through the deletion leaves only unreachable records, never a half mount.
+        self.commit(next).await?;
+        mount.view.clear().await?;
+        Ok(Some(mount.entry.clone()))
+    }
+
+    /// Replaces an entry (tune); the backend is rebuilt when its options change.
+    pub async fn update(&self, entry: MountEntry) -> Result<(), ApiError> {
+        let _change = self.change.lock().await;
+        let mut next: Vec<Arc<Mount>> = self.snapshot().iter().cloned().collect();
+        let Some(slot) = next.iter_mut().find(|m| m.entry.table == entry.table && m.entry.path == entry.path) else {
+            return Err(ApiError::bad_request(format!("no mount at {}", entry.route_prefix())));
+        };
+        *slot = Arc::new(instantiate(&self.barrier, entry)?);
+        self.commit(next).await
+    }
+
+    /// Moves a mount to a new path; its data (keyed by UUID) stays where it is.
+    pub async fn remount(&self, table: MountTableKind, from: &str, to: &str) -> Result<(), ApiError> {
+        let _change = self.change.lock().await;
+        let Some(mount) = self.get(table, from) else {
+            return Err(ApiError::bad_request(format!("no mount at {from}")));
+        };
+        if !removable(&mount.entry) {
+            return Err(ApiError::bad_request(format!("cannot remount {from:?}")));
+        }
+        let mut entry = mount.entry.clone();
+        entry.path = to.to_owned();
+        validate_path(&entry)?;
+        let prefix = entry.route_prefix();
+        for existing in self.snapshot().iter().filter(|m| !Arc::ptr_eq(m, &mount)) {
+            let other = existing.entry.route_prefix();
+            if prefix.starts_with(&other) || other.starts_with(&prefix) {
+                return Err(ApiError::bad_request(format!("path is already in use at {other}")));
+            }
+        }
+        let mut next: Vec<Arc<Mount>> = self.snapshot().iter().filter(|m| !Arc::ptr_eq(m, &mount)).cloned().collect();
+        next.push(Arc::new(Mount { entry, backend: Arc::clone(&mount.backend), view: mount.view.clone() }));
+        self.commit(next).await
+    }
+
+    /// Persists both tables atomically, then publishes the new snapshot.
+    async fn commit(&self, mut next: Vec<Arc<Mount>>) -> Result<(), ApiError> {
+        next.sort_by_key(|m| m.entry.route_prefix());
+        let table = |kind| next.iter().filter(|m| m.entry.table == kind).map(|m| m.entry.clone()).collect::<Vec<_>>();
+        let encode = |entries: Vec<MountEntry>| serde_json::to_vec(&entries).map_err(|_| ApiError::internal());
+        let root = StorageView::new(Arc::clone(&self.barrier), "");
+        root.batch(vec![
+            super::view::ViewOp::Put { key: SECRET_TABLE_PATH.into(), value: encode(table(MountTableKind::Secret))? },
+            super::view::ViewOp::Put { key: AUTH_TABLE_PATH.into(), value: encode(table(MountTableKind::Auth))? },
+        ])
+        .await?;
+        *self.mounts.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(next);
+        Ok(())
+    }
+}
+
+fn instantiate(barrier: &Arc<Barrier>, entry: MountEntry) -> Result<Mount, ApiError> {
+    let backend = backends::build(&entry)?;
+    let view = StorageView::new(Arc::clone(barrier), entry.storage_prefix());
+    Ok(Mount { entry, backend, view })
+}
+
+/// The built-in mounts that cannot be disabled or moved.
+fn removable(entry: &MountEntry) -> bool {
+    !matches!(
+        (entry.table, entry.kind.as_str()),
+        (MountTableKind::Secret, "system" | "cubbyhole" | "identity") | (MountTableKind::Auth, "token")
+    )
+}
+
+fn validate_path(entry: &MountEntry) -> Result<(), ApiError> {
+    let path = entry.path.as_str();
+    if path.is_empty() || path == "/" {
+        return Err(ApiError::bad_request("a mount path is required"));
+    }
+    if path.split('/').any(|segment| segment == "." || segment == "..") || path.contains(['*', '+', '\0']) {
+        return Err(ApiError::bad_request(format!("invalid mount path {path:?}")));
+    }
+    if entry.table == MountTableKind::Secret {
+        if let Some(reserved) = RESERVED.iter().find(|r| path.starts_with(**r)) {
+            return Err(ApiError::bad_request(format!("cannot mount under reserved path {reserved:?}")));
+        }
+    }
+    Ok(())
+}
+
+fn default_entries(table: MountTableKind) -> Vec<MountEntry> {
+    match table {
+        MountTableKind::Secret => {
+            let mut cubbyhole = MountEntry::new(table, "cubbyhole/", "cubbyhole", "per-token private secret storage");
+            cubbyhole.local = true;
+            vec![
+                cubbyhole,
+                MountEntry::new(table, "sys/", "system", "system endpoints used for control, policy and debugging"),
+            ]
+        }
+        MountTableKind::Auth => vec![MountEntry::new(table, "token/", "token", "token based credentials")],
+    }
+}
+
+/// Normalises a user-given mount path: no leading `/`, one trailing `/`.
+pub fn normalize_mount_path(path: &str) -> String {
+    let trimmed = path.trim_matches('/');
+    format!("{trimmed}/")
+}
+
+/// Parses a mount `config` object from a request (enable or tune).
+pub fn apply_config(config: &mut MountConfig, input: &Map<String, Value>) -> Result<(), ApiError> {
+    use arcanum_config::duration::parse_duration_value;
+    for (key, value) in input {
+        if value.is_null() {
+            continue;
+        }
+        let list = |value: &Value| -> Result<Vec<String>, ApiError> {
+            match value {
+                Value::String(s) => {
+                    Ok(s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
+                }
+                Value::Array(items) => items
+                    .iter()
+                    .map(|item| {
+                        item.as_str()
+                            .map(String::from)
+                            .ok_or_else(|| ApiError::bad_request(format!("{key} must be a list of strings")))
+                    })
+                    .collect(),
+                _ => Err(ApiError::bad_request(format!("{key} must be a list of strings"))),
+            }
+        };
+        let ttl = |value: &Value| -> Result<u64, ApiError> {
+            if value.as_str() == Some("system") {
+                return Ok(0);
+            }
+            parse_duration_value(value)
+                .map(|d| d.as_secs())
+                .map_err(|err| ApiError::bad_request(format!("invalid {key}: {err}")))
+        };
+        match key.as_str() {
+            "default_lease_ttl" => config.default_lease_ttl = ttl(value)?,
+            "max_lease_ttl" => config.max_lease_ttl = ttl(value)?,
+            "force_no_cache" => {
+                config.force_no_cache =
+                    value.as_bool().ok_or_else(|| ApiError::bad_request("force_no_cache must be a boolean"))?
+            }
+            "audit_non_hmac_request_keys" => config.audit_non_hmac_request_keys = list(value)?,
+            "audit_non_hmac_response_keys" => config.audit_non_hmac_response_keys = list(value)?,
+            "passthrough_request_headers" => config.passthrough_request_headers = list(value)?,
+            "allowed_response_headers" => config.allowed_response_headers = list(value)?,
+            "listing_visibility" => {
+                let visibility = value.as_str().unwrap_or_default();
+                if !matches!(visibility, "" | "unauth" | "hidden") {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid listing_visibility {visibility:?}: expected \"unauth\" or \"hidden\""
+                    )));
+                }
+                config.listing_visibility = visibility.to_owned();
+            }
+            "token_type" => config.token_type = value.as_str().map(String::from),
+            "plugin_version" | "description" | "options" | "plugin_name" => {}
+            other => return Err(ApiError::bad_request(format!("unknown mount config key {other:?}"))),
+        }
+    }
+    if config.max_lease_ttl != 0 && config.default_lease_ttl > config.max_lease_ttl {
+        return Err(ApiError::bad_request("default_lease_ttl cannot be greater than max_lease_ttl"));
+    }
+    Ok(())
+}

@@ -1,0 +1,48 @@
+//! The `sys/` backend: seal lifecycle, mounts, policies and capabilities.
+//!
+//! The router calls in three places: [`handle_unauthenticated`] before the seal gate,
+//! [`handle_optional_token`] for paths that work without a token but read one if given,
+//! and [`handle_authenticated`] after the token and ACL checks.
+
+mod mounts;
+mod policies;
+pub mod seal;
+
+use std::sync::Arc;
+
+pub use seal::{decode_share, seal_status_json};
+
+use crate::core::{Core, Unsealed};
+use crate::logical::{ApiError, Request, Response};
+use crate::router::Caller;
+
+pub async fn handle_unauthenticated(core: &Core, req: &Request) -> Option<Result<Response, ApiError>> {
+    seal::handle_unauthenticated(core, req).await
+}
+
+/// `sys/internal/ui/mounts[/*]`: served without a token, but a token widens what is shown.
+pub async fn handle_optional_token(
+    _core: &Core,
+    unsealed: &Arc<Unsealed>,
+    req: &Request,
+) -> Option<Result<Response, ApiError>> {
+    if req.path == "sys/internal/ui/mounts" || req.path.starts_with("sys/internal/ui/mounts/") {
+        return Some(mounts::internal_ui_mounts(unsealed, req).await);
+    }
+    None
+}
+
+pub async fn handle_authenticated(
+    core: &Core,
+    unsealed: &Arc<Unsealed>,
+    caller: &Caller,
+    req: &Request,
+) -> Option<Result<Response, ApiError>> {
+    if let Some(result) = seal::handle_authenticated(core, req).await {
+        return Some(result);
+    }
+    if let Some(result) = mounts::handle(unsealed, req).await {
+        return Some(result);
+    }
+    policies::handle(unsealed, caller, req).await
+}
