@@ -152,6 +152,10 @@ def test_mounts_and_auth_methods_through_hvac(root):
     root.sys.enable_auth_method("userpass", path="userpass")
     assert "userpass/" in root.sys.list_auth_methods()["data"]
     assert "token/" in root.sys.list_auth_methods()["data"]
+    root.sys.tune_auth_method(path="userpass", default_lease_ttl="30m", max_lease_ttl="1h")
+    assert root.sys.read_auth_method_tuning(path="userpass")["data"]["default_lease_ttl"] == 1800
+    root.sys.disable_auth_method(path="userpass")
+    assert "userpass/" not in root.sys.list_auth_methods()["data"]
 
 
 def test_userpass_login_through_hvac(root, server):  # noqa: F811
