@@ -92,6 +92,22 @@ pub async fn handle(
     }
 }
 
+/// Vault's policy globs: `*` matches any run of characters, anywhere in the pattern.
+fn glob_match(pattern: &str, value: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let Some(first) = parts.next() else { return pattern == value };
+    let Some(mut rest) = value.strip_prefix(first) else { return false };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else { return rest.is_empty() };
+    for part in middle {
+        match rest.find(part) {
+            Some(index) => rest = &rest[index + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
 fn string(req: &Request, name: &str) -> Result<Option<String>, ApiError> {
     match req.field(name) {
         None => Ok(None),
@@ -250,13 +266,22 @@ async fn create(
         },
     };
     if let Some(role) = &role {
-        if let Some(denied) = policies.iter().find(|p| role.disallowed_policies.contains(p)) {
+        let matches_any = |policy: &str, exact: &[String], globs: &[String]| {
+            exact.iter().any(|p| p == policy) || globs.iter().any(|g| glob_match(g, policy))
+        };
+        if let Some(denied) =
+            policies.iter().find(|p| matches_any(p, &role.disallowed_policies, &role.disallowed_policies_glob))
+        {
             return Err(ApiError::bad_request(format!(
                 "token policies ({denied}) must not be in the role's disallowed_policies"
             )));
         }
-        if !role.allowed_policies.is_empty() {
-            if let Some(outside) = policies.iter().find(|p| *p != "default" && !role.allowed_policies.contains(p)) {
+        let restricted = !role.allowed_policies.is_empty() || !role.allowed_policies_glob.is_empty();
+        if restricted {
+            if let Some(outside) = policies
+                .iter()
+                .find(|p| *p != "default" && !matches_any(p, &role.allowed_policies, &role.allowed_policies_glob))
+            {
                 return Err(ApiError::bad_request(format!(
                     "token policies ({outside}) must be subset of the role's allowed policies"
                 )));
@@ -407,5 +432,27 @@ async fn role(unsealed: &Unsealed, req: &Request, name: &str) -> Result<Response
             Ok(Response::NoContent)
         }
         _ => Err(ApiError::unsupported_operation()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn policy_globs() {
+        for (pattern, value, expected) in [
+            ("dev-*", "dev-app", true),
+            ("dev-*", "prod-app", false),
+            ("*-ro", "kv-ro", true),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "axxbyy", false),
+            ("exact", "exact", true),
+            ("exact", "exactly", false),
+            ("*", "anything", true),
+            ("ab*ba", "aba", false),
+        ] {
+            assert_eq!(glob_match(pattern, value), expected, "{pattern} vs {value}");
+        }
     }
 }

@@ -280,3 +280,38 @@ fn mounts_can_be_enabled_tuned_moved_and_disabled_with_their_data() {
     assert_eq!(server.get("kv/data/metadata/tricky", root).1["data"]["data"]["named"], json!("like a v2 record"));
     assert_eq!(server.put("sys/mounts/kv/tune", root, json!({ "options": { "version": "1" } })).0, 400);
 }
+
+#[test]
+fn token_roles_limit_policies_and_shape_tokens() {
+    let (server, root) = ready();
+    let root = Some(root.as_str());
+    for name in ["dev-app", "dev-db", "prod-db"] {
+        policy(&server, root.unwrap(), name, r#"path "secret/data/x" { capabilities = ["read"] }"#);
+    }
+    let (status, body) = server.put(
+        "auth/token/roles/dev",
+        root,
+        json!({ "allowed_policies_glob": ["dev-*"], "disallowed_policies": "dev-db", "orphan": true, "token_period": "1h" }),
+    );
+    assert_eq!(status, 204, "{body}");
+    let (status, role) = server.get("auth/token/roles/dev", root);
+    assert_eq!(status, 200);
+    assert_eq!(role["data"]["token_period"], json!(3600));
+    assert_eq!(server.request("LIST", "auth/token/roles", root, None).1["data"]["keys"], json!(["dev"]));
+
+    let (status, created) = server.put("auth/token/create/dev", root, json!({ "policies": ["dev-app"] }));
+    assert_eq!(status, 200, "{created}");
+    assert_eq!(created["auth"]["orphan"], json!(true));
+    assert_eq!(created["auth"]["lease_duration"], json!(3600));
+    let token = created["auth"]["client_token"].as_str().unwrap();
+    let (_, me) = server.get("auth/token/lookup-self", Some(token));
+    assert_eq!(me["data"]["role"], json!("dev"));
+    assert_eq!(me["data"]["period"], json!(3600));
+    assert_eq!(me["data"]["path"], json!("auth/token/create/dev"));
+    for refused in ["prod-db", "dev-db"] {
+        let (status, body) = server.put("auth/token/create/dev", root, json!({ "policies": [refused] }));
+        assert_eq!(status, 400, "{refused}: {body}");
+    }
+    assert_eq!(server.request("DELETE", "auth/token/roles/dev", root, None).0, 204);
+    assert_eq!(server.put("auth/token/create/dev", root, json!({})).0, 400);
+}
