@@ -205,10 +205,16 @@ impl TestServer {
         panic!("still sealed after {} keys", keys.len());
     }
 
-    /// Runs the CLI against this server; returns (exit code, stdout, stderr).
+    /// Runs the CLI against this server; returns (exit code, stdout, stderr). HOME is the
+    /// server's temporary directory, so a developer's `~/.arcanum-token` never leaks in.
     pub fn cli(&self, args: &[&str], token: Option<&str>) -> (i32, String, String) {
         let mut command = Command::new(binary());
-        command.args(args).env("ARCANUM_ADDR", &self.addr).env_remove("VAULT_ADDR").env_remove("VAULT_TOKEN");
+        command
+            .args(args)
+            .env("ARCANUM_ADDR", &self.addr)
+            .env("HOME", self.dir.path())
+            .env_remove("VAULT_ADDR")
+            .env_remove("VAULT_TOKEN");
         match token {
             Some(token) => command.env("ARCANUM_TOKEN", token),
             None => command.env_remove("ARCANUM_TOKEN"),
@@ -217,6 +223,43 @@ impl TestServer {
             command.env("ARCANUM_CACERT", ca);
         }
         let output = command.stdin(Stdio::null()).output().expect("run cli");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// Like [`TestServer::cli`] without a token, plus environment variables (an empty value
+    /// removes the variable) and optional stdin text. HOME defaults to the server's directory.
+    pub fn cli_with(&self, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> (i32, String, String) {
+        use std::io::Write as _;
+        let mut command = Command::new(binary());
+        command
+            .args(args)
+            .env("ARCANUM_ADDR", &self.addr)
+            .env("HOME", self.dir.path())
+            .env_remove("ARCANUM_TOKEN")
+            .env_remove("VAULT_ADDR")
+            .env_remove("VAULT_TOKEN");
+        if let Some(ca) = &self.ca_cert {
+            command.env("ARCANUM_CACERT", ca);
+        }
+        for (name, value) in env {
+            if value.is_empty() {
+                command.env_remove(name);
+            } else {
+                command.env(name, value);
+            }
+        }
+        command.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().expect("run cli");
+        if let Some(text) = stdin {
+            let mut pipe = child.stdin.take().expect("stdin");
+            pipe.write_all(text.as_bytes()).expect("write stdin");
+        }
+        let output = child.wait_with_output().expect("wait cli");
         (
             output.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&output.stdout).into_owned(),

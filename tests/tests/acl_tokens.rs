@@ -283,10 +283,10 @@ fn mounts_can_be_enabled_tuned_moved_and_disabled_with_their_data() {
 
 #[test]
 fn token_roles_limit_policies_and_shape_tokens() {
-    let (server, root) = ready();
-    let root = Some(root.as_str());
+    let (server, root_token) = ready();
+    let root = Some(root_token.as_str());
     for name in ["dev-app", "dev-db", "prod-db"] {
-        policy(&server, root.unwrap(), name, r#"path "secret/data/x" { capabilities = ["read"] }"#);
+        policy(&server, &root_token, name, r#"path "secret/data/x" { capabilities = ["read"] }"#);
     }
     let (status, body) = server.put(
         "auth/token/roles/dev",

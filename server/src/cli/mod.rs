@@ -1,12 +1,19 @@
-//! The `arcanum` command line: `server`, `operator ...` and `status`, Vault-style.
+//! The `arcanum` command line, Vault-style: `server`, `operator ...`, `status`, `login`, the
+//! generic `read|write|list|delete`, `kv ...`, `policy ...`, `token ...`, `secrets ...`, `auth ...`.
 //!
 //! Vault's CLI takes single-dash long flags (`-dev`, `-key-shares=5`); clap wants two dashes,
 //! so [`vault_style_args`] rewrites them before parsing. Exit codes follow Vault: 0 success,
 //! 1 error, 2 usage error (and `status` when sealed).
 
 mod client;
+mod generic;
+mod kv;
+mod mounts;
 mod operator;
+mod output;
+mod policy;
 mod server;
+mod token;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -59,6 +66,41 @@ enum Command {
     },
     /// Print the seal status (exit code 2 when sealed).
     Status,
+    /// Authenticate and store the token in ~/.arcanum-token.
+    Login(token::LoginArgs),
+    /// Read any API path (exit code 2 when nothing is there).
+    Read(generic::ReadArgs),
+    /// Write `key=value` data to any API path.
+    Write(generic::WriteArgs),
+    /// List the keys under any API path.
+    List(generic::ListArgs),
+    /// Delete any API path.
+    Delete(generic::DeleteArgs),
+    /// Key/value secrets, v1 or v2 (detected like the vault CLI).
+    Kv {
+        #[command(subcommand)]
+        command: kv::KvCommand,
+    },
+    /// ACL policies.
+    Policy {
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
+    },
+    /// Tokens: create, lookup, renew, revoke, capabilities.
+    Token {
+        #[command(subcommand)]
+        command: token::TokenCommand,
+    },
+    /// Secrets engines: enable, disable, list, tune.
+    Secrets {
+        #[command(subcommand)]
+        command: mounts::SecretsCommand,
+    },
+    /// Auth methods: enable, disable, list.
+    Auth {
+        #[command(subcommand)]
+        command: mounts::AuthCommand,
+    },
 }
 
 /// Rewrites Vault's single-dash long flags (`-dev`, `-config=f`) into clap's `--dev`, `--config=f`.
@@ -107,6 +149,16 @@ pub fn main() -> ExitCode {
             Command::Server(args) => server::run(args).await,
             Command::Operator { command } => operator::run(command, &cli.client).await,
             Command::Status => operator::status(&cli.client).await,
+            Command::Login(login) => token::login(&cli.client, login).await,
+            Command::Read(read) => generic::read(&cli.client, read).await,
+            Command::Write(write) => generic::write(&cli.client, write).await,
+            Command::List(list) => generic::list(&cli.client, list).await,
+            Command::Delete(delete) => generic::delete(&cli.client, delete).await,
+            Command::Kv { command } => kv::run(command, &cli.client).await,
+            Command::Policy { command } => policy::run(command, &cli.client).await,
+            Command::Token { command } => token::run(command, &cli.client).await,
+            Command::Secrets { command } => mounts::secrets(command, &cli.client).await,
+            Command::Auth { command } => mounts::auth(command, &cli.client).await,
         }
     });
     match result {
@@ -147,5 +199,50 @@ mod tests {
         assert!(parse(&["arcanum", "server", "-dev", "-dev-listen-address=127.0.0.1:0"]).is_ok());
         let err = parse(&["arcanum", "operator", "init", "-key-shares=lots"]).unwrap_err();
         assert!(err.use_stderr());
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn client_commands_parse_vault_style() {
+        let parse = |args: &[&str]| Cli::try_parse_from(vault_style_args(args.iter().map(OsString::from)));
+        let ok = [
+            &["arcanum", "kv", "put", "-mount=secret", "-cas=0", "foo", "a=b", "-"][..],
+            &["arcanum", "kv", "get", "-version=2", "-format=json", "secret/foo"],
+            &["arcanum", "kv", "delete", "-versions=1,2", "secret/foo"],
+            &[
+                "arcanum",
+                "kv",
+                "metadata",
+                "put",
+                "-max-versions=3",
+                "-cas-required",
+                "-custom-metadata=a=b",
+                "secret/x",
+            ],
+            &["arcanum", "kv", "metadata", "put", "-cas-required=false", "secret/x"],
+            &["arcanum", "token", "create", "-policy=a", "-policy=b", "-ttl=1h", "-renewable=false", "-metadata=k=v"],
+            &["arcanum", "token", "revoke", "-mode=orphan", "tok"],
+            &["arcanum", "token", "capabilities", "tok", "secret/foo"],
+            &["arcanum", "secrets", "enable", "-path=kv1", "-version=1", "-max-lease-ttl=2h", "kv"],
+            &["arcanum", "login", "-method=userpass", "-path=up", "username=alice", "password=x"],
+            &["arcanum", "write", "-f", "sys/rotate"],
+            &["arcanum", "policy", "write", "dev", "-"],
+        ];
+        for args in ok {
+            assert!(parse(args).is_ok(), "{args:?}: {:?}", parse(args).err());
+        }
+        let Ok(Cli { command: Command::Token { command: token::TokenCommand::Create(create) }, .. }) =
+            parse(&["arcanum", "token", "create", "-policy=a", "-policy=b"])
+        else {
+            panic!("token create did not parse");
+        };
+        assert!(format!("{create:?}").contains(r#"policies: ["a", "b"]"#));
+        assert!(parse(&["arcanum", "token", "capabilities", "a", "b", "c"]).is_err());
+        assert!(parse(&["arcanum", "kv", "put"]).is_err());
     }
 }

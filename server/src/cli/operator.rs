@@ -5,6 +5,7 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use super::output::{print_json, print_table};
 use super::{Client, ClientArgs, Format};
 
 #[derive(Debug, Subcommand)]
@@ -201,18 +202,6 @@ fn key_or_prompt(key: Option<String>, prompt: &str) -> anyhow::Result<String> {
     match key {
         Some(key) if key != "-" => Ok(key),
         _ => rpassword::prompt_password(prompt).context("reading the key from the terminal"),
-    }
-}
-
-fn print_json(value: &Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()));
-}
-
-fn print_table(rows: &[(&str, String)]) {
-    let width = rows.iter().map(|(key, _)| key.len()).max().unwrap_or(3).max(3);
-    println!("{:width$}    Value\n{:width$}    -----", "Key", "---");
-    for (key, value) in rows {
-        println!("{key:width$}    {value}");
     }
 }
 

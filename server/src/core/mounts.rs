@@ -152,6 +152,8 @@ impl MountEntry {
 /// A mount with its live backend and storage view.
 #[derive(Debug)]
 pub struct Mount {
+    /// `entry.route_prefix()`, computed once: routing reads it on every request.
+    pub route: String,
     pub entry: MountEntry,
     pub backend: Arc<dyn LogicalBackend>,
     pub view: StorageView,
@@ -203,10 +205,10 @@ impl MountTable {
         mounts
             .iter()
             .filter_map(|mount| {
-                let prefix = mount.entry.route_prefix();
-                if let Some(rest) = path.strip_prefix(prefix.as_str()) {
+                let prefix = mount.route.as_str();
+                if let Some(rest) = path.strip_prefix(prefix) {
                     Some((prefix.len(), mount, rest.to_owned()))
-                } else if format!("{path}/") == prefix {
+                } else if prefix.strip_suffix('/') == Some(path) {
                     Some((prefix.len(), mount, String::new()))
                 } else {
                     None
@@ -290,7 +292,12 @@ impl MountTable {
             }
         }
         let mut next: Vec<Arc<Mount>> = self.snapshot().iter().filter(|m| !Arc::ptr_eq(m, &mount)).cloned().collect();
-        next.push(Arc::new(Mount { entry, backend: Arc::clone(&mount.backend), view: mount.view.clone() }));
+        next.push(Arc::new(Mount {
+            route: entry.route_prefix(),
+            entry,
+            backend: Arc::clone(&mount.backend),
+            view: mount.view.clone(),
+        }));
         self.commit(next).await
     }
 
@@ -313,7 +320,7 @@ impl MountTable {
 fn instantiate(barrier: &Arc<Barrier>, entry: MountEntry) -> Result<Mount, ApiError> {
     let backend = backends::build(&entry)?;
     let view = StorageView::new(Arc::clone(barrier), entry.storage_prefix());
-    Ok(Mount { entry, backend, view })
+    Ok(Mount { route: entry.route_prefix(), entry, backend, view })
 }
 
 /// The built-in mounts that cannot be disabled or moved.

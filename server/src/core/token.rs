@@ -196,7 +196,17 @@ pub struct TokenStore {
     salt: Zeroizing<Vec<u8>>,
     /// Serialises read-modify-write of token entries (uses, renewals) so none is lost.
     update: tokio::sync::Mutex<()>,
+    /// Decrypted entries by storage hash, so that a request does not pay a storage read
+    /// and a decryption to find its token. Expiry is still checked on every lookup.
+    cache: std::sync::RwLock<std::collections::HashMap<String, TokenEntry>>,
+    /// Bumped after every write to an entry. A lookup that missed the cache fills it only
+    /// if no write happened while it read storage, so a revoked or changed token can never
+    /// be put back into the cache by a reader that raced the write.
+    writes: std::sync::atomic::AtomicU64,
 }
+
+/// Entries kept in the token cache; beyond it the cache starts over.
+const CACHE_CAPACITY: usize = 16_384;
 
 impl std::fmt::Debug for TokenStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -220,7 +230,13 @@ impl TokenStore {
                 salt
             }
         };
-        Ok(TokenStore { barrier, salt: Zeroizing::new(salt), update: tokio::sync::Mutex::new(()) })
+        Ok(TokenStore {
+            barrier,
+            salt: Zeroizing::new(salt),
+            update: tokio::sync::Mutex::new(()),
+            cache: Default::default(),
+            writes: Default::default(),
+        })
     }
 
     /// The storage name of a token or accessor value.
@@ -309,12 +325,38 @@ impl TokenStore {
     }
 
     async fn entry_by_hash(&self, id_hash: &str) -> Result<Option<TokenEntry>, ApiError> {
-        match self.barrier.get(&format!("{ID_PREFIX}{id_hash}")).await.map_err(storage_error)? {
-            Some(raw) => serde_json::from_slice(&raw).map(Some).map_err(|err| {
-                tracing::error!(error = %err, "token entry does not parse");
-                ApiError::internal()
-            }),
-            None => Ok(None),
+        use std::sync::atomic::Ordering;
+        if let Some(entry) = self.cache.read().unwrap_or_else(|p| p.into_inner()).get(id_hash) {
+            return Ok(Some(entry.clone()));
+        }
+        let writes_before = self.writes.load(Ordering::SeqCst);
+        let entry: Option<TokenEntry> =
+            match self.barrier.get(&format!("{ID_PREFIX}{id_hash}")).await.map_err(storage_error)? {
+                Some(raw) => Some(serde_json::from_slice(&raw).map_err(|err| {
+                    tracing::error!(error = %err, "token entry does not parse");
+                    ApiError::internal()
+                })?),
+                None => None,
+            };
+        if let Some(entry) = &entry {
+            let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+            if self.writes.load(Ordering::SeqCst) == writes_before {
+                if cache.len() >= CACHE_CAPACITY {
+                    cache.clear();
+                }
+                cache.insert(id_hash.to_owned(), entry.clone());
+            }
+        }
+        Ok(entry)
+    }
+
+    /// Forgets cached entries after a write to them (call once the write is durable).
+    fn invalidate(&self, id_hashes: &[&str]) {
+        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        // Bumped under the cache lock, so no reader can slip a stale entry in between.
+        self.writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        for id_hash in id_hashes {
+            cache.remove(*id_hash);
         }
     }
 
@@ -374,6 +416,7 @@ impl TokenStore {
             .put(&format!("{ID_PREFIX}{}", current.id_hash), &encode(&current)?)
             .await
             .map_err(storage_error)?;
+        self.invalidate(&[&current.id_hash]);
         Ok(Some(before))
     }
 
@@ -415,6 +458,7 @@ impl TokenStore {
         entry.expire_time = Some(now + ttl as i64);
         entry.last_renewal_time = Some(now);
         self.barrier.put(&format!("{ID_PREFIX}{}", entry.id_hash), &encode(&entry)?).await.map_err(storage_error)?;
+        self.invalidate(&[&entry.id_hash]);
         Ok((entry, warning))
     }
 
@@ -452,6 +496,7 @@ impl TokenStore {
                     ])
                     .await
                     .map_err(storage_error)?;
+                self.invalidate(&[&child]);
             }
         }
         self.revoke_one(id_hash).await?;
@@ -469,7 +514,9 @@ impl TokenStore {
         if let Some(parent) = &entry.parent {
             ops.push(BarrierOp::Delete { path: format!("{PARENT_PREFIX}{parent}/{id_hash}") });
         }
-        self.barrier.batch(ops).await.map_err(storage_error)
+        self.barrier.batch(ops).await.map_err(storage_error)?;
+        self.invalidate(&[id_hash]);
+        Ok(())
     }
 
     /// Every live accessor (`LIST auth/token/accessors`).
@@ -632,8 +679,37 @@ mod tests {
         let mut expired = renewed.clone();
         expired.expire_time = Some(unix_now() - 1);
         store.barrier.put(&format!("{ID_PREFIX}{}", expired.id_hash), &encode(&expired).unwrap()).await.unwrap();
+        store.invalidate(&[&expired.id_hash]);
         assert!(store.lookup(&token).await.unwrap().is_none());
         assert!(store.lookup_accessor(&entry.accessor).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_revoked_token_never_comes_back_from_the_cache() {
+        let (_barrier, store) = store().await;
+        let root = store.create_root(None).await.unwrap();
+        let root_entry = store.lookup(&root).await.unwrap().unwrap();
+        let (token, entry) = store.create(child_of(&root_entry, 3600)).await.unwrap();
+        // Warm the cache, then revoke while lookups race the revocation.
+        assert!(store.lookup(&token).await.unwrap().is_some());
+        let store = Arc::new(store);
+        let readers: Vec<_> = (0..8)
+            .map(|_| {
+                let store = Arc::clone(&store);
+                let token = token.clone();
+                tokio::spawn(async move {
+                    for _ in 0..50 {
+                        store.lookup(&token).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        store.revoke_tree(&entry.id_hash).await.unwrap();
+        for reader in readers {
+            reader.await.unwrap();
+        }
+        assert!(store.lookup(&token).await.unwrap().is_none());
+        assert!(store.cache.read().unwrap().get(&entry.id_hash).is_none());
     }
 
     #[tokio::test]
