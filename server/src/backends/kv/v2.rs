@@ -7,9 +7,11 @@
 //!   (kept under the key's own path so that LIST on `metadata/` needs no index);
 //! - `versions/<sha256(path)>/<n>`: the data of version `n`.
 //!
-//! A write changes metadata and version data in one atomic batch. Writes to the same key
-//! are serialised by a striped lock so that check-and-set holds under concurrency, while
-//! writes to different keys proceed in parallel.
+//! The metadata record is each key's commit point: a new version's data is written before
+//! the metadata that references it, and data is deleted only after the metadata stops
+//! referencing it, so a crash leaves at worst unreferenced data, never a dangling version.
+//! Writes to the same key are serialised by a striped lock so that check-and-set holds
+//! under concurrency, while writes to different keys proceed in parallel.
 
 use std::collections::BTreeMap;
 
@@ -19,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use super::{check_key, object_field};
 use crate::backends::{BackendRequest, LogicalBackend};
-use crate::core::view::{StorageView, ViewOp};
+use crate::core::view::StorageView;
 use crate::logical::{ApiError, LogicalResponse, Operation, Response};
 
 /// Versions kept when neither the key nor the engine says otherwise.
@@ -283,13 +285,6 @@ impl KvV2 {
         storage.get_json(&format!("metadata/{key}")).await
     }
 
-    fn meta_op(key: &str, meta: &KeyMeta) -> Result<ViewOp, ApiError> {
-        Ok(ViewOp::Put {
-            key: format!("metadata/{key}"),
-            value: serde_json::to_vec(meta).map_err(|_| ApiError::internal())?,
-        })
-    }
-
     async fn read_data(&self, req: &BackendRequest<'_>, key: &str) -> Result<Response, ApiError> {
         let meta = Self::meta(req.storage, key).await?.ok_or_else(ApiError::not_found)?;
         let version = match u64_field(req, "version")? {
@@ -374,19 +369,26 @@ impl KvV2 {
             (key_value, _) => key_value,
         };
         let prefix = versions_prefix(key);
-        let mut ops = vec![ViewOp::Put {
-            key: format!("{prefix}{version}"),
-            value: serde_json::to_vec(value).map_err(|_| ApiError::internal())?,
-        }];
+        let mut purged = Vec::new();
         while meta.versions.len() as u64 > max_versions {
             let Some((&oldest, _)) = meta.versions.iter().next() else { break };
             meta.versions.remove(&oldest);
-            ops.push(ViewOp::Delete { key: format!("{prefix}{oldest}") });
+            purged.push(format!("{prefix}{oldest}"));
         }
         meta.oldest_version = meta.versions.keys().next().copied().unwrap_or(0);
         let response = meta.version_json(version);
-        ops.push(Self::meta_op(key, &meta)?);
-        storage.batch(ops).await?;
+        // The metadata record is the commit point: the version's data is written first, then
+        // the metadata that makes it visible, then old versions are purged. A crash between
+        // steps leaves only unreferenced data (overwritten by the next write of that version
+        // number), never metadata pointing at nothing. Two single-key writes instead of one
+        // multi-key batch, because sled's atomic batch serialises every writer in the process.
+        storage
+            .put(&format!("{prefix}{version}"), &serde_json::to_vec(value).map_err(|_| ApiError::internal())?)
+            .await?;
+        storage.put_json(&format!("metadata/{key}"), &meta).await?;
+        for stale in purged {
+            storage.delete(&stale).await?;
+        }
         Ok(response)
     }
 
@@ -442,7 +444,7 @@ impl KvV2 {
         let Some(mut meta) = Self::meta(req.storage, key).await? else { return Ok(Response::NoContent) };
         let now = now_string();
         let prefix = versions_prefix(key);
-        let mut ops = Vec::new();
+        let mut destroyed = Vec::new();
         for version in versions {
             let Some(entry) = meta.versions.get_mut(&version) else { continue };
             match action {
@@ -452,13 +454,17 @@ impl KvV2 {
                 "undelete" => {}
                 _ => {
                     entry.destroyed = true;
-                    ops.push(ViewOp::Delete { key: format!("{prefix}{version}") });
+                    destroyed.push(format!("{prefix}{version}"));
                 }
             }
         }
         meta.updated_time = now;
-        ops.push(Self::meta_op(key, &meta)?);
-        req.storage.batch(ops).await?;
+        // Metadata first: once it says "destroyed" the data is unreachable even if the
+        // deletion below is interrupted.
+        req.storage.put_json(&format!("metadata/{key}"), &meta).await?;
+        for stale in destroyed {
+            req.storage.delete(&stale).await?;
+        }
         Ok(Response::NoContent)
     }
 
@@ -491,7 +497,7 @@ impl KvV2 {
                 meta.custom_metadata = Some(custom);
             }
         }
-        req.storage.batch(vec![Self::meta_op(key, &meta)?]).await?;
+        req.storage.put_json(&format!("metadata/{key}"), &meta).await?;
         Ok(Response::NoContent)
     }
 
@@ -499,10 +505,11 @@ impl KvV2 {
         let _guard = self.stripe(key).lock().await;
         let Some(meta) = Self::meta(req.storage, key).await? else { return Ok(Response::NoContent) };
         let prefix = versions_prefix(key);
-        let mut ops: Vec<ViewOp> =
-            meta.versions.keys().map(|version| ViewOp::Delete { key: format!("{prefix}{version}") }).collect();
-        ops.push(ViewOp::Delete { key: format!("metadata/{key}") });
-        req.storage.batch(ops).await?;
+        // Metadata first, as everywhere: without it no version is reachable.
+        req.storage.delete(&format!("metadata/{key}")).await?;
+        for version in meta.versions.keys() {
+            req.storage.delete(&format!("{prefix}{version}")).await?;
+        }
         Ok(Response::NoContent)
     }
 
