@@ -13,6 +13,7 @@
 pub mod backends;
 pub mod cli;
 pub mod core;
+pub mod fields;
 pub mod http;
 pub mod logical;
 pub mod router;

@@ -4,12 +4,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arcanum_config::duration::parse_duration_value;
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
 use crate::core::token::{TokenEntry, TokenRequest, TokenRole, SYSTEM_MAX_TTL};
 use crate::core::Unsealed;
+use crate::fields;
 use crate::logical::{ApiError, LogicalResponse, Operation, Request, Response};
 use crate::router::Caller;
 
@@ -118,38 +118,11 @@ fn string(req: &Request, name: &str) -> Result<Option<String>, ApiError> {
 }
 
 fn boolean(req: &Request, name: &str, default: bool) -> Result<bool, ApiError> {
-    if req.field(name).is_none() {
-        return Ok(default);
-    }
-    crate::sys::seal::bool_field(req, name)
+    Ok(fields::boolean(req.field(name), name)?.unwrap_or(default))
 }
 
 fn duration(req: &Request, name: &str) -> Result<u64, ApiError> {
-    match req.field(name) {
-        None => Ok(0),
-        Some(value) => parse_duration_value(value)
-            .map(|d| d.as_secs())
-            .map_err(|err| ApiError::bad_request(format!("invalid {name}: {err}"))),
-    }
-}
-
-fn string_list(value: Option<&Value>, name: &str) -> Result<Option<Vec<String>>, ApiError> {
-    match value {
-        None => Ok(None),
-        Some(Value::String(s)) => {
-            Ok(Some(s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()))
-        }
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|item| {
-                item.as_str()
-                    .map(String::from)
-                    .ok_or_else(|| ApiError::bad_request(format!("{name} must be a list of strings")))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some),
-        Some(_) => Err(ApiError::bad_request(format!("{name} must be a list of strings"))),
-    }
+    Ok(fields::duration_secs(req.field(name), name)?.unwrap_or(0))
 }
 
 async fn by_accessor(unsealed: &Unsealed, req: &Request) -> Result<TokenEntry, ApiError> {
@@ -255,7 +228,7 @@ async fn create(
     let ttl = if ttl == 0 { role.as_ref().map_or(0, |r| r.token_ttl) } else { ttl };
 
     // Policies: the caller's unless given; a non-root caller may only hand out a subset.
-    let requested = string_list(req.field("policies"), "policies")?;
+    let requested = fields::string_list(req.field("policies"), "policies")?;
     let no_default_policy =
         boolean(req, "no_default_policy", role.as_ref().is_some_and(|r| r.token_no_default_policy))?;
     let mut policies: Vec<String> = match &requested {
@@ -386,7 +359,7 @@ async fn role(unsealed: &Unsealed, req: &Request, name: &str) -> Result<Response
                 ("token_bound_cidrs", &mut role.token_bound_cidrs),
             ];
             for (field, slot) in lists {
-                if let Some(list) = string_list(req.field(field), field)? {
+                if let Some(list) = fields::string_list(req.field(field), field)? {
                     *slot = list.iter().map(|p| arcanum_policy::normalize_name(p)).collect();
                 }
             }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::{BackendRequest, LogicalBackend};
+use crate::fields;
 use crate::logical::{ApiError, LoginAuth, Operation, Response};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -53,18 +54,7 @@ async fn hash_password(password: String) -> Result<String, ApiError> {
 }
 
 fn list_field(value: &Value, name: &str) -> Result<Vec<String>, ApiError> {
-    match value {
-        Value::String(s) => Ok(s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()),
-        Value::Array(items) => items
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(String::from)
-                    .ok_or_else(|| ApiError::bad_request(format!("{name} must be a list of strings")))
-            })
-            .collect(),
-        _ => Err(ApiError::bad_request(format!("{name} must be a list of strings"))),
-    }
+    Ok(fields::string_list(Some(value), name)?.unwrap_or_default())
 }
 
 fn apply_token_fields(user: &mut User, req: &BackendRequest<'_>) -> Result<(), ApiError> {
@@ -72,11 +62,7 @@ fn apply_token_fields(user: &mut User, req: &BackendRequest<'_>) -> Result<(), A
         if value.is_null() {
             continue;
         }
-        let secs = |value: &Value| {
-            arcanum_config::duration::parse_duration_value(value)
-                .map(|d| d.as_secs())
-                .map_err(|err| ApiError::bad_request(format!("invalid {key}: {err}")))
-        };
+        let secs = |value: &Value| Ok::<u64, ApiError>(fields::duration_secs(Some(value), key)?.unwrap_or(0));
         match key.as_str() {
             "password" | "username" => {}
             "policies" | "token_policies" => {
@@ -86,12 +72,7 @@ fn apply_token_fields(user: &mut User, req: &BackendRequest<'_>) -> Result<(), A
             "ttl" | "token_ttl" => user.token_ttl = secs(value)?,
             "max_ttl" | "token_max_ttl" => user.token_max_ttl = secs(value)?,
             "period" | "token_period" => user.token_period = secs(value)?,
-            "token_num_uses" => {
-                user.token_num_uses = value
-                    .as_u64()
-                    .or_else(|| value.as_str().and_then(|s| s.parse().ok()))
-                    .ok_or_else(|| ApiError::bad_request("token_num_uses must be a non-negative integer"))?
-            }
+            "token_num_uses" => user.token_num_uses = fields::non_negative(Some(value), key)?.unwrap_or(0),
             "token_no_default_policy" => {
                 user.token_no_default_policy =
                     value.as_bool().ok_or_else(|| ApiError::bad_request("token_no_default_policy must be a boolean"))?

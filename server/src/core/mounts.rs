@@ -14,6 +14,7 @@ use serde_json::{json, Map, Value};
 use super::barrier::Barrier;
 use super::view::StorageView;
 use crate::backends::{self, LogicalBackend};
+use crate::fields;
 use crate::logical::ApiError;
 
 const SECRET_TABLE_PATH: &str = "core/mounts";
@@ -369,42 +370,21 @@ pub fn normalize_mount_path(path: &str) -> String {
 
 /// Parses a mount `config` object from a request (enable or tune).
 pub fn apply_config(config: &mut MountConfig, input: &Map<String, Value>) -> Result<(), ApiError> {
-    use arcanum_config::duration::parse_duration_value;
     for (key, value) in input {
         if value.is_null() {
             continue;
         }
-        let list = |value: &Value| -> Result<Vec<String>, ApiError> {
-            match value {
-                Value::String(s) => {
-                    Ok(s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
-                }
-                Value::Array(items) => items
-                    .iter()
-                    .map(|item| {
-                        item.as_str()
-                            .map(String::from)
-                            .ok_or_else(|| ApiError::bad_request(format!("{key} must be a list of strings")))
-                    })
-                    .collect(),
-                _ => Err(ApiError::bad_request(format!("{key} must be a list of strings"))),
-            }
-        };
+        let list = |value: &Value| Ok::<_, ApiError>(fields::string_list(Some(value), key)?.unwrap_or_default());
         let ttl = |value: &Value| -> Result<u64, ApiError> {
             if value.as_str() == Some("system") {
                 return Ok(0);
             }
-            parse_duration_value(value)
-                .map(|d| d.as_secs())
-                .map_err(|err| ApiError::bad_request(format!("invalid {key}: {err}")))
+            Ok(fields::duration_secs(Some(value), key)?.unwrap_or(0))
         };
         match key.as_str() {
             "default_lease_ttl" => config.default_lease_ttl = ttl(value)?,
             "max_lease_ttl" => config.max_lease_ttl = ttl(value)?,
-            "force_no_cache" => {
-                config.force_no_cache =
-                    value.as_bool().ok_or_else(|| ApiError::bad_request("force_no_cache must be a boolean"))?
-            }
+            "force_no_cache" => config.force_no_cache = fields::boolean(Some(value), key)?.unwrap_or(false),
             "audit_non_hmac_request_keys" => config.audit_non_hmac_request_keys = list(value)?,
             "audit_non_hmac_response_keys" => config.audit_non_hmac_response_keys = list(value)?,
             "passthrough_request_headers" => config.passthrough_request_headers = list(value)?,

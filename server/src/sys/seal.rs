@@ -77,16 +77,7 @@ pub(crate) fn int_field(req: &Request, name: &str) -> Result<Option<i64>, ApiErr
 }
 
 pub(crate) fn bool_field(req: &Request, name: &str) -> Result<bool, ApiError> {
-    match req.field(name) {
-        None => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(Value::String(s)) => match s.as_str() {
-            "" | "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(!s.is_empty()),
-            "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-            _ => Err(ApiError::bad_request(format!("{name} must be a boolean"))),
-        },
-        Some(_) => Err(ApiError::bad_request(format!("{name} must be a boolean"))),
-    }
+    Ok(crate::fields::boolean(req.field(name), name)?.unwrap_or(false))
 }
 
 /// Vault decodes these bodies into Go structs, so field names match case-insensitively.

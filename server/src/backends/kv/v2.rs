@@ -167,36 +167,15 @@ fn split(path: &str) -> (&str, &str) {
 }
 
 fn u64_field(req: &BackendRequest<'_>, name: &str) -> Result<Option<u64>, ApiError> {
-    match req.field(name) {
-        None => Ok(None),
-        Some(value) => value
-            .as_u64()
-            .or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()))
-            .map(Some)
-            .ok_or_else(|| ApiError::bad_request(format!("{name} must be a non-negative integer"))),
-    }
+    crate::fields::non_negative(req.field(name), name)
 }
 
 fn bool_field(req: &BackendRequest<'_>, name: &str) -> Result<Option<bool>, ApiError> {
-    match req.field(name) {
-        None => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(Value::String(s)) => match s.as_str() {
-            "true" | "1" => Ok(Some(true)),
-            "false" | "0" => Ok(Some(false)),
-            _ => Err(ApiError::bad_request(format!("{name} must be a boolean"))),
-        },
-        Some(_) => Err(ApiError::bad_request(format!("{name} must be a boolean"))),
-    }
+    crate::fields::boolean(req.field(name), name)
 }
 
 fn duration_field(req: &BackendRequest<'_>, name: &str) -> Result<Option<u64>, ApiError> {
-    match req.field(name) {
-        None => Ok(None),
-        Some(value) => arcanum_config::duration::parse_duration_value(value)
-            .map(|d| Some(d.as_secs()))
-            .map_err(|err| ApiError::bad_request(format!("invalid {name}: {err}"))),
-    }
+    crate::fields::duration_secs(req.field(name), name)
 }
 
 fn versions_field(req: &BackendRequest<'_>) -> Result<Vec<u64>, ApiError> {
