@@ -5,10 +5,11 @@
 //! Vault's envelope or error shape. Paths are percent-decoded and normalised here, and `.`
 //! and `..` segments are refused, before anything looks at them.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::IntoResponse;
 use serde_json::{json, Map, Value};
@@ -32,14 +33,16 @@ pub fn app(core: Arc<Core>, max_request_size: Option<u64>) -> axum::Router {
 
 async fn serve_request(State(state): State<HttpState>, request: axum::extract::Request) -> axum::response::Response {
     let (parts, body) = request.into_parts();
-    let result = match parse(&state, &parts.method, &parts.uri, &parts.headers, body).await {
+    let remote = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
+    let (result, request_id) = match parse(&state, &parts.method, &parts.uri, &parts.headers, body).await {
         Ok(req) => {
             tracing::debug!(operation = ?req.operation, path = %req.path, "request");
-            router::handle(&state.core, req).await
+            let request_id = req.id.clone();
+            (router::handle(&state.core, Request { remote_addr: remote, ..req }).await, request_id)
         }
-        Err(err) => Err(err),
+        Err(err) => (Err(err), uuid::Uuid::new_v4().to_string()),
     };
-    render(result)
+    render(result, &request_id)
 }
 
 async fn parse(
@@ -86,7 +89,14 @@ async fn parse(
     } else {
         path
     };
-    Ok(Request { operation, path, data, client_token: client_token(headers) })
+    Ok(Request {
+        id: uuid::Uuid::new_v4().to_string(),
+        operation,
+        path,
+        data,
+        client_token: client_token(headers),
+        remote_addr: None,
+    })
 }
 
 /// Percent-decodes and normalises a request path. Empty segments collapse (`a//b` is `a/b`),
@@ -177,7 +187,8 @@ fn client_token(headers: &HeaderMap) -> Option<String> {
         .map(|token| token.trim().to_owned())
 }
 
-fn render(result: Result<Response, ApiError>) -> axum::response::Response {
+/// Renders an answer; `request_id` is the one the audit entries carry.
+fn render(result: Result<Response, ApiError>, request_id: &str) -> axum::response::Response {
     let (status, body) = match result {
         Ok(Response::Raw { status, body }) => (status, Some(body)),
         Ok(Response::Status(status)) => (status, None),
@@ -189,7 +200,7 @@ fn render(result: Result<Response, ApiError>) -> axum::response::Response {
             if let (true, Some(data)) = (inject_data, &data) {
                 envelope.extend(data.clone());
             }
-            envelope.insert("request_id".into(), json!(uuid::Uuid::new_v4().to_string()));
+            envelope.insert("request_id".into(), json!(request_id));
             envelope.insert("lease_id".into(), json!(lease_id));
             envelope.insert("renewable".into(), json!(renewable));
             envelope.insert("lease_duration".into(), json!(lease_duration));

@@ -5,6 +5,7 @@
 //! Nothing here knows about axum.
 
 use std::fmt;
+use std::net::SocketAddr;
 
 use serde_json::{Map, Value};
 
@@ -24,6 +25,8 @@ pub enum Operation {
 /// One request after the HTTP layer has decoded and normalised it.
 #[derive(Clone)]
 pub struct Request {
+    /// Fresh per request: the envelope's `request_id` and the audit entries' `request.id`.
+    pub id: String,
     pub operation: Operation,
     /// Normalised path below `/v1/`, without a leading slash (`sys/seal-status`).
     pub path: String,
@@ -31,12 +34,15 @@ pub struct Request {
     pub data: Map<String, Value>,
     /// The client token from `X-Vault-Token` or `Authorization: Bearer`.
     pub client_token: Option<String>,
+    /// The client's address, when the request came over a socket.
+    pub remote_addr: Option<SocketAddr>,
 }
 
 // Written by hand so that a token never reaches a log line through `{:?}`.
 impl fmt::Debug for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Request")
+            .field("id", &self.id)
             .field("operation", &self.operation)
             .field("path", &self.path)
             .field("data_keys", &self.data.keys().collect::<Vec<_>>())
@@ -47,7 +53,14 @@ impl fmt::Debug for Request {
 
 impl Request {
     pub fn new(operation: Operation, path: impl Into<String>) -> Request {
-        Request { operation, path: path.into(), data: Map::new(), client_token: None }
+        Request {
+            id: uuid::Uuid::new_v4().to_string(),
+            operation,
+            path: path.into(),
+            data: Map::new(),
+            client_token: None,
+            remote_addr: None,
+        }
     }
 
     /// Field lookup the way Vault's framework does it: JSON `null` counts as absent.

@@ -1,17 +1,26 @@
 //! The request path through the core, in Vault's order:
 //!
-//! 1. unauthenticated sys paths (init, seal status, unseal, health, leader, rekey);
-//! 2. the seal gate (503 while sealed);
-//! 3. login paths of credential backends (no token; a login becomes a token here);
-//! 4. token lookup (403 "permission denied", "invalid token") and use counting;
+//! 1. unauthenticated sys paths (init, seal status, unseal, health, leader, rekey) — not
+//!    audited, as in Vault;
+//! 2. the seal gate (503 while sealed); from here on every request is audited (`Trail`);
+//! 3. login paths of credential backends (no token; a login becomes a token here) and
+//!    `sys/internal/ui/mounts`: request entry, then the handler;
+//! 4. token lookup (403 "permission denied", "invalid token");
 //! 5. the existence check that tells create from update, then the ACL check — including
-//!    `sudo` on root-protected paths — before any handler runs (403 "permission denied");
-//! 6. the handler that owns the path: `sys/`, the token store, or a mount's backend.
+//!    `sudo` on root-protected paths (a denial is a value, not yet an answer);
+//! 6. audit: the request entry, with the caller and the ACL decision. If devices are enabled
+//!    and none records it: 500 and nothing below happens;
+//! 7. use counting, then 403 for a denied request, else the handler that owns the path:
+//!    `sys/`, the token store, or a mount's backend;
+//! 8. audit: the response entry (none recorded: 500 instead of the answer).
+//!
+//! Requests refused at steps 3–5 (bad token, storage error) get both entries, with the error.
 
 use std::sync::Arc;
 
 use arcanum_policy::{Acl, AclRequest, Operation as AclOperation};
 
+use crate::audit::{Authorized, Trail};
 use crate::backends::BackendRequest;
 use crate::core::mounts::Mount;
 use crate::core::token::TokenEntry;
@@ -59,24 +68,51 @@ pub async fn handle(core: &Core, req: Request) -> Result<Response, ApiError> {
         return result;
     }
     let unsealed = core.unsealed()?;
-    let target = target(&unsealed, &req.path);
+    let mut trail = Trail::begin(&unsealed, &req);
+    let result = route(core, &unsealed, &req, &mut trail).await;
+    trail.finish(result).await
+}
+
+/// Steps 3–7. Every way into a handler passes `trail.request(..).await?` first.
+async fn route(
+    core: &Core,
+    unsealed: &Arc<Unsealed>,
+    req: &Request,
+    trail: &mut Trail<'_>,
+) -> Result<Response, ApiError> {
+    let target = target(unsealed, &req.path);
 
     if let Target::Mount(mount, rest) = &target {
         if mount.backend.is_unauthenticated(rest) {
-            let response = mount.backend.handle(backend_request(&req, mount, rest, false, None)).await?;
-            return finish_login(&unsealed, mount, response).await;
+            trail.request(None).await?;
+            let response = mount.backend.handle(backend_request(req, mount, rest, false, None)).await?;
+            return finish_login(unsealed, mount, response).await;
         }
     }
-    if let Some(result) = sys::handle_optional_token(core, &unsealed, &req).await {
-        return result;
+    if sys::takes_optional_token(&req.path) {
+        trail.request(None).await?;
+        if let Some(result) = sys::handle_optional_token(core, unsealed, req).await {
+            return result;
+        }
     }
 
     let token_value = req.client_token.clone().unwrap_or_default();
     let token = unsealed.tokens.lookup(&token_value).await?.ok_or_else(ApiError::invalid_token)?;
+    let (create, acl, decision) = authorize(unsealed, req, &target, &token).await?;
+    trail.request(Some(Authorized { token: &token, allowed: decision.allowed, create })).await?;
+
+    // A denied request uses up a use too (as in Vault), but only once it is on record.
     let token = unsealed.tokens.use_token(&token).await?.ok_or_else(ApiError::invalid_token)?;
     let last_use = token.num_uses == 1;
-
-    let result = authorize_and_serve(core, &unsealed, &req, target, token.clone(), token_value).await;
+    let result = if decision.allowed {
+        let caller = Caller { token: token.clone(), token_value, acl, sudo: decision.sudo };
+        serve(core, unsealed, req, target, &caller, create).await
+    } else {
+        if let Some(reason) = &decision.reason {
+            tracing::debug!(path = %req.path, reason = %reason, "request refused by policy");
+        }
+        Err(ApiError::permission_denied())
+    };
     if last_use {
         if let Err(err) = unsealed.revoke_token_tree(&token.id_hash).await {
             tracing::error!(status = err.status, "revoking a used-up token failed");
@@ -85,17 +121,16 @@ pub async fn handle(core: &Core, req: Request) -> Result<Response, ApiError> {
     result
 }
 
-async fn authorize_and_serve(
-    core: &Core,
-    unsealed: &Arc<Unsealed>,
+/// Step 5: the existence check and the ACL decision. Reads only; nothing is acted on.
+async fn authorize(
+    unsealed: &Unsealed,
     req: &Request,
-    target: Target,
-    token: TokenEntry,
-    token_value: String,
-) -> Result<Response, ApiError> {
-    let create = match (&target, req.operation) {
+    target: &Target,
+    token: &TokenEntry,
+) -> Result<(bool, Arc<Acl>, arcanum_policy::Decision), ApiError> {
+    let create = match (target, req.operation) {
         (Target::Mount(mount, rest), Operation::Update) => {
-            let probe = backend_request(req, mount, rest, false, Some(&token));
+            let probe = backend_request(req, mount, rest, false, Some(token));
             mount.backend.exists(probe).await?.map(|exists| !exists).unwrap_or(false)
         }
         _ => false,
@@ -116,18 +151,23 @@ async fn authorize_and_serve(
         parameters,
         needs_sudo: needs_sudo(&req.path, req.operation),
     });
-    if !decision.allowed {
-        if let Some(reason) = &decision.reason {
-            tracing::debug!(path = %req.path, reason = %reason, "request refused by policy");
-        }
-        return Err(ApiError::permission_denied());
-    }
-    let caller = Caller { token, token_value, acl, sudo: decision.sudo };
+    Ok((create, acl, decision))
+}
+
+/// Step 7: the handler that owns the path.
+async fn serve(
+    core: &Core,
+    unsealed: &Arc<Unsealed>,
+    req: &Request,
+    target: Target,
+    caller: &Caller,
+    create: bool,
+) -> Result<Response, ApiError> {
     match target {
-        Target::Sys => sys::handle_authenticated(core, unsealed, &caller, req)
+        Target::Sys => sys::handle_authenticated(core, unsealed, caller, req)
             .await
             .unwrap_or_else(|| Err(ApiError::no_handler(&req.path))),
-        Target::TokenStore(rest) => token_api::handle(unsealed, &caller, req, &rest).await,
+        Target::TokenStore(rest) => token_api::handle(unsealed, caller, req, &rest).await,
         Target::Mount(mount, rest) => {
             mount.backend.handle(backend_request(req, &mount, &rest, create, Some(&caller.token))).await
         }
@@ -171,6 +211,7 @@ pub fn needs_sudo(path: &str, operation: Operation) -> bool {
     let exact = |p: &str| path == p || path == format!("{p}/");
     (path.starts_with("sys/auth/"))
         || prefix_of("sys/audit/")
+        || prefix_of("sys/audit-hash/")
         || prefix_of("sys/raw/")
         || prefix_of("sys/rotate/")
         || exact("sys/remount")
@@ -198,6 +239,7 @@ mod tests {
             ("sys/auth/userpass", Operation::Update),
             ("sys/audit", Operation::Read),
             ("sys/audit/file", Operation::Update),
+            ("sys/audit-hash/file", Operation::Update),
             ("sys/raw/foo", Operation::Read),
             ("sys/rotate", Operation::Update),
             ("sys/remount", Operation::Update),
@@ -213,7 +255,7 @@ mod tests {
             ("sys/auth", Operation::Read),
             ("sys/mounts/secret", Operation::Update),
             ("sys/policies/acl/x", Operation::Update),
-            ("sys/audit-hash/file", Operation::Update),
+            ("sys/audit-hashx", Operation::Update),
             ("sys/rotatex", Operation::Update),
             ("auth/token/create", Operation::Update),
             ("sys/leases/lookup", Operation::Update),

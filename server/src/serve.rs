@@ -1,5 +1,6 @@
 //! Running the server: storage and core from the config, one axum service per listener,
-//! TLS through rustls, and graceful shutdown.
+//! TLS through rustls, graceful shutdown, and SIGHUP (audit devices reopen their files, so
+//! that logrotate can move them; see [`Core::reopen_audit`]).
 //!
 //! Shutdown order (SIGTERM or SIGINT):
 //! 1. stop accepting connections and let in-flight requests finish (bounded wait);
@@ -100,7 +101,9 @@ pub async fn serve(
     let handle = axum_server::Handle::new();
     let mut servers = tokio::task::JoinSet::new();
     for listener in listeners {
-        let app = http::app(Arc::clone(&core), listener.max_request_size).into_make_service();
+        // With the peer address, for the audit entries' `remote_address`.
+        let app =
+            http::app(Arc::clone(&core), listener.max_request_size).into_make_service_with_connect_info::<SocketAddr>();
         let handle = handle.clone();
         match listener.tls {
             Some(tls) => {
@@ -114,16 +117,31 @@ pub async fn serve(
             }
         }
     }
-    tokio::select! {
-        () = shutdown => {
-            tracing::info!("shutdown requested; draining connections");
-            handle.graceful_shutdown(Some(DRAIN_TIMEOUT));
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot listen for SIGHUP; audit files will not be reopened");
+            None
         }
-        Some(result) = servers.join_next() => {
-            handle.shutdown();
-            core.shutdown().await;
-            result.context("listener task")?.context("listener failed")?;
-            anyhow::bail!("a listener stopped unexpectedly");
+    };
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => {
+                tracing::info!("shutdown requested; draining connections");
+                handle.graceful_shutdown(Some(DRAIN_TIMEOUT));
+                break;
+            }
+            Some(result) = servers.join_next() => {
+                handle.shutdown();
+                core.shutdown().await;
+                result.context("listener task")?.context("listener failed")?;
+                anyhow::bail!("a listener stopped unexpectedly");
+            }
+            Some(()) = next_hangup(&mut hangup) => {
+                tracing::info!("SIGHUP: reopening audit files");
+                core.reopen_audit().await;
+            }
         }
     }
     while let Some(result) = servers.join_next().await {
@@ -134,6 +152,14 @@ pub async fn serve(
     core.shutdown().await;
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// The next SIGHUP; never resolves when SIGHUP cannot be watched.
+async fn next_hangup(hangup: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match hangup {
+        Some(signal) => signal.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

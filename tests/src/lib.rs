@@ -38,6 +38,8 @@ pub struct TestServer {
     pub stdout_lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     http: reqwest::blocking::Client,
     pub ca_cert: Option<PathBuf>,
+    /// Extra environment for the server process (see [`TestServer::start_with_env`]).
+    pub server_env: Vec<(String, String)>,
 }
 
 /// Config for a sled-backed server on a free port with `sys/raw` enabled; `listener_extra`
@@ -68,7 +70,18 @@ impl TestServer {
             stdout_lines: Default::default(),
             http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
             ca_cert: None,
+            server_env: Vec::new(),
         };
+        server.launch();
+        server
+    }
+
+    /// Like [`TestServer::start`], with extra environment variables for the server process
+    /// (kept for relaunches).
+    pub fn start_with_env(env: &[(&str, &str)]) -> TestServer {
+        let mut server = Self::start_with(|dir| sled_config(dir, "", ""));
+        server.stop();
+        server.server_env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         server.launch();
         server
     }
@@ -95,6 +108,7 @@ impl TestServer {
         let mut child = Command::new(binary())
             .arg("server")
             .arg(format!("-config={}", self.config_path.display()))
+            .envs(self.server_env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()
@@ -123,6 +137,13 @@ impl TestServer {
             }
         }
         self.child = Some(child);
+    }
+
+    /// Sends a signal by name (`HUP`, `USR1`, ...) to the running server.
+    pub fn signal(&self, name: &str) {
+        let child = self.child.as_ref().expect("server not running");
+        let status = Command::new("kill").arg(format!("-{name}")).arg(child.id().to_string()).status().expect("kill");
+        assert!(status.success(), "kill -{name} failed");
     }
 
     /// SIGKILL: no chance to flush anything.

@@ -1,10 +1,12 @@
 //! The `arcanum` command line, Vault-style: `server`, `operator ...`, `status`, `login`, the
-//! generic `read|write|list|delete`, `kv ...`, `policy ...`, `token ...`, `secrets ...`, `auth ...`.
+//! generic `read|write|list|delete`, `kv ...`, `policy ...`, `token ...`, `secrets ...`, `auth ...`,
+//! `audit ...`.
 //!
 //! Vault's CLI takes single-dash long flags (`-dev`, `-key-shares=5`); clap wants two dashes,
 //! so [`vault_style_args`] rewrites them before parsing. Exit codes follow Vault: 0 success,
 //! 1 error, 2 usage error (and `status` when sealed).
 
+mod audit;
 mod client;
 mod generic;
 mod kv;
@@ -101,6 +103,11 @@ enum Command {
         #[command(subcommand)]
         command: mounts::AuthCommand,
     },
+    /// Audit devices: enable, disable, list; `verify` checks audit files offline.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
 }
 
 /// Rewrites Vault's single-dash long flags (`-dev`, `-config=f`) into clap's `--dev`, `--config=f`.
@@ -159,6 +166,7 @@ pub fn main() -> ExitCode {
             Command::Token { command } => token::run(command, &cli.client).await,
             Command::Secrets { command } => mounts::secrets(command, &cli.client).await,
             Command::Auth { command } => mounts::auth(command, &cli.client).await,
+            Command::Audit { command } => audit::run(command, &cli.client).await,
         }
     });
     match result {
@@ -232,6 +240,9 @@ mod tests {
             &["arcanum", "login", "-method=userpass", "-path=up", "username=alice", "password=x"],
             &["arcanum", "write", "-f", "sys/rotate"],
             &["arcanum", "policy", "write", "dev", "-"],
+            &["arcanum", "audit", "enable", "-path=a", "-description=d", "file", "file_path=/tmp/a.log", "mode=0600"],
+            &["arcanum", "audit", "list", "-detailed"],
+            &["arcanum", "audit", "verify", "-checkpoint=3:ab", "a.log.1", "a.log"],
         ];
         for args in ok {
             assert!(parse(args).is_ok(), "{args:?}: {:?}", parse(args).err());

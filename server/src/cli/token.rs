@@ -118,7 +118,7 @@ pub struct CapabilitiesArgs {
 
 #[derive(Debug, Args)]
 pub struct LoginArgs {
-    /// `token` or `userpass`.
+    /// `token`, `userpass` or `kubernetes`.
     #[arg(long, default_value = "token")]
     method: String,
     /// Where the auth method is mounted (defaults to the method name).
@@ -130,7 +130,8 @@ pub struct LoginArgs {
     /// Print only the token.
     #[arg(long)]
     token_only: bool,
-    /// `TOKEN` for the token method; `username=U [password=P]` for userpass.
+    /// `TOKEN` for the token method; `username=U [password=P]` for userpass; `role=R [jwt=@FILE]`
+    /// for kubernetes.
     args: Vec<String>,
 }
 
@@ -353,8 +354,43 @@ pub async fn login(args: &ClientArgs, login: LoginArgs) -> anyhow::Result<u8> {
                 .await
                 .context("logging in")?
         }
+        "kubernetes" => {
+            let mut fields = Map::new();
+            for arg in &login.args {
+                let Some((key, value)) = arg.split_once('=') else {
+                    eprintln!("Invalid argument {arg:?}: expected key=value (role=R [jwt=@FILE])");
+                    return Ok(1);
+                };
+                fields.insert(key.to_owned(), json!(value));
+            }
+            if !fields.contains_key("role") {
+                eprintln!("Missing role=...");
+                return Ok(1);
+            }
+            // Like vault's CLI: the pod's own service-account token unless jwt= says otherwise.
+            let default_dir = "/var/run/secrets/kubernetes.io/serviceaccount";
+            let default_file =
+                std::env::var("ARCANUM_K8S_SA_DIR").unwrap_or_else(|_| default_dir.to_owned()) + "/token";
+            let jwt = match fields.remove("jwt").and_then(|v| v.as_str().map(str::to_owned)) {
+                Some(jwt) => match jwt.strip_prefix('@') {
+                    Some(file) => {
+                        std::fs::read_to_string(file).with_context(|| format!("reading the JWT from {file}"))?
+                    }
+                    None => jwt,
+                },
+                None => std::fs::read_to_string(&default_file)
+                    .with_context(|| format!("reading the service-account token {default_file} (or pass jwt=@FILE)"))?,
+            };
+            fields.insert("jwt".into(), json!(jwt.trim()));
+            let mount = login.path.as_deref().unwrap_or("kubernetes").trim_matches('/');
+            client
+                .with_token(None)
+                .request(Method::PUT, &format!("auth/{mount}/login"), Some(Value::Object(fields)))
+                .await
+                .context("logging in")?
+        }
         other => {
-            eprintln!("Unknown auth method: {other}. Supported methods: token, userpass.");
+            eprintln!("Unknown auth method: {other}. Supported methods: token, userpass, kubernetes.");
             return Ok(1);
         }
     };

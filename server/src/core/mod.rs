@@ -24,6 +24,7 @@ use arcanum_storage::{Backend, Op};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use crate::audit::AuditBroker;
 use crate::logical::{ApiError, LoginAuth};
 use barrier::{unix_now, Barrier, BarrierError, KEYRING_PATH, ROOT_KEY_PATH, SEAL_CONFIG_PATH};
 use mounts::{MountEntry, MountTable, MountTableKind};
@@ -194,6 +195,8 @@ pub struct Unsealed {
     pub policies: PolicyStore,
     pub mounts: MountTable,
     pub cluster: ClusterInfo,
+    /// The enabled audit devices; the router records every request through them.
+    pub audit: AuditBroker,
 }
 
 impl Unsealed {
@@ -206,7 +209,8 @@ impl Unsealed {
             .ok_or_else(|| internal("reading cluster info")(BarrierError::Corrupt("missing".into())))?;
         let policies = PolicyStore::load(view::StorageView::new(Arc::clone(&barrier), "sys/policy/")).await?;
         let mounts = MountTable::load(Arc::clone(&barrier)).await?;
-        Ok(Unsealed { barrier, tokens, policies, mounts, cluster })
+        let audit = AuditBroker::open(Arc::clone(&barrier)).await?;
+        Ok(Unsealed { barrier, tokens, policies, mounts, cluster, audit })
     }
 
     /// Revokes a token with its descendants, and everything kept per token (cubbyholes).
@@ -468,6 +472,7 @@ impl Core {
         state.unseal = None;
         state.rekey = None;
         if let Some(unsealed) = taken {
+            unsealed.audit.persist_heads().await;
             if let Err(err) = unsealed.barrier.persist_stats().await {
                 tracing::warn!(error = %err, "could not persist barrier stats while sealing");
             }
@@ -573,9 +578,17 @@ impl Core {
         Ok(Some(new_shares))
     }
 
+    /// SIGHUP: audit devices reopen their files (a sealed server has none open).
+    pub async fn reopen_audit(&self) {
+        if let Ok(unsealed) = self.unsealed() {
+            unsealed.audit.reopen().await;
+        }
+    }
+
     /// Graceful shutdown: persist counters and make every write durable.
     pub async fn shutdown(&self) {
         if let Ok(unsealed) = self.unsealed() {
+            unsealed.audit.persist_heads().await;
             if let Err(err) = unsealed.barrier.persist_stats().await {
                 tracing::warn!(error = %err, "could not persist barrier stats at shutdown");
             }

@@ -1,9 +1,10 @@
-//! The `sys/` backend: seal lifecycle, mounts, policies and capabilities.
+//! The `sys/` backend: seal lifecycle, mounts, policies, capabilities and audit devices.
 //!
 //! The router calls in three places: [`handle_unauthenticated`] before the seal gate,
 //! [`handle_optional_token`] for paths that work without a token but read one if given,
 //! and [`handle_authenticated`] after the token and ACL checks.
 
+mod audit;
 mod mounts;
 mod policies;
 pub mod seal;
@@ -26,10 +27,15 @@ pub async fn handle_optional_token(
     unsealed: &Arc<Unsealed>,
     req: &Request,
 ) -> Option<Result<Response, ApiError>> {
-    if req.path == "sys/internal/ui/mounts" || req.path.starts_with("sys/internal/ui/mounts/") {
+    if takes_optional_token(&req.path) {
         return Some(mounts::internal_ui_mounts(unsealed, req).await);
     }
     None
+}
+
+/// The paths [`handle_optional_token`] serves (the router audits them before serving).
+pub fn takes_optional_token(path: &str) -> bool {
+    path == "sys/internal/ui/mounts" || path.starts_with("sys/internal/ui/mounts/")
 }
 
 pub async fn handle_authenticated(
@@ -42,6 +48,9 @@ pub async fn handle_authenticated(
         return Some(result);
     }
     if let Some(result) = mounts::handle(unsealed, req).await {
+        return Some(result);
+    }
+    if let Some(result) = audit::handle(unsealed, req).await {
         return Some(result);
     }
     policies::handle(unsealed, caller, req).await

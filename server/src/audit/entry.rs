@@ -1,0 +1,540 @@
+//! Vault's JSON audit entry, built from what the core knows about a request, with secrets
+//! replaced by `hmac-sha256:<hex>` under one device's salt.
+//!
+//! HMAC'd unless the device has `log_raw`: the client token wherever it appears, every string
+//! leaf of request and response data (except the mount's `audit_non_hmac_*_keys`), and —
+//! when `hmac_accessor` is on, the default — token accessors. Paths, operations, policies,
+//! metadata, numbers, booleans, errors and times are written as they are (Vault's rules).
+//! Nothing here does I/O.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use zeroize::Zeroizing;
+
+use crate::core::mounts::Mount;
+use crate::logical::{ApiError, Response};
+
+/// One device's salt and redaction options.
+pub struct Redactor {
+    salt: Zeroizing<Vec<u8>>,
+    pub log_raw: bool,
+    pub hmac_accessor: bool,
+    pub elide_list_responses: bool,
+}
+
+impl fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Redactor")
+            .field("salt", &"<redacted>")
+            .field("log_raw", &self.log_raw)
+            .field("hmac_accessor", &self.hmac_accessor)
+            .field("elide_list_responses", &self.elide_list_responses)
+            .finish()
+    }
+}
+
+impl Redactor {
+    pub fn new(salt: Zeroizing<Vec<u8>>, log_raw: bool, hmac_accessor: bool, elide_list_responses: bool) -> Redactor {
+        Redactor { salt, log_raw, hmac_accessor, elide_list_responses }
+    }
+
+    /// `hmac-sha256:<hex>` of `input` under the device salt (what `sys/audit-hash` returns).
+    pub fn hash(&self, input: &str) -> String {
+        const PREFIX: &str = "hmac-sha256:";
+        let mac = arcanum_crypto::hmac_sha256(&self.salt, input.as_bytes());
+        let mut hex = [0u8; 64];
+        // Cannot fail: the buffer is exactly twice the MAC's length.
+        let _ = hex::encode_to_slice(mac, &mut hex);
+        let mut out = String::with_capacity(PREFIX.len() + hex.len());
+        out.push_str(PREFIX);
+        out.push_str(std::str::from_utf8(&hex).unwrap_or_default());
+        out
+    }
+
+    /// A token (or other secret) as written: its HMAC unless `log_raw`.
+    fn secret<'a>(&self, value: &'a str) -> Cow<'a, str> {
+        if self.log_raw {
+            Cow::Borrowed(value)
+        } else {
+            Cow::Owned(self.hash(value))
+        }
+    }
+
+    /// An accessor as written: HMAC'd only with `hmac_accessor` (the default).
+    fn accessor<'a>(&self, value: &'a str) -> Cow<'a, str> {
+        if self.hmac_accessor {
+            self.secret(value)
+        } else {
+            Cow::Borrowed(value)
+        }
+    }
+}
+
+/// The caller's token as the request entry describes it.
+#[derive(Debug, Clone)]
+pub struct AuthRecord {
+    pub accessor: String,
+    pub display_name: String,
+    pub policies: Vec<String>,
+    pub metadata: std::collections::BTreeMap<String, String>,
+    pub entity_id: String,
+    pub token_ttl: u64,
+    pub issue_time: i64,
+    /// The ACL decision.
+    pub allowed: bool,
+}
+
+/// What the core knows about a request when it is recorded. Owned, so that an entry can be
+/// written after the request's borrow ends (see `AuditBroker::enable`).
+#[derive(Clone)]
+pub struct RequestRecord {
+    pub id: String,
+    /// Vault's operation name (`create` when the existence check found nothing).
+    pub operation: &'static str,
+    pub path: String,
+    pub data: Map<String, Value>,
+    pub client_token: Option<String>,
+    pub remote: Option<SocketAddr>,
+    pub mount: Option<Arc<Mount>>,
+    pub auth: Option<AuthRecord>,
+    /// Why the request was refused before any handler ran (bad token, ACL).
+    pub error: Option<String>,
+}
+
+// By hand, so that the token and the data never reach a log line through `{:?}`.
+impl fmt::Debug for RequestRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestRecord")
+            .field("id", &self.id)
+            .field("operation", &self.operation)
+            .field("path", &self.path)
+            .field("data_keys", &self.data.keys().collect::<Vec<_>>())
+            .field("client_token", &self.client_token.as_ref().map(|_| "<redacted>"))
+            .field("mount", &self.mount.as_ref().map(|m| m.route.as_str()))
+            .field("error", &self.error)
+            .finish()
+    }
+}
+
+// The entry is serialised straight from these borrowed views: no intermediate JSON tree, and
+// string leaves are HMAC'd as they are written. Empty fields are omitted, as in Vault.
+
+#[derive(Serialize)]
+struct Entry<'a> {
+    time: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth: Option<AuthOut<'a>>,
+    request: RequestOut<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response: Option<ResponseOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<Cow<'a, str>>,
+}
+
+#[derive(Serialize)]
+struct AuthOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_token: Option<&'a str>,
+    accessor: &'a str,
+    display_name: &'a str,
+    policies: &'a [String],
+    token_policies: &'a [String],
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    metadata: &'a std::collections::BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    entity_id: &'a str,
+    token_type: &'static str,
+    token_ttl: u64,
+    token_issue_time: String,
+    policy_results: PolicyResults,
+}
+
+#[derive(Serialize)]
+struct PolicyResults {
+    allowed: bool,
+}
+
+#[derive(Serialize)]
+struct Namespace {
+    id: &'static str,
+}
+
+#[derive(Serialize)]
+struct RequestOut<'a> {
+    id: &'a str,
+    operation: &'static str,
+    #[serde(flatten)]
+    mount: Option<MountOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_token_accessor: Option<&'a str>,
+    namespace: Namespace,
+    path: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<Redacted<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remote_address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remote_port: Option<u16>,
+}
+
+#[derive(Serialize)]
+struct MountOut<'a> {
+    mount_point: &'a str,
+    mount_type: &'a str,
+    mount_accessor: &'a str,
+}
+
+#[derive(Serialize)]
+struct ResponseOut<'a> {
+    #[serde(flatten)]
+    mount: Option<MountOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth: Option<Redacted<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<SecretOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<Redacted<'a>>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    warnings: &'a [String],
+}
+
+#[derive(Serialize)]
+struct SecretOut<'a> {
+    lease_id: &'a str,
+}
+
+/// How a JSON object is written.
+#[derive(Clone, Copy)]
+enum Redaction<'a> {
+    /// Every string leaf HMAC'd, except top-level keys in the list.
+    Leaves(&'a [String]),
+    /// A response's `auth` block: only `client_token` and `accessor`.
+    AuthBlock,
+    /// `log_raw`.
+    Raw,
+}
+
+/// A JSON object serialised with its secrets replaced (see [`Redaction`]).
+struct Redacted<'a> {
+    map: &'a Map<String, Value>,
+    redactor: &'a Redactor,
+    how: Redaction<'a>,
+    /// `elide_list_responses`: `keys` become their count, `key_info` its size.
+    elide: bool,
+}
+
+impl Serialize for Redacted<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut out = serializer.serialize_map(Some(self.map.len()))?;
+        for (key, value) in self.map {
+            if self.elide {
+                match (key.as_str(), value) {
+                    ("keys", Value::Array(items)) => {
+                        out.serialize_entry(key, &items.len())?;
+                        continue;
+                    }
+                    ("key_info", Value::Object(info)) => {
+                        out.serialize_entry(key, &info.len())?;
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            match self.how {
+                Redaction::Raw => out.serialize_entry(key, value)?,
+                Redaction::Leaves(keep) if keep.iter().any(|k| k == key) => out.serialize_entry(key, value)?,
+                Redaction::Leaves(_) => out.serialize_entry(key, &Leaves(value, self.redactor))?,
+                Redaction::AuthBlock => match (key.as_str(), value) {
+                    ("client_token", Value::String(token)) if !token.is_empty() => {
+                        out.serialize_entry(key, &self.redactor.secret(token))?
+                    }
+                    ("accessor", Value::String(accessor)) if !accessor.is_empty() => {
+                        out.serialize_entry(key, &self.redactor.accessor(accessor))?
+                    }
+                    _ => out.serialize_entry(key, value)?,
+                },
+            }
+        }
+        out.end()
+    }
+}
+
+/// A JSON value with every string leaf HMAC'd, recursively (arrays and objects included).
+struct Leaves<'a>(&'a Value, &'a Redactor);
+
+impl Serialize for Leaves<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap as _, SerializeSeq as _};
+        match self.0 {
+            Value::String(text) => serializer.serialize_str(&self.1.hash(text)),
+            Value::Array(items) => {
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(&Leaves(item, self.1))?;
+                }
+                seq.end()
+            }
+            Value::Object(map) => {
+                let mut out = serializer.serialize_map(Some(map.len()))?;
+                for (key, value) in map {
+                    out.serialize_entry(key, &Leaves(value, self.1))?;
+                }
+                out.end()
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => self.0.serialize(serializer),
+        }
+    }
+}
+
+fn now() -> String {
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+fn mount_out(record: &RequestRecord) -> Option<MountOut<'_>> {
+    record.mount.as_ref().map(|mount| MountOut {
+        mount_point: &mount.route,
+        mount_type: &mount.entry.kind,
+        mount_accessor: &mount.entry.accessor,
+    })
+}
+
+/// The token and accessor as this device writes them, computed once per entry.
+struct Hashed<'a> {
+    token: Option<Cow<'a, str>>,
+    accessor: Option<Cow<'a, str>>,
+}
+
+impl<'a> Hashed<'a> {
+    fn of(redactor: &Redactor, record: &'a RequestRecord) -> Hashed<'a> {
+        Hashed {
+            token: record.client_token.as_deref().filter(|t| !t.is_empty()).map(|t| redactor.secret(t)),
+            accessor: record.auth.as_ref().map(|auth| redactor.accessor(&auth.accessor)),
+        }
+    }
+}
+
+fn auth_out<'a>(record: &'a RequestRecord, hashed: &'a Hashed<'_>) -> Option<AuthOut<'a>> {
+    let auth = record.auth.as_ref()?;
+    Some(AuthOut {
+        client_token: hashed.token.as_deref(),
+        accessor: hashed.accessor.as_deref().unwrap_or_default(),
+        display_name: &auth.display_name,
+        policies: &auth.policies,
+        token_policies: &auth.policies,
+        metadata: &auth.metadata,
+        entity_id: &auth.entity_id,
+        token_type: "service",
+        token_ttl: auth.token_ttl,
+        token_issue_time: crate::core::token::rfc3339(auth.issue_time),
+        policy_results: PolicyResults { allowed: auth.allowed },
+    })
+}
+
+fn request_out<'a>(redactor: &'a Redactor, record: &'a RequestRecord, hashed: &'a Hashed<'_>) -> RequestOut<'a> {
+    let keep = record.mount.as_ref().map_or(&[][..], |m| &m.entry.config.audit_non_hmac_request_keys[..]);
+    RequestOut {
+        id: &record.id,
+        operation: record.operation,
+        mount: mount_out(record),
+        client_token: hashed.token.as_deref(),
+        client_token_accessor: hashed.accessor.as_deref(),
+        namespace: Namespace { id: "root" },
+        path: &record.path,
+        data: (!record.data.is_empty()).then_some(Redacted {
+            map: &record.data,
+            redactor,
+            how: if redactor.log_raw { Redaction::Raw } else { Redaction::Leaves(keep) },
+            elide: false,
+        }),
+        remote_address: record.remote.map(|remote| remote.ip().to_string()),
+        remote_port: record.remote.map(|remote| remote.port()),
+    }
+}
+
+fn serialize(entry: &Entry<'_>) -> String {
+    serde_json::to_string(entry).unwrap_or_else(|err| {
+        // Only a non-string map key could fail here, and every map here has string keys.
+        tracing::error!(error = %err, "audit entry did not serialise");
+        String::from("{}")
+    })
+}
+
+/// The request entry (`type: request`), as a compact JSON object.
+pub fn request_entry(redactor: &Redactor, record: &RequestRecord) -> String {
+    let hashed = Hashed::of(redactor, record);
+    serialize(&Entry {
+        time: now(),
+        kind: "request",
+        auth: auth_out(record, &hashed),
+        request: request_out(redactor, record, &hashed),
+        response: None,
+        error: record.error.as_deref().map(Cow::Borrowed),
+    })
+}
+
+/// The response entry (`type: response`) for `result`, as a compact JSON object.
+pub fn response_entry(redactor: &Redactor, record: &RequestRecord, result: &Result<Response, ApiError>) -> String {
+    let hashed = Hashed::of(redactor, record);
+    let keep = record.mount.as_ref().map_or(&[][..], |m| &m.entry.config.audit_non_hmac_response_keys[..]);
+    let leaves = if redactor.log_raw { Redaction::Raw } else { Redaction::Leaves(keep) };
+    let auth_block = if redactor.log_raw { Redaction::Raw } else { Redaction::AuthBlock };
+    let elide = redactor.elide_list_responses && record.operation == "list";
+    let mut response = ResponseOut { mount: mount_out(record), auth: None, secret: None, data: None, warnings: &[] };
+    match result {
+        Ok(Response::Logical(logical)) => {
+            if let Some(Value::Object(auth)) = &logical.auth {
+                response.auth = Some(Redacted { map: auth, redactor, how: auth_block, elide: false });
+            }
+            if !logical.lease_id.is_empty() {
+                response.secret = Some(SecretOut { lease_id: &logical.lease_id });
+            }
+            if let Some(data) = &logical.data {
+                response.data = Some(Redacted { map: data, redactor, how: leaves, elide });
+            }
+            response.warnings = &logical.warnings;
+        }
+        Ok(Response::Raw { body: Value::Object(body), .. }) => {
+            response.data = Some(Redacted { map: body, redactor, how: leaves, elide: false });
+        }
+        Ok(Response::Raw { .. } | Response::Status(_) | Response::NoContent | Response::Login(_)) | Err(_) => {}
+    }
+    let error = match result {
+        Err(err) if err.errors.is_empty() => Some(Cow::Owned(err.status.to_string())),
+        Err(err) => Some(Cow::Owned(err.errors.join("; "))),
+        Ok(_) => record.error.as_deref().map(Cow::Borrowed),
+    };
+    serialize(&Entry {
+        time: now(),
+        kind: "response",
+        auth: auth_out(record, &hashed),
+        request: request_out(redactor, record, &hashed),
+        response: Some(response),
+        error,
+    })
+}
+
+/// Vault's operation names.
+pub fn operation_name(operation: crate::logical::Operation, create: bool) -> &'static str {
+    use crate::logical::Operation;
+    match operation {
+        Operation::Read => "read",
+        Operation::List => "list",
+        Operation::Update if create => "create",
+        Operation::Update => "update",
+        Operation::Patch => "patch",
+        Operation::Delete => "delete",
+        Operation::Header => "header",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logical::LogicalResponse;
+    use serde_json::json;
+
+    fn redactor(log_raw: bool, hmac_accessor: bool) -> Redactor {
+        Redactor::new(Zeroizing::new(b"salt".to_vec()), log_raw, hmac_accessor, false)
+    }
+
+    fn record() -> RequestRecord {
+        let mut data = Map::new();
+        data.insert("password".into(), json!("hunter2"));
+        data.insert("nested".into(), json!({ "list": ["a", 1, true, null] }));
+        RequestRecord {
+            id: "req-1".into(),
+            operation: "update",
+            path: "auth/userpass/login/alice".into(),
+            data,
+            client_token: Some("hvs.TOKEN".into()),
+            remote: Some("127.0.0.1:4000".parse().unwrap()),
+            mount: None,
+            auth: Some(AuthRecord {
+                accessor: "ACCESSOR".into(),
+                display_name: "token".into(),
+                policies: vec!["root".into()],
+                metadata: Default::default(),
+                entity_id: String::new(),
+                token_ttl: 0,
+                issue_time: 0,
+                allowed: true,
+            }),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn request_entry_hmacs_token_accessor_and_every_string_leaf() {
+        let r = redactor(false, true);
+        let text = request_entry(&r, &record());
+        for secret in ["hvs.TOKEN", "ACCESSOR", "hunter2", "\"a\""] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+        let entry: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(entry["type"], "request");
+        assert_eq!(entry["request"]["client_token"], r.hash("hvs.TOKEN"));
+        assert_eq!(entry["auth"]["client_token"], r.hash("hvs.TOKEN"));
+        assert_eq!(entry["auth"]["accessor"], r.hash("ACCESSOR"));
+        assert_eq!(entry["request"]["client_token_accessor"], r.hash("ACCESSOR"));
+        assert_eq!(entry["request"]["data"]["password"], r.hash("hunter2"));
+        assert_eq!(entry["request"]["data"]["nested"]["list"], json!([r.hash("a"), 1, true, null]));
+        assert_eq!(entry["request"]["path"], "auth/userpass/login/alice");
+        assert_eq!(entry["request"]["remote_address"], "127.0.0.1");
+        assert_eq!(entry["auth"]["policies"], json!(["root"]));
+    }
+
+    #[test]
+    fn hmac_accessor_false_and_log_raw() {
+        let entry: Value = serde_json::from_str(&request_entry(&redactor(false, false), &record())).unwrap();
+        assert_eq!(entry["auth"]["accessor"], "ACCESSOR");
+        assert!(entry["auth"]["client_token"].as_str().unwrap().starts_with("hmac-sha256:"));
+        let raw: Value = serde_json::from_str(&request_entry(&redactor(true, true), &record())).unwrap();
+        assert_eq!(raw["request"]["data"]["password"], "hunter2");
+        assert_eq!(raw["auth"]["client_token"], "hvs.TOKEN");
+    }
+
+    #[test]
+    fn response_entry_redacts_auth_and_data_and_elides_lists() {
+        let r = redactor(false, true);
+        let mut data = Map::new();
+        data.insert("keys".into(), json!(["a", "b"]));
+        let response = Ok(Response::Logical(Box::new(LogicalResponse {
+            data: Some(data),
+            auth: Some(json!({ "client_token": "hvs.NEW", "accessor": "NEWACC", "policies": ["default"] })),
+            ..Default::default()
+        })));
+        let text = response_entry(&r, &record(), &response);
+        assert!(!text.contains("hvs.NEW") && !text.contains("NEWACC"));
+        let entry: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(entry["response"]["auth"]["client_token"], r.hash("hvs.NEW"));
+        assert_eq!(entry["response"]["data"]["keys"], json!([r.hash("a"), r.hash("b")]));
+
+        let elider = Redactor::new(Zeroizing::new(b"s".to_vec()), false, true, true);
+        let mut list = record();
+        list.operation = "list";
+        let entry: Value = serde_json::from_str(&response_entry(&elider, &list, &response)).unwrap();
+        assert_eq!(entry["response"]["data"]["keys"], 2);
+
+        let failed = response_entry(&r, &record(), &Err(ApiError::permission_denied()));
+        let entry: Value = serde_json::from_str(&failed).unwrap();
+        assert_eq!(entry["error"], "permission denied");
+    }
+
+    #[test]
+    fn debug_hides_token_and_salt() {
+        let text = format!("{:?} {:?}", record(), redactor(false, true));
+        let salt_bytes = format!("{:?}", b"salt".to_vec());
+        assert!(!text.contains("hvs.TOKEN") && !text.contains("hunter2"));
+        assert!(!text.contains(&salt_bytes[1..salt_bytes.len() - 1]));
+    }
+}

@@ -1,0 +1,761 @@
+//! The `file` audit device: its options, the checks on where it may write, and the writer
+//! thread that owns the file.
+//!
+//! Each device has one dedicated OS thread. Requests hand it finished entries over a bounded
+//! channel and wait for an acknowledgement with a deadline; the thread chains the entries
+//! (`chain.rs`), appends whole batches with one `write` on a file opened with `O_APPEND`, and
+//! acknowledges each entry once its bytes are in the file. A thread stuck in a `write` (a
+//! full pipe, a hung network filesystem) therefore stalls only itself: the waiting requests
+//! give up at their deadline and count the device as failed; once an entry has missed its
+//! deadline while the thread is still in the same call (or the call has lasted longer than a
+//! deadline), new entries fail at once instead of queueing behind it, so a hung device next
+//! to a healthy one costs one deadline, not one per request.
+//!
+//! At most once per [`PATH_CHECK_INTERVAL`] (two `stat` calls per batch would cost more than
+//! the write) the thread checks that its path still names the file it has open. When another
+//! file has taken the path (rotated without SIGHUP), or the open file was deleted, the thread
+//! opens the path again and the chain carries on there, so entries stop vanishing into an
+//! unlinked inode within a second — and the lines that did are missing from the chain, which
+//! `audit verify` reports. A file merely renamed away keeps receiving lines until SIGHUP or
+//! until a new file appears, so logrotate's own `create` never races with the server.
+//!
+//! Durability: no fsync per line. An acknowledged line is in the kernel's page cache, so it
+//! survives a crash of the server process; an OS crash or power loss can lose the last
+//! seconds of lines (the chain then ends early, which `audit verify` cannot tell from a
+//! truncation unless a recorded checkpoint is given). docs/AUDIT.md says more.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::chain::{self, ChainHead};
+use crate::logical::ApiError;
+
+/// Entries that may wait for one device before new ones fail at once.
+const QUEUE_CAPACITY: usize = 4096;
+/// How often the writer checks that its path still names its open file.
+const PATH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// Polls of the queue (each yielding the CPU) before the writer thread sleeps.
+const SPIN_POLLS: usize = 512;
+/// Entries appended with one `write`.
+const MAX_BATCH: usize = 256;
+/// The longest last line read back when a device opens an existing file.
+const MAX_TAIL: u64 = 64 << 20;
+
+/// Where a file device writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Stdout,
+    /// Vault's `discard`: accepts everything, keeps nothing.
+    Discard,
+    File(PathBuf),
+}
+
+/// A file device's options, parsed and checked.
+#[derive(Debug, Clone)]
+pub struct FileSettings {
+    pub target: Target,
+    /// Permission bits for the file; 0 means "leave them alone" (Vault's "0000").
+    pub mode: u32,
+    pub log_raw: bool,
+    pub hmac_accessor: bool,
+    pub prefix: String,
+    pub elide_list_responses: bool,
+}
+
+const KNOWN_OPTIONS: [&str; 9] =
+    ["file_path", "path", "mode", "log_raw", "hmac_accessor", "format", "prefix", "elide_list_responses", "skip_test"];
+
+/// Go's `strconv.ParseBool`, which is what Vault accepts for boolean options.
+fn parse_bool(name: &str, value: &str) -> Result<bool, ApiError> {
+    match value {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err(ApiError::bad_request(format!("option {name} must be a boolean, not {value:?}"))),
+    }
+}
+
+impl FileSettings {
+    /// Parses the options of `sys/audit/:path` (all strings, as Vault stores them).
+    pub fn parse(options: &BTreeMap<String, String>) -> Result<FileSettings, ApiError> {
+        if let Some(unknown) = options.keys().find(|k| !KNOWN_OPTIONS.contains(&k.as_str())) {
+            return Err(ApiError::bad_request(format!("unsupported option {unknown:?} for a file audit device")));
+        }
+        let bool_option = |name: &str, default: bool| {
+            options.get(name).filter(|v| !v.is_empty()).map_or(Ok(default), |v| parse_bool(name, v))
+        };
+        // `path` is Vault's legacy name for `file_path` (hvac's examples still use it).
+        let path = options
+            .get("file_path")
+            .or_else(|| options.get("path"))
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| ApiError::bad_request("file_path is required"))?;
+        let target = match path.as_str() {
+            "stdout" => Target::Stdout,
+            "discard" => Target::Discard,
+            other => Target::File(PathBuf::from(other)),
+        };
+        let mode = match options.get("mode").filter(|m| !m.is_empty()) {
+            None => 0o600,
+            Some(text) => {
+                let mode = u32::from_str_radix(text, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o777)
+                    .ok_or_else(|| ApiError::bad_request(format!("invalid mode {text:?}: expected octal like 0600")))?;
+                if mode & 0o111 != 0 {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid mode {text:?}: an audit log may not be executable"
+                    )));
+                }
+                mode
+            }
+        };
+        if let Some(format) = options.get("format").filter(|f| !f.is_empty() && f.as_str() != "json") {
+            return Err(ApiError::bad_request(format!("unsupported format {format:?}: only json is supported")));
+        }
+        let prefix = options.get("prefix").cloned().unwrap_or_default();
+        if prefix.chars().any(char::is_control) || prefix.contains(chain::SEQ_MARKER) {
+            return Err(ApiError::bad_request("prefix may not contain control characters or a chain marker"));
+        }
+        bool_option("skip_test", false)?;
+        Ok(FileSettings {
+            target,
+            mode,
+            log_raw: bool_option("log_raw", false)?,
+            hmac_accessor: bool_option("hmac_accessor", true)?,
+            prefix,
+            elide_list_responses: bool_option("elide_list_responses", false)?,
+        })
+    }
+}
+
+/// Refuses places an audit log must not go: anything that is not a plain absolute path,
+/// directories, symlinks, executables, and directories that hold executables or the server
+/// binary (CVE-2025-6000: an audit writer that can pick its path and prefix can otherwise
+/// plant an executable).
+pub fn check_path(path: &Path) -> Result<(), ApiError> {
+    let refuse = |why: &str| Err(ApiError::bad_request(format!("file_path {}: {why}", path.display())));
+    let text = path.to_string_lossy();
+    if !path.is_absolute() {
+        return refuse("must be an absolute path");
+    }
+    if text.split('/').any(|segment| segment == "." || segment == "..") {
+        return refuse("'.' and '..' segments are not allowed");
+    }
+    if text.chars().any(char::is_control) || text.ends_with('/') {
+        return refuse("not a file name");
+    }
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_symlink() {
+            return refuse("is a symbolic link");
+        }
+        if meta.is_dir() {
+            return refuse("is a directory");
+        }
+        if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+            return refuse("is executable");
+        }
+    }
+    let Some(parent) = path.parent() else { return refuse("has no parent directory") };
+    let parent = match parent.canonicalize() {
+        Ok(parent) if parent.is_dir() => parent,
+        _ => return refuse("its directory does not exist"),
+    };
+    let binary_dir = std::env::current_exe().ok().and_then(|exe| exe.canonicalize().ok()?.parent().map(PathBuf::from));
+    if binary_dir.as_deref() == Some(parent.as_path()) {
+        return refuse("is in the server binary's directory");
+    }
+    let on_search_path = std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| dir.canonicalize().is_ok_and(|dir| dir == parent))
+    });
+    if on_search_path {
+        return refuse("is in a directory on the executable search path");
+    }
+    let holds_executables = std::fs::read_dir(&parent).is_ok_and(|entries| {
+        entries
+            .map_while(Result::ok)
+            .any(|entry| entry.metadata().is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0))
+    });
+    if holds_executables {
+        return refuse("is in a directory that holds executables");
+    }
+    Ok(())
+}
+
+/// A job for the writer thread.
+enum Job {
+    /// One entry (a compact JSON object) to chain and append.
+    Write { fields: String, ack: oneshot::Sender<bool> },
+    /// Close and reopen the file (SIGHUP, for logrotate); the chain continues.
+    Reopen { ack: oneshot::Sender<bool> },
+}
+
+/// The requests' end of a device's writer thread.
+#[derive(Debug)]
+pub struct FileSink {
+    jobs: SyncSender<Job>,
+    /// The chain head after the last line written; shared with the thread.
+    head: Arc<Mutex<ChainHead>>,
+    /// Since when the thread has been inside a blocking call (see [`Busy`]).
+    busy: Arc<Busy>,
+}
+
+/// Whether the writer thread is inside a blocking call, and whether it has already made an
+/// entry miss its deadline there.
+#[derive(Debug, Default)]
+struct Busy {
+    /// When the thread entered its current `open` or `write`, in milliseconds on a
+    /// process-local monotonic clock; 0 while it is idle.
+    since: AtomicU64,
+    /// An entry timed out while the thread was in this call.
+    stalled: std::sync::atomic::AtomicBool,
+}
+
+fn monotonic_ms() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    // +1 so that 0 can mean "idle".
+    u64::try_from(BASE.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
+}
+
+impl Busy {
+    fn enter(&self) {
+        self.since.store(monotonic_ms(), Ordering::Relaxed);
+    }
+
+    fn leave(&self) {
+        self.since.store(0, Ordering::Relaxed);
+        self.stalled.store(false, Ordering::Relaxed);
+    }
+
+    /// Still in the call that made an entry time out, or in one call for longer than `limit`.
+    fn stuck(&self, limit: Duration) -> bool {
+        let since = self.since.load(Ordering::Relaxed);
+        since != 0
+            && (self.stalled.load(Ordering::Relaxed)
+                || u128::from(monotonic_ms().saturating_sub(since)) > limit.as_millis())
+    }
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Job::Write { .. } => "Write",
+            Job::Reopen { .. } => "Reopen",
+        })
+    }
+}
+
+/// How the chain starts when a device opens its file.
+#[derive(Debug, Clone)]
+pub struct ChainStart {
+    /// The device's own anchor (a new device on an empty file starts here).
+    pub genesis: ChainHead,
+    /// The head recorded behind the barrier at the last orderly stop, if any.
+    pub recorded: Option<ChainHead>,
+}
+
+impl FileSink {
+    /// Starts the writer thread; the returned receiver reports whether the file opened.
+    pub fn start(
+        name: String,
+        settings: &FileSettings,
+        start: ChainStart,
+    ) -> Result<(FileSink, oneshot::Receiver<Result<(), String>>), ApiError> {
+        let (jobs, queue) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
+        let (opened_tx, opened_rx) = oneshot::channel();
+        let head = Arc::new(Mutex::new(start.genesis.clone()));
+        let busy = Arc::new(Busy::default());
+        let writer = Writer {
+            busy: Arc::clone(&busy),
+            path_checked: Instant::now(),
+            target: settings.target.clone(),
+            mode: settings.mode,
+            prefix: settings.prefix.clone(),
+            file: None,
+            head: start.genesis.clone(),
+            shared_head: Arc::clone(&head),
+        };
+        std::thread::Builder::new()
+            .name(format!("audit-{}", name.trim_end_matches('/')))
+            .spawn(move || writer.run(queue, start, opened_tx))
+            .map_err(|err| {
+                tracing::error!(error = %err, "cannot start an audit writer thread");
+                ApiError::internal()
+            })?;
+        Ok((FileSink { jobs, head, busy }, opened_rx))
+    }
+
+    /// Queues one entry; `None` is a failure now: the queue is full, the thread is gone, or
+    /// it is stuck (see [`Busy::stuck`]).
+    pub fn submit(&self, fields: String, stuck_after: Duration) -> Option<oneshot::Receiver<bool>> {
+        if self.busy.stuck(stuck_after) {
+            return None;
+        }
+        let (ack, done) = oneshot::channel();
+        match self.jobs.try_send(Job::Write { fields, ack }) {
+            Ok(()) => Some(done),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => None,
+        }
+    }
+
+    /// Queues a reopen of the file.
+    pub fn reopen(&self) -> Option<oneshot::Receiver<bool>> {
+        let (ack, done) = oneshot::channel();
+        self.jobs.try_send(Job::Reopen { ack }).ok().map(|()| done)
+    }
+
+    pub fn head(&self) -> ChainHead {
+        self.head.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// An entry missed its deadline: until the thread gets out of the call it is in, new
+    /// entries fail at once.
+    pub fn mark_stalled(&self) {
+        if self.busy.since.load(Ordering::Relaxed) != 0 {
+            self.busy.stalled.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+enum Output {
+    File(File),
+    Stdout,
+    Discard,
+}
+
+/// The thread's state: the open file and the chain head of what is in it.
+struct Writer {
+    busy: Arc<Busy>,
+    /// When the path was last compared with the open file.
+    path_checked: Instant,
+    target: Target,
+    mode: u32,
+    prefix: String,
+    file: Option<Output>,
+    head: ChainHead,
+    shared_head: Arc<Mutex<ChainHead>>,
+}
+
+impl Writer {
+    fn run(mut self, queue: Receiver<Job>, start: ChainStart, opened: oneshot::Sender<Result<(), String>>) {
+        self.resume(&start);
+        let result = self.open();
+        if let Err(err) = &result {
+            tracing::error!(error = %err, "audit device could not open its file; it will retry on the next entry");
+        }
+        let _ = opened.send(result);
+        // Ends when every sender is gone (device disabled, or the server sealed or stopped).
+        while let Some(first) = next_job(&queue) {
+            let mut writes = Vec::new();
+            let mut next = Some(first);
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Write { fields, ack } => writes.push((fields, ack)),
+                    Job::Reopen { ack } => {
+                        self.flush(std::mem::take(&mut writes));
+                        let reopened = self.open();
+                        if let Err(err) = &reopened {
+                            tracing::error!(error = %err, "audit device could not reopen its file");
+                        }
+                        let _ = ack.send(reopened.is_ok());
+                    }
+                }
+                if writes.len() < MAX_BATCH {
+                    next = queue.try_recv().ok();
+                }
+            }
+            self.flush(writes);
+        }
+    }
+
+    /// Where the chain continues: after the file's last line, unless the head recorded at
+    /// the last orderly stop is further on (lines were removed while the server was down:
+    /// continuing from the recorded head keeps that gap visible to `audit verify`).
+    fn resume(&mut self, start: &ChainStart) {
+        let tail = match &self.target {
+            Target::File(path) => read_tail(path),
+            Target::Stdout | Target::Discard => None,
+        };
+        let head = match (tail, &start.recorded) {
+            (Some(tail), Some(recorded))
+                if recorded.next_seq > tail.next_seq
+                    || (recorded.next_seq == tail.next_seq && recorded.last_hash != tail.last_hash) =>
+            {
+                tracing::warn!(
+                    file_seq = ?tail.last_seq(),
+                    recorded_seq = ?recorded.last_seq(),
+                    "audit file does not end where the recorded chain head says; continuing from the recorded head"
+                );
+                recorded.clone()
+            }
+            (Some(tail), _) => tail,
+            (None, Some(recorded)) => recorded.clone(),
+            (None, None) => start.genesis.clone(),
+        };
+        self.set_head(head);
+    }
+
+    fn set_head(&mut self, head: ChainHead) {
+        *self.shared_head.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = head.clone();
+        self.head = head;
+    }
+
+    fn open(&mut self) -> Result<(), String> {
+        self.busy.enter();
+        let result = self.open_inner();
+        self.busy.leave();
+        result
+    }
+
+    fn open_inner(&mut self) -> Result<(), String> {
+        self.file = None;
+        let output = match &self.target {
+            Target::Stdout => Output::Stdout,
+            Target::Discard => Output::Discard,
+            Target::File(path) => {
+                if std::fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_symlink()) {
+                    return Err(format!("{} is a symbolic link; refusing to follow it", path.display()));
+                }
+                let create_mode = if self.mode == 0 { 0o600 } else { self.mode };
+                let mut file = OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .mode(create_mode)
+                    .open(path)
+                    .map_err(|err| format!("opening {}: {err}", path.display()))?;
+                // A line cut short by a crash is closed off, so that the next line starts on a
+                // line of its own (and `audit verify` reports the cut one as truncated).
+                if ends_mid_line(path) {
+                    file.write_all(b"\n").map_err(|err| format!("writing to {}: {err}", path.display()))?;
+                }
+                let meta = file.metadata().map_err(|err| format!("reading {}: {err}", path.display()))?;
+                // Only regular files are chmod'ed (never a device node such as /dev/full).
+                if self.mode != 0 && meta.is_file() && meta.permissions().mode() & 0o777 != self.mode {
+                    file.set_permissions(std::fs::Permissions::from_mode(self.mode))
+                        .map_err(|err| format!("setting the mode of {}: {err}", path.display()))?;
+                }
+                Output::File(file)
+            }
+        };
+        self.file = Some(output);
+        Ok(())
+    }
+
+    /// Chains and appends a batch; every entry of the batch succeeds or fails together.
+    fn flush(&mut self, writes: Vec<(String, oneshot::Sender<bool>)>) {
+        let mut buffer = Vec::new();
+        let mut acks = Vec::with_capacity(writes.len());
+        let mut head = self.head.clone();
+        for (fields, ack) in writes {
+            // The request gave up waiting (and counted a failure): writing it now would
+            // record an entry the server did not stand behind.
+            if ack.is_closed() {
+                continue;
+            }
+            let (line, hash) = chain::seal_line(&self.prefix, &head, &fields);
+            buffer.extend_from_slice(&line);
+            head = ChainHead { next_seq: head.next_seq + 1, last_hash: hash };
+            acks.push(ack);
+        }
+        if acks.is_empty() {
+            return;
+        }
+        let ok = self.append(&buffer);
+        if ok {
+            self.set_head(head);
+        }
+        for ack in acks {
+            let _ = ack.send(ok);
+        }
+    }
+
+    fn append(&mut self, buffer: &[u8]) -> bool {
+        if self.path_checked.elapsed() >= PATH_CHECK_INTERVAL && self.file_was_moved() {
+            if let Err(err) = self.open() {
+                tracing::error!(error = %err, "audit device cannot reopen its file");
+                return false;
+            }
+        }
+        if self.file.is_none() {
+            if let Err(err) = self.open() {
+                tracing::error!(error = %err, "audit device still cannot open its file");
+                return false;
+            }
+        }
+        let result = match &mut self.file {
+            Some(Output::Discard) => Ok(()),
+            Some(Output::Stdout) => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(buffer).and_then(|()| out.flush())
+            }
+            Some(Output::File(file)) => {
+                self.busy.enter();
+                let result = append_whole(file, buffer);
+                self.busy.leave();
+                result
+            }
+            None => return false,
+        };
+        match result {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::error!(error = %err, "audit device write failed");
+                false
+            }
+        }
+    }
+}
+
+impl Writer {
+    /// Whether the path should be opened again: another file is there now, or the open file
+    /// was deleted.
+    fn file_was_moved(&mut self) -> bool {
+        self.path_checked = Instant::now();
+        let (Target::File(path), Some(Output::File(file))) = (&self.target, &self.file) else { return false };
+        let Ok(open) = file.metadata() else { return false };
+        if !open.is_file() {
+            return false;
+        }
+        match std::fs::symlink_metadata(path) {
+            Ok(on_disk) if on_disk.dev() == open.dev() && on_disk.ino() == open.ino() => false,
+            Ok(_) => {
+                tracing::warn!(file = %path.display(), "audit file was replaced; continuing the chain in the new file");
+                true
+            }
+            // Renamed away (logrotate, before its SIGHUP): keep writing where it went.
+            Err(_) if open.nlink() > 0 => false,
+            Err(_) => {
+                tracing::warn!(file = %path.display(), "audit file was deleted; continuing the chain in a new file");
+                true
+            }
+        }
+    }
+}
+
+/// The next job: polled for a short while before the thread sleeps, because under load the
+/// next entry usually arrives within microseconds, and a sleeping thread costs every sender a
+/// wake-up system call. `None` once every sender is gone.
+fn next_job(queue: &Receiver<Job>) -> Option<Job> {
+    for _ in 0..SPIN_POLLS {
+        match queue.try_recv() {
+            Ok(job) => return Some(job),
+            Err(std::sync::mpsc::TryRecvError::Empty) => std::thread::yield_now(),
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => return None,
+        }
+    }
+    queue.recv().ok()
+}
+
+/// Appends `buffer` whole or not at all: after a partial write (disk full mid-batch) the
+/// partial bytes are cut off again, so a failed batch leaves no half line behind.
+fn append_whole(file: &mut File, buffer: &[u8]) -> std::io::Result<()> {
+    let mut written = 0;
+    while written < buffer.len() {
+        match file.write(&buffer[written..]) {
+            Ok(0) => {
+                let err = std::io::Error::new(std::io::ErrorKind::WriteZero, "the file accepted no bytes");
+                return Err(undo(file, written, err));
+            }
+            Ok(n) => written += n,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(undo(file, written, err)),
+        }
+    }
+    Ok(())
+}
+
+fn undo(file: &File, written: usize, err: std::io::Error) -> std::io::Error {
+    if written > 0 {
+        let cut = file.metadata().ok().filter(|m| m.is_file()).map(|m| m.len().saturating_sub(written as u64));
+        if let Some(length) = cut {
+            if let Err(truncate) = file.set_len(length) {
+                tracing::error!(error = %truncate, "could not remove a partly written audit batch");
+            }
+        }
+    }
+    err
+}
+
+/// Whether a regular file's last byte is not a newline.
+fn ends_mid_line(path: &Path) -> bool {
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return false };
+    if !meta.is_file() || meta.len() == 0 {
+        return false;
+    }
+    let mut last = [0u8; 1];
+    let read = File::open(path).and_then(|mut file| {
+        file.seek(SeekFrom::End(-1))?;
+        file.read_exact(&mut last)
+    });
+    read.is_ok() && last[0] != b'\n'
+}
+
+/// The chain head after the last complete line of an existing file, if it is a chain line.
+fn read_tail(path: &Path) -> Option<ChainHead> {
+    // Checked before opening: opening a FIFO for reading would block.
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if !meta.is_file() || meta.len() == 0 {
+        return None;
+    }
+    let mut file = File::open(path).ok()?;
+    let length = file.metadata().ok()?.len();
+    let mut chunk = 64 * 1024u64;
+    loop {
+        let from = length.saturating_sub(chunk);
+        file.seek(SeekFrom::Start(from)).ok()?;
+        let mut tail = Vec::new();
+        file.read_to_end(&mut tail).ok()?;
+        // Without a final newline the last line is incomplete (a crash mid-write); the chain
+        // continues after the last complete line and `audit verify` reports the cut.
+        let end = tail.iter().rposition(|b| *b == b'\n')?;
+        let body = &tail[..end];
+        match body.iter().rposition(|b| *b == b'\n') {
+            Some(start) => return parsed_head(&body[start + 1..]),
+            None if from == 0 => return parsed_head(body),
+            None if chunk >= MAX_TAIL => return None,
+            None => chunk *= 4,
+        }
+    }
+}
+
+fn parsed_head(line: &[u8]) -> Option<ChainHead> {
+    let parsed = chain::parse_line(line).ok().filter(|l| l.content_matches)?;
+    Some(ChainHead { next_seq: parsed.seq.checked_add(1)?, last_hash: parsed.hash })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn options_are_parsed_with_vault_defaults() {
+        let settings = FileSettings::parse(&options(&[("file_path", "/var/log/a.log")])).unwrap();
+        assert_eq!(settings.target, Target::File("/var/log/a.log".into()));
+        assert_eq!(settings.mode, 0o600);
+        assert!(!settings.log_raw && settings.hmac_accessor && !settings.elide_list_responses);
+        let legacy = FileSettings::parse(&options(&[("path", "stdout"), ("log_raw", "true"), ("mode", "0640")]));
+        let legacy = legacy.unwrap();
+        assert_eq!(legacy.target, Target::Stdout);
+        assert!(legacy.log_raw);
+        assert_eq!(legacy.mode, 0o640);
+        for bad in [
+            &[("mode", "0700"), ("file_path", "/x/a")][..],
+            &[("mode", "0755"), ("file_path", "/x/a")],
+            &[("mode", "rw"), ("file_path", "/x/a")],
+            &[("format", "jsonx"), ("file_path", "/x/a")],
+            &[("log_raw", "maybe"), ("file_path", "/x/a")],
+            &[("prefix", "a\nb"), ("file_path", "/x/a")],
+            &[("fallback", "true"), ("file_path", "/x/a")],
+            &[],
+        ] {
+            assert_eq!(FileSettings::parse(&options(bad)).unwrap_err().status, 400, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn unsafe_paths_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = dir.path().join("audit.log");
+        check_path(&ok).unwrap();
+        let exe_dir = tempfile::tempdir().unwrap();
+        let tool = exe_dir.path().join("tool");
+        std::fs::write(&tool, b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink(&ok, dir.path().join("link")).unwrap();
+        let binary = std::env::current_exe().unwrap().canonicalize().unwrap();
+        let refused = [
+            PathBuf::from("relative.log"),
+            dir.path().join("../x/audit.log"),
+            dir.path().join("./audit.log"),
+            dir.path().to_path_buf(),
+            tool.clone(),
+            exe_dir.path().join("audit.log"),
+            dir.path().join("link"),
+            dir.path().join("missing/audit.log"),
+            binary.parent().unwrap().join("audit.log"),
+            PathBuf::from("/usr/bin/audit.log"),
+        ];
+        for path in refused {
+            assert!(check_path(&path).is_err(), "{} was accepted", path.display());
+        }
+    }
+
+    #[test]
+    fn tail_of_an_existing_file_resumes_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let genesis = ChainHead::genesis("u");
+        let (first, hash) = chain::seal_line("", &genesis, "{\"type\":\"request\"}");
+        let next = ChainHead { next_seq: 1, last_hash: hash };
+        let (second, hash2) = chain::seal_line("", &next, "{\"type\":\"response\"}");
+        std::fs::write(&path, [first, second.clone()].concat()).unwrap();
+        assert_eq!(read_tail(&path), Some(ChainHead { next_seq: 2, last_hash: hash2.clone() }));
+        // An incomplete last line is skipped: the chain continues after the last whole line.
+        std::fs::write(&path, [second.clone(), b"{\"seq\":2,\"prev".to_vec()].concat()).unwrap();
+        assert_eq!(read_tail(&path), Some(ChainHead { next_seq: 2, last_hash: hash2 }));
+        std::fs::write(&path, b"not ours\n").unwrap();
+        assert_eq!(read_tail(&path), None);
+    }
+
+    #[tokio::test]
+    async fn a_line_cut_by_a_crash_is_closed_off_and_the_chain_resumes_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let (first, hash) = chain::seal_line("", &ChainHead::genesis("u"), "{\"type\":\"request\"}");
+        std::fs::write(&path, [first.clone(), first[..20].to_vec()].concat()).unwrap();
+        let settings = FileSettings::parse(&options(&[("file_path", path.to_str().unwrap())])).unwrap();
+        let start = ChainStart { genesis: ChainHead::genesis("u"), recorded: None };
+        let (sink, opened) = FileSink::start("file/".into(), &settings, start).unwrap();
+        opened.await.unwrap().unwrap();
+        assert!(sink.submit("{\"type\":\"response\"}".into(), Duration::from_secs(5)).unwrap().await.unwrap());
+        let text = std::fs::read(&path).unwrap();
+        let lines: Vec<&[u8]> = text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(chain::parse_line(lines[1]), Err(chain::LineDefect::Incomplete));
+        let resumed = chain::parse_line(lines[2]).unwrap();
+        assert_eq!((resumed.seq, resumed.prev_hash), (1, hash));
+    }
+
+    #[tokio::test]
+    async fn writer_appends_chained_lines_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let settings = FileSettings::parse(&options(&[("file_path", path.to_str().unwrap())])).unwrap();
+        let start = ChainStart { genesis: ChainHead::genesis("u"), recorded: None };
+        let (sink, opened) = FileSink::start("file/".into(), &settings, start).unwrap();
+        opened.await.unwrap().unwrap();
+        let bound = Duration::from_secs(5);
+        assert!(sink.submit("{\"type\":\"request\"}".into(), bound).unwrap().await.unwrap());
+        std::fs::rename(&path, dir.path().join("a.log.1")).unwrap();
+        assert!(sink.reopen().unwrap().await.unwrap());
+        assert!(sink.submit("{\"type\":\"response\"}".into(), bound).unwrap().await.unwrap());
+        let old = std::fs::read(dir.path().join("a.log.1")).unwrap();
+        let new = std::fs::read(&path).unwrap();
+        let first = chain::parse_line(&old[..old.len() - 1]).unwrap();
+        let second = chain::parse_line(&new[..new.len() - 1]).unwrap();
+        assert_eq!((first.seq, second.seq), (0, 1));
+        assert_eq!(second.prev_hash, first.hash);
+        // Deleted: once the writer next checks its path, lines go to a new file there, still
+        // chained.
+        std::fs::remove_file(&path).unwrap();
+        tokio::time::sleep(PATH_CHECK_INTERVAL + Duration::from_millis(100)).await;
+        assert!(sink.submit("{\"type\":\"request\"}".into(), bound).unwrap().await.unwrap());
+        let recreated = std::fs::read(&path).unwrap();
+        let third = chain::parse_line(&recreated[..recreated.len() - 1]).unwrap();
+        assert_eq!((third.seq, third.prev_hash), (2, second.hash));
+        assert_eq!(sink.head().next_seq, 3);
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+}

@@ -1,0 +1,165 @@
+//! [`Trail`]: one request's passage through the audit broker.
+//!
+//! The router opens a trail right after the seal gate, calls [`Trail::request`] at the one
+//! point where the request is about to be acted on (after the token and ACL checks, or
+//! before a login or an optional-token path is served), and hands its final result to
+//! [`Trail::finish`], which records the response. Requests refused before that point (a bad
+//! token, a storage error) are recorded by `finish` too, with their error. When no device can
+//! record an entry the answer becomes Vault's 500 `internal error`: before the handler, the
+//! handler never runs; after it, the outcome is withheld from the client.
+//!
+//! With no device enabled a trail costs one snapshot of the device list and nothing else.
+
+use std::sync::Arc;
+
+use super::entry::{self, AuthRecord, RequestRecord};
+use super::{AuditBroker, Device};
+use crate::core::token::TokenEntry;
+use crate::core::Unsealed;
+use crate::logical::{ApiError, Operation, Request, Response};
+
+/// The caller, once the token and the ACL check have been evaluated.
+#[derive(Debug, Clone, Copy)]
+pub struct Authorized<'t> {
+    pub token: &'t TokenEntry,
+    /// The ACL decision; a denied request is recorded before it is refused.
+    pub allowed: bool,
+    /// The existence check found nothing: Vault's operation is `create`.
+    pub create: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Nothing recorded yet.
+    Open,
+    /// The request entry reached at least one device.
+    Recorded,
+    /// No device took the request entry; the request was refused with 500.
+    Refused,
+    /// No device took it, but the request enables a new device that may (see
+    /// `AuditBroker::enable`).
+    Deferred,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct Trail<'a> {
+    broker: &'a AuditBroker,
+    devices: Arc<Vec<Arc<Device>>>,
+    /// `None` when no device is enabled: nothing to do.
+    record: Option<RequestRecord>,
+    operation: Operation,
+    state: State,
+}
+
+impl<'a> Trail<'a> {
+    pub fn begin(unsealed: &'a Unsealed, req: &Request) -> Trail<'a> {
+        let devices = unsealed.audit.snapshot();
+        let record = (!devices.is_empty()).then(|| RequestRecord {
+            id: req.id.clone(),
+            operation: entry::operation_name(req.operation, false),
+            path: req.path.clone(),
+            data: req.data.clone(),
+            client_token: req.client_token.clone(),
+            remote: req.remote_addr,
+            mount: unsealed.mounts.resolve(&req.path).map(|(mount, _)| mount),
+            auth: None,
+            error: None,
+        });
+        Trail { broker: &unsealed.audit, devices, record, operation: req.operation, state: State::Open }
+    }
+
+    /// Records the request entry; `Err` (500) means no device took it and nothing may be done.
+    pub async fn request(&mut self, authorized: Option<Authorized<'_>>) -> Result<(), ApiError> {
+        let Some(record) = self.record.as_mut() else { return Ok(()) };
+        if let Some(Authorized { token, allowed, create }) = authorized {
+            record.operation = entry::operation_name(self.operation, create);
+            record.auth = Some(AuthRecord {
+                accessor: token.accessor.clone(),
+                display_name: token.display_name.clone(),
+                policies: token.policies.clone(),
+                metadata: token.meta.clone(),
+                entity_id: token.entity_id.clone(),
+                token_ttl: token.creation_ttl,
+                issue_time: token.creation_time,
+                allowed,
+            });
+            if !allowed {
+                record.error = Some("permission denied".into());
+            }
+        }
+        self.record_request().await
+    }
+
+    async fn record_request(&mut self) -> Result<(), ApiError> {
+        let Some(record) = self.record.as_ref() else { return Ok(()) };
+        let recorded = self.broker.log(&self.devices, |device| entry::request_entry(&device.redactor, record)).await;
+        if recorded > 0 {
+            self.state = State::Recorded;
+            return Ok(());
+        }
+        if enables_a_device(record) && self.state == State::Open && record.error.is_none() {
+            self.broker.defer(record.clone());
+            self.state = State::Deferred;
+            return Ok(());
+        }
+        self.state = State::Refused;
+        tracing::error!(path = %record.path, "no audit device recorded the request; refusing it");
+        Err(ApiError::internal())
+    }
+
+    /// Records the response entry and returns `result`, or 500 when it cannot be recorded.
+    pub async fn finish(mut self, result: Result<Response, ApiError>) -> Result<Response, ApiError> {
+        if self.record.is_none() {
+            return result;
+        }
+        match self.state {
+            State::Refused => return result,
+            State::Open => {
+                if result.is_ok() {
+                    // A path that skipped `request`: a router bug, but the entry is still written.
+                    tracing::error!("a request was served before its audit entry was recorded");
+                }
+                if let (Some(record), Err(err)) = (self.record.as_mut(), &result) {
+                    record.error = Some(err.errors.join("; "));
+                }
+                // The handler has not run, so a deferral cannot be consumed: refuse.
+                if self.record_request().await.is_err() || self.state != State::Recorded {
+                    if let Some(record) = &self.record {
+                        self.broker.take_deferred(&record.id);
+                    }
+                    return Err(ApiError::internal());
+                }
+            }
+            State::Deferred => {
+                let id = self.record.as_ref().map(|r| r.id.clone()).unwrap_or_default();
+                match self.broker.take_deferred(&id) {
+                    Some(device) => {
+                        let mut devices: Vec<Arc<Device>> = self.devices.iter().cloned().collect();
+                        devices.push(device);
+                        self.devices = Arc::new(devices);
+                    }
+                    None => {
+                        tracing::error!("no audit device recorded an audit-device enable request; refusing it");
+                        return Err(ApiError::internal());
+                    }
+                }
+            }
+            State::Recorded => {}
+        }
+        let Some(record) = self.record.as_ref() else { return result };
+        let recorded =
+            self.broker.log(&self.devices, |device| entry::response_entry(&device.redactor, record, &result)).await;
+        if recorded == 0 {
+            tracing::error!(path = %record.path, "no audit device recorded the response; withholding it");
+            return Err(ApiError::internal());
+        }
+        result
+    }
+}
+
+/// `PUT|POST sys/audit/:path`: the one request allowed to be recorded by the device it adds.
+fn enables_a_device(record: &RequestRecord) -> bool {
+    matches!(record.operation, "update" | "create")
+        && record.path.strip_prefix("sys/audit/").is_some_and(|rest| !rest.trim_matches('/').is_empty())
+}
