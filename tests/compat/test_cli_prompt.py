@@ -8,6 +8,7 @@ import json
 import os
 import pty
 import select
+import termios
 import time
 import urllib.request
 
@@ -58,6 +59,11 @@ def test_unseal_prompt_does_not_echo_the_key(server):  # noqa: F811
         os.execve(os.environ["ARCANUM_BIN"], ["arcanum", "operator", "unseal"], env)
     deadline = time.monotonic() + 30
     shown = _read_until(fd, b"Unseal Key", deadline)
+    # The prompt is printed just before echo is switched off; type only once the terminal
+    # says echo is off (the pty master reports the slave's settings), as a person would.
+    while termios.tcgetattr(fd)[3] & termios.ECHO:
+        assert time.monotonic() < deadline, "the prompt never turned terminal echo off"
+        time.sleep(0.005)
     os.write(fd, keys[0].encode() + b"\n")
     shown += _read_all(fd, deadline)
     _, status = os.waitpid(pid, 0)
