@@ -14,20 +14,106 @@ use axum::{Json, Router};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{json, Value};
 
-/// The "cluster's" service-account signing key for HS256 test tokens.
-const CLUSTER_SECRET: &[u8] = b"cluster-signing-key";
+/// The "cluster's" service-account signing key (a test-only 2048-bit RSA key from
+/// `openssl genrsa 2048`): the stand-in verifies RS256 service-account tokens with its public half.
+const CLUSTER_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIIEvwIBADANBgkqhkiG9w0BAQEFAASCBKkwggSlAgEAAoIBAQCZvvB+YcuziliB
+elbDN7lRVBB+P2TN4uxMnTT+2rRM6Hq+w9PFKAvffGgOb2J9+ZaQM5gmpbUdjFxI
+YaR+sf/1qwfHx8N4c0kfjnKRC1pRZGxF8jHi/upce7keVYpZQuCEuaiZYt2Jjw8f
+b1mMQPY9xBrs8GP+6oLJVenREW61vtGFAXFOel92C7uyd188qKsQz+DGDEmtPAVl
+JPmXhP3FYuW9UKuQ1QuMyxXp718BdyPwCtoWotPd6lfAxC+ZarkyntqUEnWfLx79
+/Axn9AkB0jJC8xkAGdYZ3KNU4y99MKMAU1H9LWb9wd4+fM1sTX205c8PotQq9HGH
+/mohfDnDAgMBAAECggEAD1AoxPW5o8LKSO8l+CCzOQn98I0g3a7V6VWZIy8mWSio
+nRqFG7R+5j4OYS2v6iszV16EL4k+rlg+EsmC6EmTXGUyC7B2ZCdbZ6S4/YBbeRLf
+A+J5HIpWTmrWR9KuSnCySxXw2IIz3ZEdqPxet2z6+bDwG5xf4VJ7P1FqzfOGCtz0
+fGPv7EnalRuzvn8BukgnEMOHmPOkHKjGM48fJtEd8nDxpd78Ilq3LM86le/MQrOr
+sGl3qAfLz7mzsXn4It1hqpylJiC/Bm/EjeLTbHAOD4mwYSjYtJN0RSYjNU3Sn1lz
+w7bGF5mvxepLCEqcd+B41IMrAHHqLZqPro/O7246TQKBgQDXB/s3IzcexGrIpFH1
+aABIHENmDkkzgPl21gA8Hdoddp/jgtIHZNym1JzCd9tVyczp+/zfSEP+Ky4+yT37
+hNX2xjT6ppySq3QjrWQBBPo7CD4WP1TUoP0gh4nzc3fl8KxAerJPCfwNyltvfvGv
+nXObOzHgNMYVFfyIop/aHsjB7QKBgQC3Cc2GOYwMM32AZEKzc9Td1KkEMx12raWb
+8HO345YtkPKT1culoRBGxmbJDlSA+MLIFCEdoeX4DYuMSE7wnHQb0p/3d7rnydVW
+RstAf30W1vBL0+FWGfadRYRN5Rq8KKTQcgmnk0rJZsYl22IQW0GhLUkKvChG2zWg
+9s1vE7w0bwKBgQCxjuGdsfJ98WrLqwQSRIKXCN+OkhVX9hQIUMV43p2Q3rdAQnHz
+sRGSoNWgrx/qQux1+aHhLecXJcjWB46q9hFH6Hsuzg1T/0ezfiWpwdZukGvUKw99
+VEIwbjs3UA2dTZKu26IJKhF7wbCm7Ifdn4IqmEKjBHDcUH9qw/6DOhBEMQKBgQCI
+x4yMN0jOfVPVtBacH3z84EQFXWUxIIZXR5JR4oKBPoXnr6Zk+T0+hlic+lZvonV8
+Kn6stCUz/ns/s3E6INArUnQz64cCWzNPK8wLQLnrbWdYYtdLDk/aKu65fvFBlmXD
+VtScI1eJtYFxHMXlTyx2E2831G+Ms5cZ2BSgYvELhQKBgQDAqpC99NIkUot1c+tY
+y5srNCa0mrL2fhJywCkJdMJjCNG5vosGIsCNcGvn3V/bnuMRC7XmjQmRmQHvd7ik
+J05MaLvuxW/JyMPHQXxFFCw4Id88AfjeHzFhPJVgJnIf1m4FUgzYiDTllUVsvQ8P
+4nBA9Hqvy8cM0B8bWvsXzOjtvw==
+-----END PRIVATE KEY-----
+";
+const CLUSTER_PUBLIC_KEY: &str = "-----BEGIN PUBLIC KEY-----
+MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAmb7wfmHLs4pYgXpWwze5
+UVQQfj9kzeLsTJ00/tq0TOh6vsPTxSgL33xoDm9iffmWkDOYJqW1HYxcSGGkfrH/
+9asHx8fDeHNJH45ykQtaUWRsRfIx4v7qXHu5HlWKWULghLmomWLdiY8PH29ZjED2
+PcQa7PBj/uqCyVXp0RFutb7RhQFxTnpfdgu7sndfPKirEM/gxgxJrTwFZST5l4T9
+xWLlvVCrkNULjMsV6e9fAXcj8AraFqLT3epXwMQvmWq5Mp7alBJ1ny8e/fwMZ/QJ
+AdIyQvMZABnWGdyjVOMvfTCjAFNR/S1m/cHePnzNbE19tOXPD6LUKvRxh/5qIXw5
+wwIDAQAB
+-----END PUBLIC KEY-----
+";
+/// Another cluster's RSA key: tokens it signs must not authenticate.
+const OTHER_CLUSTER_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIIEvgIBADANBgkqhkiG9w0BAQEFAASCBKgwggSkAgEAAoIBAQDRGvxt7MDBv0zj
+qZmZ1SPQUOvL48AGGrk71lZD2IH84z9zuXvFyKuz91NA0/agm4+aL2+0Ws3GBx/z
+H+LTvWbY/kvvPlnkn2XSyxp2ZgKHP0DzJk54TvUwd/v9rzGWKHSy5WUPKUFBCnSS
+pMW+oUg6uQIPsLwqp3mNfJJyJ95e4VqxK/ZbVtm/bumuHeEJ7TUk9i6hBbhH/t3X
+1bwFSUR+yDs0NZl0BJAz/DBozUlvpbdiXjqFfyRZHFoOf6hcrExrod3LueVTTjUQ
+UEuNwAvYuWvMjwDxCnkjXWfkXS10xzk7rXLuDgQ9+OVyhRNSoXmKV+q9UoWQ+bNY
+Tj0/lrp7AgMBAAECggEAIlYNlFlXj5kDnbCoTcffgSIAjjLgQcBaoVZBRRPEyIti
+THTtO52HgF5A9/i2W0ogCv/2FkYA2x8pYmlefElyHXiobGkvJqj79eCvADkg+idr
+WWH1abEBdwuEv/PoLxGGlCex8ArksbLvUHMpG3PtYeMmUQBC7bghcBfADmm4jJil
+a6QbGSqGwphnxrdA3z1CtImCqvXdJcckmv/79y8wadqceNp34+WVBxOhPeZbcpME
+QJw9AaEZ5Ttg5sAtutKPAbeuOYRdxwvE+xcBwEVcS+CZl5WXcraGX+Vf5xecy45x
+X/Ak7vFfZMndb3JA3EnpGRa6G4fCjvfZgCjr9atqtQKBgQD6hs7+LPZjUKMlrO1k
+30kXVKIHvCZrt7/lPB7fD2NySs4MeSqORG+fYAX1iHuEt8IXcuMKqygTuKMwXeuy
+2qCxU0lqpaPUJS0peLJ6n+6iW0xVDEBoimFDHQSOtTxZvR8PJLJTun3sZzRYia9o
+MYZJzayIHh6jIW1P7uXcOAlIBQKBgQDVrIJrNDnO3RltIErLA4SJ3bFWqXvG/NVm
+iBMjujJh0C8UloFivh+IzAxkrxAdpDFw6hrvlFoMwNfKVJkJz7tS3dtlHulrxNcM
+7YFSP6LMAR8rm/1PKS4jnUd5xOmFfCHkTxwGQdEZXpUEAtrSwo1l1QJgCOLh7kWe
+RrPAA8wAfwKBgE+8tocp0mX71WF5b7mKY94cHtItbWEdg+M3RnAimrlW28wWiJft
+akWkr2DdxsqQHiOOenr7zO6x9qa/TfSIJ1spMhXSkJlGF+C6PLxQyQg93Ma49osP
+eDN/OeMeBg5d5lPQjz2c/tVOZ9fCQuT71k0JPF+6jm/HhN5LIDf+Ud3tAoGBAKs6
+MNED6wdQut1uMUF6si1g0InoC16sob4mcWACB/nGQNQ4v7qHLPIMwim0+C8oss4P
+bEJtGbR6nPJw1Kq+IxkG3JeuK9PGy6Z6dVWZ1TWx+G6T9GwJTgYQNYTpPVFQ5j/0
+/TouaAfyeWvbdcvLSFBAYEThGh9/N57cfZLz9/i1AoGBAIcPJd8OEbVxLGvecoiJ
+Xe2f3gSyvHPcJSe44o8uUYyCstGe17T/T7ckEmooc4oelHhU00cuEVf3uwopXW/l
+bBeYZaPbUsxxvR1cpMFiohHqSs/9WBzbvTrWeIju/jBcBqiiIujuYKIXbkkgAaOW
+BBWXRhxgGGXajTBqGYJz3Kx7
+-----END PRIVATE KEY-----
+";
+/// The issuers this "cluster" signs with: projected tokens, and legacy secret-based tokens.
+const ISSUERS: [&str; 2] = ["https://kubernetes.default.svc.cluster.local", "kubernetes/serviceaccount"];
 const REVIEWER: &str = "reviewer-jwt-configured";
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct ApiState {
     /// (bearer, request body) of every TokenReview received.
     requests: Vec<(String, Value)>,
-    /// When set, only this bearer may create TokenReviews (else 401).
-    required_bearer: Option<String>,
+    /// (HTTP status, body) of every answer, in order.
+    answers: Vec<(u16, Value)>,
+    /// The static bearer tokens allowed to create TokenReviews; any other bearer must itself be a
+    /// valid service-account token of this cluster, else 401 (as a real API server does).
+    reviewers: Vec<String>,
     /// When set, every authenticated review answers with this username.
     username_override: Option<String>,
     /// EC public key (PEM) for ES256 tokens.
     ec_public_pem: Option<String>,
+}
+
+impl Default for ApiState {
+    fn default() -> ApiState {
+        ApiState {
+            requests: Vec::new(),
+            answers: Vec::new(),
+            reviewers: vec![REVIEWER.to_owned()],
+            username_override: None,
+            ec_public_pem: None,
+        }
+    }
 }
 
 /// The stand-in API server; runs on its own tokio runtime until dropped.
@@ -66,6 +152,10 @@ impl FakeApi {
         self.state.lock().unwrap().requests.clone()
     }
 
+    fn answers(&self) -> Vec<(u16, Value)> {
+        self.state.lock().unwrap().answers.clone()
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, ApiState> {
         self.state.lock().unwrap()
     }
@@ -86,35 +176,35 @@ async fn token_review(
         .to_owned();
     let mut state = state.lock().unwrap();
     state.requests.push((bearer.clone(), body.clone()));
-    if state.required_bearer.as_ref().is_some_and(|required| *required != bearer) || bearer.is_empty() {
-        return (StatusCode::UNAUTHORIZED, Json(json!({"kind": "Status", "status": "Failure", "code": 401})));
+    let (status, answer) = answer_review(&state, &bearer, &body);
+    state.answers.push((status.as_u16(), answer.clone()));
+    (status, Json(answer))
+}
+
+fn answer_review(state: &ApiState, bearer: &str, body: &Value) -> (StatusCode, Value) {
+    // The caller must authenticate: a known reviewer token, or a valid service-account token.
+    let caller_ok =
+        !bearer.is_empty() && (state.reviewers.iter().any(|r| r == bearer) || verify_sa_token(state, bearer).is_ok());
+    if !caller_ok {
+        let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                            "message": "Unauthorized", "reason": "Unauthorized", "code": 401});
+        return (StatusCode::UNAUTHORIZED, status);
     }
     let token = body["spec"]["token"].as_str().unwrap_or_default();
     let wanted: Vec<String> = body["spec"]["audiences"]
         .as_array()
         .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
         .unwrap_or_default();
-    let unauthenticated = || {
-        (
-            StatusCode::CREATED,
-            Json(json!({"kind": "TokenReview", "status": {"authenticated": false, "error": "invalid bearer token"}})),
-        )
+    let review = |status: Value| {
+        let answer = json!({"kind": "TokenReview", "apiVersion": "authentication.k8s.io/v1",
+                            "metadata": {"creationTimestamp": null}, "spec": body["spec"], "status": status});
+        (StatusCode::CREATED, answer)
     };
-    let Ok(header) = jsonwebtoken::decode_header(token) else { return unauthenticated() };
-    let mut validation = Validation::new(header.alg);
-    validation.validate_aud = false;
-    validation.required_spec_claims.clear();
-    validation.leeway = 0;
-    let key = match header.alg {
-        Algorithm::HS256 => DecodingKey::from_secret(CLUSTER_SECRET),
-        Algorithm::ES256 => match &state.ec_public_pem {
-            Some(pem) => DecodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
-            None => return unauthenticated(),
-        },
-        _ => return unauthenticated(),
+    let unauthenticated = |error: String| review(json!({"authenticated": false, "user": {}, "error": error}));
+    let claims = match verify_sa_token(state, token) {
+        Ok(claims) => claims,
+        Err(error) => return unauthenticated(format!("[invalid bearer token, {error}]")),
     };
-    let Ok(data) = jsonwebtoken::decode::<Value>(token, &key, &validation) else { return unauthenticated() };
-    let claims = data.claims;
     let token_aud: Vec<String> = match &claims["aud"] {
         Value::String(s) => vec![s.clone()],
         Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
@@ -123,14 +213,21 @@ async fn token_review(
     let audiences: Vec<String> = if wanted.is_empty() {
         token_aud
     } else {
-        let both: Vec<String> = wanted.into_iter().filter(|a| token_aud.contains(a)).collect();
+        let both: Vec<String> = wanted.iter().filter(|a| token_aud.contains(a)).cloned().collect();
         if both.is_empty() {
-            return unauthenticated();
+            return unauthenticated(format!(
+                "[invalid bearer token, token audiences {token_aud:?} is invalid for the target audiences {wanted:?}]"
+            ));
         }
         both
     };
     let sa = &claims["kubernetes.io"];
+    let mut extra = json!({});
     let (ns, name, uid) = if sa.is_object() {
+        extra = json!({
+            "authentication.kubernetes.io/pod-name": [sa["pod"]["name"]],
+            "authentication.kubernetes.io/pod-uid": [sa["pod"]["uid"]],
+        });
         (sa["namespace"].clone(), sa["serviceaccount"]["name"].clone(), sa["serviceaccount"]["uid"].clone())
     } else {
         (
@@ -139,21 +236,46 @@ async fn token_review(
             claims["kubernetes.io/serviceaccount/service-account.uid"].clone(),
         )
     };
-    let username = state.username_override.clone().unwrap_or_else(|| {
-        format!("system:serviceaccount:{}:{}", ns.as_str().unwrap_or_default(), name.as_str().unwrap_or_default())
-    });
-    (
-        StatusCode::CREATED,
-        Json(json!({
-            "kind": "TokenReview",
-            "apiVersion": "authentication.k8s.io/v1",
-            "status": {
-                "authenticated": true,
-                "user": {"username": username, "uid": uid, "groups": ["system:serviceaccounts"]},
-                "audiences": audiences,
-            }
-        })),
-    )
+    let ns = ns.as_str().unwrap_or_default();
+    let username = state
+        .username_override
+        .clone()
+        .unwrap_or_else(|| format!("system:serviceaccount:{ns}:{}", name.as_str().unwrap_or_default()));
+    review(json!({
+        "authenticated": true,
+        "user": {
+            "username": username,
+            "uid": uid,
+            "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{ns}"), "system:authenticated"],
+            "extra": extra,
+        },
+        "audiences": audiences,
+    }))
+}
+
+/// Verifies a service-account JWT the way the API server does: signature with the cluster's
+/// key (RS256, or ES256 when an EC key is configured), `exp`/`nbf` when present (legacy
+/// tokens have none), and a known issuer. Audiences are the caller's business.
+fn verify_sa_token(state: &ApiState, token: &str) -> Result<Value, String> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| "malformed token".to_owned())?;
+    let key = match header.alg {
+        Algorithm::RS256 => DecodingKey::from_rsa_pem(CLUSTER_PUBLIC_KEY.as_bytes()).unwrap(),
+        Algorithm::ES256 => match &state.ec_public_pem {
+            Some(pem) => DecodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
+            None => return Err("unknown signing key".into()),
+        },
+        other => return Err(format!("unexpected signing method {other:?}")),
+    };
+    let mut validation = Validation::new(header.alg);
+    validation.validate_aud = false;
+    validation.validate_nbf = true;
+    validation.required_spec_claims.clear();
+    validation.leeway = 0;
+    let data = jsonwebtoken::decode::<Value>(token, &key, &validation).map_err(|err| err.to_string())?;
+    if !ISSUERS.iter().any(|iss| data.claims["iss"] == *iss) {
+        return Err("token issuer is not trusted".into());
+    }
+    Ok(data.claims)
 }
 
 fn now() -> i64 {
@@ -177,12 +299,32 @@ fn projected(ns: &str, name: &str, aud: Value) -> Value {
     })
 }
 
-fn hs256(claims: &Value) -> String {
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(CLUSTER_SECRET)).unwrap()
+/// A legacy secret-based service-account token's claims: flat keys, no `exp`, no `aud`.
+fn legacy(ns: &str, name: &str, secret: &str) -> Value {
+    json!({
+        "iss": "kubernetes/serviceaccount",
+        "sub": format!("system:serviceaccount:{ns}:{name}"),
+        "kubernetes.io/serviceaccount/namespace": ns,
+        "kubernetes.io/serviceaccount/secret.name": secret,
+        "kubernetes.io/serviceaccount/service-account.name": name,
+        "kubernetes.io/serviceaccount/service-account.uid": format!("uid-{ns}-{name}"),
+    })
+}
+
+/// Signs `claims` RS256 with an RSA private key PEM, with a `kid` as Kubernetes sets one.
+fn rs256_with(key_pem: &str, claims: &Value) -> String {
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("test-cluster-key".into());
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_rsa_pem(key_pem.as_bytes()).unwrap()).unwrap()
+}
+
+/// Signs `claims` RS256 with the cluster's service-account key.
+fn rs256(claims: &Value) -> String {
+    rs256_with(CLUSTER_KEY, claims)
 }
 
 fn sa_jwt(ns: &str, name: &str) -> String {
-    hs256(&projected(ns, name, json!(["https://kubernetes.default.svc"])))
+    rs256(&projected(ns, name, json!(["https://kubernetes.default.svc"])))
 }
 
 /// An unsealed server with kubernetes auth at `kubernetes/` pointed at `api`, kv v2 at
@@ -237,7 +379,6 @@ fn assert_refused(server: &TestServer, role: &str, jwt: &str, reason: &str) {
 #[test]
 fn login_returns_the_roles_token_and_config_hides_the_reviewer_jwt() {
     let api = FakeApi::start();
-    api.state().required_bearer = Some(REVIEWER.into());
     let server = TestServer::start();
     let root = setup(&server, &api, json!({"token_reviewer_jwt": REVIEWER}));
     let r = Some(root.as_str());
@@ -267,6 +408,19 @@ fn login_returns_the_roles_token_and_config_hides_the_reviewer_jwt() {
     assert_eq!(requests[0].0, REVIEWER);
     assert_eq!(requests[0].1["spec"]["token"], json!(jwt));
     assert!(requests[0].1["spec"].get("audiences").is_none(), "{}", requests[0].1);
+    // The stand-in itself requires a reviewer bearer: none, or an unknown one, is a 401.
+    let client = reqwest::blocking::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(api.ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let url = format!("{}/apis/authentication.k8s.io/v1/tokenreviews", api.host());
+    let review = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": jwt}});
+    assert_eq!(client.post(&url).json(&review).send().unwrap().status(), 401);
+    assert_eq!(client.post(&url).bearer_auth("not-a-reviewer").json(&review).send().unwrap().status(), 401);
+    let answer: Value = client.post(&url).bearer_auth(REVIEWER).json(&review).send().unwrap().json().unwrap();
+    assert_eq!(answer["status"]["authenticated"], json!(true), "{answer}");
+    assert_eq!(answer["status"]["user"]["uid"], json!("uid-prod-app-sa"), "{answer}");
+    assert_eq!(answer["status"]["audiences"], json!(["https://kubernetes.default.svc"]), "{answer}");
 
     // The token reads what its policy allows and nothing else.
     let token = auth["client_token"].as_str().unwrap();
@@ -329,7 +483,7 @@ fn refusals_name_the_failing_check() {
     // Expired.
     let mut claims = projected("prod", "app-sa", json!("x"));
     claims["exp"] = json!(now() - 3600);
-    assert_refused(&server, "app", &hs256(&claims), "JWT expired");
+    assert_refused(&server, "app", &rs256(&claims), "JWT expired");
 
     // Audience: string and list `aud`.
     let (status, _) = server.put(
@@ -339,27 +493,38 @@ fn refusals_name_the_failing_check() {
                "audience": "arcanum", "token_policies": "app-read"}),
     );
     assert_eq!(status, 204);
-    assert_refused(&server, "aud", &hs256(&projected("prod", "app-sa", json!("vault"))), "audience mismatch");
+    assert_refused(&server, "aud", &rs256(&projected("prod", "app-sa", json!("vault"))), "audience mismatch");
     assert_refused(
         &server,
         "aud",
-        &hs256(&projected("prod", "app-sa", json!(["vault", "other"]))),
+        &rs256(&projected("prod", "app-sa", json!(["vault", "other"]))),
         "audience mismatch",
     );
-    assert_eq!(login(&server, "aud", &hs256(&projected("prod", "app-sa", json!("arcanum")))).0, 200);
-    let (status, body) = login(&server, "aud", &hs256(&projected("prod", "app-sa", json!(["vault", "arcanum"]))));
+    assert_eq!(login(&server, "aud", &rs256(&projected("prod", "app-sa", json!("arcanum")))).0, 200);
+    let (status, body) = login(&server, "aud", &rs256(&projected("prod", "app-sa", json!(["vault", "arcanum"]))));
     assert_eq!(status, 200, "{body}");
     let last = api.requests().pop().unwrap();
     assert_eq!(last.1["spec"]["audiences"], json!(["arcanum"]));
 
-    // The API server says no: a token signed with another key.
-    let forged = jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &projected("prod", "app-sa", json!("x")),
-        &EncodingKey::from_secret(b"another cluster"),
-    )
-    .unwrap();
+    // The API server says no: a token signed with another cluster's RSA key.
+    let forged = rs256_with(OTHER_CLUSTER_KEY, &projected("prod", "app-sa", json!("x")));
     assert_refused(&server, "app", &forged, "did not authenticate");
+    let (code, answer) = api.answers().pop().unwrap();
+    assert_eq!(code, 201, "{answer}");
+    assert_eq!(answer["status"]["authenticated"], json!(false), "{answer}");
+    assert!(answer["status"]["error"].as_str().is_some_and(|e| !e.is_empty()), "{answer}");
+
+    // A legacy secret-based token (no exp, flat claims) logs in and names its secret.
+    let (status, body) = login(&server, "app", &rs256(&legacy("prod", "app-sa", "app-sa-token-x7k2p")));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["auth"]["metadata"],
+        json!({"role": "app", "service_account_name": "app-sa", "service_account_namespace": "prod",
+               "service_account_uid": "uid-prod-app-sa", "service_account_secret_name": "app-sa-token-x7k2p"})
+    );
+    let (_, answer) = api.answers().pop().unwrap();
+    assert_eq!(answer["status"]["user"]["username"], json!("system:serviceaccount:prod:app-sa"), "{answer}");
+    assert_eq!(answer["status"]["user"]["uid"], json!("uid-prod-app-sa"), "{answer}");
 
     // A username that is not system:serviceaccount:<ns>:<name>.
     api.state().username_override = Some("system:serviceaccount:prod".into());
@@ -371,9 +536,9 @@ fn refusals_name_the_failing_check() {
     api.state().username_override = None;
 
     // The reviewer token is refused by the API server.
-    api.state().required_bearer = Some("some-other-reviewer".into());
+    api.state().reviewers = vec!["some-other-reviewer".into()];
     assert_refused(&server, "app", &sa_jwt("prod", "app-sa"), "rejected the reviewer token (401)");
-    api.state().required_bearer = None;
+    api.state().reviewers = vec![REVIEWER.into()];
 
     // Malformed input is a 400.
     let (status, body) = login(&server, "app", "not-a-jwt");
@@ -450,19 +615,20 @@ fn reviewer_is_the_pod_token_file_reread_on_rotation_else_the_clients_jwt() {
     assert_eq!(server.put("auth/kubernetes/role/any", r, role).0, 204);
     assert_eq!(server.get("auth/kubernetes/config", r).1["data"]["token_reviewer_jwt_set"], json!(false));
 
-    api.state().required_bearer = Some("pod-token-1".into());
+    api.state().reviewers = vec!["pod-token-1".into()];
     let jwt = sa_jwt("prod", "app-sa");
     assert_eq!(login(&server, "any", &jwt).0, 200);
     // The projected token rotates; the API server stops accepting the old one.
     std::fs::write(sa_dir.path().join("token"), "pod-token-2\n").unwrap();
-    api.state().required_bearer = Some("pod-token-2".into());
+    api.state().reviewers = vec!["pod-token-2".into()];
     let (status, body) = login(&server, "any", &jwt);
     assert_eq!(status, 200, "{body}");
     let bearers: Vec<String> = api.requests().into_iter().map(|(bearer, _)| bearer).collect();
     assert_eq!(bearers, ["pod-token-1", "pod-token-2"]);
 
-    // With the local files disabled (and no reviewer JWT) the client's JWT reviews itself.
-    api.state().required_bearer = None;
+    // With the local files disabled (and no reviewer JWT) the client's JWT reviews itself: the
+    // API server accepts it as the bearer because it is a valid service-account token.
+    api.state().reviewers.clear();
     let config = json!({"kubernetes_host": api.host(), "kubernetes_ca_cert": api.ca_pem, "disable_local_ca_jwt": true});
     assert_eq!(server.put("auth/kubernetes/config", r, config).0, 204);
     assert_eq!(login(&server, "any", &jwt).0, 200);
@@ -488,7 +654,8 @@ fn pem_keys_verify_signatures_locally() {
     let before = api.requests().len();
     assert_refused(&server, "app", &es256(&rcgen::KeyPair::generate().unwrap()), "pem_keys");
     // HS256 is not a Kubernetes algorithm.
-    assert_refused(&server, "app", &sa_jwt("prod", "app-sa"), "not accepted");
+    let hs256 = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"k")).unwrap();
+    assert_refused(&server, "app", &hs256, "not accepted");
     assert_eq!(api.requests().len(), before);
 }
 
