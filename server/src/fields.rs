@@ -2,6 +2,8 @@
 //! (or a query-string text) becomes a boolean, a duration, a count or a list of strings,
 //! and the 400 that names the field when it does not.
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 
 use crate::logical::ApiError;
@@ -41,6 +43,38 @@ pub fn non_negative(value: Option<&Value>, name: &str) -> Result<Option<u64>, Ap
             .map(Some)
             .ok_or_else(|| ApiError::bad_request(format!("{name} must be a non-negative integer"))),
     }
+}
+
+/// A string; absent counts as empty.
+pub fn string(value: Option<&Value>, name: &str) -> Result<String, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(ApiError::bad_request(format!("{name} must be a string"))),
+    }
+}
+
+/// A map of strings (mount and audit `options`). Numbers and booleans, which some clients
+/// send (hvac sends `{"version": 2}`), are kept as their text, as Vault does.
+pub fn string_map(value: Option<&Value>, name: &str) -> Result<BTreeMap<String, String>, ApiError> {
+    let mut out = BTreeMap::new();
+    match value {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(map)) => {
+            for (key, value) in map {
+                let text = match value {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                    Value::Null => continue,
+                    _ => return Err(ApiError::bad_request(format!("option {key} must be a string"))),
+                };
+                out.insert(key.clone(), text);
+            }
+        }
+        Some(_) => return Err(ApiError::bad_request(format!("{name} must be a map of strings"))),
+    }
+    Ok(out)
 }
 
 /// A list of strings: a JSON array of strings, or one comma-separated string.
@@ -83,5 +117,16 @@ mod tests {
         assert_eq!(string_list(Some(&json!(["x"])), "l").unwrap(), Some(vec!["x".into()]));
         assert!(string_list(Some(&json!([1])), "l").is_err());
         assert_eq!(string_list(None, "l").unwrap(), None);
+        assert_eq!(string(Some(&json!("x")), "s").unwrap(), "x");
+        assert_eq!(string(None, "s").unwrap(), "");
+        assert!(string(Some(&json!(1)), "s").unwrap_err().errors[0].contains("s must be a string"));
+        let options =
+            string_map(Some(&json!({ "version": 2, "on": true, "skip": null, "p": "x" })), "options").unwrap();
+        assert_eq!(
+            options.into_iter().collect::<Vec<_>>(),
+            [("on".into(), "true".into()), ("p".into(), "x".into()), ("version".into(), "2".into())]
+        );
+        assert!(string_map(Some(&json!({ "a": [1] })), "options").is_err());
+        assert!(string_map(Some(&json!("x")), "options").unwrap_err().errors[0].contains("options must be a map"));
     }
 }

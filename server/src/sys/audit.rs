@@ -39,34 +39,11 @@ pub(super) async fn handle(unsealed: &Arc<Unsealed>, req: &Request) -> Option<Re
 }
 
 fn string_field(req: &Request, name: &str) -> Result<String, ApiError> {
-    match req.field(name) {
-        None => Ok(String::new()),
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(_) => Err(ApiError::bad_request(format!("{name} must be a string"))),
-    }
+    crate::fields::string(req.field(name), name)
 }
 
-/// Options arrive as strings, or (from some clients) as numbers and booleans; Vault keeps
-/// them as strings.
 fn options_field(req: &Request) -> Result<BTreeMap<String, String>, ApiError> {
-    let mut options = BTreeMap::new();
-    match req.field("options") {
-        None => {}
-        Some(Value::Object(map)) => {
-            for (key, value) in map {
-                let text = match value {
-                    Value::String(s) => s.clone(),
-                    Value::Number(n) => n.to_string(),
-                    Value::Bool(b) => b.to_string(),
-                    Value::Null => continue,
-                    _ => return Err(ApiError::bad_request(format!("option {key} must be a string"))),
-                };
-                options.insert(key.clone(), text);
-            }
-        }
-        Some(_) => return Err(ApiError::bad_request("options must be a map of strings")),
-    }
-    Ok(options)
+    crate::fields::string_map(req.field("options"), "options")
 }
 
 async fn enable(unsealed: &Unsealed, path: String, req: &Request) -> Result<Response, ApiError> {
