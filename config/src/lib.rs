@@ -44,6 +44,10 @@ pub struct Config {
     /// Set by `unauthenticated_metrics_access = true` in a top-level `telemetry` block or in
     /// any listener's `telemetry` block (where Vault documents it).
     pub unauthenticated_metrics_access: bool,
+    /// Arcanum's own: failed revocation attempts before a lease is marked irrevocable.
+    pub lease_revocation_max_attempts: Option<u32>,
+    /// Arcanum's own: the longest wait between two attempts to revoke a lease.
+    pub lease_revocation_max_backoff: Option<Duration>,
     /// One line per Vault setting that was accepted but has no effect in Arcanum.
     pub warnings: Vec<String>,
 }
@@ -67,6 +71,8 @@ impl Config {
             ui: true,
             raw_storage_endpoint: true,
             unauthenticated_metrics_access: false,
+            lease_revocation_max_attempts: None,
+            lease_revocation_max_backoff: None,
             warnings: Vec::new(),
         }
     }
@@ -250,6 +256,8 @@ mod tests {
             ui: false,
             raw_storage_endpoint: false,
             unauthenticated_metrics_access: false,
+            lease_revocation_max_attempts: None,
+            lease_revocation_max_backoff: None,
             warnings: vec![],
         };
         assert_eq!(config, expected);
@@ -339,6 +347,8 @@ raw_storage_endpoint = "true"
             ui: true,
             raw_storage_endpoint: true,
             unauthenticated_metrics_access: true,
+            lease_revocation_max_attempts: None,
+            lease_revocation_max_backoff: None,
             warnings: [
                 "listener.tcp[0].cluster_address",
                 "telemetry.disable_hostname",

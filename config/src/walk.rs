@@ -23,6 +23,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "ui",
     "raw_storage_endpoint",
     "telemetry",
+    "lease_revocation_max_attempts",
+    "lease_revocation_max_backoff",
 ];
 
 /// Valid Vault server settings that Arcanum has no use for.
@@ -205,6 +207,8 @@ impl Walker<'_> {
         let mut disable_mlock = false;
         let mut ui = false;
         let mut raw_storage_endpoint = false;
+        let mut lease_revocation_max_attempts = None;
+        let mut lease_revocation_max_backoff = None;
         for (key, value) in top {
             match canonical(key, TOP_LEVEL_ALIASES).as_str() {
                 "storage" => storage_blocks.push((key, value)),
@@ -218,6 +222,8 @@ impl Walker<'_> {
                 "ui" => ui = self.boolean(value, key)?,
                 "raw_storage_endpoint" => raw_storage_endpoint = self.boolean(value, key)?,
                 "telemetry" => self.telemetry(value, key)?,
+                "lease_revocation_max_attempts" => lease_revocation_max_attempts = Some(self.positive(value, key)?),
+                "lease_revocation_max_backoff" => lease_revocation_max_backoff = self.duration(value, key)?,
                 k if IGNORED_TOP_LEVEL.contains(&k) => self.ignore(key),
                 _ => return Err(self.unknown(key, "", TOP_LEVEL_KEYS)),
             }
@@ -262,6 +268,8 @@ impl Walker<'_> {
             ui,
             raw_storage_endpoint,
             unauthenticated_metrics_access: self.metrics,
+            lease_revocation_max_attempts,
+            lease_revocation_max_backoff,
             warnings: std::mem::take(&mut self.warnings),
         })
     }
@@ -535,6 +543,19 @@ impl Walker<'_> {
             Value::String(s) => Ok(s),
             other => Err(self.invalid(path, format!("expected a string, got {}", describe(other)))),
         }
+    }
+
+    /// A whole number of at least one, written as a number or a string of digits.
+    fn positive(&self, value: &Value, path: &str) -> Result<u32, ConfigError> {
+        let parsed = match value {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s.trim().parse::<u64>().ok(),
+            _ => None,
+        };
+        parsed
+            .filter(|n| *n >= 1)
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| self.invalid(path, format!("expected a whole number of at least 1, got {}", describe(value))))
     }
 
     /// Vault's `parseutil.ParseBool`: booleans, Go's `strconv.ParseBool` strings, and integers.

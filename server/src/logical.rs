@@ -98,6 +98,9 @@ pub struct LogicalResponse {
     pub lease_id: String,
     pub lease_duration: u64,
     pub renewable: bool,
+    /// Set by a backend whose answer must be revoked later (database credentials): the
+    /// router records a lease and fills in `lease_id`, `lease_duration` and `renewable`.
+    pub secret: Option<crate::core::expiration::LeaseSpec>,
 }
 
 /// What a login produced, before it becomes a token.

@@ -169,7 +169,8 @@ async fn serve(
             .unwrap_or_else(|| Err(ApiError::no_handler(&req.path))),
         Target::TokenStore(rest) => token_api::handle(unsealed, caller, req, &rest).await,
         Target::Mount(mount, rest) => {
-            mount.backend.handle(backend_request(req, &mount, &rest, create, Some(&caller.token))).await
+            let response = mount.backend.handle(backend_request(req, &mount, &rest, create, Some(&caller.token))).await?;
+            attach_lease(unsealed, &mount, req, &caller.token, response).await
         }
         Target::Nowhere => Err(ApiError::no_handler(&req.path)),
     }
@@ -190,6 +191,48 @@ fn backend_request<'a>(
         storage: &mount.view,
         mount: &mount.entry,
         token,
+    }
+}
+
+/// A response that carries a secret gets its lease here. If the lease cannot be recorded, the
+/// secret is revoked at once: nothing leaves the server that the reaper would not know about.
+async fn attach_lease(
+    unsealed: &Unsealed,
+    mount: &Mount,
+    req: &Request,
+    token: &TokenEntry,
+    response: Response,
+) -> Result<Response, ApiError> {
+    let Response::Logical(mut logical) = response else {
+        return Ok(response);
+    };
+    let Some(spec) = logical.secret.take() else {
+        return Ok(Response::Logical(logical));
+    };
+    let internal = spec.internal.clone();
+    match unsealed.expiration.register(&req.path, &mount.entry, Some(&token.id_hash), spec).await {
+        Ok(lease) => {
+            logical.lease_id = lease.lease_id;
+            logical.lease_duration = lease.ttl;
+            logical.renewable = lease.renewable;
+            Ok(Response::Logical(logical))
+        }
+        Err(err) => {
+            let undo = mount
+                .backend
+                .revoke_lease(crate::backends::LeaseRequest {
+                    lease_id: "",
+                    internal: &internal,
+                    storage: &mount.view,
+                    mount: &mount.entry,
+                    expire_time: 0,
+                })
+                .await;
+            if let Err(undo) = undo {
+                tracing::error!(error = %undo, path = %req.path, "a secret whose lease could not be stored was not revoked");
+            }
+            Err(err)
+        }
     }
 }
 

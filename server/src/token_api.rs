@@ -75,8 +75,11 @@ pub async fn handle(
         ("roles", List) => Response::list(unsealed.tokens.roles().await?),
         (p, _) if p.starts_with("roles/") => role(unsealed, req, &p["roles/".len()..]).await,
         ("tidy", Update) => {
-            let removed = unsealed.tokens.tidy().await?;
-            tracing::info!(removed, "token tidy finished");
+            let expired = unsealed.tokens.tidy().await?;
+            for hash in &expired {
+                unsealed.revoke_token_tree(hash).await?;
+            }
+            tracing::info!(removed = expired.len(), "token tidy finished");
             Ok(Response::Logical(Box::new(LogicalResponse {
                 warnings: vec!["Tidy operation successfully started. Any information from the operation will be printed to Vault's server logs.".into()],
                 ..Default::default()

@@ -43,6 +43,18 @@ impl BackendRequest<'_> {
     }
 }
 
+/// A lease being renewed or revoked, as its backend sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseRequest<'a> {
+    pub lease_id: &'a str,
+    /// What the backend put in [`LeaseSpec::internal`](crate::core::expiration::LeaseSpec) when it issued the secret.
+    pub internal: &'a Map<String, Value>,
+    pub storage: &'a StorageView,
+    pub mount: &'a MountEntry,
+    /// For a renewal, the new expiry; for a revocation, the lease's expiry.
+    pub expire_time: i64,
+}
+
 #[async_trait::async_trait]
 pub trait LogicalBackend: Send + Sync + Debug {
     /// Serves one request.
@@ -57,6 +69,20 @@ pub trait LogicalBackend: Send + Sync + Debug {
     /// Whether `path` is served without a token (logins).
     fn is_unauthenticated(&self, _path: &str) -> bool {
         false
+    }
+
+    /// Revokes a secret this backend issued under a lease. Must be idempotent: the reaper
+    /// retries after failures, and may retry after a crash.
+    async fn revoke_lease(&self, _req: LeaseRequest<'_>) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    /// Background work, called every few seconds while unsealed (static credential rotation).
+    async fn periodic(&self, _storage: &StorageView, _mount: &MountEntry) {}
+
+    /// Extends a secret to `req.expire_time`; backends without renewal refuse.
+    async fn renew_lease(&self, _req: LeaseRequest<'_>) -> Result<(), ApiError> {
+        Err(ApiError::bad_request("lease is not renewable"))
     }
 }
 

@@ -1,6 +1,6 @@
 //! The `arcanum` command line, Vault-style: `server`, `operator ...`, `status`, `login`, the
 //! generic `read|write|list|delete`, `kv ...`, `policy ...`, `token ...`, `secrets ...`, `auth ...`,
-//! `audit ...`.
+//! `audit ...`, `lease ...`.
 //!
 //! Vault's CLI takes single-dash long flags (`-dev`, `-key-shares=5`); clap wants two dashes,
 //! so [`vault_style_args`] rewrites them before parsing. Exit codes follow Vault: 0 success,
@@ -10,6 +10,7 @@ mod audit;
 mod client;
 mod generic;
 mod kv;
+mod lease;
 mod mounts;
 mod operator;
 mod output;
@@ -108,6 +109,11 @@ enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
+    /// Leases on dynamic secrets: lookup, renew, revoke [-prefix] [-force].
+    Lease {
+        #[command(subcommand)]
+        command: lease::LeaseCommand,
+    },
 }
 
 /// Rewrites Vault's single-dash long flags (`-dev`, `-config=f`) into clap's `--dev`, `--config=f`.
@@ -167,6 +173,7 @@ pub fn main() -> ExitCode {
             Command::Secrets { command } => mounts::secrets(command, &cli.client).await,
             Command::Auth { command } => mounts::auth(command, &cli.client).await,
             Command::Audit { command } => audit::run(command, &cli.client).await,
+            Command::Lease { command } => lease::run(command, &cli.client).await,
         }
     });
     match result {
@@ -243,6 +250,10 @@ mod tests {
             &["arcanum", "audit", "enable", "-path=a", "-description=d", "file", "file_path=/tmp/a.log", "mode=0600"],
             &["arcanum", "audit", "list", "-detailed"],
             &["arcanum", "audit", "verify", "-checkpoint=3:ab", "a.log.1", "a.log"],
+            &["arcanum", "lease", "renew", "-increment=1h", "database/creds/ro/abc"],
+            &["arcanum", "lease", "revoke", "-prefix", "database/creds/"],
+            &["arcanum", "lease", "revoke", "-force", "-prefix", "database/"],
+            &["arcanum", "lease", "lookup", "database/creds/ro/abc"],
         ];
         for args in ok {
             assert!(parse(args).is_ok(), "{args:?}: {:?}", parse(args).err());

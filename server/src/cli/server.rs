@@ -49,7 +49,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     }
 
     let backend = serve::open_backend(&config.storage)?;
-    let core_config = CoreConfig { raw_storage_endpoint: config.raw_storage_endpoint, ..CoreConfig::default() };
+    let core_config = CoreConfig {
+        raw_storage_endpoint: config.raw_storage_endpoint,
+        leases: lease_settings(&config),
+        ..CoreConfig::default()
+    };
     let core = Arc::new(Core::new(backend, core_config).await.context("opening the core")?);
     let listeners = serve::bind(&config.listeners)?;
 
@@ -136,4 +140,16 @@ fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .try_init()
         .map_err(|err| anyhow::anyhow!("initialising logging: {err}"))
+}
+
+/// The expiration manager's settings: Vault's TTL keys plus Arcanum's revocation retry policy.
+fn lease_settings(config: &arcanum_config::Config) -> crate::core::expiration::LeaseSettings {
+    let defaults = crate::core::expiration::LeaseSettings::default();
+    let max_ttl = config.max_lease_ttl.map_or(defaults.max_ttl, |ttl| ttl.as_secs());
+    crate::core::expiration::LeaseSettings {
+        max_attempts: config.lease_revocation_max_attempts.unwrap_or(defaults.max_attempts),
+        max_backoff: config.lease_revocation_max_backoff.unwrap_or(defaults.max_backoff),
+        default_ttl: config.default_lease_ttl.map_or(max_ttl, |ttl| ttl.as_secs()),
+        max_ttl,
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - [`barrier`]: AES-256-GCM over the physical backend, keyring terms, rotation.
-//! - [`token`]: the token store (root token so far), salted-hash keyed.
+//! - [`token`]: the token store, salted-hash keyed.
+//! - [`expiration`]: leases, the expiry index and the reaper (tokens expire through it too).
 //! - this module: initialisation, Shamir unseal, seal, rekey, and [`Core::unsealed`], the
 //!   gate every sealed-sensitive request passes.
 //!
@@ -12,6 +13,7 @@
 //! re-seals only the root key.
 
 pub mod barrier;
+pub mod expiration;
 pub mod mounts;
 pub mod policies;
 pub mod token;
@@ -27,6 +29,7 @@ use zeroize::Zeroizing;
 use crate::audit::AuditBroker;
 use crate::logical::{ApiError, LoginAuth};
 use barrier::{unix_now, Barrier, BarrierError, KEYRING_PATH, ROOT_KEY_PATH, SEAL_CONFIG_PATH};
+use expiration::{Expiration, LeaseSettings};
 use mounts::{MountEntry, MountTable, MountTableKind};
 use policies::PolicyStore;
 use token::TokenStore;
@@ -43,11 +46,17 @@ pub struct CoreConfig {
     pub rotate_after: u64,
     /// `sys/raw` is served only when the operator asked for it (Vault's `raw_storage_endpoint`).
     pub raw_storage_endpoint: bool,
+    /// Lease TTL defaults and the revocation retry policy.
+    pub leases: expiration::LeaseSettings,
 }
 
 impl Default for CoreConfig {
     fn default() -> Self {
-        CoreConfig { rotate_after: barrier::DEFAULT_ROTATE_AFTER, raw_storage_endpoint: false }
+        CoreConfig {
+            rotate_after: barrier::DEFAULT_ROTATE_AFTER,
+            raw_storage_endpoint: false,
+            leases: expiration::LeaseSettings::default(),
+        }
     }
 }
 
@@ -197,12 +206,18 @@ pub struct Unsealed {
     pub cluster: ClusterInfo,
     /// The enabled audit devices; the router records every request through them.
     pub audit: AuditBroker,
+    /// Leases and the reaper.
+    pub expiration: Expiration,
 }
 
 impl Unsealed {
     /// Opens every unsealed service over `barrier`.
-    async fn open(barrier: Arc<Barrier>) -> Result<Unsealed, ApiError> {
-        let tokens = TokenStore::open(Arc::clone(&barrier)).await.map_err(internal("opening the token store"))?;
+    async fn open(barrier: Arc<Barrier>, leases: LeaseSettings) -> Result<Unsealed, ApiError> {
+        let expiration =
+            Expiration::open(Arc::clone(&barrier), leases).await.map_err(internal("restoring the lease schedule"))?;
+        let tokens = TokenStore::open(Arc::clone(&barrier), Arc::clone(&expiration.schedule))
+            .await
+            .map_err(internal("opening the token store"))?;
         let cluster: ClusterInfo = view::StorageView::new(Arc::clone(&barrier), "")
             .get_json(CLUSTER_PATH)
             .await?
@@ -210,12 +225,16 @@ impl Unsealed {
         let policies = PolicyStore::load(view::StorageView::new(Arc::clone(&barrier), "sys/policy/")).await?;
         let mounts = MountTable::load(Arc::clone(&barrier)).await?;
         let audit = AuditBroker::open(Arc::clone(&barrier)).await?;
-        Ok(Unsealed { barrier, tokens, policies, mounts, cluster, audit })
+        Ok(Unsealed { barrier, tokens, policies, mounts, cluster, audit, expiration })
     }
 
-    /// Revokes a token with its descendants, and everything kept per token (cubbyholes).
+    /// Revokes a token with its descendants, and everything kept per token (leases,
+    /// cubbyholes). Safe to call for a token that is already gone: what it left is cleared.
     pub async fn revoke_token_tree(&self, id_hash: &str) -> Result<(), ApiError> {
-        let revoked = self.tokens.revoke_tree(id_hash).await?;
+        let mut revoked = self.tokens.revoke_tree(id_hash).await?;
+        if !revoked.iter().any(|hash| hash == id_hash) {
+            revoked.push(id_hash.to_owned());
+        }
         self.clear_per_token_data(&revoked).await
     }
 
@@ -226,6 +245,9 @@ impl Unsealed {
     }
 
     async fn clear_per_token_data(&self, revoked: &[String]) -> Result<(), ApiError> {
+        for hash in revoked {
+            self.expiration.revoke_token_leases(self, hash).await?;
+        }
         let Some(cubbyhole) = self.mounts.get(MountTableKind::Secret, "cubbyhole/") else { return Ok(()) };
         for hash in revoked {
             cubbyhole.view.sub_view(&format!("{hash}/")).clear().await?;
@@ -269,8 +291,12 @@ impl Unsealed {
             .await
     }
 
-    /// Disables a mount and deletes its data (idempotent, as in Vault).
+    /// Disables a mount after revoking its leases, and deletes its data (idempotent, as in
+    /// Vault). A lease that cannot be revoked keeps the mount in place.
     pub async fn disable_mount(&self, table: MountTableKind, path: &str) -> Result<(), ApiError> {
+        if let Some(mount) = self.mounts.get(table, path) {
+            self.expiration.revoke_prefix(self, &mount.route, false).await?;
+        }
         self.mounts.disable(table, path).await.map(|_| ())
     }
 }
@@ -377,7 +403,9 @@ impl Core {
         };
         let cluster_json = serde_json::to_vec(&cluster).map_err(|_| ApiError::internal())?;
         barrier.put(CLUSTER_PATH, &cluster_json).await.map_err(internal("writing cluster info"))?;
-        let tokens = TokenStore::open(Arc::clone(&barrier)).await.map_err(internal("creating the token salt"))?;
+        let tokens = TokenStore::open(Arc::clone(&barrier), Arc::default())
+            .await
+            .map_err(internal("creating the token salt"))?;
         let root_token = tokens.create_root(root_token).await.map_err(internal("creating the root token"))?;
         barrier.persist_stats().await.map_err(internal("writing barrier stats"))?;
         let config_json = serde_json::to_vec(&seal_config).map_err(|_| ApiError::internal())?;
@@ -418,8 +446,9 @@ impl Core {
         let barrier = Barrier::open(Arc::clone(&self.backend), keyring, self.config.rotate_after)
             .await
             .map_err(internal("opening the barrier"))?;
-        let unsealed = Unsealed::open(barrier).await?;
-        *self.unsealed.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Arc::new(unsealed));
+        let unsealed = Arc::new(Unsealed::open(barrier, self.config.leases).await?);
+        Expiration::start_reaper(&unsealed);
+        *self.unsealed.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(unsealed);
         tracing::info!("unsealed");
         Ok(())
     }
@@ -472,6 +501,7 @@ impl Core {
         state.unseal = None;
         state.rekey = None;
         if let Some(unsealed) = taken {
+            unsealed.expiration.stop_reaper();
             unsealed.audit.persist_heads().await;
             if let Err(err) = unsealed.barrier.persist_stats().await {
                 tracing::warn!(error = %err, "could not persist barrier stats while sealing");

@@ -219,6 +219,11 @@ impl MountTable {
             .map(|(_, mount, rest)| (Arc::clone(mount), rest))
     }
 
+    /// Every mount, both tables.
+    pub fn all(&self) -> Vec<Arc<Mount>> {
+        self.snapshot().iter().cloned().collect()
+    }
+
     /// Every mount of one table.
     pub fn entries(&self, table: MountTableKind) -> Vec<MountEntry> {
         self.snapshot().iter().filter(|m| m.entry.table == table).map(|m| m.entry.clone()).collect()

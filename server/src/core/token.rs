@@ -5,7 +5,8 @@
 //! behind the barrier. Accessors are indexed the same way (`sys/token/accessor/<HMAC>`),
 //! and each child token is recorded under its parent (`sys/token/parent/<parent>/<child>`)
 //! so that revoking a parent revokes the whole tree. Expiry is checked on every lookup, so
-//! an expired token stops working at once, whether or not anything has cleaned it up yet.
+//! an expired token stops working at once; each token with a TTL also has a key in the
+//! expiration manager's index, and the reaper revokes it (tree, leases, cubbyhole) when due.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use serde_json::{json, Map, Value};
 use zeroize::Zeroizing;
 
 use super::barrier::{unix_now, Barrier, BarrierError, BarrierOp};
+use super::expiration::{due_key, DueItem, Schedule};
 use crate::logical::ApiError;
 
 const SALT_PATH: &str = "sys/token/salt";
@@ -203,6 +205,8 @@ pub struct TokenStore {
     /// if no write happened while it read storage, so a revoked or changed token can never
     /// be put back into the cache by a reader that raced the write.
     writes: std::sync::atomic::AtomicU64,
+    /// The reaper's schedule: every token with a TTL is due there at its expiry.
+    schedule: Arc<Schedule>,
 }
 
 /// Entries kept in the token cache; beyond it the cache starts over.
@@ -221,7 +225,7 @@ fn storage_error(err: BarrierError) -> ApiError {
 
 impl TokenStore {
     /// Loads the salt, creating it on first use (at initialisation).
-    pub async fn open(barrier: Arc<Barrier>) -> Result<TokenStore, BarrierError> {
+    pub async fn open(barrier: Arc<Barrier>, schedule: Arc<Schedule>) -> Result<TokenStore, BarrierError> {
         let salt = match barrier.get(SALT_PATH).await? {
             Some(salt) => salt,
             None => {
@@ -236,6 +240,7 @@ impl TokenStore {
             update: tokio::sync::Mutex::new(()),
             cache: Default::default(),
             writes: Default::default(),
+            schedule,
         })
     }
 
@@ -320,11 +325,18 @@ impl TokenStore {
         if let Some(parent) = &entry.parent {
             ops.push(BarrierOp::Put { path: format!("{PARENT_PREFIX}{parent}/{}", entry.id_hash), value: Vec::new() });
         }
+        if let Some(expire) = entry.expire_time {
+            ops.push(BarrierOp::Put { path: due_key(expire, DueItem::Token(&entry.id_hash)), value: Vec::new() });
+        }
         self.barrier.batch(ops).await.map_err(storage_error)?;
+        if let Some(expire) = entry.expire_time {
+            self.schedule.add(expire);
+        }
         Ok((token, entry))
     }
 
-    async fn entry_by_hash(&self, id_hash: &str) -> Result<Option<TokenEntry>, ApiError> {
+    /// The stored entry whatever its state (expired included); `None` once revoked.
+    pub(crate) async fn entry_by_hash(&self, id_hash: &str) -> Result<Option<TokenEntry>, ApiError> {
         use std::sync::atomic::Ordering;
         if let Some(entry) = self.cache.read().unwrap_or_else(|p| p.into_inner()).get(id_hash) {
             return Ok(Some(entry.clone()));
@@ -361,7 +373,7 @@ impl TokenStore {
     }
 
     /// A live token entry by value: `None` when unknown, revoked, expired or used up. An
-    /// expired token is revoked on the way (its tree and indexes go with it).
+    /// expired token is left to the reaper, which revokes it with its leases and children.
     pub async fn lookup(&self, token: &str) -> Result<Option<TokenEntry>, ApiError> {
         if token.is_empty() {
             return Ok(None);
@@ -375,7 +387,6 @@ impl TokenStore {
             return Ok(None);
         };
         if entry.is_expired(unix_now()) {
-            self.revoke_tree(&entry.id_hash).await?;
             return Ok(None);
         }
         Ok(Some(entry))
@@ -455,10 +466,19 @@ impl TokenStore {
                 ttl = remaining;
             }
         }
-        entry.expire_time = Some(now + ttl as i64);
+        let new_expire = now + ttl as i64;
+        entry.expire_time = Some(new_expire);
         entry.last_renewal_time = Some(now);
-        self.barrier.put(&format!("{ID_PREFIX}{}", entry.id_hash), &encode(&entry)?).await.map_err(storage_error)?;
+        // The old index key stays behind; the reaper sees the later expiry and drops it.
+        self.barrier
+            .batch(vec![
+                BarrierOp::Put { path: format!("{ID_PREFIX}{}", entry.id_hash), value: encode(&entry)? },
+                BarrierOp::Put { path: due_key(new_expire, DueItem::Token(&entry.id_hash)), value: Vec::new() },
+            ])
+            .await
+            .map_err(storage_error)?;
         self.invalidate(&[&entry.id_hash]);
+        self.schedule.add(new_expire);
         Ok((entry, warning))
     }
 
@@ -519,6 +539,19 @@ impl TokenStore {
         Ok(())
     }
 
+    /// Tokens whose creation path starts with `prefix` (`sys/leases/revoke-prefix/auth/...`).
+    pub async fn hashes_with_path_prefix(&self, prefix: &str) -> Result<Vec<String>, ApiError> {
+        let mut hashes = Vec::new();
+        for key in self.barrier.list(ID_PREFIX).await.map_err(storage_error)? {
+            if let Some(entry) = self.entry_by_hash(&key).await? {
+                if entry.path.starts_with(prefix) {
+                    hashes.push(entry.id_hash);
+                }
+            }
+        }
+        Ok(hashes)
+    }
+
     /// Every live accessor (`LIST auth/token/accessors`).
     pub async fn accessors(&self) -> Result<Vec<String>, ApiError> {
         let mut accessors = Vec::new();
@@ -533,14 +566,15 @@ impl TokenStore {
         Ok(accessors)
     }
 
-    /// Removes expired tokens and indexes that point at nothing. Returns how many tokens went.
-    pub async fn tidy(&self) -> Result<usize, ApiError> {
+    /// Drops indexes that point at nothing and returns the expired tokens, which the caller
+    /// revokes with everything they own.
+    pub async fn tidy(&self) -> Result<Vec<String>, ApiError> {
         let now = unix_now();
-        let mut removed = 0;
+        let mut expired = Vec::new();
         for key in self.barrier.list(ID_PREFIX).await.map_err(storage_error)? {
             if let Some(entry) = self.entry_by_hash(&key).await? {
                 if entry.is_expired(now) {
-                    removed += self.revoke_tree(&entry.id_hash).await?.len();
+                    expired.push(entry.id_hash);
                 }
             }
         }
@@ -565,7 +599,7 @@ impl TokenStore {
                 }
             }
         }
-        Ok(removed)
+        Ok(expired)
     }
 
     pub async fn role(&self, name: &str) -> Result<Option<TokenRole>, ApiError> {
@@ -601,7 +635,7 @@ mod tests {
     async fn store() -> (Arc<Barrier>, TokenStore) {
         let backend: Arc<dyn Backend> = Arc::new(InmemBackend::new());
         let barrier = Barrier::open(backend, Keyring::generate(0), u64::MAX).await.unwrap();
-        let store = TokenStore::open(Arc::clone(&barrier)).await.unwrap();
+        let store = TokenStore::open(Arc::clone(&barrier), Arc::default()).await.unwrap();
         (barrier, store)
     }
 
@@ -630,7 +664,7 @@ mod tests {
         let ids = barrier.list(ID_PREFIX).await.unwrap();
         assert_eq!(ids.len(), 1);
         assert!(!ids[0].contains(root.trim_start_matches("hvs.")));
-        let again = TokenStore::open(barrier).await.unwrap();
+        let again = TokenStore::open(barrier, Arc::default()).await.unwrap();
         assert!(again.lookup(&root).await.unwrap().is_some());
     }
 

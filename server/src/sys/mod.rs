@@ -1,10 +1,11 @@
-//! The `sys/` backend: seal lifecycle, mounts, policies, capabilities and audit devices.
+//! The `sys/` backend: seal lifecycle, mounts, policies, capabilities, audit devices and leases.
 //!
 //! The router calls in three places: [`handle_unauthenticated`] before the seal gate,
 //! [`handle_optional_token`] for paths that work without a token but read one if given,
 //! and [`handle_authenticated`] after the token and ACL checks.
 
 mod audit;
+mod leases;
 mod mounts;
 mod policies;
 pub mod seal;
@@ -51,6 +52,9 @@ pub async fn handle_authenticated(
         return Some(result);
     }
     if let Some(result) = audit::handle(unsealed, req).await {
+        return Some(result);
+    }
+    if let Some(result) = leases::handle(unsealed, req).await {
         return Some(result);
     }
     policies::handle(unsealed, caller, req).await

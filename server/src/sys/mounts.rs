@@ -208,6 +208,18 @@ async fn remount(unsealed: &Unsealed, req: &Request) -> Result<Response, ApiErro
         (None, None) => (MountTableKind::Secret, normalize_mount_path(&from), normalize_mount_path(&to)),
         _ => return Err(ApiError::bad_request("cannot remount between secret engines and auth methods")),
     };
+    // Leases name the path that issued them; moving the mount under them would strand them.
+    if let Some(mount) = unsealed.mounts.get(table, &from) {
+        let leases = unsealed.expiration.lease_ids_under(&mount.route).await?;
+        if !leases.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "cannot remount {}: it has {} active leases; revoke them first (sys/leases/revoke-prefix/{})",
+                mount.route,
+                leases.len(),
+                mount.route
+            )));
+        }
+    }
     unsealed.mounts.remount(table, &from, &to).await?;
     let mut data = Map::new();
     data.insert("migration_id".into(), json!(uuid::Uuid::new_v4().to_string()));
