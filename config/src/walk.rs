@@ -552,10 +552,9 @@ impl Walker<'_> {
             Value::String(s) => s.trim().parse::<u64>().ok(),
             _ => None,
         };
-        parsed
-            .filter(|n| *n >= 1)
-            .and_then(|n| u32::try_from(n).ok())
-            .ok_or_else(|| self.invalid(path, format!("expected a whole number of at least 1, got {}", describe(value))))
+        parsed.filter(|n| *n >= 1).and_then(|n| u32::try_from(n).ok()).ok_or_else(|| {
+            self.invalid(path, format!("expected a whole number of at least 1, got {}", describe(value)))
+        })
     }
 
     /// Vault's `parseutil.ParseBool`: booleans, Go's `strconv.ParseBool` strings, and integers.

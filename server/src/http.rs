@@ -194,8 +194,9 @@ fn render(result: Result<Response, ApiError>, request_id: &str) -> axum::respons
         Ok(Response::Status(status)) => (status, None),
         Ok(Response::NoContent) => (204, None),
         Ok(Response::Logical(logical)) => {
-            let LogicalResponse { status, data, warnings, inject_data, auth, lease_id, lease_duration, renewable, .. } =
-                *logical;
+            let LogicalResponse {
+                status, data, warnings, inject_data, auth, lease_id, lease_duration, renewable, ..
+            } = *logical;
             let mut envelope = Map::new();
             if let (true, Some(data)) = (inject_data, &data) {
                 envelope.extend(data.clone());

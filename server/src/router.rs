@@ -169,7 +169,8 @@ async fn serve(
             .unwrap_or_else(|| Err(ApiError::no_handler(&req.path))),
         Target::TokenStore(rest) => token_api::handle(unsealed, caller, req, &rest).await,
         Target::Mount(mount, rest) => {
-            let response = mount.backend.handle(backend_request(req, &mount, &rest, create, Some(&caller.token))).await?;
+            let response =
+                mount.backend.handle(backend_request(req, &mount, &rest, create, Some(&caller.token))).await?;
             attach_lease(unsealed, &mount, req, &caller.token, response).await
         }
         Target::Nowhere => Err(ApiError::no_handler(&req.path)),

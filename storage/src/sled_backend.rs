@@ -61,13 +61,26 @@ impl SledBackend {
 
     /// Like [`open`](Self::open) with explicit options.
     pub fn open_with(path: &Path, options: SledOptions) -> Result<Self, StorageError> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(path)
             .cache_capacity(options.cache_capacity_bytes)
             // Our flusher is what acknowledges writes; sled's timer would only add fsyncs and a thread.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| StorageError::Io(format!("opening sled database at {}: {e}", path.display())))?;
+            .flush_every_ms(None);
+        // Sled's own worker threads (large-value writes) can hold the previous instance's file lock for a moment
+        // after it was dropped; a reopen straight after a drop waits for them rather than failing.
+        let mut lock_waits = 0;
+        let db = loop {
+            match config.open() {
+                Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock && lock_waits < 50 => {
+                    lock_waits += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                result => {
+                    break result
+                        .map_err(|e| StorageError::Io(format!("opening sled database at {}: {e}", path.display())))?
+                }
+            }
+        };
         let mut disk = DiskSync::open(path)
             .map_err(|e| StorageError::Io(format!("syncing sled database at {}: {e}", path.display())))?;
         let flush_db = db.clone();

@@ -17,6 +17,7 @@ use crate::core::view::StorageView;
 use crate::logical::{ApiError, Operation, Response};
 
 pub mod cubbyhole;
+pub mod database;
 pub mod kubernetes;
 pub mod kv;
 pub mod userpass;
@@ -93,6 +94,7 @@ pub fn build(entry: &MountEntry) -> Result<Arc<dyn LogicalBackend>, ApiError> {
         (MountTableKind::Secret, "system") | (MountTableKind::Auth, "token") => Ok(Arc::new(CoreServed)),
         (MountTableKind::Secret, "cubbyhole") => Ok(Arc::new(cubbyhole::Cubbyhole)),
         (MountTableKind::Secret, "kv") => kv::build(entry),
+        (MountTableKind::Secret, "database") => Ok(Arc::new(database::Database::default())),
         (MountTableKind::Auth, "userpass") => Ok(Arc::new(userpass::Userpass)),
         (MountTableKind::Auth, "kubernetes") => Ok(Arc::new(kubernetes::Kubernetes::from_env())),
         (MountTableKind::Secret | MountTableKind::Auth, kind) => {

@@ -248,7 +248,10 @@ pub struct Expiration {
 
 impl std::fmt::Debug for Expiration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Expiration").field("settings", &self.settings).field("due_seconds", &self.schedule.len()).finish()
+        f.debug_struct("Expiration")
+            .field("settings", &self.settings)
+            .field("due_seconds", &self.schedule.len())
+            .finish()
     }
 }
 
@@ -287,7 +290,8 @@ impl Expiration {
     }
 
     fn lock_for(&self, lease_id: &str) -> &tokio::sync::Mutex<()> {
-        let hash = lease_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let hash =
+            lease_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
         &self.locks[(hash % LOCK_STRIPES as u64) as usize]
     }
 
@@ -341,7 +345,11 @@ impl Expiration {
             .unwrap_or(self.settings.default_ttl)
             .min(max_ttl);
         let entry = LeaseEntry {
-            lease_id: format!("{}/{}", path.trim_end_matches('/'), arcanum_crypto::token::generate("", LEASE_RANDOM_LEN)),
+            lease_id: format!(
+                "{}/{}",
+                path.trim_end_matches('/'),
+                arcanum_crypto::token::generate("", LEASE_RANDOM_LEN)
+            ),
             path: path.trim_end_matches('/').to_owned(),
             internal: spec.internal,
             token_hash: token_hash.map(str::to_owned),
@@ -546,15 +554,19 @@ impl Expiration {
 
     /// LIST `sys/leases/lookup/<prefix>`: one level, as stored.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, ApiError> {
-        self.barrier.list(&format!("{LEASE_PREFIX}{prefix}")).await.map_err(storage_error)
+        // hvac sends the prefix without its trailing slash.
+        let folder = if prefix.is_empty() || prefix.ends_with('/') { prefix.to_owned() } else { format!("{prefix}/") };
+        self.barrier.list(&format!("{LEASE_PREFIX}{folder}")).await.map_err(storage_error)
     }
 
-    /// Revokes every lease under `prefix`. With `force`, backend errors are ignored.
+    /// Revokes every lease under the path `prefix`. With `force`, backend errors are ignored.
     /// Returns the first error after trying them all.
     pub async fn revoke_prefix(&self, unsealed: &Unsealed, prefix: &str, force: bool) -> Result<(), ApiError> {
         let mode = if force { Mode::Force } else { Mode::Normal };
+        // A prefix is a path: `creds/ro` must not reach `creds/rox/...` (Vault adds the slash too).
+        let prefix = format!("{}/", prefix.trim_end_matches('/'));
         let mut first_error = None;
-        for id in self.lease_ids_under(prefix).await? {
+        for id in self.lease_ids_under(&prefix).await? {
             if let Err(err) = self.revoke_with(unsealed, &id, mode).await {
                 first_error.get_or_insert(err);
             }
@@ -602,7 +614,9 @@ impl Expiration {
             let Ok(due) = second.trim_end_matches('/').parse::<i64>() else { continue };
             for item in self.barrier.list(&folder).await.map_err(storage_error)? {
                 let live = match item.split_once('.') {
-                    Some(("l", escaped)) => self.get(&unescape(escaped)).await?.is_some_and(|e| e.due_time() == Some(due)),
+                    Some(("l", escaped)) => {
+                        self.get(&unescape(escaped)).await?.is_some_and(|e| e.due_time() == Some(due))
+                    }
                     Some(("t", hash)) => unsealed.tokens.entry_by_hash(hash).await?.is_some(),
                     _ => false,
                 };

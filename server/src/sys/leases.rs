@@ -108,7 +108,8 @@ async fn revoke_prefix(unsealed: &Unsealed, prefix: &str, force: bool) -> Result
     }
     let lease_result = unsealed.expiration.revoke_prefix(unsealed, prefix, force).await;
     if prefix.starts_with("auth/") {
-        for hash in unsealed.tokens.hashes_with_path_prefix(prefix).await? {
+        let path_prefix = format!("{}/", prefix.trim_end_matches('/'));
+        for hash in unsealed.tokens.hashes_with_path_prefix(&path_prefix).await? {
             unsealed.revoke_token_tree(&hash).await?;
         }
     }

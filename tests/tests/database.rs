@@ -1,0 +1,575 @@
+//! End to end: the database secrets engine and the lease lifecycle against the real
+//! PostgreSQL and MariaDB on this machine (addresses from `ARCANUM_TEST_PG_ADDR` and
+//! `ARCANUM_TEST_MYSQL_ADDR`, defaulting to 127.0.0.1:5432 and 127.0.0.1:3306).
+
+use std::time::{Duration, Instant};
+
+use arcanum_tests::TestServer;
+use serde_json::{json, Value};
+
+fn pg_addr() -> String {
+    std::env::var("ARCANUM_TEST_PG_ADDR").unwrap_or_else(|_| "127.0.0.1:5432".into())
+}
+
+fn mysql_addr() -> String {
+    std::env::var("ARCANUM_TEST_MYSQL_ADDR").unwrap_or_else(|_| "127.0.0.1:3306".into())
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+}
+
+/// Runs SQL on PostgreSQL as `user` (trust auth) and returns the first column of each row as text.
+fn pg_as(user: &str, sql: &str) -> Result<Vec<String>, String> {
+    let addr = pg_addr();
+    let (host, port) = addr.split_once(':').expect("host:port");
+    let conn = format!("host={host} port={port} user={user} dbname=test connect_timeout=5");
+    runtime().block_on(async move {
+        let (client, connection) =
+            tokio_postgres::connect(&conn, tokio_postgres::NoTls).await.map_err(|err| err.to_string())?;
+        let driver = tokio::spawn(connection);
+        let rows = client.simple_query(sql).await.map_err(|err| match err.as_db_error() {
+            Some(db) => db.message().to_owned(),
+            None => err.to_string(),
+        })?;
+        drop(client);
+        let _ = driver.await;
+        Ok(rows
+            .into_iter()
+            .filter_map(|message| match message {
+                tokio_postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).unwrap_or_default().to_owned()),
+                _ => None,
+            })
+            .collect())
+    })
+}
+
+fn pg(sql: &str) -> Vec<String> {
+    pg_as("postgres", sql).unwrap_or_else(|err| {
+        panic!("PostgreSQL at {} is required for this test (user postgres, db test): {err}", pg_addr())
+    })
+}
+
+fn pg_role_exists(name: &str) -> bool {
+    pg(&format!("SELECT count(*) FROM pg_roles WHERE rolname = '{name}'")) == ["1"]
+}
+
+/// Runs SQL on MariaDB as `user`/`password`; returns the first column of each row.
+fn mysql_as(user: &str, password: &str, sql: &str) -> Result<Vec<String>, String> {
+    use mysql_async::prelude::Queryable as _;
+    let addr = mysql_addr();
+    let (host, port) = addr.split_once(':').expect("host:port");
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname(host.to_owned())
+        .tcp_port(port.parse().expect("port"))
+        .user(Some(user.to_owned()))
+        .pass(Some(password.to_owned()));
+    let sql = sql.to_owned();
+    runtime().block_on(async move {
+        let mut conn = mysql_async::Conn::new(opts).await.map_err(|err| err.to_string())?;
+        let rows: Vec<mysql_async::Row> = conn.query(sql).await.map_err(|err| err.to_string())?;
+        let _ = conn.disconnect().await;
+        Ok(rows
+            .into_iter()
+            .map(|row| match row.as_ref(0) {
+                Some(mysql_async::Value::Bytes(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
+                Some(mysql_async::Value::Int(i)) => i.to_string(),
+                Some(mysql_async::Value::UInt(u)) => u.to_string(),
+                other => format!("{other:?}"),
+            })
+            .collect())
+    })
+}
+
+fn mysql(sql: &str) -> Vec<String> {
+    mysql_as("root", "", sql).unwrap_or_else(|err| {
+        panic!("MariaDB at {} is required for this test (root, empty password): {err}", mysql_addr())
+    })
+}
+
+fn mysql_user_exists(name: &str) -> bool {
+    mysql(&format!("SELECT count(*) FROM mysql.user WHERE user = '{name}'")) == ["1"]
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").subsec_nanos();
+    format!("{prefix}{}{nanos:x}", std::process::id())
+}
+
+/// Polls `condition` until it holds or `deadline` passes.
+fn eventually(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn ready_with(extra: &str) -> (TestServer, String, arcanum_tests::Init) {
+    let extra = extra.to_owned();
+    let server = TestServer::start_with(move |dir| arcanum_tests::sled_config(dir, "", &extra));
+    let init = server.init(1, 1);
+    server.unseal(&init.keys);
+    let root = init.root_token.clone();
+    let (status, body) = server.put("sys/mounts/database", Some(&root), json!({ "type": "database" }));
+    assert_eq!(status, 204, "{body}");
+    (server, root, init)
+}
+
+fn ready() -> (TestServer, String) {
+    let (server, root, _) = ready_with("");
+    (server, root)
+}
+
+const PG_PLUGIN: &str = "postgresql-database-plugin";
+const MYSQL_PLUGIN: &str = "mysql-database-plugin";
+
+fn pg_url(addr: &str) -> String {
+    format!("postgresql://{{{{username}}}}:{{{{password}}}}@{addr}/test?sslmode=disable")
+}
+
+fn configure_pg(server: &TestServer, root: &str, name: &str) {
+    let (status, body) = server.put(
+        &format!("database/config/{name}"),
+        Some(root),
+        json!({
+            "plugin_name": PG_PLUGIN,
+            "connection_url": pg_url(&pg_addr()),
+            "username": "postgres",
+            "password": "unused-with-trust-auth",
+            "allowed_roles": "*",
+        }),
+    );
+    assert_eq!(status, 204, "configuring PostgreSQL: {body}");
+}
+
+fn configure_mysql(server: &TestServer, root: &str, name: &str, user: &str, password: &str) {
+    let (status, body) = server.put(
+        &format!("database/config/{name}"),
+        Some(root),
+        json!({
+            "plugin_name": MYSQL_PLUGIN,
+            "connection_url": format!("{{{{username}}}}:{{{{password}}}}@tcp({})/", mysql_addr()),
+            "username": user,
+            "password": password,
+            "allowed_roles": ["*"],
+        }),
+    );
+    assert_eq!(status, 204, "configuring MariaDB: {body}");
+}
+
+const PG_CREATE: &str = r#"CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT SELECT ON arcanum_probe TO "{{name}}";"#;
+
+fn pg_role(server: &TestServer, root: &str, role: &str, db: &str, ttl: &str, max_ttl: &str) {
+    pg("CREATE TABLE IF NOT EXISTS arcanum_probe (v int)");
+    let (status, body) = server.put(
+        &format!("database/roles/{role}"),
+        Some(root),
+        json!({ "db_name": db, "creation_statements": [PG_CREATE], "default_ttl": ttl, "max_ttl": max_ttl }),
+    );
+    assert_eq!(status, 204, "{body}");
+}
+
+/// Reads creds; returns (lease_id, username, password, whole answer).
+fn creds(server: &TestServer, token: &str, role: &str) -> (String, String, String, Value) {
+    let (status, body) = server.get(&format!("database/creds/{role}"), Some(token));
+    assert_eq!(status, 200, "creds for {role}: {body}");
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    (text(&body["lease_id"]), text(&body["data"]["username"]), text(&body["data"]["password"]), body)
+}
+
+#[test]
+fn postgres_creds_work_until_revoked_and_the_role_is_then_gone() {
+    let (server, root) = ready();
+    configure_pg(&server, &root, "pg");
+    pg_role(&server, &root, "reader", "pg", "1h", "2h");
+    let (lease_id, username, password, body) = creds(&server, &root, "reader");
+    assert!(lease_id.starts_with("database/creds/reader/"), "{body}");
+    assert_eq!(body["lease_duration"], 3600, "{body}");
+    assert_eq!(body["renewable"], true);
+    assert!(username.starts_with("v-root-reader-"), "Vault's default template: {username}");
+    assert!(username.len() <= 63);
+    assert_eq!(password.len(), 20);
+    // The user can do what the creation statements granted, and nothing they did not.
+    assert!(pg_as(&username, "SELECT count(*) FROM arcanum_probe").is_ok());
+    let refused = pg_as(&username, "CREATE TABLE arcanum_not_allowed (v int)").unwrap_err();
+    assert!(refused.contains("permission denied"), "{refused}");
+
+    let (status, lookup) = server.put("sys/leases/lookup", Some(&root), json!({ "lease_id": lease_id }));
+    assert_eq!(status, 200, "{lookup}");
+    assert_eq!(lookup["data"]["id"], lease_id.as_str());
+    assert!(lookup["data"]["ttl"].as_i64().unwrap() > 3500);
+    let (status, list) = server.request("LIST", "sys/leases/lookup/database/creds/reader/", Some(&root), None);
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["data"]["keys"], json!([lease_id.rsplit('/').next().unwrap()]));
+
+    let (status, body) = server.put("sys/leases/revoke", Some(&root), json!({ "lease_id": lease_id }));
+    assert_eq!(status, 204, "{body}");
+    assert!(!pg_role_exists(&username), "{username} still in pg_roles after revoke");
+    assert!(pg_as(&username, "SELECT 1").is_err(), "the revoked user can still log in");
+    let (status, body) = server.put("sys/leases/lookup", Some(&root), json!({ "lease_id": lease_id }));
+    assert_eq!((status, body["errors"][0].as_str()), (400, Some("invalid lease")));
+    // The password never appears in a config read.
+    let (_, config) = server.get("database/config/pg", Some(&root));
+    assert!(!config.to_string().contains("unused-with-trust-auth"), "{config}");
+    assert_eq!(config["data"]["plugin_name"], PG_PLUGIN);
+    // Disabling the mount revokes what it issued before its data goes.
+    let (_, username, _, _) = creds(&server, &root, "reader");
+    let (status, body) = server.request("DELETE", "sys/mounts/database", Some(&root), None);
+    assert_eq!(status, 204, "{body}");
+    assert!(!pg_role_exists(&username), "disabling the mount must revoke its leases");
+}
+
+#[test]
+fn mysql_creds_log_in_with_their_password_until_revoked() {
+    let (server, root) = ready();
+    configure_mysql(&server, &root, "maria", "root", "");
+    let (status, body) = server.put(
+        "database/roles/app",
+        Some(&root),
+        json!({
+            "db_name": "maria",
+            "creation_statements": "CREATE USER '{{name}}'@'%' IDENTIFIED BY '{{password}}'; GRANT SELECT ON test.* TO '{{name}}'@'%';",
+            "default_ttl": 600,
+        }),
+    );
+    assert_eq!(status, 204, "{body}");
+    let (lease_id, username, password, _) = creds(&server, &root, "app");
+    assert!(username.len() <= 32 && username.starts_with("v-root-app-"), "{username}");
+    assert_eq!(mysql_as(&username, &password, "SELECT CURRENT_USER()").unwrap().len(), 1);
+    assert!(mysql_as(&username, "wrong-password", "SELECT 1").is_err(), "a wrong password must not work");
+    let (status, body) = server.put(&format!("sys/leases/revoke/{lease_id}"), Some(&root), json!({}));
+    assert_eq!(status, 204, "{body}");
+    assert!(!mysql_user_exists(&username));
+    assert!(mysql_as(&username, &password, "SELECT 1").is_err());
+}
+
+#[test]
+fn expired_leases_are_revoked_by_the_reaper_without_any_call() {
+    let (server, root) = ready();
+    configure_pg(&server, &root, "pg");
+    pg_role(&server, &root, "short", "pg", "2s", "10s");
+    let (lease_id, username, _, body) = creds(&server, &root, "short");
+    assert_eq!(body["lease_duration"], 2);
+    assert!(pg_role_exists(&username));
+    eventually("the reaper drops the expired user", Duration::from_secs(15), || !pg_role_exists(&username));
+    let (status, _) = server.put("sys/leases/lookup", Some(&root), json!({ "lease_id": lease_id }));
+    assert_eq!(status, 400, "the lease is gone with the user");
+}
+
+#[test]
+fn leases_that_expired_while_the_server_was_down_are_revoked_after_unseal() {
+    let (mut server, root, init) = ready_with("");
+    configure_pg(&server, &root, "pg");
+    pg_role(&server, &root, "brief", "pg", "3s", "1h");
+    let users: Vec<String> = (0..3).map(|_| creds(&server, &root, "brief").1).collect();
+    let issued = Instant::now();
+    server.stop();
+    // Down past every expiry; nothing can revoke them meanwhile.
+    eventually("the leases to expire while the server is down", Duration::from_secs(10), || {
+        issued.elapsed() > Duration::from_secs(4)
+    });
+    assert!(users.iter().all(|user| pg_role_exists(user)), "nothing revokes while the server is down");
+    server.launch();
+    server.unseal(&init.keys);
+    eventually("the catch-up after unseal", Duration::from_secs(10), || users.iter().all(|user| !pg_role_exists(user)));
+}
+
+#[test]
+fn an_unreachable_database_keeps_leases_pending_and_visible_until_it_is_back() {
+    let (server, root, _) = ready_with("lease_revocation_max_backoff = \"1s\"\nlease_revocation_max_attempts = 1000\n");
+    configure_pg(&server, &root, "pg");
+    pg_role(&server, &root, "flaky", "pg", "2s", "1h");
+    let leases: Vec<(String, String)> = (0..4)
+        .map(|_| {
+            let (lease, user, _, _) = creds(&server, &root, "flaky");
+            (lease, user)
+        })
+        .collect();
+    // The database goes away: the config now points at a closed port.
+    let (status, body) = server.put(
+        "database/config/pg",
+        Some(&root),
+        json!({ "connection_url": pg_url("127.0.0.1:1"), "verify_connection": false }),
+    );
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = server.put("database/reset/pg", Some(&root), json!({}));
+    assert_eq!(status, 204, "{body}");
+    // The failure is visible on the lease meanwhile.
+    let (first_lease, _) = &leases[0];
+    eventually("a failed revocation shows on the lease", Duration::from_secs(15), || {
+        let (status, body) = server.put("sys/leases/lookup", Some(&root), json!({ "lease_id": first_lease }));
+        status == 200 && body["data"]["revocation_pending"] == true
+    });
+    let (_, body) = server.put("sys/leases/lookup", Some(&root), json!({ "lease_id": first_lease }));
+    let error = body["data"]["revocation_error"].as_str().unwrap_or_default();
+    assert!(!error.is_empty() && body["data"]["revocation_attempts"].as_u64() >= Some(1), "{body}");
+    let (_, count) = server.get("sys/leases/count?type=pending", Some(&root));
+    assert!(count["data"]["pending_revocations"].as_u64() >= Some(1), "{count}");
+    assert!(leases.iter().all(|(_, user)| pg_role_exists(user)), "nothing was revoked while unreachable");
+    // Back: every lease is eventually revoked, none lost.
+    let (status, body) = server.put(
+        "database/config/pg",
+        Some(&root),
+        json!({ "connection_url": pg_url(&pg_addr()), "verify_connection": true }),
+    );
+    assert_eq!(status, 204, "{body}");
+    eventually("every pending lease is revoked once the database is back", Duration::from_secs(20), || {
+        leases.iter().all(|(_, user)| !pg_role_exists(user))
+    });
+    for (lease, _) in &leases {
+        let (status, body) = server.put("sys/leases/lookup", Some(&root), json!({ "lease_id": lease }));
+        assert_eq!(status, 400, "{lease} should be gone: {body}");
+    }
+}
+
+#[test]
+fn revoking_a_token_revokes_its_leases_and_revoke_prefix_is_exact() {
+    let (server, root) = ready();
+    configure_pg(&server, &root, "pg");
+    pg_role(&server, &root, "ro", "pg", "1h", "2h");
+    pg_role(&server, &root, "rox", "pg", "1h", "2h");
+    let (status, body) = server.put(
+        "sys/policies/acl/creds",
+        Some(&root),
+        json!({ "policy": "path \"database/creds/*\" { capabilities = [\"read\"] }" }),
+    );
+    assert_eq!(status, 204, "{body}");
+    let (status, token) = server.put("auth/token/create", Some(&root), json!({ "policies": ["creds"] }));
+    assert_eq!(status, 200, "{token}");
+    let app = token["auth"]["client_token"].as_str().unwrap().to_owned();
+    let (_, app_user, _, _) = creds(&server, &app, "ro");
+    assert!(app_user.starts_with("v-token-ro-"), "the token's display name goes into the username: {app_user}");
+    let (status, body) = server.put("auth/token/revoke", Some(&root), json!({ "token": app }));
+    assert_eq!(status, 204, "{body}");
+    eventually("the token's lease goes with it", Duration::from_secs(5), || !pg_role_exists(&app_user));
+
+    let ro: Vec<String> = (0..2).map(|_| creds(&server, &root, "ro").1).collect();
+    let rox = creds(&server, &root, "rox").1;
+    let (status, body) = server.put("sys/leases/revoke-prefix/database/creds/ro", Some(&root), json!({}));
+    assert_eq!(status, 204, "{body}");
+    assert!(ro.iter().all(|user| !pg_role_exists(user)), "every lease under the prefix is revoked");
+    assert!(pg_role_exists(&rox), "creds/rox is not under creds/ro/");
+    let (status, _) = server.request("LIST", "sys/leases/lookup/database/creds/rox/", Some(&root), None);
+    assert_eq!(status, 200);
+    // revoke-prefix needs sudo: a token with plain update is refused.
+    let (_, limited) = server.put(
+        "sys/policies/acl/leases",
+        Some(&root),
+        json!({ "policy": "path \"sys/leases/*\" { capabilities = [\"update\"] }" }),
+    );
+    assert!(limited.is_null() || limited.get("errors").is_none(), "{limited}");
+    let (_, token) = server.put("auth/token/create", Some(&root), json!({ "policies": ["leases"] }));
+    let leases_token = token["auth"]["client_token"].as_str().unwrap();
+    let (status, _) = server.put("sys/leases/revoke-prefix/database/", Some(leases_token), json!({}));
+    assert_eq!(status, 403);
+    assert!(pg_role_exists(&rox));
+    let (status, _) = server.put("sys/leases/revoke-force/database/", Some(&root), json!({}));
+    assert_eq!(status, 204);
+    assert!(!pg_role_exists(&rox), "revoke-force still asks the backend first");
+}
+
+#[test]
+fn renewals_extend_up_to_max_ttl_and_run_the_renew_statements() {
+    let (server, root) = ready();
+    configure_pg(&server, &root, "pg");
+    pg_role(&server, &root, "renewable", "pg", "60s", "120s");
+    let (lease_id, username, _, _) = creds(&server, &root, "renewable");
+    let (status, body) =
+        server.put("sys/leases/renew", Some(&root), json!({ "lease_id": lease_id, "increment": "90s" }));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["lease_id"], lease_id.as_str());
+    assert_eq!(body["renewable"], true);
+    let duration = body["lease_duration"].as_u64().unwrap();
+    assert!((85..=90).contains(&duration), "{body}");
+    // Past the max: capped, with Vault's warning.
+    let (status, body) =
+        server.put("sys/leases/renew", Some(&root), json!({ "lease_id": lease_id, "increment": 3600 }));
+    assert_eq!(status, 200, "{body}");
+    assert!(body["lease_duration"].as_u64().unwrap() <= 120, "{body}");
+    assert!(body["warnings"][0].as_str().unwrap_or_default().contains("capped"), "{body}");
+    // The renew statement moved VALID UNTIL along.
+    let valid_until =
+        pg(&format!("SELECT extract(epoch FROM rolvaliduntil)::bigint FROM pg_roles WHERE rolname = '{username}'"));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let until: i64 = valid_until[0].parse().unwrap();
+    assert!(until > now + 60, "VALID UNTIL was not extended: {until} vs now {now}");
+    // The legacy alias works too, and unknown leases are refused clearly.
+    let (status, body) = server.put("sys/renew", Some(&root), json!({ "lease_id": lease_id }));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server.put("sys/leases/renew", Some(&root), json!({ "lease_id": "database/creds/nope/x" }));
+    assert_eq!((status, body["errors"][0].as_str()), (400, Some("lease not found")));
+    let (status, _) = server.put("sys/revoke", Some(&root), json!({ "lease_id": lease_id }));
+    assert_eq!(status, 204);
+    assert!(!pg_role_exists(&username));
+}
+
+#[test]
+fn rotate_root_replaces_the_password_in_the_database_and_keeps_only_the_new_one() {
+    let (server, root) = ready();
+    // A dedicated admin per database: the shared root and postgres accounts are never rotated.
+    let maria_admin = unique("arc_admin_");
+    mysql(&format!("CREATE USER '{maria_admin}'@'%' IDENTIFIED BY 'first-password'"));
+    mysql(&format!("GRANT ALL PRIVILEGES ON *.* TO '{maria_admin}'@'%' WITH GRANT OPTION"));
+    configure_mysql(&server, &root, "maria", &maria_admin, "first-password");
+    let (status, body) = server.put(
+        "database/roles/app",
+        Some(&root),
+        json!({ "db_name": "maria", "creation_statements": ["CREATE USER '{{name}}'@'%' IDENTIFIED BY '{{password}}'"] }),
+    );
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = server.put("database/rotate-root/maria", Some(&root), json!({}));
+    assert_eq!(status, 204, "{body}");
+    let old = mysql_as(&maria_admin, "first-password", "SELECT 1").unwrap_err();
+    assert!(old.contains("Access denied"), "the old root password still works: {old}");
+    let (_, user, password, _) = creds(&server, &root, "app");
+    assert!(mysql_as(&user, &password, "SELECT 1").is_ok(), "creds still issue after rotation");
+    let (_, config) = server.get("database/config/maria", Some(&root));
+    assert!(!config.to_string().contains("first-password"));
+
+    let pg_admin = unique("arc_admin_");
+    pg(&format!("CREATE ROLE {pg_admin} WITH LOGIN SUPERUSER PASSWORD 'first-password'"));
+    let hash_before = pg(&format!("SELECT rolpassword FROM pg_authid WHERE rolname = '{pg_admin}'"));
+    let (status, body) = server.put(
+        "database/config/pgadmin",
+        Some(&root),
+        json!({ "plugin_name": PG_PLUGIN, "connection_url": pg_url(&pg_addr()), "username": pg_admin, "password": "first-password", "allowed_roles": "*" }),
+    );
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = server.put("database/rotate-root/pgadmin", Some(&root), json!({}));
+    assert_eq!(status, 204, "{body}");
+    let hash_after = pg(&format!("SELECT rolpassword FROM pg_authid WHERE rolname = '{pg_admin}'"));
+    assert_ne!(hash_before, hash_after, "PostgreSQL has trust auth here, so the stored verifier is what proves it");
+    pg_role(&server, &root, "afterrotate", "pgadmin", "1h", "2h");
+    let (lease, user, _, _) = creds(&server, &root, "afterrotate");
+    assert!(pg_role_exists(&user));
+    server.put("sys/leases/revoke", Some(&root), json!({ "lease_id": lease }));
+    mysql(&format!("DROP USER IF EXISTS '{maria_admin}'@'%'"));
+    server.put("sys/leases/revoke-prefix/database/", Some(&root), json!({}));
+    pg(&format!("DROP ROLE IF EXISTS {pg_admin}"));
+}
+
+#[test]
+fn static_roles_rotate_on_schedule_and_serve_the_current_password() {
+    let (server, root) = ready();
+    configure_mysql(&server, &root, "maria", "root", "");
+    let account = unique("arc_static_");
+    mysql(&format!("CREATE USER '{account}'@'%' IDENTIFIED BY 'set-by-a-human'"));
+    let (status, body) = server.put(
+        "database/static-roles/svc",
+        Some(&root),
+        json!({ "db_name": "maria", "username": account, "rotation_period": "5s" }),
+    );
+    assert_eq!(status, 204, "{body}");
+    assert!(mysql_as(&account, "set-by-a-human", "SELECT 1").is_err(), "created means rotated at once");
+    let (status, first) = server.get("database/static-creds/svc", Some(&root));
+    assert_eq!(status, 200, "{first}");
+    let first_password = first["data"]["password"].as_str().unwrap().to_owned();
+    assert!(mysql_as(&account, &first_password, "SELECT 1").is_ok());
+    assert_eq!(first["data"]["rotation_period"], 5);
+    eventually("the scheduled rotation", Duration::from_secs(20), || {
+        let (_, now) = server.get("database/static-creds/svc", Some(&root));
+        now["data"]["password"].as_str() != Some(first_password.as_str())
+    });
+    let (_, current) = server.get("database/static-creds/svc", Some(&root));
+    let current_password = current["data"]["password"].as_str().unwrap();
+    assert!(mysql_as(&account, current_password, "SELECT 1").is_ok());
+    let (status, _) = server.put("database/rotate-role/svc", Some(&root), json!({}));
+    assert_eq!(status, 204);
+    let (status, role) = server.get("database/static-roles/svc", Some(&root));
+    assert_eq!(status, 200);
+    assert!(role["data"].get("password").is_none(), "{role}");
+    server.request("DELETE", "database/static-roles/svc", Some(&root), None);
+    mysql(&format!("DROP USER IF EXISTS '{account}'@'%'"));
+}
+
+#[test]
+fn bad_input_is_refused_clearly_and_leaves_nothing_behind() {
+    let (server, root) = ready();
+    let (status, body) = server.put(
+        "database/config/x",
+        Some(&root),
+        json!({ "plugin_name": "oracle-database-plugin", "connection_url": "x" }),
+    );
+    assert_eq!(status, 400);
+    assert!(body["errors"][0].as_str().unwrap().contains("oracle-database-plugin"), "{body}");
+
+    let (status, body) = server.put(
+        "database/config/down",
+        Some(&root),
+        json!({ "plugin_name": PG_PLUGIN, "connection_url": pg_url("127.0.0.1:1"), "username": "postgres", "password": "secret-root-pw" }),
+    );
+    assert_eq!(status, 400, "{body}");
+    let message = body["errors"][0].as_str().unwrap();
+    assert!(message.contains("verifying connection"), "{message}");
+    assert!(!message.contains("secret-root-pw"), "an error must not echo the password: {message}");
+    let (status, _) = server.get("database/config/down", Some(&root));
+    assert_eq!(status, 404, "a config that failed verification is not saved");
+
+    let (status, body) = server.put(
+        "database/roles/orphan",
+        Some(&root),
+        json!({ "db_name": "missing", "creation_statements": ["CREATE ROLE \"{{name}}\""] }),
+    );
+    assert_eq!(status, 400);
+    assert!(body["errors"][0].as_str().unwrap().contains("missing"), "{body}");
+
+    configure_pg(&server, &root, "pg");
+    let (status, body) = server.put(
+        "database/roles/toolong",
+        Some(&root),
+        json!({ "db_name": "pg", "creation_statements": [PG_CREATE], "default_ttl": "2h", "max_ttl": "1h" }),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body["errors"][0].as_str().unwrap().contains("max_ttl"));
+
+    let (status, body) = server.put(
+        "database/roles/broken",
+        Some(&root),
+        json!({ "db_name": "pg", "creation_statements": ["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}'; GRANT SELEC ON arcanum_probe TO \"{{name}}\";"] }),
+    );
+    assert_eq!(status, 204, "{body}");
+    let before = pg("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'v-root-broken-%'");
+    let (status, body) = server.get("database/creds/broken", Some(&root));
+    assert_eq!(status, 400, "{body}");
+    // The database's own message names the mistake.
+    assert!(body["errors"][0].as_str().unwrap().contains("unrecognized privilege type"), "{body}");
+    assert_eq!(pg("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'v-root-broken-%'"), before, "no half-made user");
+    let (status, _) = server.request("LIST", "sys/leases/lookup/database/creds/broken/", Some(&root), None);
+    assert_eq!(status, 404, "no lease for a failed creation");
+
+    let (status, body) = server.get("database/creds/nosuchrole", Some(&root));
+    assert_eq!(status, 400);
+    assert!(body["errors"][0].as_str().unwrap().contains("nosuchrole"));
+    let (status, _) = server.put("sys/leases/lookup", Some(&root), json!({}));
+    assert_eq!(status, 400);
+    // The mount can still be used and the server is healthy after all of this.
+    pg_role(&server, &root, "fine", "pg", "1h", "2h");
+    let (lease, _, _, _) = creds(&server, &root, "fine");
+    server.put("sys/leases/revoke", Some(&root), json!({ "lease_id": lease }));
+}
+
+#[test]
+fn cli_reads_creds_and_manages_leases() {
+    let (server, root) = ready();
+    configure_pg(&server, &root, "pg");
+    pg_role(&server, &root, "cli", "pg", "1h", "2h");
+    let (code, out, err) = server.cli(&["read", "-format=json", "database/creds/cli"], Some(&root));
+    assert_eq!(code, 0, "{err}");
+    let answer: Value = serde_json::from_str(&out).expect("json");
+    let lease = answer["lease_id"].as_str().unwrap().to_owned();
+    let user = answer["data"]["username"].as_str().unwrap().to_owned();
+    let (code, out, err) = server.cli(&["lease", "lookup", &lease], Some(&root));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&lease), "{out}");
+    let (code, out, err) = server.cli(&["lease", "renew", "-increment=30m", &lease], Some(&root));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("30m") || out.contains("1800"), "{out}");
+    let (code, out, err) = server.cli(&["lease", "revoke", "-prefix", "database/creds/cli"], Some(&root));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Success"), "{out}");
+    assert!(!pg_role_exists(&user));
+    let (code, _, err) = server.cli(&["lease", "lookup", &lease], Some(&root));
+    assert_ne!(code, 0);
+    assert!(err.contains("invalid lease"), "{err}");
+}
