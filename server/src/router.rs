@@ -169,9 +169,18 @@ async fn serve(
             .unwrap_or_else(|| Err(ApiError::no_handler(&req.path))),
         Target::TokenStore(rest) => token_api::handle(unsealed, caller, req, &rest).await,
         Target::Mount(mount, rest) => {
-            let response =
-                mount.backend.handle(backend_request(req, &mount, &rest, create, Some(&caller.token))).await?;
-            attach_lease(unsealed, &mount, req, &caller.token, response).await
+            // Detached from the connection: a client that hangs up must not cancel a backend
+            // between creating a secret (a database user) and recording its lease.
+            let (unsealed, req, token) = (Arc::clone(unsealed), req.clone(), caller.token.clone());
+            tokio::spawn(async move {
+                let response = mount.backend.handle(backend_request(&req, &mount, &rest, create, Some(&token))).await?;
+                attach_lease(&unsealed, &mount, &req, &token, response).await
+            })
+            .await
+            .map_err(|err| {
+                tracing::error!(error = %err, "a backend task failed");
+                ApiError::internal()
+            })?
         }
         Target::Nowhere => Err(ApiError::no_handler(&req.path)),
     }
@@ -212,6 +221,11 @@ async fn attach_lease(
     };
     let internal = spec.internal.clone();
     match unsealed.expiration.register(&req.path, &mount.entry, Some(&token.id_hash), spec).await {
+        // Revoked while the secret was being made: the lease goes with it.
+        Ok(lease) if !token_still_live(unsealed, token).await => {
+            let _ = unsealed.expiration.revoke(unsealed, &lease.lease_id).await;
+            Err(ApiError::invalid_token())
+        }
         Ok(lease) => {
             logical.lease_id = lease.lease_id;
             logical.lease_duration = lease.ttl;
@@ -235,6 +249,10 @@ async fn attach_lease(
             Err(err)
         }
     }
+}
+
+async fn token_still_live(unsealed: &Unsealed, token: &TokenEntry) -> bool {
+    !matches!(unsealed.tokens.entry_by_hash(&token.id_hash).await, Ok(None))
 }
 
 /// A credential backend's login becomes an orphan token; anything else passes through.

@@ -1,9 +1,11 @@
-"""Compatibility: the Kubernetes auth method's config and roles through the real hvac client.
-
-Logins against a stand-in API server are covered end to end in tests/tests/kubernetes.rs;
-here hvac's own calls are checked for shape, and a login against an unreachable API server
-must come back as hvac's Forbidden, not hang.
+"""Compatibility: the Kubernetes auth method through the real hvac client: config and roles,
+a login against the stand-in API server (the `k8s_standin` example, $ARCANUM_K8S_STANDIN), and
+a login against an unreachable API server, which must come back as hvac's Forbidden, not hang.
 """
+
+import json
+import os
+import subprocess
 
 import hvac
 import pytest
@@ -52,3 +54,42 @@ def test_kubernetes_config_and_roles_through_hvac(root, server):  # noqa: F811
     root.auth.kubernetes.delete_role(name="app")
     with pytest.raises(hvac.exceptions.InvalidPath):
         root.auth.kubernetes.list_roles()
+
+
+@pytest.fixture()
+def standin():
+    path = os.environ.get("ARCANUM_K8S_STANDIN")
+    assert path and os.path.exists(path), "ARCANUM_K8S_STANDIN must point at the k8s_standin example binary"
+    proc = subprocess.Popen([path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        yield json.loads(proc.stdout.readline())
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=10)
+
+
+def test_kubernetes_login_through_hvac(root, standin):
+    root.sys.enable_auth_method("kubernetes")
+    root.auth.kubernetes.configure(
+        kubernetes_host=standin["host"],
+        kubernetes_ca_cert=standin["ca_pem"],
+        token_reviewer_jwt=standin["reviewer"],
+    )
+    root.sys.create_or_update_policy("app-read", 'path "secret/data/app/*" { capabilities = ["read"] }')
+    root.auth.kubernetes.create_role(
+        name="app",
+        bound_service_account_names=["app-sa"],
+        bound_service_account_namespaces=["prod"],
+        policies=["app-read"],
+        ttl="1h",
+    )
+    client = hvac.Client(url=root.url)
+    answer = client.auth.kubernetes.login(role="app", jwt=standin["jwt"])
+    auth = answer["auth"]
+    assert client.token == auth["client_token"] and client.is_authenticated()
+    assert auth["policies"] == ["app-read", "default"] and auth["lease_duration"] == 3600
+    assert auth["metadata"]["service_account_name"] == "app-sa"
+    assert auth["metadata"]["service_account_namespace"] == "prod"
+    assert client.auth.token.lookup_self()["data"]["display_name"] == "kubernetes-prod-app-sa"
+    with pytest.raises(hvac.exceptions.Forbidden):
+        hvac.Client(url=root.url).auth.kubernetes.login(role="app", jwt=standin["jwt"] + "x")

@@ -16,10 +16,13 @@
 //! when it is stale, so a stale key costs one lookup and never revokes anything early.
 //!
 //! # Revocation
-//! A lease is revoked by its backend (a database drops the user). When that fails, the lease
-//! stays, marked pending with the error and the attempt count, and is rescheduled with
-//! exponential backoff; after `max_attempts` it is marked irrevocable and kept for an operator
-//! (`sys/leases/revoke-force`). Nothing is ever dropped silently.
+//! A lease is revoked by its backend (a database drops the user), within [`BACKEND_TIMEOUT`].
+//! When that fails, the lease stays, marked pending with the error and the attempt count, and
+//! is rescheduled with exponential backoff. After `max_attempts` it is also flagged
+//! irrevocable, which puts it in front of an operator (`sys/leases?type=irrevocable`,
+//! `sys/leases/revoke-force`) — but the reaper keeps trying at the longest backoff, because a
+//! database that comes back after a long outage must still see its users dropped. Nothing is
+//! ever dropped silently.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,6 +49,16 @@ const LEASE_RANDOM_LEN: usize = 24;
 const REAPER_CONCURRENCY: usize = 32;
 /// Striped locks that serialise renew and revoke of one lease.
 const LOCK_STRIPES: usize = 64;
+/// The longest a backend may take to revoke or renew one lease before the attempt counts as
+/// failed: a hung database must not hold the lease's lock and a reaper slot for ever.
+pub const BACKEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A backend call with [`BACKEND_TIMEOUT`].
+async fn bounded(call: impl std::future::Future<Output = Result<(), ApiError>>) -> Result<(), ApiError> {
+    tokio::time::timeout(BACKEND_TIMEOUT, call).await.unwrap_or_else(|_| {
+        Err(ApiError::bad_request(format!("the backend did not answer within {}s", BACKEND_TIMEOUT.as_secs())))
+    })
+}
 
 /// Settings from the server config.
 #[derive(Debug, Clone, Copy)]
@@ -90,7 +103,7 @@ pub struct RevocationState {
     pub last_error: String,
     /// When the reaper tries again.
     pub next_attempt: i64,
-    /// Attempts are exhausted: only an operator (revoke, revoke-force) ends it now.
+    /// Attempts passed the configured limit: flagged for an operator, still retried.
     pub irrevocable: bool,
 }
 
@@ -119,7 +132,6 @@ impl LeaseEntry {
     /// The second the reaper should look at this lease: its expiry, or its next retry.
     fn due_time(&self) -> Option<i64> {
         match &self.revocation {
-            Some(state) if state.irrevocable => None,
             Some(state) => Some(state.next_attempt),
             None => Some(self.expire_time),
         }
@@ -141,13 +153,11 @@ impl LeaseEntry {
         data.insert("ttl".into(), json!((self.expire_time - now).max(0)));
         data.insert("path".into(), json!(self.path));
         if let Some(state) = &self.revocation {
-            data.insert("revocation_pending".into(), json!(!state.irrevocable));
+            data.insert("revocation_pending".into(), json!(true));
             data.insert("irrevocable".into(), json!(state.irrevocable));
             data.insert("revocation_attempts".into(), json!(state.attempts));
             data.insert("revocation_error".into(), json!(state.last_error));
-            if !state.irrevocable {
-                data.insert("next_revocation_attempt".into(), json!(rfc3339(state.next_attempt)));
-            }
+            data.insert("next_revocation_attempt".into(), json!(rfc3339(state.next_attempt)));
         }
         data
     }
@@ -414,16 +424,14 @@ impl Expiration {
             .mounts
             .resolve(&entry.path)
             .ok_or_else(|| ApiError::bad_request("the mount that issued this lease no longer exists"))?;
-        mount
-            .backend
-            .renew_lease(LeaseRequest {
-                lease_id: &entry.lease_id,
-                internal: &entry.internal,
-                storage: &mount.view,
-                mount: &mount.entry,
-                expire_time: new_expire,
-            })
-            .await?;
+        bounded(mount.backend.renew_lease(LeaseRequest {
+            lease_id: &entry.lease_id,
+            internal: &entry.internal,
+            storage: &mount.view,
+            mount: &mount.entry,
+            expire_time: new_expire,
+        }))
+        .await?;
         let old_due = entry.expire_time;
         entry.expire_time = new_expire;
         entry.last_renewal = Some(now);
@@ -463,16 +471,14 @@ impl Expiration {
     async fn revoke_entry(&self, unsealed: &Unsealed, mut entry: LeaseEntry, mode: Mode) -> Result<(), ApiError> {
         let result = match unsealed.mounts.resolve(&entry.path) {
             Some((mount, _)) => {
-                mount
-                    .backend
-                    .revoke_lease(LeaseRequest {
-                        lease_id: &entry.lease_id,
-                        internal: &entry.internal,
-                        storage: &mount.view,
-                        mount: &mount.entry,
-                        expire_time: entry.expire_time,
-                    })
-                    .await
+                bounded(mount.backend.revoke_lease(LeaseRequest {
+                    lease_id: &entry.lease_id,
+                    internal: &entry.internal,
+                    storage: &mount.view,
+                    mount: &mount.entry,
+                    expire_time: entry.expire_time,
+                }))
+                .await
             }
             // Disabling a mount revokes its leases first and a remount is refused while it has
             // any, so this is a leftover that no backend can revoke: it stays visible until an
@@ -488,9 +494,12 @@ impl Expiration {
             Err(err) => {
                 self.counters.revocation_failures.fetch_add(1, Ordering::Relaxed);
                 let now = unix_now();
-                let attempts = entry.revocation.as_ref().map_or(0, |state| state.attempts) + 1;
+                let attempts = entry.revocation.as_ref().map_or(0, |state| state.attempts).saturating_add(1);
+                let was_irrevocable = entry.revocation.as_ref().is_some_and(|state| state.irrevocable);
                 let irrevocable = attempts >= self.settings.max_attempts;
-                let next_attempt = now + backoff(attempts, self.settings.max_backoff);
+                // Jitter, so leases that failed together (a database outage) do not retry in lockstep.
+                let wait = backoff(attempts, self.settings.max_backoff);
+                let next_attempt = now + wait + rand::Rng::gen_range(&mut rand::thread_rng(), 0..=wait / 4);
                 let message = err.errors.join("; ");
                 tracing::warn!(
                     lease_id = %entry.lease_id, attempts, irrevocable, error = %message,
@@ -500,25 +509,26 @@ impl Expiration {
                     Some(RevocationState { attempts, last_error: message.clone(), next_attempt, irrevocable });
                 let mut ops =
                     vec![BarrierOp::Put { path: format!("{LEASE_PREFIX}{}", entry.lease_id), value: encode(&entry)? }];
-                if let Some(due) = old_due {
+                if let Some(due) = old_due.filter(|due| *due != next_attempt) {
                     ops.push(BarrierOp::Delete { path: due_key(due, DueItem::Lease(&entry.lease_id)) });
                 }
-                if irrevocable {
+                ops.push(BarrierOp::Put {
+                    path: due_key(next_attempt, DueItem::Lease(&entry.lease_id)),
+                    value: Vec::new(),
+                });
+                if irrevocable && !was_irrevocable {
                     self.counters.irrevocable.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    ops.push(BarrierOp::Put {
-                        path: due_key(next_attempt, DueItem::Lease(&entry.lease_id)),
-                        value: Vec::new(),
-                    });
                 }
                 self.barrier.batch(ops).await.map_err(storage_error)?;
-                if !irrevocable {
-                    self.schedule.add(next_attempt);
-                }
+                self.schedule.add(next_attempt);
                 return Err(ApiError::bad_request(format!(
                     "failed to revoke lease {}: {message} (attempt {attempts}{})",
                     entry.lease_id,
-                    if irrevocable { "; the lease is now irrevocable" } else { "; it will be retried" }
+                    if irrevocable {
+                        "; the lease is flagged irrevocable and retried at the longest backoff"
+                    } else {
+                        "; it will be retried"
+                    }
                 )));
             }
         }
@@ -675,9 +685,16 @@ impl Expiration {
                 let _guard = self.lock_for(&lease_id).lock().await;
                 match self.get(&lease_id).await? {
                     Some(entry) if entry.due_time() == Some(second) => {
-                        // A failure is recorded on the lease and rescheduled.
-                        let _ = self.revoke_entry(unsealed, entry, Mode::Normal).await;
-                        Ok(())
+                        if self.revoke_entry(unsealed, entry, Mode::Normal).await.is_ok() {
+                            return Ok(());
+                        }
+                        // A backend failure was recorded on the lease with a new due time; if the
+                        // lease still points here, recording it failed and this second must be
+                        // visited again.
+                        match self.get(&lease_id).await? {
+                            Some(entry) if entry.due_time() == Some(second) => Err(ApiError::internal()),
+                            _ => Ok(()),
+                        }
                     }
                     // Renewed, already retried elsewhere, or gone: the key is stale.
                     _ => self.barrier.delete(&key).await.map_err(storage_error),

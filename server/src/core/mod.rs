@@ -231,23 +231,29 @@ impl Unsealed {
     /// Revokes a token with its descendants, and everything kept per token (leases,
     /// cubbyholes). Safe to call for a token that is already gone: what it left is cleared.
     pub async fn revoke_token_tree(&self, id_hash: &str) -> Result<(), ApiError> {
+        // Leases first: if this stops part-way, the tokens (and their expiry keys) are still
+        // there to lead the next attempt or the reaper back to what is left.
+        let tree = self.tokens.tree(id_hash).await?;
+        for hash in &tree {
+            self.expiration.revoke_token_leases(self, hash).await?;
+        }
         let mut revoked = self.tokens.revoke_tree(id_hash).await?;
-        if !revoked.iter().any(|hash| hash == id_hash) {
-            revoked.push(id_hash.to_owned());
+        for hash in tree {
+            if !revoked.contains(&hash) {
+                revoked.push(hash);
+            }
         }
         self.clear_per_token_data(&revoked).await
     }
 
     /// Revokes a token alone; its children become orphans.
     pub async fn revoke_token_orphan(&self, id_hash: &str) -> Result<(), ApiError> {
+        self.expiration.revoke_token_leases(self, id_hash).await?;
         let revoked = self.tokens.revoke_orphan(id_hash).await?;
         self.clear_per_token_data(&revoked).await
     }
 
     async fn clear_per_token_data(&self, revoked: &[String]) -> Result<(), ApiError> {
-        for hash in revoked {
-            self.expiration.revoke_token_leases(self, hash).await?;
-        }
         let Some(cubbyhole) = self.mounts.get(MountTableKind::Secret, "cubbyhole/") else { return Ok(()) };
         for hash in revoked {
             cubbyhole.view.sub_view(&format!("{hash}/")).clear().await?;

@@ -486,6 +486,17 @@ impl TokenStore {
     /// per-token data such as cubbyholes).
     pub async fn revoke_tree(&self, id_hash: &str) -> Result<Vec<String>, ApiError> {
         let mut revoked = Vec::new();
+        for hash in self.tree(id_hash).await? {
+            // Under the update lock, so a renewal or use that read the entry before cannot write it back.
+            let _update = self.update.lock().await;
+            self.revoke_one(&hash).await?;
+            revoked.push(hash);
+        }
+        Ok(revoked)
+    }
+
+    /// A token and its descendants, children before parents.
+    pub async fn tree(&self, id_hash: &str) -> Result<Vec<String>, ApiError> {
         let mut pending = vec![id_hash.to_owned()];
         // Depth-first, children before parents, so an interrupted revocation never leaves
         // a live child under a parent that is gone.
@@ -496,11 +507,8 @@ impl TokenStore {
             }
             order.push(current);
         }
-        for hash in order.into_iter().rev() {
-            self.revoke_one(&hash).await?;
-            revoked.push(hash);
-        }
-        Ok(revoked)
+        order.reverse();
+        Ok(order)
     }
 
     /// Revokes a token alone; its children become orphans.

@@ -97,6 +97,7 @@ async fn revoke(unsealed: &Arc<Unsealed>, req: &Request, from_path: &str) -> Res
         tokio::spawn(async move {
             let _ = unsealed.expiration.revoke(&unsealed, &id).await;
         });
+        return Ok(Response::Status(202));
     }
     Ok(Response::NoContent)
 }

@@ -195,18 +195,21 @@ fn statements(value: Option<&Value>, name: &str) -> Result<Option<Vec<String>>, 
             .ok_or_else(|| ApiError::bad_request(format!("{name} must be a list of strings")))?,
         Some(_) => return Err(ApiError::bad_request(format!("{name} must be a list of strings"))),
     };
-    Ok(Some(
-        raw.into_iter()
-            .map(|s| {
-                base64::engine::general_purpose::STANDARD
-                    .decode(s.trim())
-                    .ok()
-                    .and_then(|bytes| String::from_utf8(bytes).ok())
-                    .unwrap_or(s)
-            })
-            .filter(|s| !s.trim().is_empty())
-            .collect(),
-    ))
+    let mut out = Vec::new();
+    for s in raw {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(s.trim())
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .unwrap_or(s);
+        // Vault also takes a JSON array written as one string (possibly base64 encoded).
+        match serde_json::from_str::<Vec<String>>(decoded.trim()) {
+            Ok(items) if decoded.trim_start().starts_with('[') => out.extend(items),
+            _ => out.push(decoded),
+        }
+    }
+    out.retain(|s| !s.trim().is_empty());
+    Ok(Some(out))
 }
 
 fn name_of<'a>(path: &'a str, prefix: &str) -> Result<&'a str, ApiError> {
@@ -491,16 +494,31 @@ impl Database {
         }
         if is_new {
             // As in Vault: the password is rotated at once, so only Arcanum knows it.
-            self.rotate_static(req.storage, name, role).await?;
+            self.rotate_static(req.storage, name, Some(role)).await?;
         } else {
+            // Under the rotation lock, keeping the password a concurrent rotation may just have set.
+            let _rotation = self.rotation.lock().await;
+            if let Some(stored) = Self::static_role(req.storage, name).await? {
+                role.password = stored.password;
+                role.last_vault_rotation = stored.last_vault_rotation;
+            }
             req.storage.put_json(&format!("static-role/{name}"), &role).await?;
         }
         Ok(Response::NoContent)
     }
 
-    /// Sets a new password for a static role's user and stores it.
-    async fn rotate_static(&self, storage: &StorageView, name: &str, mut role: StaticRole) -> Result<(), ApiError> {
+    /// Sets a new password for a static role's user and stores it. The role is read again under
+    /// the lock (a concurrent update or delete wins); `new_role` is used only when creating it.
+    async fn rotate_static(
+        &self,
+        storage: &StorageView,
+        name: &str,
+        new_role: Option<StaticRole>,
+    ) -> Result<(), ApiError> {
         let _rotation = self.rotation.lock().await;
+        let Some(mut role) = new_role.or(Self::static_role(storage, name).await?) else {
+            return Ok(());
+        };
         let Some(config) = Self::config(storage, &role.db_name).await? else {
             return Err(ApiError::bad_request(format!("database config {:?} does not exist", role.db_name)));
         };
@@ -630,10 +648,10 @@ impl LogicalBackend for Database {
             }
             (p, Update) if p.starts_with("rotate-role/") => {
                 let name = name_of(p, "rotate-role/")?;
-                let Some(role) = Self::static_role(req.storage, name).await? else {
+                if Self::static_role(req.storage, name).await?.is_none() {
                     return Err(ApiError::bad_request(format!("no static role found for role name {name:?}")));
-                };
-                self.rotate_static(req.storage, name, role).await?;
+                }
+                self.rotate_static(req.storage, name, None).await?;
                 Ok(Response::NoContent)
             }
             _ => Err(ApiError::no_handler(&format!("{}{}", req.mount.route_prefix(), path))),
@@ -674,8 +692,13 @@ impl LogicalBackend for Database {
             if role.last_vault_rotation + role.rotation_period as i64 > now {
                 continue;
             }
-            if let Err(err) = self.rotate_static(storage, &name, role).await {
-                tracing::warn!(role = %name, error = %err, "static role rotation failed; retrying on the next tick");
+            let bound = crate::core::expiration::BACKEND_TIMEOUT;
+            match tokio::time::timeout(bound, self.rotate_static(storage, &name, None)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    tracing::warn!(role = %name, error = %err, "static role rotation failed; retrying on the next tick")
+                }
+                Err(_) => tracing::warn!(role = %name, "static role rotation timed out; retrying on the next tick"),
             }
         }
     }
@@ -701,6 +724,10 @@ mod tests {
         assert_eq!(parsed, ["CREATE ROLE x;", "GRANT a, b TO x"]);
         assert_eq!(statements(Some(&json!("DROP ROLE x")), "s").unwrap().unwrap(), ["DROP ROLE x"]);
         assert!(statements(Some(&json!(5)), "s").is_err());
+        let array_text = r#"["CREATE ROLE x", "GRANT y TO x"]"#;
+        assert_eq!(statements(Some(&json!(array_text)), "s").unwrap().unwrap(), ["CREATE ROLE x", "GRANT y TO x"]);
+        let encoded_array = base64::engine::general_purpose::STANDARD.encode(array_text);
+        assert_eq!(statements(Some(&json!(encoded_array)), "s").unwrap().unwrap().len(), 2);
     }
 
     #[test]

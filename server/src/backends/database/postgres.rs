@@ -175,19 +175,30 @@ fn pg_message(error: &tokio_postgres::Error) -> String {
 /// GRANTs on one table fail with the first, which is routine under load. The failed transaction
 /// rolled back whole, so running it again is safe.
 const TRANSIENT_ERRORS: [&str; 3] = ["tuple concurrently updated", "(SQLSTATE 40001)", "(SQLSTATE 40P01)"];
-const TRANSIENT_ATTEMPTS: u64 = 5;
+const TRANSIENT_ATTEMPTS: u64 = 8;
+/// The advisory lock a retried transaction takes first: retries run one at a time, so transactions
+/// that keep colliding on the same catalog rows (grants on one table) cannot starve each other.
+const CATALOG_LOCK: i64 = 0x4172_6361_6e75_6d01;
+
+fn is_transient(err: &DbError) -> bool {
+    let text = err.to_string();
+    TRANSIENT_ERRORS.iter().any(|transient| text.contains(transient))
+}
+
+/// A short random pause before retry `attempt`, so colliding transactions do not collide again.
+async fn transient_pause(attempt: u64) {
+    let pause = rand::Rng::gen_range(&mut rand::thread_rng(), 1..=10 * attempt);
+    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+}
 
 /// Runs `statements` in one transaction; the first failure rolls it back and names the statement.
-/// A transaction that lost a catalog race is retried a few times.
+/// A transaction that lost a catalog race runs again (a few times) under [`CATALOG_LOCK`].
 async fn run_in_transaction(client: &mut Object, phase: &str, statements: &[SqlStatement]) -> Result<(), DbError> {
     let mut attempt = 1;
     loop {
-        match run_once(client, phase, statements).await {
-            Err(err)
-                if attempt < TRANSIENT_ATTEMPTS
-                    && TRANSIENT_ERRORS.iter().any(|transient| err.to_string().contains(transient)) =>
-            {
-                tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
+        match run_once(client, phase, statements, attempt > 1).await {
+            Err(err) if attempt < TRANSIENT_ATTEMPTS && is_transient(&err) => {
+                transient_pause(attempt).await;
                 attempt += 1;
             }
             result => return result,
@@ -195,10 +206,25 @@ async fn run_in_transaction(client: &mut Object, phase: &str, statements: &[SqlS
     }
 }
 
-async fn run_once(client: &mut Object, phase: &str, statements: &[SqlStatement]) -> Result<(), DbError> {
+async fn run_once(
+    client: &mut Object,
+    phase: &str,
+    statements: &[SqlStatement],
+    serialized: bool,
+) -> Result<(), DbError> {
     let tx = begin(client).await?;
+    if serialized {
+        lock_catalog(&tx).await?;
+    }
     run_statements(&tx, phase, statements).await?;
     commit(tx, phase).await
+}
+
+async fn lock_catalog(tx: &deadpool_postgres::Transaction<'_>) -> Result<(), DbError> {
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CATALOG_LOCK])
+        .await
+        .map(|_| ())
+        .map_err(|e| DbError::new(DbErrorKind::Statement, format!("cannot take the catalog lock: {}", pg_message(&e))))
 }
 
 async fn begin(client: &mut Object) -> Result<deadpool_postgres::Transaction<'_>, DbError> {
@@ -272,7 +298,29 @@ async fn default_revoke(client: &mut Object, username: &str) -> Result<(), DbErr
     if let Err(e) = client.batch_execute(&format!("ALTER ROLE {role} NOLOGIN")).await {
         tracing::debug!(role = username, error = %pg_message(&e), "could not disable login before revoking");
     }
+    let mut attempt = 1;
+    loop {
+        match default_revoke_once(client, username, &role, superuser, attempt > 1).await {
+            Err(err) if attempt < TRANSIENT_ATTEMPTS && is_transient(&err) => {
+                transient_pause(attempt).await;
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+async fn default_revoke_once(
+    client: &mut Object,
+    username: &str,
+    role: &str,
+    superuser: bool,
+    serialized: bool,
+) -> Result<(), DbError> {
     let mut tx = begin(client).await?;
+    if serialized {
+        lock_catalog(&tx).await?;
+    }
     if !superuser {
         let grant = format!("GRANT {role} TO CURRENT_USER");
         run_statements(&tx, "revocation", &[SqlStatement::fixed(grant.clone(), grant)]).await?;

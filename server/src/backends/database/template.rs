@@ -316,7 +316,17 @@ fn execute(template: &str, data: &TemplateData<'_>) -> Result<String, DbError> {
     Ok(out)
 }
 
+/// Limits that keep a hostile template from exhausting the stack (parsing recurses per `(`).
+const MAX_TEMPLATE_LEN: usize = 4096;
+const MAX_PARENTHESES: usize = 64;
+
 fn parse(template: &str) -> Result<Vec<Node>, DbError> {
+    if template.len() > MAX_TEMPLATE_LEN {
+        return Err(template_error(format!("template is longer than {MAX_TEMPLATE_LEN} bytes")));
+    }
+    if template.matches('(').count() > MAX_PARENTHESES {
+        return Err(template_error(format!("template has more than {MAX_PARENTHESES} parentheses")));
+    }
     let mut nodes = Vec::new();
     let mut lexer = Lexer { src: template, pos: 0 };
     let mut trim_next_text = false;
