@@ -119,6 +119,9 @@ pub struct LoginAuth {
     pub mount_path: String,
     /// The name of the login path (`login/alice`), for the token's `path`.
     pub login_path: String,
+    /// Vault's entity alias name (`alias_name_source`); the same alias on the same mount always
+    /// gets the same `entity_id`. Empty: no entity.
+    pub alias_name: String,
 }
 
 impl Response {

@@ -315,6 +315,8 @@ async fn create(
         role: role_name.map(String::from),
         id: id.map(Zeroizing::new),
         max_ttl,
+        // A child acts for the same entity as its creator, as in Vault.
+        entity_id: caller.token.entity_id.clone(),
     };
     let (token, entry) = unsealed.tokens.create(request).await?;
     Ok(Response::Logical(Box::new(LogicalResponse {

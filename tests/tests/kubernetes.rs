@@ -119,6 +119,24 @@ fn login_returns_the_roles_token_and_config_hides_the_reviewer_jwt() {
     assert_eq!(server.get("secret/data/other", Some(token)).0, 403);
     assert_eq!(server.get("auth/kubernetes/config", Some(token)).0, 403);
 
+    // Entity alias: the same service account (by uid) is the same entity at every login,
+    // another one is another entity; with alias_name_source=serviceaccount_name the alias is
+    // namespace/name, so the entity changes with the source.
+    let entity = auth["entity_id"].as_str().unwrap().to_owned();
+    assert_eq!(entity.len(), 36, "{auth}");
+    assert_eq!(me["data"]["entity_id"], json!(entity));
+    let (_, again) = login(&server, "app", &jwt);
+    assert_eq!(again["auth"]["entity_id"], json!(entity));
+    let (_, other) = login(&server, "app", &sa_jwt("prod", "web-1"));
+    assert_ne!(other["auth"]["entity_id"], json!(entity));
+    let (status, body) = server.put("auth/kubernetes/role/app", r, json!({"alias_name_source": "serviceaccount_name"}));
+    assert_eq!(status, 204, "{body}");
+    let (_, by_name) = login(&server, "app", &jwt);
+    let by_name = by_name["auth"]["entity_id"].as_str().unwrap().to_owned();
+    assert!(by_name.len() == 36 && by_name != entity);
+    assert_eq!(login(&server, "app", &jwt).1["auth"]["entity_id"], json!(by_name));
+    server.put("auth/kubernetes/role/app", r, json!({"alias_name_source": "serviceaccount_uid"}));
+
     // Role CRUD and list; batch tokens and incomplete bindings are refused clearly.
     let (status, role) = server.get("auth/kubernetes/role/app", r);
     assert_eq!(status, 200);

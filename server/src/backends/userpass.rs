@@ -144,6 +144,7 @@ impl Userpass {
             renewable: true,
             mount_path: req.mount.path.clone(),
             login_path: format!("login/{name}"),
+            alias_name: name.clone(),
         })))
     }
 }

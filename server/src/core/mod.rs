@@ -293,6 +293,7 @@ impl Unsealed {
                 role: None,
                 id: None,
                 max_ttl,
+                entity_id: entity_id(&self.cluster.id, &mount.accessor, &login.alias_name),
             })
             .await
     }
@@ -633,6 +634,20 @@ impl Core {
             tracing::error!(error = %err, "final storage flush failed");
         }
     }
+}
+
+/// A stable entity id for an alias: the same alias name on the same mount always maps to the
+/// same id (what Vault's identity store guarantees for logins), shaped like a UUID v4-style id.
+/// Arcanum has no identity store yet, so entities carry no policies or metadata of their own.
+fn entity_id(cluster_id: &str, mount_accessor: &str, alias_name: &str) -> String {
+    if alias_name.is_empty() {
+        return String::new();
+    }
+    let digest =
+        arcanum_crypto::hmac_sha256(cluster_id.as_bytes(), format!("{mount_accessor}\0{alias_name}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
 }
 
 fn check_share_len(share: &[u8]) -> Result<(), ApiError> {

@@ -161,6 +161,8 @@ pub struct TokenRequest {
     pub id: Option<Zeroizing<String>>,
     /// The mount/system maximum TTL that caps everything.
     pub max_ttl: u64,
+    /// The entity the token acts for (logins with an alias); empty for none.
+    pub entity_id: String,
 }
 
 /// A token role (`auth/token/roles/:name`).
@@ -309,7 +311,7 @@ impl TokenStore {
             period: request.period,
             renewable: request.renewable,
             role: request.role,
-            entity_id: String::new(),
+            entity_id: request.entity_id,
             last_renewal_time: None,
         };
         if self.barrier.get(&format!("{ID_PREFIX}{}", entry.id_hash)).await.map_err(storage_error)?.is_some() {

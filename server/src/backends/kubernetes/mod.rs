@@ -397,6 +397,10 @@ impl Kubernetes {
         metadata.insert("role".to_owned(), role_key.clone());
         metadata.insert("service_account_name".to_owned(), name.clone());
         metadata.insert("service_account_namespace".to_owned(), namespace.clone());
+        let alias_name = match role.alias_name_source.as_str() {
+            "serviceaccount_name" => format!("{namespace}/{name}"),
+            _ => uid.clone(),
+        };
         metadata.insert("service_account_uid".to_owned(), uid);
         metadata.insert("service_account_secret_name".to_owned(), claims.secret_name.clone().unwrap_or_default());
         tracing::info!(mount = %mount, role = %role_key, service_account = %expected, "kubernetes login accepted");
@@ -412,6 +416,7 @@ impl Kubernetes {
             renewable: true,
             mount_path: req.mount.path.clone(),
             login_path: "login".into(),
+            alias_name,
         })))
     }
 
