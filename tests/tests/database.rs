@@ -427,6 +427,27 @@ fn rotate_root_replaces_the_password_in_the_database_and_keeps_only_the_new_one(
     let (_, config) = server.get("database/config/maria", Some(&root));
     assert!(!config.to_string().contains("first-password"));
 
+    // A crash between changing the password in the database and saving it: storage still has
+    // a stale password, the new one only as pending. The next connection keeps the one that works.
+    let (_, mount) = server.get("sys/mounts/database", Some(&root));
+    let raw_path = format!("sys/raw/logical/{}/config/maria", mount["data"]["uuid"].as_str().unwrap());
+    let (status, raw) = server.get(&raw_path, Some(&root));
+    assert_eq!(status, 200, "{raw}");
+    let mut stored: Value = serde_json::from_str(raw["data"]["value"].as_str().unwrap()).unwrap();
+    let current = stored["password"].as_str().unwrap().to_owned();
+    stored["password"] = json!("stale-before-the-crash");
+    stored["pending_root_password"] = json!(current);
+    let (status, body) = server.put(&raw_path, Some(&root), json!({ "value": stored.to_string() }));
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = server.put("database/reset/maria", Some(&root), json!({}));
+    assert_eq!(status, 204, "{body}");
+    let (_, user, password, _) = creds(&server, &root, "app");
+    assert!(mysql_as(&user, &password, "SELECT 1").is_ok(), "the pending password was recovered");
+    let (_, raw) = server.get(&raw_path, Some(&root));
+    let settled: Value = serde_json::from_str(raw["data"]["value"].as_str().unwrap()).unwrap();
+    assert_eq!(settled["password"], json!(current));
+    assert_eq!(settled["pending_root_password"], json!(""));
+
     let pg_admin = unique("arc_admin_");
     pg(&format!("CREATE ROLE {pg_admin} WITH LOGIN SUPERUSER PASSWORD 'first-password'"));
     let hash_before = pg(&format!("SELECT rolpassword FROM pg_authid WHERE rolname = '{pg_admin}'"));

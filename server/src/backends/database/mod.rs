@@ -48,6 +48,9 @@ struct DbConfig {
     root_rotation_statements: Vec<String>,
     verify_connection: bool,
     disable_escaping: bool,
+    /// Written before a root rotation changes the database, cleared after: a crash in between
+    /// leaves both passwords here, and the next connection keeps whichever one works.
+    pending_root_password: String,
 }
 
 // By hand: the root password must never reach a log line.
@@ -163,6 +166,35 @@ fn db_error(context: &str, err: DbError) -> ApiError {
     ApiError::bad_request(format!("{context}: {err}"))
 }
 
+/// Finishes a root rotation that was interrupted between the database and storage: the pending
+/// password wins if it works, the stored one is kept (and the pending one dropped) if only it
+/// works; with the database unreachable nothing is decided.
+async fn settle_rotation(storage: &StorageView, name: &str, mut config: DbConfig) -> Result<DbConfig, ApiError> {
+    if config.pending_root_password.is_empty() {
+        return Ok(config);
+    }
+    let mut candidate = config.clone();
+    candidate.password = std::mem::take(&mut candidate.pending_root_password);
+    if works(&candidate).await? {
+        tracing::warn!(config = name, "finishing an interrupted root rotation: the new password is in use");
+        config = candidate;
+    } else if works(&config).await? {
+        config.pending_root_password.clear();
+    } else {
+        return Ok(config);
+    }
+    storage.put_json(&format!("config/{name}"), &config).await?;
+    Ok(config)
+}
+
+/// Whether `config`'s credentials log in.
+async fn works(config: &DbConfig) -> Result<bool, ApiError> {
+    let pool = plugin::open(&config.connection()?).map_err(|err| db_error("error creating database object", err))?;
+    let ok = pool.verify().await.is_ok();
+    pool.close().await;
+    Ok(ok)
+}
+
 /// `*` globs in `allowed_roles`, as Vault allows.
 fn glob(pattern: &str, name: &str) -> bool {
     match pattern.split_once('*') {
@@ -234,7 +266,12 @@ impl Database {
     }
 
     /// The open pool for a config, opening it on first use.
-    async fn connection(&self, name: &str, config: &DbConfig) -> Result<Arc<dyn DatabasePlugin>, ApiError> {
+    async fn connection(
+        &self,
+        storage: &StorageView,
+        name: &str,
+        config: &DbConfig,
+    ) -> Result<Arc<dyn DatabasePlugin>, ApiError> {
         if let Some(pool) = self.pools.read().await.get(name) {
             return Ok(Arc::clone(pool));
         }
@@ -242,6 +279,7 @@ impl Database {
         if let Some(pool) = pools.get(name) {
             return Ok(Arc::clone(pool));
         }
+        let config = settle_rotation(storage, name, config.clone()).await?;
         let pool =
             plugin::open(&config.connection()?).map_err(|err| db_error("error creating database object", err))?;
         pools.insert(name.to_owned(), Arc::clone(&pool));
@@ -271,7 +309,10 @@ impl Database {
                 "plugin_version" => {}
                 "connection_url" => config.connection_url = fields::string(Some(value), key)?,
                 "username" => config.username = fields::string(Some(value), key)?,
-                "password" => config.password = fields::string(Some(value), key)?,
+                "password" => {
+                    config.password = fields::string(Some(value), key)?;
+                    config.pending_root_password.clear();
+                }
                 "allowed_roles" => config.allowed_roles = fields::string_list(Some(value), key)?.unwrap_or_default(),
                 "max_open_connections" => {
                     config.max_open_connections = fields::non_negative(Some(value), key)?.unwrap_or(4)
@@ -329,7 +370,7 @@ impl Database {
 
     async fn rotate_root(&self, req: &BackendRequest<'_>, name: &str) -> Result<Response, ApiError> {
         let _rotation = self.rotation.lock().await;
-        let Some(mut config) = Self::config(req.storage, name).await? else {
+        let Some(config) = Self::config(req.storage, name).await? else {
             return Err(ApiError::bad_request(format!("no configuration found for {name:?}")));
         };
         if config.username.is_empty() || config.password.is_empty() {
@@ -337,12 +378,22 @@ impl Database {
                 "unable to rotate root credentials: no username or password in the config",
             ));
         }
-        let pool = self.connection(name, &config).await?;
+        let pool = self.connection(req.storage, name, &config).await?;
+        // The connection may have settled an earlier interrupted rotation.
+        let mut config = Self::config(req.storage, name).await?.unwrap_or(config);
         let new_password = template::generate_password();
-        pool.rotate_root(&config.root_rotation_statements, &new_password)
-            .await
-            .map_err(|err| db_error("failed to update user", err))?;
+        // Write-ahead: if we crash after the database changed, the new password is not lost.
+        config.pending_root_password = new_password.to_string();
+        req.storage.put_json(&format!("config/{name}"), &config).await?;
+        if let Err(err) = pool.rotate_root(&config.root_rotation_statements, &new_password).await {
+            config.pending_root_password.clear();
+            if let Err(save) = req.storage.put_json(&format!("config/{name}"), &config).await {
+                tracing::warn!(config = name, status = save.status, "could not clear the pending root password");
+            }
+            return Err(db_error("failed to update user", err));
+        }
         config.password = new_password.to_string();
+        config.pending_root_password.clear();
         // The database already has the new password: keeping the old one would lock us out.
         if let Err(err) = req.storage.put_json(&format!("config/{name}"), &config).await {
             tracing::error!(config = name, "the root password was rotated but could not be saved");
@@ -416,7 +467,7 @@ impl Database {
         if !config.allows(role_name) {
             return Err(ApiError::bad_request(format!("{role_name:?} is not an allowed role")));
         }
-        let pool = self.connection(&role.db_name, &config).await?;
+        let pool = self.connection(req.storage, &role.db_name, &config).await?;
         let display_name = req.token.map_or("token", |token| token.display_name.as_str());
         let username = template::generate_username(
             Some(config.username_template.as_str()).filter(|t| !t.is_empty()),
@@ -522,7 +573,7 @@ impl Database {
         let Some(config) = Self::config(storage, &role.db_name).await? else {
             return Err(ApiError::bad_request(format!("database config {:?} does not exist", role.db_name)));
         };
-        let pool = self.connection(&role.db_name, &config).await?;
+        let pool = self.connection(storage, &role.db_name, &config).await?;
         let password = template::generate_password();
         pool.set_password(&role.rotation_statements, &role.username, &password)
             .await
@@ -557,7 +608,7 @@ impl Database {
         let Some(config) = Self::config(req.storage, &db_name).await? else {
             return Err(ApiError::bad_request(format!("database config {db_name:?} no longer exists")));
         };
-        let pool = self.connection(&db_name, &config).await?;
+        let pool = self.connection(req.storage, &db_name, &config).await?;
         let role = Self::role(req.storage, &role_name).await?;
         Ok((pool, username, role))
     }
@@ -589,7 +640,7 @@ impl LogicalBackend for Database {
                     return Err(ApiError::bad_request(format!("no configuration found for {name:?}")));
                 };
                 self.close(name).await;
-                self.connection(name, &config).await?;
+                self.connection(req.storage, name, &config).await?;
                 Ok(Response::NoContent)
             }
             (p, Update) if p.starts_with("rotate-root/") => self.rotate_root(&req, name_of(p, "rotate-root/")?).await,
