@@ -226,6 +226,12 @@ async fn attach_lease(
             let _ = unsealed.expiration.revoke(unsealed, &lease.lease_id).await;
             Err(ApiError::invalid_token())
         }
+        // The mount was disabled meanwhile (after its leases were revoked): revoke this one now,
+        // while the backend can still reach its database.
+        Ok(lease) if !mount_still_enabled(unsealed, mount, &req.path) => {
+            let _ = unsealed.expiration.revoke(unsealed, &lease.lease_id).await;
+            Err(ApiError::bad_request("the mount was disabled while the secret was being created"))
+        }
         Ok(lease) => {
             logical.lease_id = lease.lease_id;
             logical.lease_duration = lease.ttl;
@@ -249,6 +255,10 @@ async fn attach_lease(
             Err(err)
         }
     }
+}
+
+fn mount_still_enabled(unsealed: &Unsealed, mount: &Mount, path: &str) -> bool {
+    unsealed.mounts.resolve(path).is_some_and(|(current, _)| current.entry.uuid == mount.entry.uuid)
 }
 
 async fn token_still_live(unsealed: &Unsealed, token: &TokenEntry) -> bool {

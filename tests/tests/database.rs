@@ -527,6 +527,15 @@ fn bad_input_is_refused_clearly_and_leaves_nothing_behind() {
     let (status, _) = server.get("database/config/down", Some(&root));
     assert_eq!(status, 404, "a config that failed verification is not saved");
 
+    // Plugin-specific fields Vault passes through are accepted and named back, not refused.
+    let (status, body) = server.put(
+        "database/config/extra",
+        Some(&root),
+        json!({ "plugin_name": PG_PLUGIN, "connection_url": pg_url(&pg_addr()), "username": "postgres",
+                "password": "x", "tls_ca": "", "connect_timeout": "5s" }),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body["warnings"][0].as_str().unwrap().contains("connect_timeout"), "{body}");
     let (status, body) = server.put(
         "database/roles/orphan",
         Some(&root),

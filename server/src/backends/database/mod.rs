@@ -300,6 +300,7 @@ impl Database {
             ..DbConfig::default()
         });
         let mut verify = true;
+        let mut ignored = Vec::new();
         for (key, value) in req.data {
             if value.is_null() {
                 continue;
@@ -331,7 +332,9 @@ impl Database {
                 "verify_connection" => verify = fields::boolean(Some(value), key)?.unwrap_or(true),
                 "disable_escaping" => config.disable_escaping = fields::boolean(Some(value), key)?.unwrap_or(false),
                 "password_authentication" | "tls_ca" | "tls_certificate" | "private_key" | "auth_type" => {}
-                other => return Err(ApiError::bad_request(format!("unknown field {other:?} for a database config"))),
+                // Vault hands unknown fields to the plugin as connection details, so clients send
+                // plugin-specific ones (TLS files, timeouts); they are accepted and named back.
+                other => ignored.push(other.to_owned()),
             }
         }
         config.verify_connection = verify;
@@ -365,7 +368,13 @@ impl Database {
         if let Some(previous) = previous {
             previous.close().await;
         }
-        Ok(Response::NoContent)
+        if ignored.is_empty() {
+            return Ok(Response::NoContent);
+        }
+        Ok(Response::Logical(Box::new(crate::logical::LogicalResponse {
+            warnings: vec![format!("these fields are not used by Arcanum and were ignored: {}", ignored.join(", "))],
+            ..Default::default()
+        })))
     }
 
     async fn rotate_root(&self, req: &BackendRequest<'_>, name: &str) -> Result<Response, ApiError> {
