@@ -12,7 +12,6 @@ import termios
 import time
 import urllib.request
 
-from test_hvac import server  # noqa: F401  (pytest fixture: a fresh server on sled)
 
 
 def _read_until(fd, needle, deadline):
@@ -48,7 +47,7 @@ def _read_all(fd, deadline):
     return seen
 
 
-def test_unseal_prompt_does_not_echo_the_key(server):  # noqa: F811
+def test_unseal_prompt_does_not_echo_the_key(server):
     body = json.dumps({"secret_shares": 3, "secret_threshold": 2}).encode()
     request = urllib.request.Request(f"{server}/v1/sys/init", data=body, method="PUT")
     keys = json.load(urllib.request.urlopen(request))["keys"]

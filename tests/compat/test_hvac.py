@@ -1,63 +1,12 @@
 """Compatibility: the real hvac client (from PyPI) against the real arcanum binary.
 
-Starts the server the way hvac's own test-suite starts Vault (a JSON config with the legacy
-`backend` block), then drives init, unseal, seal status, health, seal and rekey through hvac.
+On a server started the way hvac's own test-suite starts Vault (conftest.py: a JSON config with
+the legacy `backend` block), drives init, unseal, seal status, health, seal and rekey through hvac.
 """
-
-import json
-import os
-import subprocess
-import tempfile
-import threading
 
 import hvac
 import pytest
 import requests
-
-
-def _binary():
-    path = os.environ.get("ARCANUM_BIN")
-    assert path and os.path.exists(path), "ARCANUM_BIN must point at the arcanum binary"
-    return path
-
-
-def _start(config_path):
-    proc = subprocess.Popen(
-        [_binary(), "server", f"-config={config_path}"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    url = None
-    for line in proc.stdout:
-        if line.startswith("arcanum: listening on "):
-            url = line.split("arcanum: listening on ", 1)[1].strip()
-            break
-    assert url, "server did not report its address"
-    # Keep draining stdout so the server never blocks on a full pipe.
-    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
-    return proc, url
-
-
-@pytest.fixture()
-def server():
-    with tempfile.TemporaryDirectory() as tmp:
-        config = {
-            "backend": {"sled": {"path": os.path.join(tmp, "data")}},
-            "listener": {"tcp": {"address": "127.0.0.1:0", "tls_disable": True}},
-            "disable_mlock": True,
-            "default_lease_ttl": "768h",
-            "max_lease_ttl": "768h",
-        }
-        config_path = os.path.join(tmp, "config.json")
-        with open(config_path, "w") as f:
-            json.dump(config, f)
-        proc, url = _start(config_path)
-        try:
-            yield url
-        finally:
-            proc.kill()
-            proc.wait()
 
 
 def test_init_unseal_status_health_through_hvac(server):

@@ -8,16 +8,6 @@ import tempfile
 import hvac
 import pytest
 
-from test_hvac import server  # noqa: F401  (pytest fixture: a fresh server on sled)
-
-
-@pytest.fixture()
-def root(server):  # noqa: F811
-    client = hvac.Client(url=server)
-    result = client.sys.initialize(secret_shares=1, secret_threshold=1)
-    client.sys.submit_unseal_keys(result["keys"])
-    client.token = result["root_token"]
-    return client
 
 
 def test_audit_devices_through_hvac(root):

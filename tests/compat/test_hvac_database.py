@@ -10,7 +10,6 @@ import hvac
 import pymysql
 import pytest
 
-from test_hvac import server  # noqa: F401  (pytest fixture: a fresh server on sled)
 
 MYSQL_ADDR = os.environ.get("ARCANUM_TEST_MYSQL_ADDR", "127.0.0.1:3306")
 HOST, PORT = MYSQL_ADDR.split(":")
@@ -35,16 +34,13 @@ def user_exists(name):
 
 
 @pytest.fixture()
-def root(server):  # noqa: F811
-    client = hvac.Client(url=server)
-    result = client.sys.initialize(secret_shares=1, secret_threshold=1)
-    client.sys.submit_unseal_keys(result["keys"])
-    client.token = result["root_token"]
-    client.sys.enable_secrets_engine("database", path="database")
-    return client
+def db_root(root):
+    root.sys.enable_secrets_engine("database", path="database")
+    return root
 
 
-def test_database_engine_and_leases_through_hvac(root):
+def test_database_engine_and_leases_through_hvac(db_root):
+    root = db_root
     admin = "arc_hvac_" + uuid.uuid4().hex[:10]
     admin_sql(f"CREATE USER '{admin}'@'%' IDENTIFIED BY 'initial-admin-pw'")
     admin_sql(f"GRANT ALL PRIVILEGES ON *.* TO '{admin}'@'%' WITH GRANT OPTION")

@@ -10,19 +10,9 @@ import subprocess
 import hvac
 import pytest
 
-from test_hvac import server  # noqa: F401  (pytest fixture: a fresh server on sled)
 
 
-@pytest.fixture()
-def root(server):  # noqa: F811
-    client = hvac.Client(url=server)
-    result = client.sys.initialize(secret_shares=1, secret_threshold=1)
-    client.sys.submit_unseal_keys(result["keys"])
-    client.token = result["root_token"]
-    return client
-
-
-def test_kubernetes_config_and_roles_through_hvac(root, server):  # noqa: F811
+def test_kubernetes_config_and_roles_through_hvac(root, server):
     root.sys.enable_auth_method("kubernetes")
     root.auth.kubernetes.configure(
         kubernetes_host="https://127.0.0.1:1",

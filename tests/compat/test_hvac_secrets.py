@@ -3,16 +3,6 @@
 import hvac
 import pytest
 
-from test_hvac import server  # noqa: F401  (pytest fixture: a fresh server on sled)
-
-
-@pytest.fixture()
-def root(server):  # noqa: F811
-    client = hvac.Client(url=server)
-    result = client.sys.initialize(secret_shares=1, secret_threshold=1)
-    client.sys.submit_unseal_keys(result["keys"])
-    client.token = result["root_token"]
-    return client
 
 
 def test_kv_v2_through_hvac(root):
@@ -101,7 +91,7 @@ def test_policies_through_hvac(root):
     assert "app-read" not in root.sys.list_policies()["data"]["policies"]
 
 
-def test_tokens_and_enforcement_through_hvac(root, server):  # noqa: F811
+def test_tokens_and_enforcement_through_hvac(root, server):
     root.sys.enable_secrets_engine("kv", path="secret", options={"version": 2})
     root.secrets.kv.v2.create_or_update_secret(path="app/db", secret={"pass": "s3cret"}, mount_point="secret")
     root.secrets.kv.v2.create_or_update_secret(path="other/x", secret={"pass": "nope"}, mount_point="secret")
@@ -158,7 +148,7 @@ def test_mounts_and_auth_methods_through_hvac(root):
     assert "userpass/" not in root.sys.list_auth_methods()["data"]
 
 
-def test_userpass_login_through_hvac(root, server):  # noqa: F811
+def test_userpass_login_through_hvac(root, server):
     root.sys.enable_auth_method("userpass")
     root.sys.create_or_update_policy(name="reader", policy='path "cubbyhole/*" { capabilities = ["read"] }')
     root.auth.userpass.create_or_update_user(username="alice", password="correct horse", policies=["reader"])
