@@ -650,9 +650,6 @@ mod tests {
 
     use std::time::Instant;
 
-    use rand::distributions::Alphanumeric;
-    use rand::Rng;
-
     use super::super::plugin::{open, PluginKind};
     use super::super::template::{generate_password, generate_username, split_statements};
     use super::*;
@@ -664,7 +661,7 @@ mod tests {
     }
 
     fn suffix() -> String {
-        rand::thread_rng().sample_iter(&Alphanumeric).take(10).map(char::from).collect::<String>().to_lowercase()
+        arcanum_crypto::token::generate("", 10).to_lowercase()
     }
 
     fn now() -> i64 {

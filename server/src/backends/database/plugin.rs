@@ -8,8 +8,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::distributions::Alphanumeric;
-use rand::Rng;
 use zeroize::Zeroizing;
 
 use super::template::{render_statement, StatementVars};
@@ -486,8 +484,7 @@ impl fmt::Debug for ResolvedUrl {
 }
 
 fn random_marker() -> String {
-    let suffix: String = rand::thread_rng().sample_iter(&Alphanumeric).take(24).map(char::from).collect();
-    format!("arcanumcred{suffix}")
+    arcanum_crypto::token::generate("arcanumcred", 24)
 }
 
 #[cfg(test)]

@@ -9,10 +9,9 @@ use std::fmt;
 use std::fmt::Write as _;
 
 use base64::Engine as _;
-use rand::distributions::{Alphanumeric, Distribution, Uniform};
+use rand::distributions::{Distribution, Uniform};
 use rand::rngs::OsRng;
 use rand::seq::SliceRandom;
-use rand::Rng;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
@@ -586,7 +585,7 @@ fn call(name: &str, args: Vec<Value>) -> Result<Value, DbError> {
                 return Err(template_error(format!("random: length must be between 1 and 1024, got {n}")));
             }
             let n = usize::try_from(n).unwrap_or(1);
-            Value::Str(OsRng.sample_iter(&Alphanumeric).take(n).map(char::from).collect())
+            Value::Str(arcanum_crypto::token::generate("", n))
         }
         "truncate" => {
             let n = args.int()?;
