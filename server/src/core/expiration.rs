@@ -37,6 +37,7 @@ use tokio::task::JoinSet;
 use super::barrier::{unix_now, Barrier, BarrierError, BarrierOp};
 use super::mounts::MountEntry;
 use super::token::rfc3339;
+use super::view::StorageView;
 use super::Unsealed;
 use crate::backends::LeaseRequest;
 use crate::logical::ApiError;
@@ -547,18 +548,7 @@ impl Expiration {
 
     /// Every lease id under `prefix` (recursive).
     pub async fn lease_ids_under(&self, prefix: &str) -> Result<Vec<String>, ApiError> {
-        let mut ids = Vec::new();
-        let mut folders = vec![prefix.to_owned()];
-        while let Some(folder) = folders.pop() {
-            for child in self.barrier.list(&format!("{LEASE_PREFIX}{folder}")).await.map_err(storage_error)? {
-                let full = format!("{folder}{child}");
-                if child.ends_with('/') {
-                    folders.push(full);
-                } else {
-                    ids.push(full);
-                }
-            }
-        }
+        let mut ids = StorageView::new(Arc::clone(&self.barrier), LEASE_PREFIX).list_recursive(prefix).await?;
         ids.sort();
         Ok(ids)
     }
