@@ -6,6 +6,7 @@
 //! - [`core`]: seal state machine, barrier, token store: everything behind the seal.
 //! - [`router`]: the order a request passes through the core (sealed gate, token, audit, handler).
 //! - [`sys`]: the `sys/` endpoints.
+//! - [`glob`]: Vault's `*` glob for names (role bindings, policy globs, allowed roles).
 //! - [`logical`]: the request/response types shared by the HTTP layer and the core.
 //! - [`http`]: Vault's `/v1/` wire protocol on axum.
 //! - [`serve`]: listeners, TLS, graceful shutdown.
@@ -16,6 +17,7 @@ pub mod backends;
 pub mod cli;
 pub mod core;
 pub mod fields;
+pub mod glob;
 pub mod http;
 pub mod logical;
 pub mod router;

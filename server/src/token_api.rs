@@ -95,22 +95,6 @@ pub async fn handle(
     }
 }
 
-/// Vault's policy globs: `*` matches any run of characters, anywhere in the pattern.
-fn glob_match(pattern: &str, value: &str) -> bool {
-    let mut parts = pattern.split('*');
-    let Some(first) = parts.next() else { return pattern == value };
-    let Some(mut rest) = value.strip_prefix(first) else { return false };
-    let parts: Vec<&str> = parts.collect();
-    let Some((last, middle)) = parts.split_last() else { return rest.is_empty() };
-    for part in middle {
-        match rest.find(part) {
-            Some(index) => rest = &rest[index + part.len()..],
-            None => return false,
-        }
-    }
-    rest.len() >= last.len() && rest.ends_with(last)
-}
-
 fn string(req: &Request, name: &str) -> Result<Option<String>, ApiError> {
     match req.field(name) {
         None => Ok(None),
@@ -243,7 +227,7 @@ async fn create(
     };
     if let Some(role) = &role {
         let matches_any = |policy: &str, exact: &[String], globs: &[String]| {
-            exact.iter().any(|p| p == policy) || globs.iter().any(|g| glob_match(g, policy))
+            exact.iter().any(|p| p == policy) || globs.iter().any(|g| crate::glob::matches(g, policy))
         };
         if let Some(denied) =
             policies.iter().find(|p| matches_any(p, &role.disallowed_policies, &role.disallowed_policies_glob))
@@ -410,27 +394,5 @@ async fn role(unsealed: &Unsealed, req: &Request, name: &str) -> Result<Response
             Ok(Response::NoContent)
         }
         _ => Err(ApiError::unsupported_operation()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::glob_match;
-
-    #[test]
-    fn policy_globs() {
-        for (pattern, value, expected) in [
-            ("dev-*", "dev-app", true),
-            ("dev-*", "prod-app", false),
-            ("*-ro", "kv-ro", true),
-            ("a*b*c", "axxbyyc", true),
-            ("a*b*c", "axxbyy", false),
-            ("exact", "exact", true),
-            ("exact", "exactly", false),
-            ("*", "anything", true),
-            ("ab*ba", "aba", false),
-        ] {
-            assert_eq!(glob_match(pattern, value), expected, "{pattern} vs {value}");
-        }
     }
 }

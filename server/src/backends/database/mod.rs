@@ -84,7 +84,7 @@ impl DbConfig {
     }
 
     fn allows(&self, role: &str) -> bool {
-        self.allowed_roles.iter().any(|allowed| allowed == "*" || allowed == role || glob(allowed, role))
+        self.allowed_roles.iter().any(|allowed| crate::glob::matches(allowed, role))
     }
 
     /// `GET config/:name`: everything except the password.
@@ -193,26 +193,6 @@ async fn works(config: &DbConfig) -> Result<bool, ApiError> {
     let ok = pool.verify().await.is_ok();
     pool.close().await;
     Ok(ok)
-}
-
-/// `*` globs in `allowed_roles`, as Vault allows.
-fn glob(pattern: &str, name: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == name,
-        Some((head, tail)) => {
-            name.len() >= head.len() + tail.len() && name.starts_with(head) && glob_rest(tail, &name[head.len()..])
-        }
-    }
-}
-
-fn glob_rest(pattern: &str, name: &str) -> bool {
-    match pattern.split_once('*') {
-        None => name.ends_with(pattern),
-        Some((part, rest)) => match name.find(part) {
-            Some(at) => glob_rest(rest, &name[at + part.len()..]),
-            None => false,
-        },
-    }
 }
 
 /// Statement lists: a JSON array, or one string. Each entry may be base64 (as Vault allows).

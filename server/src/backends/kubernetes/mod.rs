@@ -277,28 +277,8 @@ fn refused(mount: &str, role: &str, reason: String) -> ApiError {
     ApiError { status: 403, errors: vec!["permission denied".into(), reason] }
 }
 
-/// Vault's glob: `*` matches any run of characters, anywhere in the pattern.
-fn glob_match(pattern: &str, value: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == value;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if value.len() < first.len() + last.len() || !value.starts_with(first) || !value.ends_with(last) {
-        return false;
-    }
-    let mut rest = &value[first.len()..value.len() - last.len()];
-    for middle in &parts[1..parts.len() - 1] {
-        match rest.find(middle) {
-            Some(at) => rest = &rest[at + middle.len()..],
-            None => return false,
-        }
-    }
-    true
-}
-
 fn bound(patterns: &[String], value: &str) -> bool {
-    patterns.iter().any(|p| glob_match(p, value))
+    patterns.iter().any(|p| crate::glob::matches(p, value))
 }
 
 impl Kubernetes {
@@ -503,19 +483,6 @@ impl LogicalBackend for Kubernetes {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn globs() {
-        assert!(glob_match("*", "anything"));
-        assert!(glob_match("app-*", "app-web"));
-        assert!(!glob_match("app-*", "db-web"));
-        assert!(glob_match("*-prod", "team-prod"));
-        assert!(glob_match("a*b*c", "axxbyyc"));
-        assert!(!glob_match("a*b*c", "axxc"));
-        assert!(!glob_match("ab*ba", "aba"));
-        assert!(glob_match("exact", "exact"));
-        assert!(!glob_match("exact", "exactly"));
-    }
 
     #[test]
     fn config_debug_redacts_the_reviewer_jwt() {
