@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
@@ -16,6 +17,7 @@ use serde_json::{json, Map, Value};
 
 use crate::core::Core;
 use crate::logical::{ApiError, LogicalResponse, Operation, Request, Response};
+use crate::metrics::{self, Metrics};
 use crate::router;
 
 /// Shared by every request.
@@ -34,15 +36,20 @@ pub fn app(core: Arc<Core>, max_request_size: Option<u64>) -> axum::Router {
 async fn serve_request(State(state): State<HttpState>, request: axum::extract::Request) -> axum::response::Response {
     let (parts, body) = request.into_parts();
     let remote = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
-    let (result, request_id) = match parse(&state, &parts.method, &parts.uri, &parts.headers, body).await {
+    let started = Instant::now();
+    let method = metrics::method_label(parts.method.as_str());
+    let (result, request_id, mount) = match parse(&state, &parts.method, &parts.uri, &parts.headers, body).await {
         Ok(req) => {
             tracing::debug!(operation = ?req.operation, path = %req.path, "request");
             let request_id = req.id.clone();
-            (router::handle(&state.core, Request { remote_addr: remote, ..req }).await, request_id)
+            let mount = Metrics::mount_label(&state.core, &req.path);
+            (router::handle(&state.core, Request { remote_addr: remote, ..req }).await, request_id, mount)
         }
-        Err(err) => (Err(err), uuid::Uuid::new_v4().to_string()),
+        Err(err) => (Err(err), uuid::Uuid::new_v4().to_string(), "unmounted".to_owned()),
     };
-    render(result, &request_id)
+    let response = render(result, &request_id);
+    metrics::global().observe_request(method, &mount, response.status().as_u16(), started.elapsed());
+    response
 }
 
 async fn parse(
@@ -80,6 +87,9 @@ async fn parse(
             let mut query = query;
             if operation == Operation::List {
                 query.remove("list");
+            }
+            if path == "sys/metrics" && !query.contains_key("format") && accepts_prometheus(headers) {
+                query.insert("format".into(), Value::String("prometheus".into()));
             }
             query
         }
@@ -175,6 +185,15 @@ async fn parse_body(state: &HttpState, headers: &HeaderMap, body: Body) -> Resul
     }
 }
 
+/// Prometheus asks for its formats in the Accept header (Vault honours that as well).
+fn accepts_prometheus(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|accept| accept.contains("application/openmetrics-text") || accept.contains("prometheus/telemetry"))
+}
+
 fn client_token(headers: &HeaderMap) -> Option<String> {
     if let Some(token) = headers.get("x-vault-token").and_then(|v| v.to_str().ok()) {
         return Some(token.trim().to_owned());
@@ -193,6 +212,13 @@ fn render(result: Result<Response, ApiError>, request_id: &str) -> axum::respons
         Ok(Response::Raw { status, body }) => (status, Some(body)),
         Ok(Response::Status(status)) => (status, None),
         Ok(Response::NoContent) => (204, None),
+        Ok(Response::Text { status, content_type, body }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut response = (status, body).into_response();
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return response;
+        }
         Ok(Response::Logical(logical)) => {
             let LogicalResponse {
                 status, data, warnings, inject_data, auth, lease_id, lease_duration, renewable, ..

@@ -20,6 +20,7 @@ pub mod fields;
 pub mod glob;
 pub mod http;
 pub mod logical;
+pub mod metrics;
 pub mod router;
 pub mod serve;
 pub mod sys;

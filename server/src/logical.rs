@@ -80,6 +80,8 @@ pub enum Response {
     Logical(Box<LogicalResponse>),
     /// 204 No Content.
     NoContent,
+    /// A non-JSON body (`sys/metrics?format=prometheus`).
+    Text { status: u16, content_type: &'static str, body: String },
     /// A credential backend accepted a login; the core turns this into a token and answers
     /// with the `auth` block. Backends never mint tokens themselves.
     Login(Box<LoginAuth>),

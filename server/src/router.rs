@@ -85,8 +85,13 @@ async fn route(
     if let Target::Mount(mount, rest) = &target {
         if mount.backend.is_unauthenticated(rest) {
             trail.request(None).await?;
-            let response = mount.backend.handle(backend_request(req, mount, rest, false, None)).await?;
-            return finish_login(unsealed, mount, response).await;
+            let response = mount.backend.handle(backend_request(req, mount, rest, false, None)).await;
+            let result = match response {
+                Ok(response) => finish_login(unsealed, mount, response).await,
+                Err(err) => Err(err),
+            };
+            count_login(mount, &result);
+            return result;
         }
     }
     if sys::takes_optional_token(&req.path) {
@@ -263,6 +268,18 @@ fn mount_still_enabled(unsealed: &Unsealed, mount: &Mount, path: &str) -> bool {
 
 async fn token_still_live(unsealed: &Unsealed, token: &TokenEntry) -> bool {
     !matches!(unsealed.tokens.entry_by_hash(&token.id_hash).await, Ok(None))
+}
+
+/// `arcanum_auth_logins_total` / `arcanum_auth_login_failures_total`: a login path's answer
+/// counts as a login when it carries a token, as a failure when it is an error.
+fn count_login(mount: &Mount, result: &Result<Response, ApiError>) {
+    let metrics = crate::metrics::global();
+    let labels = [mount.entry.kind.as_str(), mount.route.as_str()];
+    match result {
+        Ok(Response::Logical(logical)) if logical.auth.is_some() => metrics.logins.with_label_values(&labels).inc(),
+        Ok(_) => {}
+        Err(_) => metrics.login_failures.with_label_values(&labels).inc(),
+    }
 }
 
 /// A credential backend's login becomes an orphan token; anything else passes through.

@@ -23,12 +23,13 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Opens the configured storage backend.
 pub fn open_backend(storage: &arcanum_config::Storage) -> anyhow::Result<Arc<dyn Backend>> {
-    Ok(match storage {
+    let backend: Arc<dyn Backend> = match storage {
         arcanum_config::Storage::Inmem => Arc::new(InmemBackend::new()),
         arcanum_config::Storage::Sled { path } => {
             Arc::new(SledBackend::open(path).with_context(|| format!("opening sled storage at {}", path.display()))?)
         }
-    })
+    };
+    Ok(crate::metrics::MeteredBackend::wrap(backend))
 }
 
 /// A listener bound to its socket, ready to serve.

@@ -327,3 +327,21 @@ pub fn read_tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|window| window == needle)
 }
+
+/// The value of one series in Prometheus' text format: `series` is the name with its labels
+/// exactly as rendered (`arcanum_core_unsealed`, `arcanum_expire_leases{mount="database/"}`).
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+impl TestServer {
+    /// `GET sys/metrics?format=prometheus` as text; panics unless it answers 200.
+    pub fn metrics_text(&self, token: Option<&str>) -> String {
+        match self.get("sys/metrics?format=prometheus", token) {
+            (200, Value::String(text)) => text,
+            (status, body) => panic!("sys/metrics answered {status}: {body}"),
+        }
+    }
+}

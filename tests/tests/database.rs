@@ -297,6 +297,9 @@ fn an_unreachable_database_keeps_leases_pending_and_visible_until_it_is_back() {
             (lease, user)
         })
         .collect();
+    let metrics = server.metrics_text(Some(&root));
+    assert_eq!(arcanum_tests::metric(&metrics, "arcanum_expire_leases{mount=\"database/\"}"), Some(4.0), "{metrics}");
+    assert_eq!(arcanum_tests::metric(&metrics, "arcanum_expire_revocations_pending"), Some(0.0));
     // The database goes away: the config now points at a closed port.
     let (status, body) = server.put(
         "database/config/pg",
@@ -325,6 +328,10 @@ fn an_unreachable_database_keeps_leases_pending_and_visible_until_it_is_back() {
     let (_, count) = server.get("sys/leases/count?type=irrevocable", Some(&root));
     assert!(count["data"]["lease_count"].as_u64() >= Some(1), "{count}");
     assert!(leases.iter().all(|(_, user)| pg_role_exists(user)), "nothing was revoked while unreachable");
+    // ... and in the metrics.
+    let metrics = server.metrics_text(Some(&root));
+    assert!(arcanum_tests::metric(&metrics, "arcanum_expire_revocation_failures_total") >= Some(2.0), "{metrics}");
+    assert!(arcanum_tests::metric(&metrics, "arcanum_expire_revocations_irrevocable") >= Some(1.0), "{metrics}");
     // Back: every lease is eventually revoked, none lost.
     let (status, body) = server.put(
         "database/config/pg",
@@ -339,6 +346,9 @@ fn an_unreachable_database_keeps_leases_pending_and_visible_until_it_is_back() {
         let (status, body) = server.put("sys/leases/lookup", Some(&root), json!({ "lease_id": lease }));
         assert_eq!(status, 400, "{lease} should be gone: {body}");
     }
+    let metrics = server.metrics_text(Some(&root));
+    assert_eq!(arcanum_tests::metric(&metrics, "arcanum_expire_revocations_pending"), Some(0.0), "{metrics}");
+    assert_eq!(arcanum_tests::metric(&metrics, "arcanum_expire_revocations_irrevocable"), Some(0.0), "{metrics}");
 }
 
 #[test]

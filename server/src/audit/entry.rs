@@ -406,7 +406,14 @@ pub fn response_entry(redactor: &Redactor, record: &RequestRecord, result: &Resu
         Ok(Response::Raw { body: Value::Object(body), .. }) => {
             response.data = Some(Redacted { map: body, redactor, how: leaves, elide: false });
         }
-        Ok(Response::Raw { .. } | Response::Status(_) | Response::NoContent | Response::Login(_)) | Err(_) => {}
+        Ok(
+            Response::Raw { .. }
+            | Response::Status(_)
+            | Response::NoContent
+            | Response::Text { .. }
+            | Response::Login(_),
+        )
+        | Err(_) => {}
     }
     let error = match result {
         Err(err) if err.errors.is_empty() => Some(Cow::Owned(err.status.to_string())),

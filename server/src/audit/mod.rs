@@ -72,6 +72,9 @@ pub struct Device {
     writes: AtomicU64,
     /// Entries the device failed to record (error, full queue or timeout).
     failures: AtomicU64,
+    /// The same two counts in `arcanum_audit_{writes,failures}_total`, looked up once.
+    metric_writes: prometheus::IntCounter,
+    metric_failures: prometheus::IntCounter,
 }
 
 impl Device {
@@ -213,7 +216,16 @@ impl AuditBroker {
             tracing::error!(device = %entry.path, error = %err, "audit device is not writable");
         }
         let redactor = Redactor::new(salt, settings.log_raw, settings.hmac_accessor, settings.elide_list_responses);
-        let device = Device { entry, redactor, sink, writes: AtomicU64::new(0), failures: AtomicU64::new(0) };
+        let metrics = crate::metrics::global();
+        let device = Device {
+            metric_writes: metrics.audit_writes.with_label_values(&[&entry.path]),
+            metric_failures: metrics.audit_failures.with_label_values(&[&entry.path]),
+            entry,
+            redactor,
+            sink,
+            writes: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        };
         Ok((Arc::new(device), open_error))
     }
 
@@ -239,8 +251,10 @@ impl AuditBroker {
             };
             if ok {
                 device.writes.fetch_add(1, Ordering::Relaxed);
+                device.metric_writes.inc();
                 recorded += 1;
             } else {
+                device.metric_failures.inc();
                 let failures = device.failures.fetch_add(1, Ordering::Relaxed) + 1;
                 // Logged at 1, 2, 4, 8, ... failures so that a dead device cannot flood the log.
                 if failures.is_power_of_two() {

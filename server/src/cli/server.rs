@@ -51,6 +51,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     let backend = serve::open_backend(&config.storage)?;
     let core_config = CoreConfig {
         raw_storage_endpoint: config.raw_storage_endpoint,
+        unauthenticated_metrics_access: config.unauthenticated_metrics_access,
         leases: lease_settings(&config),
         ..CoreConfig::default()
     };

@@ -24,7 +24,7 @@
 //! database that comes back after a long outage must still see its users dropped. Nothing is
 //! ever dropped silently.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -254,6 +254,9 @@ pub struct Expiration {
     settings: LeaseSettings,
     locks: Vec<tokio::sync::Mutex<()>>,
     pub counters: LeaseCounters,
+    /// Leases whose last revocation attempt failed, and whether they are irrevocable. Kept in
+    /// memory for metrics: after a restart a lease shows up here again at its next retry.
+    failing: Mutex<HashMap<String, bool>>,
     /// The reaper and the periodic-work ticker; aborted at seal.
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -265,6 +268,10 @@ impl std::fmt::Debug for Expiration {
             .field("due_seconds", &self.schedule.len())
             .finish()
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn storage_error(err: BarrierError) -> ApiError {
@@ -297,6 +304,7 @@ impl Expiration {
             settings,
             locks: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             counters: LeaseCounters::default(),
+            failing: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
         })
     }
@@ -495,6 +503,7 @@ impl Expiration {
             }
             Err(err) => {
                 self.counters.revocation_failures.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::global().revocation_failures.inc();
                 let now = unix_now();
                 let attempts = entry.revocation.as_ref().map_or(0, |state| state.attempts).saturating_add(1);
                 let was_irrevocable = entry.revocation.as_ref().is_some_and(|state| state.irrevocable);
@@ -523,6 +532,7 @@ impl Expiration {
                 }
                 self.barrier.batch(ops).await.map_err(storage_error)?;
                 self.schedule.add(next_attempt);
+                lock(&self.failing).insert(entry.lease_id.clone(), irrevocable);
                 return Err(ApiError::bad_request(format!(
                     "failed to revoke lease {}: {message} (attempt {attempts}{})",
                     entry.lease_id,
@@ -543,7 +553,16 @@ impl Expiration {
         }
         self.barrier.batch(ops).await.map_err(storage_error)?;
         self.counters.revoked.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::global().revocations.inc();
+        lock(&self.failing).remove(&entry.lease_id);
         Ok(())
+    }
+
+    /// (pending, irrevocable) among the leases whose revocation has failed since unseal.
+    pub fn failing_revocations(&self) -> (usize, usize) {
+        let failing = lock(&self.failing);
+        let irrevocable = failing.values().filter(|irrevocable| **irrevocable).count();
+        (failing.len() - irrevocable, irrevocable)
     }
 
     /// Every lease id under `prefix` (recursive).

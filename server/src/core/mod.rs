@@ -46,6 +46,8 @@ pub struct CoreConfig {
     pub rotate_after: u64,
     /// `sys/raw` is served only when the operator asked for it (Vault's `raw_storage_endpoint`).
     pub raw_storage_endpoint: bool,
+    /// `sys/metrics` without a token (Vault's listener `telemetry.unauthenticated_metrics_access`).
+    pub unauthenticated_metrics_access: bool,
     /// Lease TTL defaults and the revocation retry policy.
     pub leases: expiration::LeaseSettings,
 }
@@ -55,6 +57,7 @@ impl Default for CoreConfig {
         CoreConfig {
             rotate_after: barrier::DEFAULT_ROTATE_AFTER,
             raw_storage_endpoint: false,
+            unauthenticated_metrics_access: false,
             leases: expiration::LeaseSettings::default(),
         }
     }

@@ -563,6 +563,11 @@ impl TokenStore {
     }
 
     /// Every live accessor (`LIST auth/token/accessors`).
+    /// How many tokens are stored (lists the id index; reads no token).
+    pub async fn count(&self) -> Result<usize, ApiError> {
+        Ok(self.barrier.list(ID_PREFIX).await.map_err(storage_error)?.len())
+    }
+
     pub async fn accessors(&self) -> Result<Vec<String>, ApiError> {
         let mut accessors = Vec::new();
         for key in self.barrier.list(ACCESSOR_PREFIX).await.map_err(storage_error)? {

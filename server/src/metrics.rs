@@ -1,0 +1,422 @@
+//! Prometheus metrics: the process-wide registry, the instruments the request path, the core
+//! and storage update, and `sys/metrics` in Prometheus text or Vault's go-metrics JSON shape.
+//!
+//! Counters and histograms are updated where things happen. Gauges that describe stored state
+//! (live tokens, leases per mount) are counted from storage when a scrape asks, at most once
+//! per [`STORED_STATE_MAX_AGE`], because counting lists every key. No label ever carries a
+//! token, a secret or a request path: `mount` is a mount's route, `device` an audit device's
+//! path, and methods and operations come from fixed sets.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use arcanum_storage::{Backend, Op, StorageError};
+use prometheus::proto::MetricType;
+use prometheus::{
+    Encoder as _, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+use serde_json::{json, Map, Value};
+
+use crate::core::{Core, Unsealed};
+use crate::logical::{ApiError, Response};
+
+/// How stale the stored-state gauges may be before a scrape recounts them.
+pub const STORED_STATE_MAX_AGE: Duration = Duration::from_secs(15);
+
+/// Request latencies here are mostly well under a millisecond; Prometheus' default buckets
+/// start at 5 ms and would put nearly everything in the first one.
+const LATENCY_BUCKETS: &[f64] =
+    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// Every instrument Arcanum exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_request_duration: HistogramVec,
+    pub core_initialized: IntGauge,
+    pub core_unsealed: IntGauge,
+    pub core_unseal_progress: IntGauge,
+    pub core_unseal_threshold: IntGauge,
+    pub token_count: IntGauge,
+    pub leases: IntGaugeVec,
+    pub revocations_pending: IntGauge,
+    pub revocations_irrevocable: IntGauge,
+    pub revocation_failures: IntCounter,
+    pub revocations: IntCounter,
+    pub logins: IntCounterVec,
+    pub login_failures: IntCounterVec,
+    pub audit_writes: IntCounterVec,
+    pub audit_failures: IntCounterVec,
+    pub barrier_encryptions: IntCounterVec,
+    pub storage_operation_duration: HistogramVec,
+    pub quota_rejections: IntCounterVec,
+    /// When the stored-state gauges were last counted (one counter at a time).
+    stored_state_counted: tokio::sync::Mutex<Option<Instant>>,
+}
+
+/// The process-wide metrics.
+pub fn global() -> &'static Metrics {
+    static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+    &METRICS
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    registry.register(Box::new(metric.clone())).expect("metric registered once");
+    metric
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let metric = IntCounter::new(name, help).expect("valid metric definition");
+    registry.register(Box::new(metric.clone())).expect("metric registered once");
+    metric
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let metric = IntGauge::new(name, help).expect("valid metric definition");
+    registry.register(Box::new(metric.clone())).expect("metric registered once");
+    metric
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let metric = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    registry.register(Box::new(metric.clone())).expect("metric registered once");
+    metric
+}
+
+fn histogram_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+    let metric = HistogramVec::new(opts, labels).expect("valid metric definition");
+    registry.register(Box::new(metric.clone())).expect("metric registered once");
+    metric
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let r = Registry::new();
+        Metrics {
+            http_requests: counter_vec(
+                &r,
+                "arcanum_http_requests_total",
+                "HTTP requests answered, by method, mount and status class.",
+                &["method", "mount", "status_class"],
+            ),
+            http_request_duration: histogram_vec(
+                &r,
+                "arcanum_http_request_duration_seconds",
+                "Time from a parsed request to its rendered answer, by method and mount.",
+                &["method", "mount"],
+            ),
+            core_initialized: gauge(&r, "arcanum_core_initialized", "1 when the server has been initialised."),
+            core_unsealed: gauge(&r, "arcanum_core_unsealed", "1 when the server is unsealed, 0 when sealed."),
+            core_unseal_progress: gauge(&r, "arcanum_core_unseal_progress", "Unseal key shares given so far."),
+            core_unseal_threshold: gauge(&r, "arcanum_core_unseal_threshold", "Unseal key shares needed."),
+            token_count: gauge(&r, "arcanum_token_count", "Tokens in the token store (counted at most every 15 s)."),
+            leases: gauge_vec(
+                &r,
+                "arcanum_expire_leases",
+                "Stored leases by mount (counted at most every 15 s).",
+                &["mount"],
+            ),
+            revocations_pending: gauge(
+                &r,
+                "arcanum_expire_revocations_pending",
+                "Leases whose last revocation attempt failed and that wait for a retry (not yet irrevocable).",
+            ),
+            revocations_irrevocable: gauge(
+                &r,
+                "arcanum_expire_revocations_irrevocable",
+                "Leases flagged irrevocable after too many failed attempts (still retried).",
+            ),
+            revocation_failures: counter(&r, "arcanum_expire_revocation_failures_total", "Failed revocation attempts."),
+            revocations: counter(&r, "arcanum_expire_revocations_total", "Leases revoked."),
+            logins: counter_vec(
+                &r,
+                "arcanum_auth_logins_total",
+                "Successful logins, by auth method type and mount.",
+                &["auth_method", "mount"],
+            ),
+            login_failures: counter_vec(
+                &r,
+                "arcanum_auth_login_failures_total",
+                "Refused logins, by auth method type and mount.",
+                &["auth_method", "mount"],
+            ),
+            audit_writes: counter_vec(
+                &r,
+                "arcanum_audit_writes_total",
+                "Audit entries recorded, by device.",
+                &["device"],
+            ),
+            audit_failures: counter_vec(
+                &r,
+                "arcanum_audit_failures_total",
+                "Audit entries a device failed to record (error or timeout), by device.",
+                &["device"],
+            ),
+            barrier_encryptions: counter_vec(
+                &r,
+                "arcanum_barrier_encryptions_total",
+                "Barrier encryptions since start, by key term.",
+                &["term"],
+            ),
+            storage_operation_duration: histogram_vec(
+                &r,
+                "arcanum_storage_operation_duration_seconds",
+                "Physical storage operation latency, by operation.",
+                &["operation"],
+            ),
+            quota_rejections: counter_vec(
+                &r,
+                "arcanum_quota_rejections_total",
+                "Requests refused by a quota, by quota type and name.",
+                &["quota_type", "name"],
+            ),
+            stored_state_counted: tokio::sync::Mutex::new(None),
+            registry: r,
+        }
+    }
+
+    /// Brings the gauges up to date with `core`: seal state always, stored state when stale.
+    async fn refresh(&self, core: &Core) {
+        let status = core.seal_status().await;
+        self.core_initialized.set(i64::from(status.initialized));
+        self.core_unsealed.set(i64::from(!status.sealed));
+        self.core_unseal_progress.set(status.progress as i64);
+        self.core_unseal_threshold.set(status.threshold as i64);
+        let Ok(unsealed) = core.unsealed() else {
+            return;
+        };
+        let (pending, irrevocable) = unsealed.expiration.failing_revocations();
+        self.revocations_pending.set(pending as i64);
+        self.revocations_irrevocable.set(irrevocable as i64);
+
+        let mut counted = self.stored_state_counted.lock().await;
+        if counted.is_some_and(|at| at.elapsed() < STORED_STATE_MAX_AGE) {
+            return;
+        }
+        if let Err(err) = self.count_stored_state(&unsealed).await {
+            tracing::warn!(status = err.status, "counting tokens and leases for metrics failed");
+            return;
+        }
+        *counted = Some(Instant::now());
+    }
+
+    async fn count_stored_state(&self, unsealed: &Unsealed) -> Result<(), ApiError> {
+        self.token_count.set(unsealed.tokens.count().await? as i64);
+        let mut by_mount: HashMap<String, i64> = HashMap::new();
+        for lease_id in unsealed.expiration.lease_ids_under("").await? {
+            let mount =
+                unsealed.mounts.resolve(&lease_id).map_or_else(|| "unmounted".to_owned(), |(m, _)| m.route.clone());
+            *by_mount.entry(mount).or_default() += 1;
+        }
+        // Mounts without leases are dropped rather than left at a stale count.
+        self.leases.reset();
+        for (mount, count) in by_mount {
+            self.leases.with_label_values(&[&mount]).set(count);
+        }
+        Ok(())
+    }
+
+    /// Mount label of a request path: a mount's route, `sys/`, `auth/token/`, or `unmounted`.
+    pub fn mount_label(core: &Core, path: &str) -> String {
+        if path == "sys" || path.starts_with("sys/") {
+            return "sys/".into();
+        }
+        if path == "auth/token" || path.starts_with("auth/token/") {
+            return "auth/token/".into();
+        }
+        core.unsealed()
+            .ok()
+            .and_then(|unsealed| unsealed.mounts.resolve(path))
+            .map_or_else(|| "unmounted".into(), |(mount, _)| mount.route.clone())
+    }
+
+    /// Records one answered HTTP request.
+    pub fn observe_request(&self, method: &str, mount: &str, status: u16, elapsed: Duration) {
+        let class = match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.http_requests.with_label_values(&[method, mount, class]).inc();
+        self.http_request_duration.with_label_values(&[method, mount]).observe(elapsed.as_secs_f64());
+    }
+}
+
+/// The label for an HTTP method: one of a fixed set, so a client cannot mint label values.
+pub fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "PUT" => "PUT",
+        "POST" => "POST",
+        "DELETE" => "DELETE",
+        "LIST" => "LIST",
+        "HEAD" => "HEAD",
+        "PATCH" => "PATCH",
+        _ => "OTHER",
+    }
+}
+
+/// `GET sys/metrics`: `format=prometheus` gives the text exposition format (the HTTP layer
+/// adds it when the Accept header asks for Prometheus' formats); no format gives Vault's
+/// go-metrics JSON shape.
+pub async fn render(core: &Core, format: Option<&str>) -> Result<Response, ApiError> {
+    let prometheus = match format {
+        Some("prometheus") => true,
+        None | Some("") => false,
+        Some(other) => return Err(ApiError::bad_request(format!("unknown metrics format {other:?}"))),
+    };
+    let metrics = global();
+    metrics.refresh(core).await;
+    let families = metrics.registry.gather();
+    if prometheus {
+        let mut text = Vec::new();
+        TextEncoder::new().encode(&families, &mut text).map_err(|err| {
+            tracing::error!(error = %err, "encoding metrics failed");
+            ApiError::internal()
+        })?;
+        return Ok(Response::Text {
+            status: 200,
+            content_type: "text/plain; version=0.0.4",
+            body: String::from_utf8_lossy(&text).into_owned(),
+        });
+    }
+    Ok(Response::Raw { status: 200, body: go_metrics_json(&families) })
+}
+
+/// Vault's JSON dump. Values are cumulative since start (not go-metrics' per-interval
+/// aggregates): a counter's `Count` and `Sum` are its value, a histogram's `Count`, `Sum` and
+/// `Mean` are in milliseconds, as go-metrics samples are.
+fn go_metrics_json(families: &[prometheus::proto::MetricFamily]) -> Value {
+    let (mut gauges, mut counters, mut samples) = (Vec::new(), Vec::new(), Vec::new());
+    for family in families {
+        for metric in family.get_metric() {
+            let labels: Map<String, Value> =
+                metric.get_label().iter().map(|pair| (pair.name().to_owned(), json!(pair.value()))).collect();
+            let name = family.name();
+            match family.get_field_type() {
+                MetricType::GAUGE => {
+                    gauges.push(json!({"Name": name, "Value": metric.get_gauge().get_value(), "Labels": labels}))
+                }
+                MetricType::COUNTER => {
+                    let value = metric.get_counter().get_value();
+                    counters.push(json!({"Name": name, "Count": value as u64, "Sum": value, "Labels": labels}));
+                }
+                MetricType::HISTOGRAM => {
+                    let histogram = metric.get_histogram();
+                    let count = histogram.get_sample_count();
+                    let sum_ms = histogram.get_sample_sum() * 1000.0;
+                    let mean = if count == 0 { 0.0 } else { sum_ms / count as f64 };
+                    samples.push(json!({"Name": name, "Count": count, "Sum": sum_ms, "Mean": mean, "Labels": labels}));
+                }
+                _ => {}
+            }
+        }
+    }
+    let timestamp = time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] +0000 UTC"))
+        .unwrap_or_default();
+    json!({"Timestamp": timestamp, "Gauges": gauges, "Points": [], "Counters": counters, "Samples": samples})
+}
+
+/// The physical backend with every operation timed into
+/// `arcanum_storage_operation_duration_seconds`.
+#[derive(Debug)]
+pub struct MeteredBackend {
+    inner: Arc<dyn Backend>,
+}
+
+impl MeteredBackend {
+    pub fn wrap(inner: Arc<dyn Backend>) -> Arc<dyn Backend> {
+        Arc::new(MeteredBackend { inner })
+    }
+}
+
+fn timed(operation: &str, started: Instant) {
+    global().storage_operation_duration.with_label_values(&[operation]).observe(started.elapsed().as_secs_f64());
+}
+
+#[async_trait::async_trait]
+impl Backend for MeteredBackend {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let started = Instant::now();
+        let result = self.inner.get(key).await;
+        timed("get", started);
+        result
+    }
+
+    async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StorageError> {
+        let started = Instant::now();
+        let result = self.inner.put(key, value).await;
+        timed("put", started);
+        result
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        let started = Instant::now();
+        let result = self.inner.delete(key).await;
+        timed("delete", started);
+        result
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let started = Instant::now();
+        let result = self.inner.list(prefix).await;
+        timed("list", started);
+        result
+    }
+
+    async fn batch(&self, ops: Vec<Op>) -> Result<(), StorageError> {
+        let started = Instant::now();
+        let result = self.inner.batch(ops).await;
+        timed("batch", started);
+        result
+    }
+
+    async fn flush(&self) -> Result<(), StorageError> {
+        let started = Instant::now();
+        let result = self.inner.flush().await;
+        timed("flush", started);
+        result
+    }
+
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_labels_are_a_fixed_set() {
+        assert_eq!(method_label("GET"), "GET");
+        assert_eq!(method_label("LIST"), "LIST");
+        assert_eq!(method_label("hvs.secret-token"), "OTHER");
+    }
+
+    #[test]
+    fn json_shape_has_vaults_sections() {
+        let metrics = global();
+        metrics.observe_request("GET", "secret/", 200, Duration::from_millis(2));
+        let body = go_metrics_json(&metrics.registry.gather());
+        for section in ["Timestamp", "Gauges", "Points", "Counters", "Samples"] {
+            assert!(body.get(section).is_some(), "missing {section}");
+        }
+        let sample = body["Samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["Name"] == "arcanum_http_request_duration_seconds" && s["Labels"]["mount"] == "secret/")
+            .expect("the observed request is in Samples");
+        assert!(sample["Count"].as_u64().unwrap() >= 1);
+        assert!(sample["Mean"].as_f64().unwrap() > 0.0);
+    }
+}
