@@ -38,16 +38,35 @@ async fn serve_request(State(state): State<HttpState>, request: axum::extract::R
     let remote = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
     let started = Instant::now();
     let method = metrics::method_label(parts.method.as_str());
-    let (result, request_id, mount) = match parse(&state, &parts.method, &parts.uri, &parts.headers, body).await {
-        Ok(req) => {
-            tracing::debug!(operation = ?req.operation, path = %req.path, "request");
-            let request_id = req.id.clone();
-            let mount = Metrics::mount_label(&state.core, &req.path);
-            (router::handle(&state.core, Request { remote_addr: remote, ..req }).await, request_id, mount)
+    let (result, request_id, mount, headers) =
+        match parse(&state, &parts.method, &parts.uri, &parts.headers, body).await {
+            Ok(req) => {
+                tracing::debug!(operation = ?req.operation, path = %req.path, "request");
+                let request_id = req.id.clone();
+                let mount = Metrics::mount_label(&state.core, &req.path);
+                // Quotas live behind the barrier: while sealed there are none to apply.
+                let admission = match state.core.unsealed() {
+                    Ok(unsealed) => unsealed.quotas.admit(&req, remote.map(|addr| addr.ip())).map(Some),
+                    Err(_) => Ok(None),
+                };
+                match admission {
+                    Ok(admission) => {
+                        let result = router::handle(&state.core, Request { remote_addr: remote, ..req }).await;
+                        // Dropping the admission gives back its lease-count slot.
+                        let headers = admission.map(|mut admission| std::mem::take(&mut admission.headers));
+                        (result, request_id, mount, headers.unwrap_or_default())
+                    }
+                    Err(rejection) => (Err(rejection.error), request_id, mount, rejection.headers),
+                }
+            }
+            Err(err) => (Err(err), uuid::Uuid::new_v4().to_string(), "unmounted".to_owned(), Vec::new()),
+        };
+    let mut response = render(result, &request_id);
+    for (name, value) in headers {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
         }
-        Err(err) => (Err(err), uuid::Uuid::new_v4().to_string(), "unmounted".to_owned()),
-    };
-    let response = render(result, &request_id);
+    }
     metrics::global().observe_request(method, &mount, response.status().as_u16(), started.elapsed());
     response
 }

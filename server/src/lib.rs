@@ -21,6 +21,7 @@ pub mod glob;
 pub mod http;
 pub mod logical;
 pub mod metrics;
+pub mod quotas;
 pub mod router;
 pub mod serve;
 pub mod sys;

@@ -257,6 +257,8 @@ pub struct Expiration {
     /// Leases whose last revocation attempt failed, and whether they are irrevocable. Kept in
     /// memory for metrics: after a restart a lease shows up here again at its next retry.
     failing: Mutex<HashMap<String, bool>>,
+    /// Told of every lease created and removed, for lease-count quotas.
+    pub lease_counts: Arc<crate::quotas::LeaseCounts>,
     /// The reaper and the periodic-work ticker; aborted at seal.
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -305,6 +307,7 @@ impl Expiration {
             locks: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             counters: LeaseCounters::default(),
             failing: Mutex::new(HashMap::new()),
+            lease_counts: Arc::default(),
             tasks: Mutex::new(Vec::new()),
         })
     }
@@ -393,6 +396,7 @@ impl Expiration {
         }
         self.barrier.batch(ops).await.map_err(storage_error)?;
         self.schedule.add(entry.expire_time);
+        self.lease_counts.created(&entry.path);
         Ok(entry)
     }
 
@@ -555,6 +559,7 @@ impl Expiration {
         self.counters.revoked.fetch_add(1, Ordering::Relaxed);
         crate::metrics::global().revocations.inc();
         lock(&self.failing).remove(&entry.lease_id);
+        self.lease_counts.removed(&entry.path);
         Ok(())
     }
 

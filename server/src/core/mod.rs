@@ -28,6 +28,7 @@ use zeroize::Zeroizing;
 
 use crate::audit::AuditBroker;
 use crate::logical::{ApiError, LoginAuth};
+use crate::quotas::Quotas;
 use barrier::{unix_now, Barrier, BarrierError, KEYRING_PATH, ROOT_KEY_PATH, SEAL_CONFIG_PATH};
 use expiration::{Expiration, LeaseSettings};
 use mounts::{MountEntry, MountTable, MountTableKind};
@@ -211,16 +212,21 @@ pub struct Unsealed {
     pub audit: AuditBroker,
     /// Leases and the reaper.
     pub expiration: Expiration,
+    /// Rate-limit and lease-count quotas.
+    pub quotas: Quotas,
 }
 
 impl Unsealed {
     /// Opens every unsealed service over `barrier`.
     async fn open(barrier: Arc<Barrier>, leases: LeaseSettings) -> Result<Unsealed, ApiError> {
-        let expiration =
+        let quotas = Quotas::open(Arc::clone(&barrier)).await?;
+        let mut expiration =
             Expiration::open(Arc::clone(&barrier), leases).await.map_err(internal("restoring the lease schedule"))?;
-        let tokens = TokenStore::open(Arc::clone(&barrier), Arc::clone(&expiration.schedule))
+        expiration.lease_counts = Arc::clone(&quotas.counts);
+        let mut tokens = TokenStore::open(Arc::clone(&barrier), Arc::clone(&expiration.schedule))
             .await
             .map_err(internal("opening the token store"))?;
+        tokens.lease_counts = Arc::clone(&quotas.counts);
         let cluster: ClusterInfo = view::StorageView::new(Arc::clone(&barrier), "")
             .get_json(CLUSTER_PATH)
             .await?
@@ -228,7 +234,26 @@ impl Unsealed {
         let policies = PolicyStore::load(view::StorageView::new(Arc::clone(&barrier), "sys/policy/")).await?;
         let mounts = MountTable::load(Arc::clone(&barrier)).await?;
         let audit = AuditBroker::open(Arc::clone(&barrier)).await?;
-        Ok(Unsealed { barrier, tokens, policies, mounts, cluster, audit, expiration })
+        let unsealed = Unsealed { barrier, tokens, policies, mounts, cluster, audit, expiration, quotas };
+        unsealed.count_for_quotas().await?;
+        Ok(unsealed)
+    }
+
+    /// Counts what exists under each lease-count quota not counted yet (at unseal, and after
+    /// a quota is written). Lists every lease id and reads every token under the quota's
+    /// mount, so it costs a scan — only when such quotas exist.
+    pub async fn count_for_quotas(&self) -> Result<(), ApiError> {
+        for quota in self.quotas.uncounted() {
+            let leases = self.expiration.lease_ids_under(&quota.scope.mount).await?;
+            let mut live = leases.iter().filter(|id| quota.scope.covers(id)).count();
+            for hash in self.tokens.hashes_with_path_prefix(&quota.scope.mount).await? {
+                if let Some(entry) = self.tokens.entry_by_hash(&hash).await? {
+                    live += usize::from(quota.scope.covers(&entry.path));
+                }
+            }
+            self.quotas.set_count(&quota.name, live as i64);
+        }
+        Ok(())
     }
 
     /// Revokes a token with its descendants, and everything kept per token (leases,

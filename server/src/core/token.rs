@@ -209,6 +209,8 @@ pub struct TokenStore {
     writes: std::sync::atomic::AtomicU64,
     /// The reaper's schedule: every token with a TTL is due there at its expiry.
     schedule: Arc<Schedule>,
+    /// Told of every token created and removed, for lease-count quotas.
+    pub lease_counts: Arc<crate::quotas::LeaseCounts>,
 }
 
 /// Entries kept in the token cache; beyond it the cache starts over.
@@ -243,6 +245,7 @@ impl TokenStore {
             cache: Default::default(),
             writes: Default::default(),
             schedule,
+            lease_counts: Arc::default(),
         })
     }
 
@@ -334,6 +337,7 @@ impl TokenStore {
         if let Some(expire) = entry.expire_time {
             self.schedule.add(expire);
         }
+        self.lease_counts.created(&entry.path);
         Ok((token, entry))
     }
 
@@ -546,6 +550,7 @@ impl TokenStore {
         }
         self.barrier.batch(ops).await.map_err(storage_error)?;
         self.invalidate(&[id_hash]);
+        self.lease_counts.removed(&entry.path);
         Ok(())
     }
 

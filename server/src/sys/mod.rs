@@ -8,6 +8,7 @@ mod audit;
 mod leases;
 mod mounts;
 mod policies;
+mod quotas;
 pub mod seal;
 
 use std::sync::Arc;
@@ -73,6 +74,9 @@ pub async fn handle_authenticated(
         return Some(result);
     }
     if let Some(result) = leases::handle(unsealed, req).await {
+        return Some(result);
+    }
+    if let Some(result) = quotas::handle(unsealed, req).await {
         return Some(result);
     }
     policies::handle(unsealed, caller, req).await
