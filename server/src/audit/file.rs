@@ -431,10 +431,18 @@ impl Writer {
                     .mode(create_mode)
                     .open(path)
                     .map_err(|err| format!("opening {}: {err}", path.display()))?;
-                // A line cut short by a crash is closed off, so that the next line starts on a
-                // line of its own (and `audit verify` reports the cut one as truncated).
-                if ends_mid_line(path) {
-                    file.write_all(b"\n").map_err(|err| format!("writing to {}: {err}", path.display()))?;
+                // A line cut short by a crash (SIGKILL can stop a write between pages) was never
+                // acknowledged: its request was not acted on. It is cut off, so the chain goes on
+                // from the last whole line and verifies; the cut is logged.
+                match cut_partial_line(path) {
+                    Ok(0) => {}
+                    Ok(cut) => tracing::warn!(
+                        path = %path.display(), bytes = cut,
+                        "removed an incomplete last audit line left by a crash"
+                    ),
+                    // Too long to find its start: close it off instead, and `audit verify`
+                    // reports it as truncated.
+                    Err(_) => file.write_all(b"\n").map_err(|err| format!("writing to {}: {err}", path.display()))?,
                 }
                 let meta = file.metadata().map_err(|err| format!("reading {}: {err}", path.display()))?;
                 // Only regular files are chmod'ed (never a device node such as /dev/full).
@@ -584,18 +592,38 @@ fn undo(file: &File, written: usize, err: std::io::Error) -> std::io::Error {
     err
 }
 
-/// Whether a regular file's last byte is not a newline.
-fn ends_mid_line(path: &Path) -> bool {
-    let Ok(meta) = std::fs::symlink_metadata(path) else { return false };
+/// Cuts a regular file back to its last newline; returns how many bytes went. An error when
+/// the incomplete line is longer than [`MAX_TAIL`] (the file is then left alone).
+fn cut_partial_line(path: &Path) -> std::io::Result<u64> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return Ok(0) };
     if !meta.is_file() || meta.len() == 0 {
-        return false;
+        return Ok(0);
     }
-    let mut last = [0u8; 1];
-    let read = File::open(path).and_then(|mut file| {
-        file.seek(SeekFrom::End(-1))?;
-        file.read_exact(&mut last)
-    });
-    read.is_ok() && last[0] != b'\n'
+    let mut file = OpenOptions::new().read(true).write(true).open(path)?;
+    let length = file.metadata()?.len();
+    let mut chunk = 64 * 1024u64;
+    loop {
+        let from = length.saturating_sub(chunk);
+        file.seek(SeekFrom::Start(from))?;
+        let mut tail = Vec::new();
+        file.read_to_end(&mut tail)?;
+        match tail.iter().rposition(|b| *b == b'\n') {
+            Some(end) if from + end as u64 + 1 == length => return Ok(0),
+            Some(end) => {
+                let keep = from + end as u64 + 1;
+                file.set_len(keep)?;
+                return Ok(length - keep);
+            }
+            None if from == 0 => {
+                file.set_len(0)?;
+                return Ok(length);
+            }
+            None if chunk >= MAX_TAIL => {
+                return Err(std::io::Error::other("the incomplete last line is too long to cut"));
+            }
+            None => chunk *= 4,
+        }
+    }
 }
 
 /// The chain head after the last complete line of an existing file, if it is a chain line.
@@ -614,7 +642,7 @@ fn read_tail(path: &Path) -> Option<ChainHead> {
         let mut tail = Vec::new();
         file.read_to_end(&mut tail).ok()?;
         // Without a final newline the last line is incomplete (a crash mid-write); the chain
-        // continues after the last complete line and `audit verify` reports the cut.
+        // continues after the last complete line, and opening the file cuts the partial one.
         let end = tail.iter().rposition(|b| *b == b'\n')?;
         let body = &tail[..end];
         match body.iter().rposition(|b| *b == b'\n') {
@@ -710,7 +738,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_line_cut_by_a_crash_is_closed_off_and_the_chain_resumes_before_it() {
+    async fn a_line_cut_by_a_crash_is_cut_off_and_the_chain_resumes_before_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.log");
         let (first, hash) = chain::seal_line("", &ChainHead::genesis("u"), "{\"type\":\"request\"}");
@@ -722,10 +750,25 @@ mod tests {
         assert!(sink.submit("{\"type\":\"response\"}".into(), Duration::from_secs(5)).unwrap().await.unwrap());
         let text = std::fs::read(&path).unwrap();
         let lines: Vec<&[u8]> = text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
-        assert_eq!(lines.len(), 3);
-        assert_eq!(chain::parse_line(lines[1]), Err(chain::LineDefect::Incomplete));
-        let resumed = chain::parse_line(lines[2]).unwrap();
+        assert_eq!(lines.len(), 2, "the partial line is gone");
+        assert_eq!(lines[0], &first[..first.len() - 1]);
+        let resumed = chain::parse_line(lines[1]).unwrap();
         assert_eq!((resumed.seq, resumed.prev_hash), (1, hash));
+        assert!(matches!(super::super::verify::verify_file(&path).unwrap(), super::super::verify::Outcome::Intact(_)));
+    }
+
+    #[test]
+    fn cutting_a_partial_line_keeps_whole_lines_and_files_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        std::fs::write(&path, b"one\ntwo\nthr").unwrap();
+        assert_eq!(cut_partial_line(&path).unwrap(), 3);
+        assert_eq!(std::fs::read(&path).unwrap(), b"one\ntwo\n");
+        assert_eq!(cut_partial_line(&path).unwrap(), 0);
+        std::fs::write(&path, b"only a partial line").unwrap();
+        assert_eq!(cut_partial_line(&path).unwrap(), 19);
+        assert_eq!(std::fs::read(&path).unwrap(), b"");
+        assert_eq!(cut_partial_line(&dir.path().join("missing")).unwrap(), 0);
     }
 
     #[tokio::test]
