@@ -18,6 +18,7 @@ pub mod cli;
 pub mod core;
 pub mod fields;
 pub mod glob;
+pub mod hardening;
 pub mod http;
 pub mod logical;
 pub mod metrics;

@@ -139,6 +139,11 @@ impl TestServer {
         self.child = Some(child);
     }
 
+    /// The running server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server not running").id()
+    }
+
     /// Sends a signal by name (`HUP`, `USR1`, ...) to the running server.
     pub fn signal(&self, name: &str) {
         let child = self.child.as_ref().expect("server not running");

@@ -47,6 +47,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     if config.listeners.is_empty() {
         anyhow::bail!("the config has no listener \"tcp\" block");
     }
+    // Before any key exists in memory.
+    let hardening = crate::hardening::apply(config.disable_mlock);
 
     let backend = serve::open_backend(&config.storage)?;
     let core_config = CoreConfig {
@@ -63,6 +65,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     for (index, listener) in listeners.iter().enumerate() {
         println!("{:>20}: {}", format!("Listener {}", index + 1), listener.url());
     }
+    println!("{:>20}: {}", "Mlock", if hardening.memory_locked { "locked" } else { "not locked" });
+    println!("{:>20}: {}", "Core dumps", if hardening.core_dumps_disabled { "disabled" } else { "possible" });
     println!("{:>20}: {}", "Version", env!("CARGO_PKG_VERSION"));
     if args.dev {
         let (unseal_key, root_token) = dev_initialise(&core, args.dev_root_token_id.clone()).await?;

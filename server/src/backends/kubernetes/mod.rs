@@ -6,7 +6,7 @@
 //! cluster (and, with `pem_keys`, to verify its signature locally); the API server's answer
 //! is what grants access. See `review.rs` for the JWT checks and the TokenReview call.
 
-mod review;
+pub mod review;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -84,6 +84,15 @@ pub enum PemKey {
     Ec(DecodingKey),
 }
 
+impl std::fmt::Debug for PemKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PemKey::Rsa(_) => "PemKey::Rsa",
+            PemKey::Ec(_) => "PemKey::Ec",
+        })
+    }
+}
+
 pub fn parse_pem_key(pem: &str) -> Result<PemKey, String> {
     if let Ok(key) = DecodingKey::from_rsa_pem(pem.as_bytes()) {
         return Ok(PemKey::Rsa(key));
@@ -152,6 +161,12 @@ pub fn parse_jwt(jwt: &str, pem_keys: &[String]) -> Result<Claims, JwtError> {
 #[derive(Default)]
 pub struct ClientCache {
     cached: Mutex<Option<(Option<String>, reqwest::Client)>>,
+}
+
+impl std::fmt::Debug for ClientCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCache").finish_non_exhaustive()
+    }
 }
 
 impl ClientCache {

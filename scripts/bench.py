@@ -1,0 +1,213 @@
+"""The standard benchmark table (run through ./scripts/bench, which builds the release binaries).
+
+Starts the release server on sled, the bare axum baseline and the stand-in Kubernetes API
+server, prepares each scenario, then for every scenario and run measures Arcanum with wrk and,
+right after, the baseline with the same connection count. Prints one line per run and a
+markdown table of medians: requests/second, p50 and p99 latency, and the ratio to the baseline
+measured in the same run. Database creds use the PostgreSQL at ARCANUM_TEST_PG_ADDR
+(default 127.0.0.1:5432, trust auth); their users are revoked and dropped at the end.
+
+Usage: scripts/bench [duration_secs=10] [runs=3] [scenario,...]
+"""
+
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARCANUM = os.path.join(ROOT, "target/release/arcanum")
+BASELINE = os.path.join(ROOT, "target/release/examples/baseline")
+STANDIN = os.path.join(ROOT, "target/release/examples/k8s_standin")
+PG = os.environ.get("ARCANUM_TEST_PG_ADDR", "127.0.0.1:5432")
+
+
+def start(argv, prefix, tmp, name, stdin=None):
+    out = open(os.path.join(tmp, f"{name}.out"), "w+")
+    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.DEVNULL, stdin=stdin, text=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        out.seek(0)
+        for line in out:
+            if line.startswith(prefix):
+                return proc, line[len(prefix):].strip()
+        time.sleep(0.01)
+    raise SystemExit(f"{name} did not print {prefix!r}")
+
+
+def call(url, method="GET", body=None, token=None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    if token:
+        request.add_header("X-Vault-Token", token)
+    with urllib.request.urlopen(request) as response:
+        text = response.read()
+        return json.loads(text) if text else None
+
+
+def lua(tmp, name, method, path, body):
+    path_expr = f'"{path}"'
+    if "%d" in path:
+        path_expr = f'string.format("{path}", math.random(1, 1000000000), counter)'
+    script = os.path.join(tmp, f"{name}.lua")
+    with open(script, "w") as f:
+        f.write(
+            # Headers go into wrk.headers (which already holds -H's): a table passed to
+            # wrk.format would replace them.
+            'wrk.headers["Content-Type"] = "application/json"\n'
+            "counter = 0\n"
+            "request = function()\n"
+            "  counter = counter + 1\n"
+            f"  return wrk.format(\"{method}\", {path_expr}, nil, "
+            f"{json.dumps(json.dumps(body)) if body is not None else 'nil'})\n"
+            "end\n"
+        )
+    return script
+
+
+def to_ms(text):
+    value = float(re.match(r"[\d.]+", text).group())
+    if text.endswith("us"):
+        return value / 1000
+    if text.endswith("ms"):
+        return value
+    if text.endswith("s"):
+        return value * 1000
+    raise ValueError(text)
+
+
+def wrk(url, connections, duration, script=None, headers=()):
+    argv = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency"]
+    for header in headers:
+        argv += ["-H", header]
+    if script:
+        argv += ["-s", script]
+    out = subprocess.run(argv + [url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = to_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+    p99 = to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise SystemExit(f"{url}: {errors.group(1)} non-2xx answers during the run:\n{out}")
+    return rps, p50, p99
+
+
+def main():
+    duration = int(sys.argv[1]) if len(sys.argv) > 1 else 10
+    runs = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    only = set(sys.argv[3].split(",")) if len(sys.argv) > 3 else None
+    tmp = tempfile.mkdtemp()
+    procs = []
+    try:
+        with open(os.path.join(tmp, "config.hcl"), "w") as f:
+            f.write(
+                f'storage "sled" {{ path = "{tmp}/data" }}\n'
+                'listener "tcp" {\n  address = "127.0.0.1:0"\n  tls_disable = true\n}\nlog_level = "warn"\n'
+            )
+        server, url = start([ARCANUM, "server", f"-config={tmp}/config.hcl"], "arcanum: listening on ", tmp, "arcanum")
+        procs.append(server)
+        baseline_proc, baseline = start([BASELINE, "127.0.0.1:0"], "baseline: listening on ", tmp, "baseline")
+        procs.append(baseline_proc)
+        standin_in = subprocess.PIPE
+        standin = subprocess.Popen([STANDIN], stdin=standin_in, stdout=subprocess.PIPE, text=True)
+        procs.append(standin)
+        hello = json.loads(standin.stdout.readline())
+
+        init = call(f"{url}/v1/sys/init", "PUT", {"secret_shares": 1, "secret_threshold": 1})
+        call(f"{url}/v1/sys/unseal", "PUT", {"key": init["keys"][0]})
+        root = init["root_token"]
+        v1 = f"{url}/v1"
+        call(f"{v1}/sys/mounts/secret", "POST", {"type": "kv", "options": {"version": "2"}}, root)
+        call(
+            f"{v1}/sys/policies/acl/app",
+            "PUT",
+            {"policy": 'path "secret/data/app/*" { capabilities = ["create", "read", "update"] }\n'
+             'path "database/creds/bench" { capabilities = ["read"] }'},
+            root,
+        )
+        app = call(f"{v1}/auth/token/create", "POST", {"policies": ["app"]}, root)["auth"]["client_token"]
+        call(f"{v1}/secret/data/app/db", "POST", {"data": {"user": "app", "password": "s3cret-value"}}, app)
+        call(f"{v1}/sys/auth/userpass", "POST", {"type": "userpass"}, root)
+        call(f"{v1}/auth/userpass/users/bench", "POST", {"password": "bench-password", "token_ttl": "10m"}, root)
+        call(f"{v1}/sys/auth/kubernetes", "POST", {"type": "kubernetes"}, root)
+        call(
+            f"{v1}/auth/kubernetes/config",
+            "POST",
+            {"kubernetes_host": hello["host"], "kubernetes_ca_cert": hello["ca_pem"], "token_reviewer_jwt": hello["reviewer"]},
+            root,
+        )
+        call(
+            f"{v1}/auth/kubernetes/role/app",
+            "POST",
+            {"bound_service_account_names": ["app-sa"], "bound_service_account_namespaces": ["prod"],
+             "token_policies": ["default"], "token_ttl": "10m"},
+            root,
+        )
+        call(f"{v1}/sys/mounts/database", "POST", {"type": "database"}, root)
+        call(
+            f"{v1}/database/config/pg",
+            "POST",
+            {"plugin_name": "postgresql-database-plugin",
+             "connection_url": f"postgresql://{{{{username}}}}:{{{{password}}}}@{PG}/test?sslmode=disable",
+             "username": "postgres", "password": "unused-with-trust-auth", "allowed_roles": "bench",
+             "max_open_connections": 8},
+            root,
+        )
+        call(
+            f"{v1}/database/roles/bench",
+            "POST",
+            {"db_name": "pg", "default_ttl": "1h",
+             "creation_statements": ['CREATE ROLE "{{name}}" WITH LOGIN PASSWORD \'{{password}}\' VALID UNTIL \'{{expiration}}\';']},
+            root,
+        )
+
+        scenarios = [
+            ("kv2_read", 32, f"{v1}/secret/data/app/db", None, [f"X-Vault-Token: {app}"]),
+            ("kv2_write_durable", 32, url, lua(tmp, "write", "POST", "/v1/secret/data/app/w%d-%d",
+                                               {"data": {"value": "0123456789abcdef0123456789abcdef"}}),
+             [f"X-Vault-Token: {app}"]),
+            ("token_create", 32, url, lua(tmp, "token", "POST", "/v1/auth/token/create",
+                                          {"policies": ["app"], "ttl": "1h"}), [f"X-Vault-Token: {root}"]),
+            ("userpass_login", 16, url, lua(tmp, "userpass", "POST", "/v1/auth/userpass/login/bench",
+                                            {"password": "bench-password"}), []),
+            ("kubernetes_login", 16, url, lua(tmp, "k8s", "POST", "/v1/auth/kubernetes/login",
+                                              {"role": "app", "jwt": hello["jwt"]}), []),
+            ("database_creds", 16, f"{v1}/database/creds/bench", None, [f"X-Vault-Token: {app}"]),
+        ]
+        rows = []
+        print("scenario run connections rps p50_ms p99_ms baseline_rps ratio", flush=True)
+        for name, connections, target, script, headers in scenarios:
+            if only and name not in only:
+                continue
+            wrk(target, connections, 2, script, headers)  # warm-up
+            samples = []
+            for run in range(1, runs + 1):
+                rps, p50, p99 = wrk(target, connections, duration, script, headers)
+                base, _, _ = wrk(f"{baseline}/v1/sys/seal-status", connections, duration)
+                samples.append((rps, p50, p99, base, rps / base))
+                print(f"{name} {run} {connections} {rps:.0f} {p50:.2f} {p99:.2f} {base:.0f} {rps / base:.3f}", flush=True)
+            rows.append((name, connections, [statistics.median(column) for column in zip(*samples)]))
+        if any(name == "database_creds" for name, _, _ in rows) or not only:
+            call(f"{v1}/sys/leases/revoke-prefix/database/creds/bench", "PUT", {}, root)
+
+        cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+        print(f"\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, "
+              f"{runs} runs of {duration} s, medians; baseline = bare axum endpoint measured after each run")
+        print("\n| scenario | connections | requests/s | p50 ms | p99 ms | baseline requests/s | ratio |")
+        print("|---|---|---|---|---|---|---|")
+        for name, connections, (rps, p50, p99, base, ratio) in rows:
+            print(f"| {name} | {connections} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {base:,.0f} | {ratio:.3f} |")
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+if __name__ == "__main__":
+    main()
