@@ -46,7 +46,14 @@ async fn serve_request(State(state): State<HttpState>, request: axum::extract::R
                 let mount = Metrics::mount_label(&state.core, &req.path);
                 // Quotas live behind the barrier: while sealed there are none to apply.
                 let admission = match state.core.unsealed() {
-                    Ok(unsealed) => unsealed.quotas.admit(&req, remote.map(|addr| addr.ip())).map(Some),
+                    Ok(unsealed) => {
+                        let resolved = unsealed.mounts.resolve(&req.path);
+                        let creates = crate::quotas::creates_lease(
+                            &req.path,
+                            resolved.as_ref().map(|(mount, rest)| (mount.as_ref(), rest.as_str())),
+                        );
+                        unsealed.quotas.admit(&req, remote.map(|addr| addr.ip()), creates).map(Some)
+                    }
                     Err(_) => Ok(None),
                 };
                 match admission {

@@ -129,6 +129,8 @@ struct Limiter {
     buckets: DefaultKeyedRateLimiter<IpAddr>,
     /// Clients over the limit of a quota with a `block_interval`, and until when.
     blocked: Mutex<HashMap<IpAddr, Instant>>,
+    /// Checks so far; idle buckets are swept every [`SWEEP_EVERY`].
+    checks: AtomicU64,
 }
 
 impl Limiter {
@@ -136,11 +138,21 @@ impl Limiter {
         // A bucket of `rate` requests that refills one request every interval/rate.
         let burst =
             NonZeroU32::new(quota.rate.floor().clamp(1.0, f64::from(u32::MAX)) as u32).unwrap_or(NonZeroU32::MIN);
-        let period = Duration::from_secs_f64(quota.interval_ms as f64 / 1000.0 / quota.rate);
+        // One request per year at the slowest: beyond that the period overflows.
+        const MAX_PERIOD: Duration = Duration::from_secs(365 * 24 * 3600);
+        let period = Duration::try_from_secs_f64(quota.interval_ms as f64 / 1000.0 / quota.rate)
+            .ok()
+            .filter(|period| *period <= MAX_PERIOD)
+            .ok_or_else(|| ApiError::bad_request("rate is too low for the interval: at least one request a year"))?;
         let governed = GovernorQuota::with_period(period)
             .ok_or_else(|| ApiError::bad_request("rate is too high for the interval"))?
             .allow_burst(burst);
-        Ok(Limiter { quota, buckets: DefaultKeyedRateLimiter::keyed(governed), blocked: Mutex::default() })
+        Ok(Limiter {
+            quota,
+            buckets: DefaultKeyedRateLimiter::keyed(governed),
+            blocked: Mutex::default(),
+            checks: AtomicU64::new(0),
+        })
     }
 }
 
@@ -198,7 +210,6 @@ pub struct Quotas {
     pub counts: Arc<LeaseCounts>,
     /// Serialises writes, so a write and its reload are one step.
     writes: tokio::sync::Mutex<()>,
-    checks: AtomicU64,
 }
 
 /// A slot held under a lease-count quota while a request runs.
@@ -255,7 +266,6 @@ impl Quotas {
             limiters: RwLock::default(),
             counts: Arc::default(),
             writes: tokio::sync::Mutex::new(()),
-            checks: AtomicU64::new(0),
         };
         quotas.reload().await?;
         Ok(quotas)
@@ -358,9 +368,10 @@ impl Quotas {
         self.reload().await
     }
 
-    /// Decides whether a request may go on. `remote` is the client's address; requests
-    /// without one (none arrive that way over TCP) share one bucket.
-    pub fn admit(&self, req: &Request, remote: Option<IpAddr>) -> Result<Admission, Rejection> {
+    /// Decides whether a request may go on. `remote` is the client's address (requests
+    /// without one share one bucket); `creates_lease` says whether the request can create a
+    /// lease or a token (see [`creates_lease`]) — only those take a lease-count slot.
+    pub fn admit(&self, req: &Request, remote: Option<IpAddr>, creates_lease: bool) -> Result<Admission, Rejection> {
         let config = self.config();
         let mut admission = Admission::default();
         let role = req.data.get("role").and_then(|role| role.as_str());
@@ -375,11 +386,11 @@ impl Quotas {
                 .filter_map(|limiter| limiter.quota.scope.specificity(&req.path, role).map(|s| (s, limiter)))
                 .max_by_key(|(specificity, _)| *specificity);
             if let Some((_, limiter)) = best {
-                let ip = remote.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+                let ip = client_key(remote);
                 admission.headers = self.check_rate(limiter, ip, &req.path, &config)?;
             }
         }
-        if !may_create_lease(&req.path) {
+        if !creates_lease {
             return Ok(admission);
         }
         let counters = self.counts.snapshot();
@@ -412,7 +423,7 @@ impl Quotas {
         path: &str,
         config: &QuotaConfig,
     ) -> Result<Vec<(&'static str, String)>, Rejection> {
-        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+        if limiter.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             limiter.buckets.retain_recent();
             let now = Instant::now();
             limiter.blocked.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, until| *until > now);
@@ -458,16 +469,30 @@ impl Quotas {
     }
 }
 
-/// Lease-count quotas hold back only requests that can create a lease or a token: `sys/`
-/// (where an operator revokes leases to make room) and the token store's lookups and
-/// revocations stay open when a quota is full.
-fn may_create_lease(path: &str) -> bool {
-    if path.starts_with("sys/") {
-        return false;
+/// Whether a request can create a lease or a token, and so needs a lease-count slot: logins,
+/// `auth/token/create*`, and database credentials. Everything else (reads, writes, `sys/`,
+/// token lookups and revocations) passes a full quota, as in Vault, where only requests that
+/// generate a lease are held back.
+pub fn creates_lease(path: &str, mount: Option<(&crate::core::mounts::Mount, &str)>) -> bool {
+    if let Some(rest) = path.strip_prefix("auth/token/") {
+        return rest.starts_with("create");
     }
-    match path.strip_prefix("auth/token/") {
-        Some(rest) => rest.starts_with("create"),
-        None => true,
+    match mount {
+        Some((mount, rest)) if mount.entry.table == crate::core::mounts::MountTableKind::Auth => {
+            rest.starts_with("login")
+        }
+        Some((mount, rest)) => mount.entry.kind == "database" && rest.starts_with("creds/"),
+        None => false,
+    }
+}
+
+/// The bucket a client's address falls in: the address itself for IPv4, its /64 for IPv6
+/// (one host usually holds a whole /64, and could otherwise mint buckets without end).
+fn client_key(remote: Option<IpAddr>) -> IpAddr {
+    match remote {
+        Some(IpAddr::V6(v6)) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        Some(v4) => v4,
+        None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
     }
 }
 

@@ -287,6 +287,34 @@ fn leases_that_expired_while_the_server_was_down_are_revoked_after_unseal() {
 }
 
 #[test]
+fn a_lease_count_quota_on_a_creds_path_holds_across_a_restart() {
+    let (mut server, root, init) = ready_with("");
+    configure_pg(&server, &root, "pg");
+    pg_role(&server, &root, "capped", "pg", "1h", "2h");
+    let (status, body) = server.put(
+        "sys/quotas/lease-count/capped",
+        Some(&root),
+        json!({ "path": "database/creds/capped", "max_leases": 2 }),
+    );
+    assert_eq!(status, 204, "{body}");
+    let leases: Vec<String> = (0..2).map(|_| creds(&server, &root, "capped").0).collect();
+    let (status, body) = server.get("database/creds/capped", Some(&root));
+    assert_eq!(status, 429, "{body}");
+    // The count is rebuilt from the stored leases (ids are the request path plus a suffix).
+    server.restart();
+    server.unseal(&init.keys);
+    let (_, quota) = server.get("sys/quotas/lease-count/capped", Some(&root));
+    assert_eq!(quota["data"]["counter"], json!(2), "{quota}");
+    assert_eq!(server.get("database/creds/capped", Some(&root)).0, 429);
+    // Revoking a lease frees its slot.
+    assert_eq!(server.put("sys/leases/revoke", Some(&root), json!({ "lease_id": leases[0] })).0, 204);
+    let (lease, _, _, _) = creds(&server, &root, "capped");
+    assert!(lease.starts_with("database/creds/capped/"), "{lease}");
+    let (status, body) = server.put("sys/leases/revoke-prefix/database/creds/capped", Some(&root), json!({}));
+    assert_eq!(status, 204, "{body}");
+}
+
+#[test]
 fn an_unreachable_database_keeps_leases_pending_and_visible_until_it_is_back() {
     let (server, root, _) = ready_with("lease_revocation_max_backoff = \"1s\"\nlease_revocation_max_attempts = 2\n");
     configure_pg(&server, &root, "pg");

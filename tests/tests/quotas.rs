@@ -46,14 +46,14 @@ fn rate_limits_apply_per_client_to_the_most_specific_path_and_answer_429() {
     // A generous global quota and a tight one on the mount: the mount's wins there.
     assert_eq!(server.put("sys/quotas/rate-limit/global", root, json!({ "path": "", "rate": 1000 })).0, 204);
     let (status, body) =
-        server.put("sys/quotas/rate-limit/kv", root, json!({ "path": "secret/", "rate": 5, "interval": "1m" }));
+        server.put("sys/quotas/rate-limit/kv", root, json!({ "path": "secret/", "rate": 5, "interval": "1h" }));
     assert_eq!(status, 204, "{body}");
     let (status, quota) = server.get("sys/quotas/rate-limit/kv", root);
     assert_eq!(status, 200, "{quota}");
     assert_eq!(quota["data"]["type"], "rate-limit");
     assert_eq!(quota["data"]["path"], "secret/");
     assert_eq!(quota["data"]["rate"], json!(5.0));
-    assert_eq!(quota["data"]["interval"], json!(60));
+    assert_eq!(quota["data"]["interval"], json!(3600));
     assert_eq!(quota["data"]["block_interval"], json!(0));
 
     let first = client_from(Ipv4Addr::new(127, 0, 0, 1));
@@ -70,24 +70,18 @@ fn rate_limits_apply_per_client_to_the_most_specific_path_and_answer_429() {
     let second = client_from(Ipv4Addr::new(127, 0, 0, 2));
     assert_eq!(get_status(&second, &server, "secret/data/app", token), 200);
     assert_eq!(get_status(&first, &server, "sys/mounts", token), 200);
-    assert_eq!(server.put("sys/quotas/rate-limit/global", root, json!({ "rate": 1 })).0, 204);
+    assert_eq!(server.put("sys/quotas/rate-limit/global", root, json!({ "rate": 1, "interval": "1h" })).0, 204);
     for _ in 0..5 {
         assert_eq!(get_status(&first, &server, "sys/health", token), 200, "sys/health is exempt");
     }
     assert_eq!(get_status(&first, &server, "sys/mounts", token), 200);
-    assert_eq!(get_status(&first, &server, "sys/mounts", token), 429, "the global quota is now 1 per second");
+    assert_eq!(get_status(&first, &server, "sys/mounts", token), 429, "the global quota is now 1 an hour");
     assert_eq!(get_status(&second, &server, "sys/mounts", token), 200);
-    // Lifting it is a request too, and waits for its bucket to refill like any other.
+    // Lifting it is a request too: from a third address, whose bucket still holds its one request.
+    let third = client_from(Ipv4Addr::new(127, 0, 0, 3));
     let lifted =
-        second.delete(format!("{}/v1/sys/quotas/rate-limit/global", server.addr)).header("X-Vault-Token", token);
-    let mut lifted_status = lifted.try_clone().unwrap().send().unwrap().status().as_u16();
-    let started = Instant::now();
-    while lifted_status == 429 {
-        assert!(started.elapsed() < Duration::from_secs(5), "the global quota never let the delete through");
-        std::thread::sleep(Duration::from_millis(100));
-        lifted_status = lifted.try_clone().unwrap().send().unwrap().status().as_u16();
-    }
-    assert_eq!(lifted_status, 204);
+        third.delete(format!("{}/v1/sys/quotas/rate-limit/global", server.addr)).header("X-Vault-Token", token).send();
+    assert_eq!(lifted.unwrap().status().as_u16(), 204);
 
     // Response headers on request (Vault's opt-in).
     assert_eq!(server.put("sys/quotas/config", root, json!({ "enable_rate_limit_response_headers": true })).0, 204);
@@ -100,9 +94,8 @@ fn rate_limits_apply_per_client_to_the_most_specific_path_and_answer_429() {
     let metrics = server.metrics_text(root);
     let rejected = metric(&metrics, r#"arcanum_quota_rejections_total{name="kv",quota_type="rate-limit"}"#);
     assert_eq!(rejected, Some(9.0), "{metrics}");
-    // The first client's second sys/mounts, and the second client's delete until its bucket refilled.
     let global = metric(&metrics, r#"arcanum_quota_rejections_total{name="global",quota_type="rate-limit"}"#);
-    assert!(global >= Some(2.0), "{metrics}");
+    assert_eq!(global, Some(1.0), "{metrics}");
 
     // Deleting the quota lifts it.
     assert_eq!(server.request("DELETE", "sys/quotas/rate-limit/kv", root, None).0, 204);
@@ -119,7 +112,7 @@ fn block_interval_keeps_a_client_out_after_it_hits_the_limit() {
     let (status, body) = server.put(
         "sys/quotas/rate-limit/tight",
         Some(&root),
-        json!({ "path": "secret/data/app", "rate": 2, "interval": "1s", "block_interval": "2s" }),
+        json!({ "path": "secret/data/app", "rate": 2, "interval": "4s", "block_interval": "5s" }),
     );
     assert_eq!(status, 204, "{body}");
     let client = client_from(Ipv4Addr::LOCALHOST);
@@ -129,14 +122,14 @@ fn block_interval_keeps_a_client_out_after_it_hits_the_limit() {
     let blocked_at = Instant::now();
     // An exact-path quota leaves the rest of the mount alone.
     assert_eq!(get_status(&client, &server, "secret/metadata/app", &root), 200);
-    // Without the block the bucket would refill within half a second; the block holds for 2 s.
-    let deadline = Duration::from_secs(10);
+    // Without the block the bucket would refill one request within 2 s; the block holds for 5 s.
+    let deadline = Duration::from_secs(20);
     while get_status(&client, &server, "secret/data/app", &root) == 429 {
         assert!(blocked_at.elapsed() < deadline, "still blocked after {deadline:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
     let blocked_for = blocked_at.elapsed();
-    assert!(blocked_for >= Duration::from_millis(1800), "unblocked after only {blocked_for:?}");
+    assert!(blocked_for >= Duration::from_millis(4500), "unblocked after only {blocked_for:?}");
 }
 
 #[test]
@@ -163,7 +156,10 @@ fn lease_count_quota_caps_login_tokens_and_counts_again_after_restart() {
     let (_, quota) = server.get("sys/quotas/lease-count/logins", root);
     assert_eq!(quota["data"]["counter"], json!(3), "{quota}");
     assert_eq!(quota["data"]["max_leases"], json!(3));
-    // The rest of the server is not affected: other mounts, sys/, and the token store's revoke.
+    // Only requests that could create a lease or token wait: reads and writes under the same
+    // mount, other mounts, sys/ and the token store's revoke go on.
+    assert_eq!(server.get("auth/userpass/users/ci", root).0, 200);
+    assert_eq!(server.put("auth/userpass/users/other", root, json!({ "password": "x" })).0, 204);
     assert_eq!(server.get("secret/data/app", root).0, 200);
     assert_eq!(server.put("auth/token/revoke-self", Some(&tokens[0]), json!({})).0, 204);
     let (status, body) = login(&server);
@@ -195,6 +191,9 @@ fn bad_quota_input_is_refused_clearly_and_nothing_is_stored() {
         ("sys/quotas/rate-limit/q", json!({ "rate": 1, "interval": "soon" }), "invalid interval"),
         ("sys/quotas/rate-limit/q", json!({ "rate": 1, "path": "auth/userpass/", "role": "r" }), "role"),
         ("sys/quotas/rate-limit/q", json!({ "rate": 1, "type": "lease-count" }), "type must be"),
+        ("sys/quotas/rate-limit/q", json!({ "rate": 1e-20 }), "at least one request a year"),
+        ("sys/quotas/rate-limit/team/q", json!({ "rate": 1 }), "cannot contain '/'"),
+        ("sys/quotas/lease-count/team/q", json!({ "max_leases": 1 }), "cannot contain '/'"),
         ("sys/quotas/lease-count/q", json!({ "max_leases": 0 }), "max_leases"),
         ("sys/quotas/lease-count/q", json!({ "max_leases": -1 }), "max_leases"),
         ("sys/quotas/config", json!({ "enable_rate_limit_audit_logging": true }), "not supported"),

@@ -431,17 +431,18 @@ impl Writer {
                     .mode(create_mode)
                     .open(path)
                     .map_err(|err| format!("opening {}: {err}", path.display()))?;
-                // A line cut short by a crash (SIGKILL can stop a write between pages) was never
-                // acknowledged: its request was not acted on. It is cut off, so the chain goes on
-                // from the last whole line and verifies; the cut is logged.
+                // A chain line cut short by a crash (SIGKILL can stop a write between pages) was
+                // never acknowledged: for a request line the request never ran, for a response
+                // line the answer was never sent. It is cut off, so the chain goes on from the
+                // last whole line and verifies; the cut is logged with its size.
                 match cut_partial_line(path) {
                     Ok(0) => {}
                     Ok(cut) => tracing::warn!(
                         path = %path.display(), bytes = cut,
                         "removed an incomplete last audit line left by a crash"
                     ),
-                    // Too long to find its start: close it off instead, and `audit verify`
-                    // reports it as truncated.
+                    // Not a chain line (a file that was not only ours), or too long to find its
+                    // start: left in place and closed off; `audit verify` reports it.
                     Err(_) => file.write_all(b"\n").map_err(|err| format!("writing to {}: {err}", path.display()))?,
                 }
                 let meta = file.metadata().map_err(|err| format!("reading {}: {err}", path.display()))?;
@@ -592,8 +593,9 @@ fn undo(file: &File, written: usize, err: std::io::Error) -> std::io::Error {
     err
 }
 
-/// Cuts a regular file back to its last newline; returns how many bytes went. An error when
-/// the incomplete line is longer than [`MAX_TAIL`] (the file is then left alone).
+/// Cuts a regular file back to its last newline when what follows it is the start of a chain
+/// line; returns how many bytes went. An error, and the file left alone, when the incomplete
+/// line is not a chain line or is longer than [`MAX_TAIL`].
 fn cut_partial_line(path: &Path) -> std::io::Result<u64> {
     let Ok(meta) = std::fs::symlink_metadata(path) else { return Ok(0) };
     if !meta.is_file() || meta.len() == 0 {
@@ -610,11 +612,13 @@ fn cut_partial_line(path: &Path) -> std::io::Result<u64> {
         match tail.iter().rposition(|b| *b == b'\n') {
             Some(end) if from + end as u64 + 1 == length => return Ok(0),
             Some(end) => {
+                ours(&tail[end + 1..])?;
                 let keep = from + end as u64 + 1;
                 file.set_len(keep)?;
                 return Ok(length - keep);
             }
             None if from == 0 => {
+                ours(&tail)?;
                 file.set_len(0)?;
                 return Ok(length);
             }
@@ -623,6 +627,17 @@ fn cut_partial_line(path: &Path) -> std::io::Result<u64> {
             }
             None => chunk *= 4,
         }
+    }
+}
+
+/// Whether an incomplete line is the start of one of our chain lines (after any `prefix`).
+fn ours(partial: &[u8]) -> std::io::Result<()> {
+    let marker = chain::SEQ_MARKER.as_bytes();
+    let cut_in_marker = (1..=marker.len()).any(|n| partial.ends_with(&marker[..n]));
+    if partial.windows(marker.len()).any(|window| window == marker) || cut_in_marker {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("the incomplete last line is not an audit chain line"))
     }
 }
 
@@ -761,13 +776,17 @@ mod tests {
     fn cutting_a_partial_line_keeps_whole_lines_and_files_without_one() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.log");
-        std::fs::write(&path, b"one\ntwo\nthr").unwrap();
-        assert_eq!(cut_partial_line(&path).unwrap(), 3);
+        std::fs::write(&path, b"one\ntwo\n{\"seq\":7,\"prev").unwrap();
+        assert_eq!(cut_partial_line(&path).unwrap(), 14);
         assert_eq!(std::fs::read(&path).unwrap(), b"one\ntwo\n");
         assert_eq!(cut_partial_line(&path).unwrap(), 0);
-        std::fs::write(&path, b"only a partial line").unwrap();
-        assert_eq!(cut_partial_line(&path).unwrap(), 19);
+        std::fs::write(&path, b"{\"se").unwrap();
+        assert_eq!(cut_partial_line(&path).unwrap(), 4);
         assert_eq!(std::fs::read(&path).unwrap(), b"");
+        // Not ours: left alone (the device closes it off with a newline instead).
+        std::fs::write(&path, b"someone else's text").unwrap();
+        assert!(cut_partial_line(&path).is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"someone else's text");
         assert_eq!(cut_partial_line(&dir.path().join("missing")).unwrap(), 0);
     }
 

@@ -245,7 +245,9 @@ impl Unsealed {
     pub async fn count_for_quotas(&self) -> Result<(), ApiError> {
         for quota in self.quotas.uncounted() {
             let leases = self.expiration.lease_ids_under(&quota.scope.mount).await?;
-            let mut live = leases.iter().filter(|id| quota.scope.covers(id)).count();
+            // A lease id is its request path plus a random suffix; quotas match the path.
+            let request_path = |id: &str| id.rsplit_once('/').map_or(id.to_owned(), |(path, _)| path.to_owned());
+            let mut live = leases.iter().filter(|id| quota.scope.covers(&request_path(id))).count();
             for hash in self.tokens.hashes_with_path_prefix(&quota.scope.mount).await? {
                 if let Some(entry) = self.tokens.entry_by_hash(&hash).await? {
                     live += usize::from(quota.scope.covers(&entry.path));

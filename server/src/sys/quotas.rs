@@ -27,6 +27,9 @@ pub(super) async fn handle(unsealed: &Arc<Unsealed>, req: &Request) -> Option<Re
         _ => return Some(Err(ApiError::no_handler(&req.path))),
     };
     let name = name.trim_end_matches('/');
+    if name.contains('/') && req.operation != List {
+        return Some(Err(ApiError::bad_request(format!("invalid quota name {name:?}: a name cannot contain '/'"))));
+    }
     Some(match (req.operation, name.is_empty()) {
         (List, _) | (Read, true) => unsealed.quotas.list(kind).await.and_then(Response::list),
         (_, true) => Err(ApiError::bad_request("missing quota name")),
