@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 
 use crate::core::Core;
 use crate::logical::{ApiError, LogicalResponse, Operation, Request, Response};
-use crate::metrics::{self, Metrics};
+use crate::metrics;
 use crate::router;
 
 /// Shared by every request.
@@ -43,18 +43,20 @@ async fn serve_request(State(state): State<HttpState>, request: axum::extract::R
             Ok(req) => {
                 tracing::debug!(operation = ?req.operation, path = %req.path, "request");
                 let request_id = req.id.clone();
-                let mount = Metrics::mount_label(&state.core, &req.path);
-                // Quotas live behind the barrier: while sealed there are none to apply.
-                let admission = match state.core.unsealed() {
-                    Ok(unsealed) => {
-                        let resolved = unsealed.mounts.resolve(&req.path);
+                // One mount lookup serves the metrics label and the quota check. Quotas live
+                // behind the barrier: while sealed there are none to apply.
+                let unsealed = state.core.unsealed().ok();
+                let resolved = unsealed.as_ref().and_then(|unsealed| unsealed.mounts.resolve(&req.path));
+                let mount = metrics::mount_label(&req.path, resolved.as_ref().map(|(mount, _)| mount.as_ref()));
+                let admission = match &unsealed {
+                    Some(unsealed) => {
                         let creates = crate::quotas::creates_lease(
                             &req.path,
                             resolved.as_ref().map(|(mount, rest)| (mount.as_ref(), rest.as_str())),
                         );
                         unsealed.quotas.admit(&req, remote.map(|addr| addr.ip()), creates).map(Some)
                     }
-                    Err(_) => Ok(None),
+                    None => Ok(None),
                 };
                 match admission {
                     Ok(admission) => {

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use arcanum_storage::{Backend, Op, StorageError};
 use prometheus::proto::MetricType;
 use prometheus::{
-    Encoder as _, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use serde_json::{json, Map, Value};
 
@@ -63,35 +63,35 @@ pub fn global() -> &'static Metrics {
     &METRICS
 }
 
-fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+/// Registers a new metric with `registry` and returns it; the definitions below are fixed, so
+/// neither step can fail at run time.
+fn registered<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<M>,
+) -> M {
+    let metric = metric.expect("valid metric definition");
     registry.register(Box::new(metric.clone())).expect("metric registered once");
     metric
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    registered(registry, IntCounterVec::new(Opts::new(name, help), labels))
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
-    let metric = IntCounter::new(name, help).expect("valid metric definition");
-    registry.register(Box::new(metric.clone())).expect("metric registered once");
-    metric
+    registered(registry, IntCounter::new(name, help))
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
-    let metric = IntGauge::new(name, help).expect("valid metric definition");
-    registry.register(Box::new(metric.clone())).expect("metric registered once");
-    metric
+    registered(registry, IntGauge::new(name, help))
 }
 
 fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let metric = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition");
-    registry.register(Box::new(metric.clone())).expect("metric registered once");
-    metric
+    registered(registry, IntGaugeVec::new(Opts::new(name, help), labels))
 }
 
 fn histogram_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
-    let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
-    let metric = HistogramVec::new(opts, labels).expect("valid metric definition");
-    registry.register(Box::new(metric.clone())).expect("metric registered once");
-    metric
+    registered(registry, HistogramVec::new(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()), labels))
 }
 
 impl Metrics {
@@ -221,20 +221,6 @@ impl Metrics {
         Ok(())
     }
 
-    /// Mount label of a request path: a mount's route, `sys/`, `auth/token/`, or `unmounted`.
-    pub fn mount_label(core: &Core, path: &str) -> String {
-        if path == "sys" || path.starts_with("sys/") {
-            return "sys/".into();
-        }
-        if path == "auth/token" || path.starts_with("auth/token/") {
-            return "auth/token/".into();
-        }
-        core.unsealed()
-            .ok()
-            .and_then(|unsealed| unsealed.mounts.resolve(path))
-            .map_or_else(|| "unmounted".into(), |(mount, _)| mount.route.clone())
-    }
-
     /// Records one answered HTTP request.
     pub fn observe_request(&self, method: &str, mount: &str, status: u16, elapsed: Duration) {
         let class = match status {
@@ -247,6 +233,18 @@ impl Metrics {
         self.http_requests.with_label_values(&[method, mount, class]).inc();
         self.http_request_duration.with_label_values(&[method, mount]).observe(elapsed.as_secs_f64());
     }
+}
+
+/// Mount label of a request path: `sys/`, `auth/token/`, the route of `mount` (the mount the
+/// path resolved to, if any), or `unmounted`.
+pub fn mount_label(path: &str, mount: Option<&crate::core::mounts::Mount>) -> String {
+    if path == "sys" || path.starts_with("sys/") {
+        return "sys/".into();
+    }
+    if path == "auth/token" || path.starts_with("auth/token/") {
+        return "auth/token/".into();
+    }
+    mount.map_or_else(|| "unmounted".into(), |mount| mount.route.clone())
 }
 
 /// The label for an HTTP method: one of a fixed set, so a client cannot mint label values.
@@ -326,64 +324,65 @@ fn go_metrics_json(families: &[prometheus::proto::MetricFamily]) -> Value {
 }
 
 /// The physical backend with every operation timed into
-/// `arcanum_storage_operation_duration_seconds`.
+/// `arcanum_storage_operation_duration_seconds` (one histogram per operation, looked up once).
 #[derive(Debug)]
 pub struct MeteredBackend {
     inner: Arc<dyn Backend>,
+    get: Histogram,
+    put: Histogram,
+    delete: Histogram,
+    list: Histogram,
+    batch: Histogram,
+    flush: Histogram,
 }
 
 impl MeteredBackend {
     pub fn wrap(inner: Arc<dyn Backend>) -> Arc<dyn Backend> {
-        Arc::new(MeteredBackend { inner })
+        let histogram = |operation: &str| global().storage_operation_duration.with_label_values(&[operation]);
+        Arc::new(MeteredBackend {
+            inner,
+            get: histogram("get"),
+            put: histogram("put"),
+            delete: histogram("delete"),
+            list: histogram("list"),
+            batch: histogram("batch"),
+            flush: histogram("flush"),
+        })
     }
 }
 
-fn timed(operation: &str, started: Instant) {
-    global().storage_operation_duration.with_label_values(&[operation]).observe(started.elapsed().as_secs_f64());
+/// Runs `operation`, recording how long it took in `histogram`.
+async fn timed<T>(histogram: &Histogram, operation: impl std::future::Future<Output = T>) -> T {
+    let started = Instant::now();
+    let result = operation.await;
+    histogram.observe(started.elapsed().as_secs_f64());
+    result
 }
 
 #[async_trait::async_trait]
 impl Backend for MeteredBackend {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        let started = Instant::now();
-        let result = self.inner.get(key).await;
-        timed("get", started);
-        result
+        timed(&self.get, self.inner.get(key)).await
     }
 
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StorageError> {
-        let started = Instant::now();
-        let result = self.inner.put(key, value).await;
-        timed("put", started);
-        result
+        timed(&self.put, self.inner.put(key, value)).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
-        let started = Instant::now();
-        let result = self.inner.delete(key).await;
-        timed("delete", started);
-        result
+        timed(&self.delete, self.inner.delete(key)).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
-        let started = Instant::now();
-        let result = self.inner.list(prefix).await;
-        timed("list", started);
-        result
+        timed(&self.list, self.inner.list(prefix)).await
     }
 
     async fn batch(&self, ops: Vec<Op>) -> Result<(), StorageError> {
-        let started = Instant::now();
-        let result = self.inner.batch(ops).await;
-        timed("batch", started);
-        result
+        timed(&self.batch, self.inner.batch(ops)).await
     }
 
     async fn flush(&self) -> Result<(), StorageError> {
-        let started = Instant::now();
-        let result = self.inner.flush().await;
-        timed("flush", started);
-        result
+        timed(&self.flush, self.inner.flush()).await
     }
 
     fn kind(&self) -> &'static str {

@@ -258,7 +258,7 @@ fn storage_error(err: impl std::fmt::Display) -> ApiError {
 }
 
 impl Quotas {
-    /// Loads the stored quotas. Lease counts start at zero until [`Quotas::set_counts`].
+    /// Loads the stored quotas. Lease counts start at zero until [`Quotas::set_count`].
     pub async fn open(barrier: Arc<Barrier>) -> Result<Quotas, ApiError> {
         let quotas = Quotas {
             view: StorageView::new(barrier, "sys/quotas/"),

@@ -350,3 +350,8 @@ impl TestServer {
         }
     }
 }
+
+/// The PostgreSQL the database tests use: `ARCANUM_TEST_PG_ADDR`, else 127.0.0.1:5432.
+pub fn pg_addr() -> String {
+    std::env::var("ARCANUM_TEST_PG_ADDR").unwrap_or_else(|_| "127.0.0.1:5432".into())
+}

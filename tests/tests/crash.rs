@@ -9,16 +9,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use arcanum_tests::TestServer;
+use arcanum_tests::{pg_addr, TestServer};
 use serde_json::{json, Value};
 
 const KV_WRITERS: usize = 4;
 const TOKEN_WRITERS: usize = 2;
 const LEASE_WRITERS: usize = 2;
-
-fn pg_addr() -> String {
-    std::env::var("ARCANUM_TEST_PG_ADDR").unwrap_or_else(|_| "127.0.0.1:5432".into())
-}
 
 /// What a writer got acknowledged, to be found again after the crash.
 #[derive(Debug, Clone)]

@@ -4,12 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use arcanum_tests::TestServer;
+use arcanum_tests::{pg_addr, TestServer};
 use serde_json::{json, Value};
-
-fn pg_addr() -> String {
-    std::env::var("ARCANUM_TEST_PG_ADDR").unwrap_or_else(|_| "127.0.0.1:5432".into())
-}
 
 fn mysql_addr() -> String {
     std::env::var("ARCANUM_TEST_MYSQL_ADDR").unwrap_or_else(|_| "127.0.0.1:3306".into())
