@@ -64,26 +64,34 @@ fn hex_sha256(bytes: &[u8]) -> String {
 /// (newline included) and returns it with its hash. `prefix` goes in front, as Vault's
 /// `prefix` option does.
 pub fn seal_line(prefix: &str, head: &ChainHead, fields: &str) -> (Vec<u8>, String) {
+    let mut line = Vec::new();
+    let hash = seal_line_into(&mut line, prefix, head, fields);
+    (line, hash)
+}
+
+/// [`seal_line`], appending the line to `out` (a batch being built) without a copy of its own.
+pub fn seal_line_into(out: &mut Vec<u8>, prefix: &str, head: &ChainHead, fields: &str) -> String {
     // `fields` is `{...}`: keep what is between the braces.
     let inner = fields.strip_prefix('{').and_then(|f| f.strip_suffix('}')).unwrap_or("");
-    let mut line = String::with_capacity(prefix.len() + fields.len() + 2 * HASH_HEX_LEN + 48);
-    line.push_str(prefix);
-    line.push_str(SEQ_MARKER);
-    line.push_str(&head.next_seq.to_string());
-    line.push_str(",\"prev_hash\":\"");
-    line.push_str(&head.last_hash);
-    line.push('"');
+    out.reserve(prefix.len() + fields.len() + 2 * HASH_HEX_LEN + 64);
+    let start = out.len();
+    out.extend_from_slice(prefix.as_bytes());
+    out.extend_from_slice(SEQ_MARKER.as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(head.next_seq).as_bytes());
+    out.extend_from_slice(b",\"prev_hash\":\"");
+    out.extend_from_slice(head.last_hash.as_bytes());
+    out.push(b'"');
     if !inner.is_empty() {
-        line.push(',');
-        line.push_str(inner);
+        out.push(b',');
+        out.extend_from_slice(inner.as_bytes());
     }
-    line.push('}');
-    let hash = hex_sha256(line.as_bytes());
-    line.pop();
-    line.push_str(HASH_MARKER);
-    line.push_str(&hash);
-    line.push_str("\"}\n");
-    (line.into_bytes(), hash)
+    out.push(b'}');
+    let hash = hex_sha256(&out[start..]);
+    out.pop();
+    out.extend_from_slice(HASH_MARKER.as_bytes());
+    out.extend_from_slice(hash.as_bytes());
+    out.extend_from_slice(b"\"}\n");
+    hash
 }
 
 /// A line that carries chain fields.

@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
@@ -130,8 +131,8 @@ struct Entry<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    auth: Option<AuthOut<'a>>,
-    request: RequestOut<'a>,
+    auth: Option<&'a RawValue>,
+    request: &'a RawValue,
     #[serde(skip_serializing_if = "Option::is_none")]
     response: Option<ResponseOut<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -308,26 +309,40 @@ fn mount_out(record: &RequestRecord) -> Option<MountOut<'_>> {
     })
 }
 
-/// The token and accessor as this device writes them, computed once per entry.
-struct Hashed<'a> {
-    token: Option<Cow<'a, str>>,
-    accessor: Option<Cow<'a, str>>,
+/// The `auth` and `request` blocks of one request as one device writes them. Both of its
+/// entries carry them unchanged (as in Vault), so they are redacted and serialised once, with
+/// the request entry, and copied into the response entry.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    auth: Option<Box<RawValue>>,
+    request: Box<RawValue>,
 }
 
-impl<'a> Hashed<'a> {
-    fn of(redactor: &Redactor, record: &'a RequestRecord) -> Hashed<'a> {
-        Hashed {
-            token: record.client_token.as_deref().filter(|t| !t.is_empty()).map(|t| redactor.secret(t)),
-            accessor: record.auth.as_ref().map(|auth| redactor.accessor(&auth.accessor)),
+impl Prepared {
+    pub fn of(redactor: &Redactor, record: &RequestRecord) -> Prepared {
+        let token = record.client_token.as_deref().filter(|t| !t.is_empty()).map(|t| redactor.secret(t));
+        let accessor = record.auth.as_ref().map(|auth| redactor.accessor(&auth.accessor));
+        let (token, accessor) = (token.as_deref(), accessor.as_deref());
+        Prepared {
+            auth: auth_out(record, token, accessor).map(|auth| raw(&auth)),
+            request: raw(&request_out(redactor, record, token, accessor)),
         }
     }
 }
 
-fn auth_out<'a>(record: &'a RequestRecord, hashed: &'a Hashed<'_>) -> Option<AuthOut<'a>> {
+fn raw(block: &impl Serialize) -> Box<RawValue> {
+    serde_json::value::to_raw_value(block).unwrap_or_else(|err| {
+        // Only a non-string map key could fail here, and every map here has string keys.
+        tracing::error!(error = %err, "audit entry did not serialise");
+        RawValue::NULL.to_owned()
+    })
+}
+
+fn auth_out<'a>(record: &'a RequestRecord, token: Option<&'a str>, accessor: Option<&'a str>) -> Option<AuthOut<'a>> {
     let auth = record.auth.as_ref()?;
     Some(AuthOut {
-        client_token: hashed.token.as_deref(),
-        accessor: hashed.accessor.as_deref().unwrap_or_default(),
+        client_token: token,
+        accessor: accessor.unwrap_or_default(),
         display_name: &auth.display_name,
         policies: &auth.policies,
         token_policies: &auth.policies,
@@ -340,14 +355,19 @@ fn auth_out<'a>(record: &'a RequestRecord, hashed: &'a Hashed<'_>) -> Option<Aut
     })
 }
 
-fn request_out<'a>(redactor: &'a Redactor, record: &'a RequestRecord, hashed: &'a Hashed<'_>) -> RequestOut<'a> {
+fn request_out<'a>(
+    redactor: &'a Redactor,
+    record: &'a RequestRecord,
+    token: Option<&'a str>,
+    accessor: Option<&'a str>,
+) -> RequestOut<'a> {
     let keep = record.mount.as_ref().map_or(&[][..], |m| &m.entry.config.audit_non_hmac_request_keys[..]);
     RequestOut {
         id: &record.id,
         operation: record.operation,
         mount: mount_out(record),
-        client_token: hashed.token.as_deref(),
-        client_token_accessor: hashed.accessor.as_deref(),
+        client_token: token,
+        client_token_accessor: accessor,
         namespace: Namespace { id: "root" },
         path: &record.path,
         data: (!record.data.is_empty()).then_some(Redacted {
@@ -369,22 +389,26 @@ fn serialize(entry: &Entry<'_>) -> String {
     })
 }
 
-/// The request entry (`type: request`), as a compact JSON object.
-pub fn request_entry(redactor: &Redactor, record: &RequestRecord) -> String {
-    let hashed = Hashed::of(redactor, record);
+/// The request entry (`type: request`), as a compact JSON object; `prepared` is
+/// [`Prepared::of`] the device and `record`.
+pub fn request_entry(record: &RequestRecord, prepared: &Prepared) -> String {
     serialize(&Entry {
         time: now(),
         kind: "request",
-        auth: auth_out(record, &hashed),
-        request: request_out(redactor, record, &hashed),
+        auth: prepared.auth.as_deref(),
+        request: &prepared.request,
         response: None,
         error: record.error.as_deref().map(Cow::Borrowed),
     })
 }
 
 /// The response entry (`type: response`) for `result`, as a compact JSON object.
-pub fn response_entry(redactor: &Redactor, record: &RequestRecord, result: &Result<Response, ApiError>) -> String {
-    let hashed = Hashed::of(redactor, record);
+pub fn response_entry(
+    redactor: &Redactor,
+    record: &RequestRecord,
+    prepared: &Prepared,
+    result: &Result<Response, ApiError>,
+) -> String {
     let keep = record.mount.as_ref().map_or(&[][..], |m| &m.entry.config.audit_non_hmac_response_keys[..]);
     let leaves = if redactor.log_raw { Redaction::Raw } else { Redaction::Leaves(keep) };
     let auth_block = if redactor.log_raw { Redaction::Raw } else { Redaction::AuthBlock };
@@ -423,8 +447,8 @@ pub fn response_entry(redactor: &Redactor, record: &RequestRecord, result: &Resu
     serialize(&Entry {
         time: now(),
         kind: "response",
-        auth: auth_out(record, &hashed),
-        request: request_out(redactor, record, &hashed),
+        auth: prepared.auth.as_deref(),
+        request: &prepared.request,
         response: Some(response),
         error,
     })
@@ -452,6 +476,11 @@ mod tests {
 
     fn redactor(log_raw: bool, hmac_accessor: bool) -> Redactor {
         Redactor::new(Zeroizing::new(b"salt".to_vec()), log_raw, hmac_accessor, false)
+    }
+
+    /// The request entry of [`record`] under `redactor`.
+    fn entry_of(redactor: &Redactor) -> String {
+        request_entry(&record(), &Prepared::of(redactor, &record()))
     }
 
     fn record() -> RequestRecord {
@@ -483,7 +512,7 @@ mod tests {
     #[test]
     fn request_entry_hmacs_token_accessor_and_every_string_leaf() {
         let r = redactor(false, true);
-        let text = request_entry(&r, &record());
+        let text = request_entry(&record(), &Prepared::of(&r, &record()));
         for secret in ["hvs.TOKEN", "ACCESSOR", "hunter2", "\"a\""] {
             assert!(!text.contains(secret), "{secret} leaked: {text}");
         }
@@ -502,10 +531,10 @@ mod tests {
 
     #[test]
     fn hmac_accessor_false_and_log_raw() {
-        let entry: Value = serde_json::from_str(&request_entry(&redactor(false, false), &record())).unwrap();
+        let entry: Value = serde_json::from_str(&entry_of(&redactor(false, false))).unwrap();
         assert_eq!(entry["auth"]["accessor"], "ACCESSOR");
         assert!(entry["auth"]["client_token"].as_str().unwrap().starts_with("hmac-sha256:"));
-        let raw: Value = serde_json::from_str(&request_entry(&redactor(true, true), &record())).unwrap();
+        let raw: Value = serde_json::from_str(&entry_of(&redactor(true, true))).unwrap();
         assert_eq!(raw["request"]["data"]["password"], "hunter2");
         assert_eq!(raw["auth"]["client_token"], "hvs.TOKEN");
     }
@@ -520,7 +549,7 @@ mod tests {
             auth: Some(json!({ "client_token": "hvs.NEW", "accessor": "NEWACC", "policies": ["default"] })),
             ..Default::default()
         })));
-        let text = response_entry(&r, &record(), &response);
+        let text = response_entry(&r, &record(), &Prepared::of(&r, &record()), &response);
         assert!(!text.contains("hvs.NEW") && !text.contains("NEWACC"));
         let entry: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(entry["response"]["auth"]["client_token"], r.hash("hvs.NEW"));
@@ -529,10 +558,11 @@ mod tests {
         let elider = Redactor::new(Zeroizing::new(b"s".to_vec()), false, true, true);
         let mut list = record();
         list.operation = "list";
-        let entry: Value = serde_json::from_str(&response_entry(&elider, &list, &response)).unwrap();
+        let entry: Value =
+            serde_json::from_str(&response_entry(&elider, &list, &Prepared::of(&elider, &list), &response)).unwrap();
         assert_eq!(entry["response"]["data"]["keys"], 2);
 
-        let failed = response_entry(&r, &record(), &Err(ApiError::permission_denied()));
+        let failed = response_entry(&r, &record(), &Prepared::of(&r, &record()), &Err(ApiError::permission_denied()));
         let entry: Value = serde_json::from_str(&failed).unwrap();
         assert_eq!(entry["error"], "permission denied");
     }

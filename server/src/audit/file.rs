@@ -1,21 +1,38 @@
-//! The `file` audit device: its options, the checks on where it may write, and the writer
-//! thread that owns the file.
+//! The `file` audit device: its options, the checks on where it may write, and how entries
+//! reach the file.
 //!
-//! Each device has one dedicated OS thread. Requests hand it finished entries over a bounded
-//! channel and wait for an acknowledgement with a deadline; the thread chains the entries
-//! (`chain.rs`), appends whole batches with one `write` on a file opened with `O_APPEND`, and
-//! acknowledges each entry once its bytes are in the file. A thread stuck in a `write` (a
-//! full pipe, a hung network filesystem) therefore stalls only itself: the waiting requests
-//! give up at their deadline and count the device as failed; once an entry has missed its
-//! deadline while the thread is still in the same call (or the call has lasted longer than a
-//! deadline), new entries fail at once instead of queueing behind it, so a hung device next
-//! to a healthy one costs one deadline, not one per request.
+//! A device writes in one of two ways, chosen when it starts:
 //!
-//! At most once per [`PATH_CHECK_INTERVAL`] (two `stat` calls per batch would cost more than
-//! the write) the thread checks that its path still names the file it has open. When another
-//! file has taken the path (rotated without SIGHUP), or the open file was deleted, the thread
-//! opens the path again and the chain carries on there, so entries stop vanishing into an
-//! unlinked inode within a second — and the lines that did are missing from the chain, which
+//! - **direct** — a regular file on a local filesystem (ext4, xfs, btrfs, tmpfs, overlay, zfs,
+//!   f2fs), and `discard`. The requests write themselves (group commit): a request that finds
+//!   no other writing becomes the *leader*, chains its entry and everything queued meanwhile
+//!   (`chain.rs`) and appends them with one `write` on a file opened with `O_APPEND` and
+//!   `O_NONBLOCK`; requests that arrive while it writes queue their entries and wait, up to
+//!   their deadline, for the answer — or for the leadership, which the leader hands to the
+//!   first of them when it is done. Such a write only copies into the page cache, so it costs
+//!   microseconds, less than handing each entry to another thread and waking it; and no
+//!   request ever blocks a runtime thread waiting for a lock (a lock taken by whichever task
+//!   the runtime polls next forms a convoy: nearly every entry then waits). `O_NONBLOCK`
+//!   keeps writes short if something else appears at the path later: a FIFO without a reader
+//!   refuses to open and a full one refuses the write.
+//! - **threaded** — stdout, FIFOs, character devices and files on any other (network or
+//!   unknown) filesystem, whose writes can block for as long as a reader or a server pleases.
+//!   One dedicated OS thread owns the file; requests hand it finished entries over a bounded
+//!   channel and wait for an acknowledgement with a deadline; the thread appends whole
+//!   batches with one `write` and acknowledges each entry once its bytes are in the file.
+//!
+//! Either way a device stuck in a `write` (a full pipe, a hung network filesystem) stalls
+//! only itself: the waiting requests give up at their deadline and count the device as
+//! failed; once an entry has missed its deadline while the device is still in the same call
+//! (or the call has lasted longer than a deadline), new entries fail at once instead of
+//! queueing behind it, so a hung device next to a healthy one costs one deadline, not one per
+//! request.
+//!
+//! At most once per [`PATH_CHECK_INTERVAL`] (two `stat` calls per entry would cost more than
+//! the write) the device checks that its path still names the file it has open. When another
+//! file has taken the path (rotated without SIGHUP), or the open file was deleted, it opens
+//! the path again and the chain carries on there, so entries stop vanishing into an unlinked
+//! inode within a second — and the lines that did are missing from the chain, which
 //! `audit verify` reports. A file merely renamed away keeps receiving lines until SIGHUP or
 //! until a new file appears, so logrotate's own `create` never races with the server.
 //!
@@ -35,6 +52,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
+use tokio::time::Instant as Deadline;
 
 use super::chain::{self, ChainHead};
 use crate::logical::ApiError;
@@ -198,24 +216,151 @@ enum Job {
     Reopen { ack: oneshot::Sender<bool> },
 }
 
-/// The requests' end of a device's writer thread.
+/// The requests' end of a device (see the module documentation for the two ways it writes).
 #[derive(Debug)]
 pub struct FileSink {
-    jobs: SyncSender<Job>,
-    /// The chain head after the last line written; shared with the thread.
+    route: Route,
+    /// The chain head after the last line written; shared with the writer.
     head: Arc<Mutex<ChainHead>>,
-    /// Since when the thread has been inside a blocking call (see [`Busy`]).
+    /// Since when the writer has been inside a blocking call (see [`Busy`]).
     busy: Arc<Busy>,
 }
 
-/// Whether the writer thread is inside a blocking call, and whether it has already made an
-/// entry miss its deadline there.
+enum Route {
+    /// A writer thread and its queue.
+    Threaded(SyncSender<Job>),
+    /// Requests write themselves, one leader at a time.
+    Direct(Arc<Direct>),
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Route::Threaded(_) => "Threaded",
+            Route::Direct(_) => "Direct",
+        })
+    }
+}
+
+/// What became of an entry (or a reopen) handed to a device; [`FileSink::settle`] turns it
+/// into the final answer.
+#[derive(Debug)]
+pub enum Submitted {
+    /// Written (`true`) or failed (`false`) already.
+    Done(bool),
+    /// Queued for the writer thread.
+    Queued(oneshot::Receiver<bool>),
+    /// Queued for a direct device's leader.
+    Waiting(oneshot::Receiver<Outcome>),
+}
+
+/// Work queued for a direct device.
+#[derive(Debug)]
+enum Pending {
+    Write(String),
+    Reopen,
+}
+
+/// A direct device's answer to a queued request.
+#[derive(Debug)]
+pub enum Outcome {
+    Done(bool),
+    /// The leader is done: this request now writes its own entry and whatever is queued.
+    Lead(Leadership),
+}
+
+/// The state of a direct device. `queue` is held only to push or take entries, never across
+/// I/O; `writer` only by the leader, so it is never contended.
+struct Direct {
+    queue: Mutex<Queue>,
+    writer: Mutex<Writer>,
+}
+
+#[derive(Default)]
+struct Queue {
+    /// A request is writing (or has been handed the leadership and not yet taken it up).
+    leading: bool,
+    waiting: std::collections::VecDeque<(Pending, oneshot::Sender<Outcome>)>,
+}
+
+/// The duty to write what is queued, handed from one request to the next. Dropped unused —
+/// its request was cancelled while waiting — it passes itself on, so that queued entries
+/// never wait for a leader that is gone.
+pub struct Leadership {
+    direct: Arc<Direct>,
+    /// The entry of the request it was handed to.
+    pending: Option<Pending>,
+}
+
+impl std::fmt::Debug for Leadership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Leadership")
+    }
+}
+
+impl Drop for Leadership {
+    fn drop(&mut self) {
+        if self.pending.take().is_some() {
+            self.direct.pass_on();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Direct {
+    /// Queues `pending`, or writes it (with everything queued) when no one else is writing.
+    fn submit(self: &Arc<Direct>, pending: Pending) -> Submitted {
+        let mut queue = lock(&self.queue);
+        if queue.leading {
+            if queue.waiting.len() >= QUEUE_CAPACITY {
+                return Submitted::Done(false);
+            }
+            let (answer, waiting) = oneshot::channel();
+            queue.waiting.push_back((pending, answer));
+            return Submitted::Waiting(waiting);
+        }
+        queue.leading = true;
+        drop(queue);
+        Submitted::Done(self.lead(pending))
+    }
+
+    /// Writes `own` and everything queued, answers the queued requests, passes the
+    /// leadership on, and returns how `own` went.
+    fn lead(self: &Arc<Direct>, own: Pending) -> bool {
+        let waiting = std::mem::take(&mut lock(&self.queue).waiting);
+        let batch = std::iter::once((own, None)).chain(waiting.into_iter().map(|(p, answer)| (p, Some(answer))));
+        let own_ok = lock(&self.writer).perform(batch.collect());
+        self.pass_on();
+        own_ok
+    }
+
+    /// Hands the leadership to the first queued request still waiting, or gives it up.
+    fn pass_on(self: &Arc<Direct>) {
+        let mut queue = lock(&self.queue);
+        while let Some((pending, answer)) = queue.waiting.pop_front() {
+            let leadership = Leadership { direct: Arc::clone(self), pending: Some(pending) };
+            match answer.send(Outcome::Lead(leadership)) {
+                Ok(()) => return,
+                // That request gave up: its entry is dropped unwritten, the next one leads.
+                Err(Outcome::Lead(mut refused)) => refused.pending = None,
+                Err(Outcome::Done(_)) => {}
+            }
+        }
+        queue.leading = false;
+    }
+}
+
+/// Whether the writer is inside a blocking call, and whether it has already made an entry
+/// miss its deadline there.
 #[derive(Debug, Default)]
 struct Busy {
-    /// When the thread entered its current `open` or `write`, in milliseconds on a
+    /// When the writer entered its current `open` or `write`, in milliseconds on a
     /// process-local monotonic clock; 0 while it is idle.
     since: AtomicU64,
-    /// An entry timed out while the thread was in this call.
+    /// An entry timed out while the writer was in this call.
     stalled: std::sync::atomic::AtomicBool,
 }
 
@@ -263,66 +408,162 @@ pub struct ChainStart {
 }
 
 impl FileSink {
-    /// Starts the writer thread; the returned receiver reports whether the file opened.
+    /// Starts the device, writing directly or through a thread as its target allows; the
+    /// returned receiver reports whether the file opened.
     pub fn start(
         name: String,
         settings: &FileSettings,
         start: ChainStart,
     ) -> Result<(FileSink, oneshot::Receiver<Result<(), String>>), ApiError> {
-        let (jobs, queue) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
+        FileSink::start_as(name, settings, start, writes_without_blocking(&settings.target))
+    }
+
+    fn start_as(
+        name: String,
+        settings: &FileSettings,
+        start: ChainStart,
+        direct: bool,
+    ) -> Result<(FileSink, oneshot::Receiver<Result<(), String>>), ApiError> {
         let (opened_tx, opened_rx) = oneshot::channel();
         let head = Arc::new(Mutex::new(start.genesis.clone()));
         let busy = Arc::new(Busy::default());
-        let writer = Writer {
+        let mut writer = Writer {
             busy: Arc::clone(&busy),
             path_checked: Instant::now(),
             target: settings.target.clone(),
             mode: settings.mode,
+            nonblocking: direct,
             prefix: settings.prefix.clone(),
             file: None,
             head: start.genesis.clone(),
             shared_head: Arc::clone(&head),
         };
-        std::thread::Builder::new()
-            .name(format!("audit-{}", name.trim_end_matches('/')))
-            .spawn(move || writer.run(queue, start, opened_tx))
-            .map_err(|err| {
-                tracing::error!(error = %err, "cannot start an audit writer thread");
-                ApiError::internal()
-            })?;
-        Ok((FileSink { jobs, head, busy }, opened_rx))
+        let route = if direct {
+            writer.resume(&start);
+            let opened = writer.open();
+            if let Err(err) = &opened {
+                tracing::error!(error = %err, "audit device could not open its file; it will retry on the next entry");
+            }
+            let _ = opened_tx.send(opened);
+            Route::Direct(Arc::new(Direct { queue: Mutex::new(Queue::default()), writer: Mutex::new(writer) }))
+        } else {
+            let (jobs, queue) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
+            std::thread::Builder::new()
+                .name(format!("audit-{}", name.trim_end_matches('/')))
+                .spawn(move || writer.run(queue, start, opened_tx))
+                .map_err(|err| {
+                    tracing::error!(error = %err, "cannot start an audit writer thread");
+                    ApiError::internal()
+                })?;
+            Route::Threaded(jobs)
+        };
+        Ok((FileSink { route, head, busy }, opened_rx))
     }
 
-    /// Queues one entry; `None` is a failure now: the queue is full, the thread is gone, or
-    /// it is stuck (see [`Busy::stuck`]).
-    pub fn submit(&self, fields: String, stuck_after: Duration) -> Option<oneshot::Receiver<bool>> {
+    /// Hands one entry to the device: written at once when the device is direct and free,
+    /// else queued or left waiting for the lock. A failure now when the queue is full, the
+    /// thread is gone, or the device is stuck (see [`Busy::stuck`]).
+    pub fn submit(&self, fields: String, stuck_after: Duration) -> Submitted {
         if self.busy.stuck(stuck_after) {
-            return None;
+            return Submitted::Done(false);
         }
-        let (ack, done) = oneshot::channel();
-        match self.jobs.try_send(Job::Write { fields, ack }) {
-            Ok(()) => Some(done),
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => None,
+        match &self.route {
+            Route::Direct(direct) => direct.submit(Pending::Write(fields)),
+            Route::Threaded(jobs) => {
+                let (ack, done) = oneshot::channel();
+                match jobs.try_send(Job::Write { fields, ack }) {
+                    Ok(()) => Submitted::Queued(done),
+                    Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Submitted::Done(false),
+                }
+            }
         }
     }
 
-    /// Queues a reopen of the file.
-    pub fn reopen(&self) -> Option<oneshot::Receiver<bool>> {
-        let (ack, done) = oneshot::channel();
-        self.jobs.try_send(Job::Reopen { ack }).ok().map(|()| done)
+    /// Starts closing and reopening the file (SIGHUP, for logrotate); the chain continues.
+    pub fn reopen(&self) -> Submitted {
+        match &self.route {
+            Route::Direct(direct) => direct.submit(Pending::Reopen),
+            Route::Threaded(jobs) => {
+                let (ack, done) = oneshot::channel();
+                match jobs.try_send(Job::Reopen { ack }) {
+                    Ok(()) => Submitted::Queued(done),
+                    Err(_) => Submitted::Done(false),
+                }
+            }
+        }
+    }
+
+    /// Waits, until `deadline` at most, for what [`FileSink::submit`] or
+    /// [`FileSink::reopen`] started. Missing the deadline marks the device stalled.
+    pub async fn settle(&self, submitted: Submitted, deadline: Deadline) -> bool {
+        let finished = match submitted {
+            Submitted::Done(ok) => return ok,
+            Submitted::Queued(done) => tokio::time::timeout_at(deadline, done).await.map(|ack| ack.unwrap_or(false)),
+            Submitted::Waiting(answer) => {
+                tokio::time::timeout_at(deadline, answer).await.map(|outcome| match outcome {
+                    Ok(Outcome::Done(ok)) => ok,
+                    Ok(Outcome::Lead(mut leadership)) => match leadership.pending.take() {
+                        Some(own) => leadership.direct.lead(own),
+                        None => false,
+                    },
+                    Err(_) => false,
+                })
+            }
+        };
+        finished.unwrap_or_else(|_| {
+            self.mark_stalled();
+            false
+        })
+    }
+
+    /// Writes one entry and waits for it, for callers with a single device.
+    pub async fn record(&self, fields: String, timeout: Duration) -> bool {
+        let deadline = Deadline::now() + timeout;
+        let submitted = self.submit(fields, timeout);
+        self.settle(submitted, deadline).await
     }
 
     pub fn head(&self) -> ChainHead {
         self.head.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
-    /// An entry missed its deadline: until the thread gets out of the call it is in, new
+    /// An entry missed its deadline: until the writer gets out of the call it is in, new
     /// entries fail at once.
-    pub fn mark_stalled(&self) {
+    fn mark_stalled(&self) {
         if self.busy.since.load(Ordering::Relaxed) != 0 {
             self.busy.stalled.store(true, Ordering::Relaxed);
         }
     }
+}
+
+/// Whether a device may write from the request's task: its target cannot make a `write`
+/// block for long (see the module documentation).
+fn writes_without_blocking(target: &Target) -> bool {
+    let path = match target {
+        Target::Discard => return true,
+        Target::Stdout => return false,
+        Target::File(path) => path,
+    };
+    // Filesystem magic numbers from statfs(2): where an appending write only fills the page
+    // cache. Anything else (NFS, CIFS, FUSE, ...) may hang on a server.
+    const LOCAL: [u64; 7] = [
+        0xEF53,      // ext2/3/4
+        0x5846_5342, // xfs
+        0x9123_683E, // btrfs
+        0x0102_1994, // tmpfs
+        0x794C_7630, // overlayfs
+        0x2FC1_2FC1, // zfs
+        0xF2F5_2010, // f2fs
+    ];
+    let on_disk = match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.is_file() => return false,
+        Ok(_) => path.as_path(),
+        Err(_) => match path.parent() {
+            Some(parent) => parent,
+            None => return false,
+        },
+    };
+    rustix::fs::statfs(on_disk).is_ok_and(|fs| LOCAL.contains(&(fs.f_type as u64)))
 }
 
 enum Output {
@@ -331,13 +572,16 @@ enum Output {
     Discard,
 }
 
-/// The thread's state: the open file and the chain head of what is in it.
+/// A device's writer: the open file and the chain head of what is in it. Owned by the writer
+/// thread, or behind the lock of a direct device.
 struct Writer {
     busy: Arc<Busy>,
     /// When the path was last compared with the open file.
     path_checked: Instant,
     target: Target,
     mode: u32,
+    /// Opens the file with `O_NONBLOCK` (direct devices).
+    nonblocking: bool,
     prefix: String,
     file: Option<Output>,
     head: ChainHead,
@@ -361,11 +605,7 @@ impl Writer {
                     Job::Write { fields, ack } => writes.push((fields, ack)),
                     Job::Reopen { ack } => {
                         self.flush(std::mem::take(&mut writes));
-                        let reopened = self.open();
-                        if let Err(err) = &reopened {
-                            tracing::error!(error = %err, "audit device could not reopen its file");
-                        }
-                        let _ = ack.send(reopened.is_ok());
+                        let _ = ack.send(self.reopen());
                     }
                 }
                 if writes.len() < MAX_BATCH {
@@ -425,10 +665,12 @@ impl Writer {
                     return Err(format!("{} is a symbolic link; refusing to follow it", path.display()));
                 }
                 let create_mode = if self.mode == 0 { 0o600 } else { self.mode };
+                let flags = if self.nonblocking { rustix::fs::OFlags::NONBLOCK.bits() as i32 } else { 0 };
                 let mut file = OpenOptions::new()
                     .append(true)
                     .create(true)
                     .mode(create_mode)
+                    .custom_flags(flags)
                     .open(path)
                     .map_err(|err| format!("opening {}: {err}", path.display()))?;
                 // A chain line cut short by a crash (SIGKILL can stop a write between pages) was
@@ -458,30 +700,69 @@ impl Writer {
         Ok(())
     }
 
-    /// Chains and appends a batch; every entry of the batch succeeds or fails together.
-    fn flush(&mut self, writes: Vec<(String, oneshot::Sender<bool>)>) {
-        let mut buffer = Vec::new();
-        let mut acks = Vec::with_capacity(writes.len());
-        let mut head = self.head.clone();
-        for (fields, ack) in writes {
-            // The request gave up waiting (and counted a failure): writing it now would
-            // record an entry the server did not stand behind.
-            if ack.is_closed() {
+    /// Carries out a direct device's batch in order: each run of writes goes out with one
+    /// `write`; entries whose request gave up are left out. Answers every queued request and
+    /// returns the result of the leader's own item (the one without an answer channel).
+    fn perform(&mut self, batch: Vec<(Pending, Option<oneshot::Sender<Outcome>>)>) -> bool {
+        let mut own = false;
+        let mut answer = |to: Option<oneshot::Sender<Outcome>>, ok: bool| match to {
+            Some(to) => drop(to.send(Outcome::Done(ok))),
+            None => own = ok,
+        };
+        let mut writes: Vec<(String, Option<oneshot::Sender<Outcome>>)> = Vec::new();
+        for (pending, to) in batch {
+            if to.as_ref().is_some_and(oneshot::Sender::is_closed) {
                 continue;
             }
-            let (line, hash) = chain::seal_line(&self.prefix, &head, &fields);
-            buffer.extend_from_slice(&line);
-            head = ChainHead { next_seq: head.next_seq + 1, last_hash: hash };
-            acks.push(ack);
+            match pending {
+                Pending::Write(fields) => writes.push((fields, to)),
+                Pending::Reopen => {
+                    let ok = self.write_batch(writes.iter().map(|(fields, _)| fields.as_str()));
+                    writes.drain(..).for_each(|(_, to)| answer(to, ok));
+                    let reopened = self.reopen();
+                    answer(to, reopened);
+                }
+            }
         }
-        if acks.is_empty() {
-            return;
+        let ok = self.write_batch(writes.iter().map(|(fields, _)| fields.as_str()));
+        writes.into_iter().for_each(|(_, to)| answer(to, ok));
+        own
+    }
+
+    /// Chains and appends entries with one `write`; all succeed or fail together.
+    fn write_batch<'e>(&mut self, entries: impl Iterator<Item = &'e str>) -> bool {
+        let mut buffer = Vec::new();
+        let mut head = self.head.clone();
+        for fields in entries {
+            let hash = chain::seal_line_into(&mut buffer, &self.prefix, &head, fields);
+            head = ChainHead { next_seq: head.next_seq + 1, last_hash: hash };
+        }
+        if buffer.is_empty() {
+            return true;
         }
         let ok = self.append(&buffer);
         if ok {
             self.set_head(head);
         }
-        for ack in acks {
+        ok
+    }
+
+    fn reopen(&mut self) -> bool {
+        let reopened = self.open();
+        if let Err(err) = &reopened {
+            tracing::error!(error = %err, "audit device could not reopen its file");
+        }
+        reopened.is_ok()
+    }
+
+    /// Chains and appends a batch of the writer thread; every entry of the batch succeeds or
+    /// fails together.
+    fn flush(&mut self, writes: Vec<(String, oneshot::Sender<bool>)>) {
+        // A request that gave up waiting (and counted a failure) is not written: that would
+        // record an entry the server did not stand behind.
+        let writes: Vec<_> = writes.into_iter().filter(|(_, ack)| !ack.is_closed()).collect();
+        let ok = self.write_batch(writes.iter().map(|(fields, _)| fields.as_str()));
+        for (_, ack) in writes {
             let _ = ack.send(ok);
         }
     }
@@ -761,8 +1042,9 @@ mod tests {
         let settings = FileSettings::parse(&options(&[("file_path", path.to_str().unwrap())])).unwrap();
         let start = ChainStart { genesis: ChainHead::genesis("u"), recorded: None };
         let (sink, opened) = FileSink::start("file/".into(), &settings, start).unwrap();
+        assert!(matches!(sink.route, Route::Direct(_)), "a file in a temporary directory is written directly");
         opened.await.unwrap().unwrap();
-        assert!(sink.submit("{\"type\":\"response\"}".into(), Duration::from_secs(5)).unwrap().await.unwrap());
+        assert!(sink.record("{\"type\":\"response\"}".into(), Duration::from_secs(5)).await);
         let text = std::fs::read(&path).unwrap();
         let lines: Vec<&[u8]> = text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
         assert_eq!(lines.len(), 2, "the partial line is gone");
@@ -791,18 +1073,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn writer_appends_chained_lines_and_reopens() {
+    async fn both_writers_append_chained_lines_and_reopen() {
+        for direct in [true, false] {
+            writer_appends_chained_lines_and_reopens(direct).await;
+        }
+    }
+
+    async fn writer_appends_chained_lines_and_reopens(direct: bool) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.log");
         let settings = FileSettings::parse(&options(&[("file_path", path.to_str().unwrap())])).unwrap();
         let start = ChainStart { genesis: ChainHead::genesis("u"), recorded: None };
-        let (sink, opened) = FileSink::start("file/".into(), &settings, start).unwrap();
+        let (sink, opened) = FileSink::start_as("file/".into(), &settings, start, direct).unwrap();
         opened.await.unwrap().unwrap();
         let bound = Duration::from_secs(5);
-        assert!(sink.submit("{\"type\":\"request\"}".into(), bound).unwrap().await.unwrap());
+        assert!(sink.record("{\"type\":\"request\"}".into(), bound).await);
         std::fs::rename(&path, dir.path().join("a.log.1")).unwrap();
-        assert!(sink.reopen().unwrap().await.unwrap());
-        assert!(sink.submit("{\"type\":\"response\"}".into(), bound).unwrap().await.unwrap());
+        assert!(sink.settle(sink.reopen(), Deadline::now() + bound).await);
+        assert!(sink.record("{\"type\":\"response\"}".into(), bound).await);
         let old = std::fs::read(dir.path().join("a.log.1")).unwrap();
         let new = std::fs::read(&path).unwrap();
         let first = chain::parse_line(&old[..old.len() - 1]).unwrap();
@@ -813,11 +1101,104 @@ mod tests {
         // chained.
         std::fs::remove_file(&path).unwrap();
         tokio::time::sleep(PATH_CHECK_INTERVAL + Duration::from_millis(100)).await;
-        assert!(sink.submit("{\"type\":\"request\"}".into(), bound).unwrap().await.unwrap());
+        assert!(sink.record("{\"type\":\"request\"}".into(), bound).await);
         let recreated = std::fs::read(&path).unwrap();
         let third = chain::parse_line(&recreated[..recreated.len() - 1]).unwrap();
         assert_eq!((third.seq, third.prev_hash), (2, second.hash));
         assert_eq!(sink.head().next_seq, 3);
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    /// Many requests at once on a multi-threaded runtime: every entry is acknowledged, written
+    /// once, in one unbroken chain.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_entries_form_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let settings = FileSettings::parse(&options(&[("file_path", path.to_str().unwrap())])).unwrap();
+        let start = ChainStart { genesis: ChainHead::genesis("u"), recorded: None };
+        let (sink, opened) = FileSink::start_as("file/".into(), &settings, start, true).unwrap();
+        opened.await.unwrap().unwrap();
+        let sink = Arc::new(sink);
+        let tasks: Vec<_> = (0..64)
+            .map(|task| {
+                let sink = Arc::clone(&sink);
+                tokio::spawn(async move {
+                    for n in 0..50 {
+                        let entry = format!("{{\"task\":{task},\"n\":{n}}}");
+                        assert!(sink.record(entry, Duration::from_secs(5)).await);
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(sink.head().next_seq, 64 * 50);
+        match super::super::verify::verify_file(&path).unwrap() {
+            super::super::verify::Outcome::Intact(summary) => assert_eq!(summary.lines, 64 * 50),
+            broken => panic!("{broken:?}"),
+        }
+    }
+
+    /// The leadership handed to a request that is gone passes on to the next one waiting, and
+    /// is given up when nobody waits, so queued entries never wait for nobody.
+    #[test]
+    fn leadership_of_a_cancelled_request_passes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let settings = FileSettings::parse(&options(&[("file_path", path.to_str().unwrap())])).unwrap();
+        let start = ChainStart { genesis: ChainHead::genesis("u"), recorded: None };
+        let (sink, _opened) = FileSink::start_as("file/".into(), &settings, start, true).unwrap();
+        let Route::Direct(direct) = &sink.route else { panic!("not direct") };
+        lock(&direct.queue).leading = true;
+        let Submitted::Waiting(mut first) = direct.submit(Pending::Write("{\"n\":1}".into())) else { panic!() };
+        let Submitted::Waiting(mut second) = direct.submit(Pending::Write("{\"n\":2}".into())) else { panic!() };
+        // The leader finishes: the first waiter is handed the leadership...
+        direct.pass_on();
+        assert!(matches!(first.try_recv(), Ok(Outcome::Lead(_))), "the first waiter leads");
+        // ...which it drops unused (its request was cancelled): the second one leads next.
+        assert!(matches!(second.try_recv(), Ok(Outcome::Lead(_))), "dropped leadership passed on");
+        assert!(!lock(&direct.queue).leading, "and, with nobody left waiting, was given up");
+        assert!(matches!(direct.submit(Pending::Write("{\"n\":3}".into())), Submitted::Done(true)));
+    }
+
+    #[test]
+    fn only_local_regular_files_and_discard_are_written_directly() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(writes_without_blocking(&Target::Discard));
+        assert!(!writes_without_blocking(&Target::Stdout));
+        assert!(writes_without_blocking(&Target::File(dir.path().join("new.log"))));
+        let fifo = dir.path().join("fifo");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        assert!(!writes_without_blocking(&Target::File(fifo)));
+        assert!(!writes_without_blocking(&Target::File("/dev/full".into())));
+        assert!(!writes_without_blocking(&Target::File("/proc/self/nowhere/a.log".into())));
+    }
+
+    /// A direct device whose path became a FIFO (nobody reading) fails its entries instead of
+    /// blocking the request's thread.
+    #[tokio::test]
+    async fn a_direct_device_never_blocks_on_a_fifo() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let settings = FileSettings::parse(&options(&[("file_path", path.to_str().unwrap())])).unwrap();
+        let start = ChainStart { genesis: ChainHead::genesis("u"), recorded: None };
+        let (sink, opened) = FileSink::start_as("file/".into(), &settings, start, true).unwrap();
+        opened.await.unwrap().unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(std::process::Command::new("mkfifo").arg(&path).status().unwrap().success());
+        assert!(!sink.settle(sink.reopen(), Deadline::now() + Duration::from_secs(5)).await, "no reader: ENXIO");
+        // With a reader that never reads, writes fill the pipe and then fail with EAGAIN.
+        let reader = OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32).open(&path);
+        let _reader = reader.unwrap();
+        assert!(sink.settle(sink.reopen(), Deadline::now() + Duration::from_secs(5)).await);
+        let entry = format!("{{\"type\":\"request\",\"pad\":\"{}\"}}", "x".repeat(8192));
+        let mut written = 0;
+        while sink.record(entry.clone(), Duration::from_secs(5)).await {
+            written += 1;
+            assert!(written < 1000, "a full pipe kept accepting lines");
+        }
+        assert!(written > 0);
     }
 }

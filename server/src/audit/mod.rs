@@ -234,21 +234,12 @@ impl AuditBroker {
     pub(crate) async fn log(&self, devices: &[Arc<Device>], build: impl Fn(&Device) -> String) -> usize {
         let timeout = self.timeout();
         let deadline = tokio::time::Instant::now() + timeout;
-        // Everything is queued first, so the devices write in parallel.
-        let waits: Vec<_> = devices.iter().map(|device| (device, device.sink.submit(build(device), timeout))).collect();
+        // Everything is handed over first, so that queued devices write in parallel.
+        let submitted: Vec<_> =
+            devices.iter().map(|device| (device, device.sink.submit(build(device), timeout))).collect();
         let mut recorded = 0;
-        for (device, wait) in waits {
-            let ok = match wait {
-                Some(wait) => match tokio::time::timeout_at(deadline, wait).await {
-                    Ok(Ok(ok)) => ok,
-                    Ok(Err(_)) => false,
-                    Err(_) => {
-                        device.sink.mark_stalled();
-                        false
-                    }
-                },
-                None => false,
-            };
+        for (device, submitted) in submitted {
+            let ok = device.sink.settle(submitted, deadline).await;
             if ok {
                 device.writes.fetch_add(1, Ordering::Relaxed);
                 device.metric_writes.inc();
@@ -344,7 +335,9 @@ impl AuditBroker {
         };
         if let Some(record) = pending {
             let devices = [Arc::clone(&device)];
-            if self.log(&devices, |d| entry::request_entry(&d.redactor, &record)).await == 0 {
+            if self.log(&devices, |d| entry::request_entry(&record, &entry::Prepared::of(&d.redactor, &record))).await
+                == 0
+            {
                 tracing::error!(device = %path, "the new audit device could not record the request that enables it");
                 return Err(ApiError::internal());
             }
@@ -413,12 +406,9 @@ impl AuditBroker {
     pub async fn reopen(&self) {
         let devices = self.snapshot();
         let deadline = tokio::time::Instant::now() + self.timeout();
-        let waits: Vec<_> = devices.iter().map(|d| (d, d.sink.reopen())).collect();
-        for (device, wait) in waits {
-            let ok = match wait {
-                Some(wait) => matches!(tokio::time::timeout_at(deadline, wait).await, Ok(Ok(true))),
-                None => false,
-            };
+        let reopening: Vec<_> = devices.iter().map(|d| (d, d.sink.reopen())).collect();
+        for (device, reopening) in reopening {
+            let ok = device.sink.settle(reopening, deadline).await;
             if ok {
                 tracing::info!(device = %device.entry.path, "audit device reopened its file");
             } else {

@@ -10,9 +10,10 @@
 //!
 //! With no device enabled a trail costs one snapshot of the device list and nothing else.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use super::entry::{self, AuthRecord, RequestRecord};
+use super::entry::{self, AuthRecord, Prepared, RequestRecord};
 use super::{AuditBroker, Device};
 use crate::core::token::TokenEntry;
 use crate::core::Unsealed;
@@ -48,6 +49,9 @@ pub struct Trail<'a> {
     devices: Arc<Vec<Arc<Device>>>,
     /// `None` when no device is enabled: nothing to do.
     record: Option<RequestRecord>,
+    /// The redacted `auth` and `request` blocks for each of `devices`, built with the request
+    /// entry and reused by the response entry.
+    prepared: Vec<Prepared>,
     operation: Operation,
     state: State,
 }
@@ -66,7 +70,14 @@ impl<'a> Trail<'a> {
             auth: None,
             error: None,
         });
-        Trail { broker: &unsealed.audit, devices, record, operation: req.operation, state: State::Open }
+        Trail {
+            broker: &unsealed.audit,
+            devices,
+            record,
+            prepared: Vec::new(),
+            operation: req.operation,
+            state: State::Open,
+        }
     }
 
     /// Records the request entry; `Err` (500) means no device took it and nothing may be done.
@@ -93,7 +104,12 @@ impl<'a> Trail<'a> {
 
     async fn record_request(&mut self) -> Result<(), ApiError> {
         let Some(record) = self.record.as_ref() else { return Ok(()) };
-        let recorded = self.broker.log(&self.devices, |device| entry::request_entry(&device.redactor, record)).await;
+        self.prepared = self.devices.iter().map(|device| Prepared::of(&device.redactor, record)).collect();
+        let (devices, prepared) = (&self.devices, &self.prepared);
+        let recorded = self
+            .broker
+            .log(devices, |device| entry::request_entry(record, &prepared_for(devices, prepared, device, record)))
+            .await;
         if recorded > 0 {
             self.state = State::Recorded;
             return Ok(());
@@ -148,13 +164,37 @@ impl<'a> Trail<'a> {
             State::Recorded => {}
         }
         let Some(record) = self.record.as_ref() else { return result };
-        let recorded =
-            self.broker.log(&self.devices, |device| entry::response_entry(&device.redactor, record, &result)).await;
+        let (devices, prepared) = (&self.devices, &self.prepared);
+        let recorded = self
+            .broker
+            .log(devices, |device| {
+                entry::response_entry(
+                    &device.redactor,
+                    record,
+                    &prepared_for(devices, prepared, device, record),
+                    &result,
+                )
+            })
+            .await;
         if recorded == 0 {
             tracing::error!(path = %record.path, "no audit device recorded the response; withholding it");
             return Err(ApiError::internal());
         }
         result
+    }
+}
+
+/// `device`'s blocks in `prepared` (which follows `devices`), or fresh ones for a device that
+/// was added after the request entry.
+fn prepared_for<'h>(
+    devices: &[Arc<Device>],
+    prepared: &'h [Prepared],
+    device: &Device,
+    record: &RequestRecord,
+) -> Cow<'h, Prepared> {
+    match devices.iter().position(|d| std::ptr::eq(&**d, device)).and_then(|i| prepared.get(i)) {
+        Some(cached) => Cow::Borrowed(cached),
+        None => Cow::Owned(Prepared::of(&device.redactor, record)),
     }
 }
 
