@@ -97,6 +97,8 @@ fn acknowledged_kv_writes_tokens_and_leases_survive_repeated_sigkill() {
         .unwrap_or_else(|| SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1);
     println!("crash test: {cycles} cycles, ARCANUM_CRASH_SEED={seed}");
     let mut kill_points = KillPoints(seed);
+    // The final check counts this role's users; a failed earlier run may have left some.
+    crash_users(true);
 
     let mut server = TestServer::start();
     let init = server.init(1, 1);
@@ -200,13 +202,28 @@ fn acknowledged_kv_writes_tokens_and_leases_survive_repeated_sigkill() {
     assert_eq!(status, 204, "{body}");
     let (_, counted) = server.get("sys/leases/count", Some(&root));
     assert_eq!(counted["data"]["lease_count"], json!(0), "{counted}");
-    // A kill between creating a user and recording its lease leaves a user no lease knows
-    // (nothing was acknowledged for it). Counted for the record, then dropped.
-    let orphans = drop_orphaned_users();
-    println!("crash test: {orphans} database users orphaned by kills between creation and lease record");
+    // A kill between creating a user and recording its lease leaves a user no lease knows;
+    // the intent recorded before the user was made brings it back to the server, which
+    // revokes it on its first periodic tick after the restart.
+    let left = orphaned_users();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while orphaned_users() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "database users without a lease are still there 30 s after the last restart"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!("crash test: {left} database users left without a lease by kills, all revoked by the server");
 }
 
-fn drop_orphaned_users() -> usize {
+/// Database users of the crash role that no lease accounts for (every lease was revoked).
+fn orphaned_users() -> usize {
+    crash_users(false)
+}
+
+/// The crash role's users, dropped first when `drop` (left by an earlier run that failed).
+fn crash_users(drop: bool) -> usize {
     let addr = pg_addr();
     let (host, port) = addr.split_once(':').expect("host:port");
     let conn = format!("host={host} port={port} user=postgres dbname=test connect_timeout=5");
@@ -215,11 +232,13 @@ fn drop_orphaned_users() -> usize {
         let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await.expect("PostgreSQL");
         let driver = tokio::spawn(connection);
         let rows = client.query("SELECT rolname FROM pg_roles WHERE rolname LIKE 'v-root-crash-%'", &[]).await.unwrap();
-        for row in &rows {
-            let name: String = row.get(0);
-            client.batch_execute(&format!("DROP ROLE IF EXISTS \"{name}\"")).await.unwrap();
+        if drop {
+            for row in &rows {
+                let name: String = row.get(0);
+                client.batch_execute(&format!("DROP ROLE IF EXISTS \"{name}\"")).await.unwrap();
+            }
         }
-        drop(client);
+        std::mem::drop(client);
         let _ = driver.await;
         rows.len()
     })

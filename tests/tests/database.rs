@@ -282,6 +282,47 @@ fn leases_that_expired_while_the_server_was_down_are_revoked_after_unseal() {
     assert!(!pg_role_exists(&user));
 }
 
+/// A user created in the database whose lease was never stored (the server killed while the
+/// creation statements were still running) is revoked after the restart, through the intent
+/// recorded before the user was made; users with leases are left alone.
+#[test]
+fn a_user_created_without_a_stored_lease_is_revoked_after_a_restart() {
+    let orphans = || mysql("SELECT user FROM mysql.user WHERE user LIKE 'v-root-orphaned-%'");
+    // Left by an earlier run that failed: not this run's.
+    for user in orphans() {
+        mysql(&format!("DROP USER IF EXISTS '{user}'@'%'"));
+    }
+    let (mut server, root, init) = ready_with("");
+    configure_mysql(&server, &root, "maria", "root", "");
+    for (role, creation) in [
+        ("kept", "CREATE USER '{{name}}'@'%' IDENTIFIED BY '{{password}}';"),
+        // MariaDB commits CREATE USER at once; the sleep keeps the request (and its lease) open.
+        ("orphaned", "CREATE USER '{{name}}'@'%' IDENTIFIED BY '{{password}}'; DO SLEEP(20);"),
+    ] {
+        let body = json!({ "db_name": "maria", "creation_statements": creation, "default_ttl": 600 });
+        let (status, body) = server.put(&format!("database/roles/{role}"), Some(&root), body);
+        assert_eq!(status, 204, "{body}");
+    }
+    let (_, kept, _, _) = creds(&server, &root, "kept");
+    let url = format!("{}/v1/database/creds/orphaned", server.addr);
+    let token = root.clone();
+    let request = std::thread::spawn(move || {
+        let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+        client.get(url).header("X-Vault-Token", token).send().map(|r| r.status().as_u16())
+    });
+    eventually("the user to exist while its creation still runs", Duration::from_secs(15), || orphans().len() == 1);
+    server.kill();
+    assert!(request.join().unwrap().is_err(), "the request was answered although the server was killed");
+    let orphan = orphans().remove(0);
+    server.launch();
+    server.unseal(&init.keys);
+    eventually("the server to revoke the user no lease knows", Duration::from_secs(30), || !mysql_user_exists(&orphan));
+    assert!(mysql_user_exists(&kept), "a user with a lease was revoked with the orphan");
+    let (status, body) = server.request("LIST", "sys/leases/lookup/database/creds/", Some(&root), None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["keys"], json!(["kept/"]), "the killed request left no lease: {body}");
+}
+
 #[test]
 fn a_lease_count_quota_on_a_creds_path_holds_across_a_restart() {
     let (mut server, root, init) = ready_with("");

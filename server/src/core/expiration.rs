@@ -96,6 +96,10 @@ pub struct LeaseSpec {
     /// 0: the mount's maximum, then the system maximum.
     pub max_ttl: u64,
     pub renewable: bool,
+    /// A key in the mount's storage that recorded the secret before it was made (so that a
+    /// secret whose lease is never stored can still be found and revoked); deleted in the same
+    /// write that stores the lease.
+    pub intent: Option<String>,
 }
 
 /// A failed revocation, kept on the lease so that lookup shows it.
@@ -374,7 +378,7 @@ impl Expiration {
                 arcanum_crypto::token::generate("", LEASE_RANDOM_LEN)
             ),
             path: path.trim_end_matches('/').to_owned(),
-            internal: spec.internal,
+            internal: spec.internal.clone(),
             token_hash: token_hash.map(str::to_owned),
             issue_time: now,
             expire_time: now + ttl as i64,
@@ -393,6 +397,9 @@ impl Expiration {
                 path: format!("{BY_TOKEN_PREFIX}{hash}/{}", escape(&entry.lease_id)),
                 value: Vec::new(),
             });
+        }
+        if let Some(intent) = &spec.intent {
+            ops.push(BarrierOp::Delete { path: format!("{}{intent}", mount.storage_prefix()) });
         }
         self.barrier.batch(ops).await.map_err(storage_error)?;
         self.schedule.add(entry.expire_time);

@@ -145,11 +145,45 @@ impl std::fmt::Debug for StaticRole {
 }
 
 /// The engine for one mount, with its open connection pools.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Database {
     pools: tokio::sync::RwLock<HashMap<String, Arc<dyn DatabasePlugin>>>,
     /// Serialises rotations (root and static) so two never race on one password.
     rotation: tokio::sync::Mutex<()>,
+    /// Names this instance (made at unseal) in the intents it records: an intent of another
+    /// instance belongs to a request that cannot still be running.
+    instance: String,
+}
+
+/// Where `creds/` records a user before creating it (see [`Intent`]).
+const INTENT_PREFIX: &str = "intent/";
+/// How old an intent of the running instance must be before it counts as abandoned: longer
+/// than a creation can take (it is bounded by `BACKEND_TIMEOUT`).
+const INTENT_ABANDONED_AFTER: i64 = 2 * crate::core::expiration::BACKEND_TIMEOUT.as_secs() as i64;
+
+/// A database user about to be created for `creds/`, recorded first so that a user whose
+/// lease is never stored (the server killed in between, the lease write failing, the request
+/// dropped) is still revoked: the lease write deletes the intent, and [`Database::periodic`]
+/// revokes the users of intents left behind.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Intent {
+    username: String,
+    role: String,
+    db_name: String,
+    created: i64,
+    /// The [`Database`] instance whose request recorded it.
+    instance: String,
+}
+
+impl Intent {
+    /// What the lease keeps to revoke the user, and what revoking an abandoned intent uses.
+    fn internal(&self) -> Map<String, Value> {
+        let mut internal = Map::new();
+        internal.insert("username".into(), json!(self.username));
+        internal.insert("role".into(), json!(self.role));
+        internal.insert("db_name".into(), json!(self.db_name));
+        internal
+    }
 }
 
 fn unknown_plugin(name: &str) -> ApiError {
@@ -232,7 +266,52 @@ fn name_of<'a>(path: &'a str, prefix: &str) -> Result<&'a str, ApiError> {
     Ok(name)
 }
 
+impl Default for Database {
+    fn default() -> Database {
+        Database {
+            pools: tokio::sync::RwLock::default(),
+            rotation: tokio::sync::Mutex::default(),
+            instance: uuid::Uuid::new_v4().to_string(),
+        }
+    }
+}
+
 impl Database {
+    /// Revokes the users of intents that no lease took over; an intent whose revocation
+    /// fails stays for the next tick.
+    async fn revoke_abandoned(&self, storage: &StorageView, mount: &MountEntry) {
+        let Ok(keys) = storage.list(INTENT_PREFIX).await else { return };
+        let now = unix_now();
+        for key in keys {
+            let path = format!("{INTENT_PREFIX}{key}");
+            let Ok(Some(intent)) = storage.get_json::<Intent>(&path).await else { continue };
+            if intent.instance == self.instance && now - intent.created < INTENT_ABANDONED_AFTER {
+                continue;
+            }
+            let internal = intent.internal();
+            let request = LeaseRequest { lease_id: "", internal: &internal, storage, mount, expire_time: 0 };
+            let bound = crate::core::expiration::BACKEND_TIMEOUT;
+            match tokio::time::timeout(bound, self.revoke_lease(request)).await {
+                Ok(Ok(())) => {
+                    tracing::warn!(
+                        role = %intent.role, db = %intent.db_name,
+                        "revoked a database user that was created without a stored lease"
+                    );
+                    if let Err(err) = storage.delete(&path).await {
+                        tracing::warn!(error = %err, "could not delete a handled credential intent");
+                    }
+                }
+                Ok(Err(err)) => tracing::warn!(
+                    role = %intent.role, error = %err,
+                    "revoking a database user left without a lease failed; retrying on the next tick"
+                ),
+                Err(_) => {
+                    tracing::warn!(role = %intent.role, "revoking a database user left without a lease timed out")
+                }
+            }
+        }
+    }
+
     async fn config(storage: &StorageView, name: &str) -> Result<Option<DbConfig>, ApiError> {
         storage.get_json(&format!("config/{name}")).await
     }
@@ -474,20 +553,52 @@ impl Database {
             (ttl, 0) => ttl,
             (ttl, max) => ttl.min(max),
         };
-        let expiration = unix_now() + effective as i64;
-        pool.create_user(&role.creation_statements, &role.rollback_statements, &username, &password, expiration)
-            .await
-            .map_err(|err| db_error("unable to create database user", err))?;
+        let now = unix_now();
+        let expiration = now + effective as i64;
+        let intent = Intent {
+            username,
+            role: role_name.to_owned(),
+            db_name: role.db_name.clone(),
+            created: now,
+            instance: self.instance.clone(),
+        };
+        let intent_key = format!("{INTENT_PREFIX}{}", uuid::Uuid::new_v4());
+        req.storage.put_json(&intent_key, &intent).await?;
+        let creation = pool.create_user(
+            &role.creation_statements,
+            &role.rollback_statements,
+            &intent.username,
+            &password,
+            expiration,
+        );
+        match tokio::time::timeout(crate::core::expiration::BACKEND_TIMEOUT, creation).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                // Rolled back in its transaction: nothing to revoke. Should the delete fail, the
+                // intent is revoked later, which finds no user.
+                let _ = req.storage.delete(&intent_key).await;
+                return Err(db_error("unable to create database user", err));
+            }
+            // The statements may still complete in the database: the intent stays, so the user
+            // is revoked once the intent counts as abandoned.
+            Err(_) => {
+                return Err(ApiError::bad_request(
+                    "unable to create database user: the database did not answer in time",
+                ))
+            }
+        }
         let mut data = Map::new();
-        data.insert("username".into(), json!(username));
+        data.insert("username".into(), json!(intent.username));
         data.insert("password".into(), json!(password.as_str()));
-        let mut internal = Map::new();
-        internal.insert("username".into(), json!(username));
-        internal.insert("role".into(), json!(role_name));
-        internal.insert("db_name".into(), json!(role.db_name));
         Ok(Response::Logical(Box::new(crate::logical::LogicalResponse {
             data: Some(data),
-            secret: Some(LeaseSpec { internal, ttl: effective, max_ttl, renewable: true }),
+            secret: Some(LeaseSpec {
+                internal: intent.internal(),
+                ttl: effective,
+                max_ttl,
+                renewable: true,
+                intent: Some(intent_key),
+            }),
             ..Default::default()
         })))
     }
@@ -724,7 +835,8 @@ impl LogicalBackend for Database {
             .map_err(|err| db_error("failed to renew the database user", err))
     }
 
-    async fn periodic(&self, storage: &StorageView, _mount: &MountEntry) {
+    async fn periodic(&self, storage: &StorageView, mount: &MountEntry) {
+        self.revoke_abandoned(storage, mount).await;
         let Ok(names) = storage.list("static-role/").await else { return };
         let now = unix_now();
         for name in names {
