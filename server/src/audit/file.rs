@@ -11,10 +11,14 @@
 //!   their deadline, for the answer — or for the leadership, which the leader hands to the
 //!   first of them when it is done. Such a write only copies into the page cache, so it costs
 //!   microseconds, less than handing each entry to another thread and waking it; and no
-//!   request ever blocks a runtime thread waiting for a lock (a lock taken by whichever task
-//!   the runtime polls next forms a convoy: nearly every entry then waits). `O_NONBLOCK`
-//!   keeps writes short if something else appears at the path later: a FIFO without a reader
-//!   refuses to open and a full one refuses the write.
+//!   request waits for a lock on a runtime thread (a lock handed to whichever task the
+//!   runtime polls next forms a convoy: nearly every entry then waits). `O_NONBLOCK` only
+//!   matters if a FIFO appears at the path later: without a reader it refuses to open, and
+//!   when full it refuses the write. The cost: the leader's `write` runs on a runtime thread,
+//!   so a local filesystem that stops accepting writes (frozen for a snapshot, a block device
+//!   that hangs, heavy writeback throttling) holds that thread — at most one per direct
+//!   device — until it returns. Other requests keep being served; the waiting entries fail at
+//!   their deadline and, from then on, new ones fail at once, as below.
 //! - **threaded** — stdout, FIFOs, character devices and files on any other (network or
 //!   unknown) filesystem, whose writes can block for as long as a reader or a server pleases.
 //!   One dedicated OS thread owns the file; requests hand it finished entries over a bounded
@@ -22,7 +26,8 @@
 //!   batches with one `write` and acknowledges each entry once its bytes are in the file.
 //!
 //! Either way a device stuck in a `write` (a full pipe, a hung network filesystem) stalls
-//! only itself: the waiting requests give up at their deadline and count the device as
+//! only itself (and, when direct, the one runtime thread its leader runs on): the waiting
+//! requests give up at their deadline and count the device as
 //! failed; once an entry has missed its deadline while the device is still in the same call
 //! (or the call has lasted longer than a deadline), new entries fail at once instead of
 //! queueing behind it, so a hung device next to a healthy one costs one deadline, not one per
@@ -330,10 +335,24 @@ impl Direct {
     /// Writes `own` and everything queued, answers the queued requests, passes the
     /// leadership on, and returns how `own` went.
     fn lead(self: &Arc<Direct>, own: Pending) -> bool {
-        let waiting = std::mem::take(&mut lock(&self.queue).waiting);
+        // Passes the leadership on however this ends, a panic included: a leadership that is
+        // never passed on would leave every later entry waiting for nobody.
+        struct PassOn<'d>(&'d Arc<Direct>);
+        impl Drop for PassOn<'_> {
+            fn drop(&mut self) {
+                self.0.pass_on();
+            }
+        }
+        let pass_on = PassOn(self);
+        let waiting: Vec<_> = {
+            let mut queue = lock(&self.queue);
+            let take = queue.waiting.len().min(MAX_BATCH - 1);
+            queue.waiting.drain(..take).collect()
+        };
         let batch = std::iter::once((own, None)).chain(waiting.into_iter().map(|(p, answer)| (p, Some(answer))));
         let own_ok = lock(&self.writer).perform(batch.collect());
-        self.pass_on();
+        // After the writer's lock is released, so the next leader does not wait for it.
+        drop(pass_on);
         own_ok
     }
 
@@ -563,7 +582,8 @@ fn writes_without_blocking(target: &Target) -> bool {
             None => return false,
         },
     };
-    rustix::fs::statfs(on_disk).is_ok_and(|fs| LOCAL.contains(&(fs.f_type as u64)))
+    // Magic numbers are 32-bit; `f_type`'s width and signedness vary by target.
+    rustix::fs::statfs(on_disk).is_ok_and(|fs| LOCAL.contains(&(fs.f_type as u64 & 0xFFFF_FFFF)))
 }
 
 enum Output {

@@ -237,9 +237,16 @@ impl AuditBroker {
         // Everything is handed over first, so that queued devices write in parallel.
         let submitted: Vec<_> =
             devices.iter().map(|device| (device, device.sink.submit(build(device), timeout))).collect();
+        // Settled together: a request waiting on one device may be handed the leadership of
+        // another, which it must take up without waiting for the first.
+        let settled = futures_util::future::join_all(
+            submitted
+                .into_iter()
+                .map(|(device, submitted)| async move { (device, device.sink.settle(submitted, deadline).await) }),
+        )
+        .await;
         let mut recorded = 0;
-        for (device, submitted) in submitted {
-            let ok = device.sink.settle(submitted, deadline).await;
+        for (device, ok) in settled {
             if ok {
                 device.writes.fetch_add(1, Ordering::Relaxed);
                 device.metric_writes.inc();
@@ -407,8 +414,13 @@ impl AuditBroker {
         let devices = self.snapshot();
         let deadline = tokio::time::Instant::now() + self.timeout();
         let reopening: Vec<_> = devices.iter().map(|d| (d, d.sink.reopen())).collect();
-        for (device, reopening) in reopening {
-            let ok = device.sink.settle(reopening, deadline).await;
+        let settled = futures_util::future::join_all(
+            reopening
+                .into_iter()
+                .map(|(device, reopening)| async move { (device, device.sink.settle(reopening, deadline).await) }),
+        )
+        .await;
+        for (device, ok) in settled {
             if ok {
                 tracing::info!(device = %device.entry.path, "audit device reopened its file");
             } else {

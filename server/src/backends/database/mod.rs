@@ -145,21 +145,43 @@ impl std::fmt::Debug for StaticRole {
 }
 
 /// The engine for one mount, with its open connection pools.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Database {
     pools: tokio::sync::RwLock<HashMap<String, Arc<dyn DatabasePlugin>>>,
     /// Serialises rotations (root and static) so two never race on one password.
     rotation: tokio::sync::Mutex<()>,
-    /// Names this instance (made at unseal) in the intents it records: an intent of another
-    /// instance belongs to a request that cannot still be running.
-    instance: String,
+    /// Intents of `creds/` requests running now (their keys): never treated as abandoned,
+    /// whatever the clock says.
+    in_flight: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// Names this server process in the intents it records: an intent of another process belongs
+/// to a request that cannot still be running (one server owns its storage).
+fn process_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// Marks an intent as in flight until dropped.
+struct InFlight<'d> {
+    database: &'d Database,
+    key: String,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.database.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
+    }
 }
 
 /// Where `creds/` records a user before creating it (see [`Intent`]).
 const INTENT_PREFIX: &str = "intent/";
-/// How old an intent of the running instance must be before it counts as abandoned: longer
-/// than a creation can take (it is bounded by `BACKEND_TIMEOUT`).
+/// How old an intent of this process must be before it counts as abandoned: longer than a
+/// creation can take (it is bounded by `BACKEND_TIMEOUT`) plus storing its lease.
 const INTENT_ABANDONED_AFTER: i64 = 2 * crate::core::expiration::BACKEND_TIMEOUT.as_secs() as i64;
+/// Abandoned intents handled per tick, so that a database that is down (each revocation may
+/// take `BACKEND_TIMEOUT`) delays the other periodic work by a bounded time.
+const INTENTS_PER_TICK: usize = 8;
 
 /// A database user about to be created for `creds/`, recorded first so that a user whose
 /// lease is never stored (the server killed in between, the lease write failing, the request
@@ -171,8 +193,8 @@ struct Intent {
     role: String,
     db_name: String,
     created: i64,
-    /// The [`Database`] instance whose request recorded it.
-    instance: String,
+    /// The server process whose request recorded it ([`process_id`]).
+    process: String,
 }
 
 impl Intent {
@@ -266,26 +288,40 @@ fn name_of<'a>(path: &'a str, prefix: &str) -> Result<&'a str, ApiError> {
     Ok(name)
 }
 
-impl Default for Database {
-    fn default() -> Database {
-        Database {
-            pools: tokio::sync::RwLock::default(),
-            rotation: tokio::sync::Mutex::default(),
-            instance: uuid::Uuid::new_v4().to_string(),
-        }
-    }
-}
-
 impl Database {
     /// Revokes the users of intents that no lease took over; an intent whose revocation
     /// fails stays for the next tick.
     async fn revoke_abandoned(&self, storage: &StorageView, mount: &MountEntry) {
         let Ok(keys) = storage.list(INTENT_PREFIX).await else { return };
         let now = unix_now();
+        let mut handled = 0;
         for key in keys {
             let path = format!("{INTENT_PREFIX}{key}");
-            let Ok(Some(intent)) = storage.get_json::<Intent>(&path).await else { continue };
-            if intent.instance == self.instance && now - intent.created < INTENT_ABANDONED_AFTER {
+            if self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).contains(&path) {
+                continue;
+            }
+            let intent = match storage.get_json::<Intent>(&path).await {
+                Ok(Some(intent)) => intent,
+                Ok(None) => continue,
+                Err(err) => {
+                    tracing::error!(error = %err, "dropping a credential intent that does not parse");
+                    let _ = storage.delete(&path).await;
+                    continue;
+                }
+            };
+            if intent.process == process_id() && now - intent.created < INTENT_ABANDONED_AFTER {
+                continue;
+            }
+            if handled == INTENTS_PER_TICK {
+                break;
+            }
+            handled += 1;
+            if matches!(Self::config(storage, &intent.db_name).await, Ok(None)) {
+                tracing::error!(
+                    role = %intent.role, db = %intent.db_name,
+                    "a database user created without a stored lease cannot be revoked: its database config was deleted"
+                );
+                let _ = storage.delete(&path).await;
                 continue;
             }
             let internal = intent.internal();
@@ -560,9 +596,11 @@ impl Database {
             role: role_name.to_owned(),
             db_name: role.db_name.clone(),
             created: now,
-            instance: self.instance.clone(),
+            process: process_id().to_owned(),
         };
         let intent_key = format!("{INTENT_PREFIX}{}", uuid::Uuid::new_v4());
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(intent_key.clone());
+        let _in_flight = InFlight { database: self, key: intent_key.clone() };
         req.storage.put_json(&intent_key, &intent).await?;
         let creation = pool.create_user(
             &role.creation_statements,
