@@ -238,13 +238,20 @@ impl AuditBroker {
         let submitted: Vec<_> =
             devices.iter().map(|device| (device, device.sink.submit(build(device), timeout))).collect();
         // Settled together: a request waiting on one device may be handed the leadership of
-        // another, which it must take up without waiting for the first.
-        let settled = futures_util::future::join_all(
-            submitted
-                .into_iter()
-                .map(|(device, submitted)| async move { (device, device.sink.settle(submitted, deadline).await) }),
-        )
-        .await;
+        // another, which it must take up without waiting for the first. One device, the usual
+        // case, needs no joining.
+        let mut submitted = submitted;
+        let settled = if submitted.len() == 1 {
+            let (device, only) = submitted.remove(0);
+            vec![(device, device.sink.settle(only, deadline).await)]
+        } else {
+            futures_util::future::join_all(
+                submitted
+                    .into_iter()
+                    .map(|(device, submitted)| async move { (device, device.sink.settle(submitted, deadline).await) }),
+            )
+            .await
+        };
         let mut recorded = 0;
         for (device, ok) in settled {
             if ok {
