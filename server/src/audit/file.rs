@@ -358,8 +358,20 @@ impl Direct {
 
     /// Hands the leadership to the first queued request still waiting, or gives it up.
     fn pass_on(self: &Arc<Direct>) {
-        let mut queue = lock(&self.queue);
-        while let Some((pending, answer)) = queue.waiting.pop_front() {
+        loop {
+            let (pending, answer) = {
+                let mut queue = lock(&self.queue);
+                match queue.waiting.pop_front() {
+                    Some(next) => next,
+                    None => {
+                        queue.leading = false;
+                        return;
+                    }
+                }
+            };
+            // Sent without the queue's lock held: if the receiver goes away just as it is
+            // sent, the channel itself may drop the leadership here, which passes it on and
+            // takes that lock.
             let leadership = Leadership { direct: Arc::clone(self), pending: Some(pending) };
             match answer.send(Outcome::Lead(leadership)) {
                 Ok(()) => return,
@@ -368,7 +380,6 @@ impl Direct {
                 Err(Outcome::Done(_)) => {}
             }
         }
-        queue.leading = false;
     }
 }
 
