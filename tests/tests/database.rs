@@ -321,6 +321,9 @@ fn a_user_created_without_a_stored_lease_is_revoked_after_a_restart() {
     let (status, body) = server.request("LIST", "sys/leases/lookup/database/creds/", Some(&root), None);
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["keys"], json!(["kept/"]), "the killed request left no lease: {body}");
+    let (status, body) = server.put("sys/leases/revoke-prefix/database/creds/kept", Some(&root), json!({}));
+    assert_eq!(status, 204, "{body}");
+    assert!(!mysql_user_exists(&kept), "the leased user goes with its lease");
 }
 
 #[test]
