@@ -546,7 +546,8 @@ impl FileSink {
         })
     }
 
-    /// Writes one entry and waits for it, for callers with a single device.
+    /// Writes one entry and waits for it (tests drive a single sink this way).
+    #[cfg(test)]
     pub async fn record(&self, fields: String, timeout: Duration) -> bool {
         let deadline = Deadline::now() + timeout;
         let submitted = self.submit(fields, timeout);
@@ -994,6 +995,16 @@ mod tests {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
+    /// A new device on `a.log` in `dir` (written directly or through its thread), opened.
+    async fn opened_sink(dir: &tempfile::TempDir, direct: bool) -> (FileSink, PathBuf) {
+        let path = dir.path().join("a.log");
+        let settings = FileSettings::parse(&options(&[("file_path", path.to_str().unwrap())])).unwrap();
+        let start = ChainStart { genesis: ChainHead::genesis("u"), recorded: None };
+        let (sink, opened) = FileSink::start_as("file/".into(), &settings, start, direct).unwrap();
+        opened.await.unwrap().unwrap();
+        (sink, path)
+    }
+
     #[test]
     fn options_are_parsed_with_vault_defaults() {
         let settings = FileSettings::parse(&options(&[("file_path", "/var/log/a.log")])).unwrap();
@@ -1112,11 +1123,7 @@ mod tests {
 
     async fn writer_appends_chained_lines_and_reopens(direct: bool) {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.log");
-        let settings = FileSettings::parse(&options(&[("file_path", path.to_str().unwrap())])).unwrap();
-        let start = ChainStart { genesis: ChainHead::genesis("u"), recorded: None };
-        let (sink, opened) = FileSink::start_as("file/".into(), &settings, start, direct).unwrap();
-        opened.await.unwrap().unwrap();
+        let (sink, path) = opened_sink(&dir, direct).await;
         let bound = Duration::from_secs(5);
         assert!(sink.record("{\"type\":\"request\"}".into(), bound).await);
         std::fs::rename(&path, dir.path().join("a.log.1")).unwrap();
@@ -1145,11 +1152,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_entries_form_one_chain() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.log");
-        let settings = FileSettings::parse(&options(&[("file_path", path.to_str().unwrap())])).unwrap();
-        let start = ChainStart { genesis: ChainHead::genesis("u"), recorded: None };
-        let (sink, opened) = FileSink::start_as("file/".into(), &settings, start, true).unwrap();
-        opened.await.unwrap().unwrap();
+        let (sink, path) = opened_sink(&dir, true).await;
         let sink = Arc::new(sink);
         let tasks: Vec<_> = (0..64)
             .map(|task| {
@@ -1174,13 +1177,10 @@ mod tests {
 
     /// The leadership handed to a request that is gone passes on to the next one waiting, and
     /// is given up when nobody waits, so queued entries never wait for nobody.
-    #[test]
-    fn leadership_of_a_cancelled_request_passes_on() {
+    #[tokio::test]
+    async fn leadership_of_a_cancelled_request_passes_on() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.log");
-        let settings = FileSettings::parse(&options(&[("file_path", path.to_str().unwrap())])).unwrap();
-        let start = ChainStart { genesis: ChainHead::genesis("u"), recorded: None };
-        let (sink, _opened) = FileSink::start_as("file/".into(), &settings, start, true).unwrap();
+        let (sink, _path) = opened_sink(&dir, true).await;
         let Route::Direct(direct) = &sink.route else { panic!("not direct") };
         lock(&direct.queue).leading = true;
         let Submitted::Waiting(mut first) = direct.submit(Pending::Write("{\"n\":1}".into())) else { panic!() };
@@ -1212,11 +1212,7 @@ mod tests {
     #[tokio::test]
     async fn a_direct_device_never_blocks_on_a_fifo() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.log");
-        let settings = FileSettings::parse(&options(&[("file_path", path.to_str().unwrap())])).unwrap();
-        let start = ChainStart { genesis: ChainHead::genesis("u"), recorded: None };
-        let (sink, opened) = FileSink::start_as("file/".into(), &settings, start, true).unwrap();
-        opened.await.unwrap().unwrap();
+        let (sink, path) = opened_sink(&dir, true).await;
         std::fs::remove_file(&path).unwrap();
         assert!(std::process::Command::new("mkfifo").arg(&path).status().unwrap().success());
         assert!(!sink.settle(sink.reopen(), Deadline::now() + Duration::from_secs(5)).await, "no reader: ENXIO");

@@ -235,23 +235,8 @@ impl AuditBroker {
         let timeout = self.timeout();
         let deadline = tokio::time::Instant::now() + timeout;
         // Everything is handed over first, so that queued devices write in parallel.
-        let submitted: Vec<_> =
-            devices.iter().map(|device| (device, device.sink.submit(build(device), timeout))).collect();
-        // Settled together: a request waiting on one device may be handed the leadership of
-        // another, which it must take up without waiting for the first. One device, the usual
-        // case, needs no joining.
-        let mut submitted = submitted;
-        let settled = if submitted.len() == 1 {
-            let (device, only) = submitted.remove(0);
-            vec![(device, device.sink.settle(only, deadline).await)]
-        } else {
-            futures_util::future::join_all(
-                submitted
-                    .into_iter()
-                    .map(|(device, submitted)| async move { (device, device.sink.settle(submitted, deadline).await) }),
-            )
-            .await
-        };
+        let submitted = devices.iter().map(|device| (device, device.sink.submit(build(device), timeout))).collect();
+        let settled = settle_all(submitted, deadline).await;
         let mut recorded = 0;
         for (device, ok) in settled {
             if ok {
@@ -420,13 +405,8 @@ impl AuditBroker {
     pub async fn reopen(&self) {
         let devices = self.snapshot();
         let deadline = tokio::time::Instant::now() + self.timeout();
-        let reopening: Vec<_> = devices.iter().map(|d| (d, d.sink.reopen())).collect();
-        let settled = futures_util::future::join_all(
-            reopening
-                .into_iter()
-                .map(|(device, reopening)| async move { (device, device.sink.settle(reopening, deadline).await) }),
-        )
-        .await;
+        let reopening = devices.iter().map(|d| (d, d.sink.reopen())).collect();
+        let settled = settle_all(reopening, deadline).await;
         for (device, ok) in settled {
             if ok {
                 tracing::info!(device = %device.entry.path, "audit device reopened its file");
@@ -447,6 +427,25 @@ impl AuditBroker {
             }
         }
     }
+}
+
+/// Waits for what was handed to each device, all together: a request waiting on one device
+/// may be handed the leadership of another, which it must take up without waiting for the
+/// first. One device, the usual case, needs no joining.
+async fn settle_all(
+    mut handed: Vec<(&Arc<Device>, file::Submitted)>,
+    deadline: tokio::time::Instant,
+) -> Vec<(&Arc<Device>, bool)> {
+    if handed.len() == 1 {
+        let (device, only) = handed.remove(0);
+        return vec![(device, device.sink.settle(only, deadline).await)];
+    }
+    futures_util::future::join_all(
+        handed
+            .into_iter()
+            .map(|(device, submitted)| async move { (device, device.sink.settle(submitted, deadline).await) }),
+    )
+    .await
 }
 
 /// What `sys/audit/:path` asks for.

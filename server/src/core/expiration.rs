@@ -56,7 +56,7 @@ const LOCK_STRIPES: usize = 64;
 pub const BACKEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A backend call with [`BACKEND_TIMEOUT`].
-async fn bounded(call: impl std::future::Future<Output = Result<(), ApiError>>) -> Result<(), ApiError> {
+pub(crate) async fn bounded(call: impl std::future::Future<Output = Result<(), ApiError>>) -> Result<(), ApiError> {
     tokio::time::timeout(BACKEND_TIMEOUT, call).await.unwrap_or_else(|_| {
         Err(ApiError::bad_request(format!("the backend did not answer within {}s", BACKEND_TIMEOUT.as_secs())))
     })
@@ -378,7 +378,7 @@ impl Expiration {
                 arcanum_crypto::token::generate("", LEASE_RANDOM_LEN)
             ),
             path: path.trim_end_matches('/').to_owned(),
-            internal: spec.internal.clone(),
+            internal: spec.internal,
             token_hash: token_hash.map(str::to_owned),
             issue_time: now,
             expire_time: now + ttl as i64,
@@ -398,7 +398,7 @@ impl Expiration {
                 value: Vec::new(),
             });
         }
-        if let Some(intent) = &spec.intent {
+        if let Some(intent) = spec.intent {
             ops.push(BarrierOp::Delete { path: format!("{}{intent}", mount.storage_prefix()) });
         }
         self.barrier.batch(ops).await.map_err(storage_error)?;

@@ -326,9 +326,8 @@ impl Database {
             }
             let internal = intent.internal();
             let request = LeaseRequest { lease_id: "", internal: &internal, storage, mount, expire_time: 0 };
-            let bound = crate::core::expiration::BACKEND_TIMEOUT;
-            match tokio::time::timeout(bound, self.revoke_lease(request)).await {
-                Ok(Ok(())) => {
+            match crate::core::expiration::bounded(self.revoke_lease(request)).await {
+                Ok(()) => {
                     tracing::warn!(
                         role = %intent.role, db = %intent.db_name,
                         "revoked a database user that was created without a stored lease"
@@ -337,13 +336,10 @@ impl Database {
                         tracing::warn!(error = %err, "could not delete a handled credential intent");
                     }
                 }
-                Ok(Err(err)) => tracing::warn!(
+                Err(err) => tracing::warn!(
                     role = %intent.role, error = %err,
                     "revoking a database user left without a lease failed; retrying on the next tick"
                 ),
-                Err(_) => {
-                    tracing::warn!(role = %intent.role, "revoking a database user left without a lease timed out")
-                }
             }
         }
     }
