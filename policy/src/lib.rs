@@ -1,4 +1,5 @@
-//! arcanum-policy: Vault's ACL policy language (HCL or JSON) and its evaluation; pure, no I/O.
+//! arcanum-policy: Vault's ACL policy language (HCL or JSON) and its evaluation, and its password
+//! policy language (`password`); pure, no I/O.
 //!
 //! [`Policy::parse`] validates policy text as Vault does; [`Acl::new`] merges a token's policies into a
 //! structure that answers [`Acl::check`] quickly (the server caches one per policy set).
@@ -14,6 +15,7 @@ mod default_policy;
 mod duration;
 mod params;
 mod parse;
+mod password;
 mod scan;
 #[cfg(test)]
 mod tests;
@@ -22,6 +24,7 @@ pub use acl::{Acl, AclRequest, Decision, Operation};
 pub use capability::{Capabilities, Capability};
 pub use default_policy::default_policy_text;
 pub use parse::{ParameterMap, PathRule, PatternKind, Policy, PolicyError};
+pub use password::{CharsetRule, PasswordPolicy, PasswordPolicyError, MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH};
 
 /// The built-in policy that allows everything; only root tokens carry it.
 pub const ROOT_POLICY: &str = "root";

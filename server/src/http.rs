@@ -92,7 +92,11 @@ async fn parse(
     };
     let path = normalize_path(raw_path)?;
     let query = parse_query(uri.query().unwrap_or(""))?;
-    let wants_list = query.get("list").and_then(Value::as_str).is_some_and(|v| v == "true" || v == "1");
+    // Go's strconv.ParseBool, as Vault reads it: hvac's generic `list()` sends `list=True`.
+    let wants_list = query
+        .get("list")
+        .and_then(Value::as_str)
+        .is_some_and(|v| matches!(v, "1" | "t" | "T" | "true" | "True" | "TRUE"));
     let operation = match method.as_str() {
         "GET" if wants_list => Operation::List,
         "GET" => Operation::Read,

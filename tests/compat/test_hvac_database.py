@@ -106,3 +106,59 @@ def test_database_engine_and_leases_through_hvac(db_root):
         assert db.list_roles()["data"]["keys"] == ["app"]
     finally:
         admin_sql(f"DROP USER IF EXISTS '{admin}'@'%'")
+
+
+PASSWORD_POLICY = """
+length = 28
+rule "charset" {
+  charset = "abcdefghijklmnopqrstuvwxyz"
+  min-chars = 4
+}
+rule "charset" {
+  charset = "0123456789"
+  min-chars = 4
+}
+"""
+
+
+def test_password_policies_through_hvac_generic_calls(db_root):
+    """Released hvac has no password-policy helpers; tools use its generic read/write/list/delete."""
+    root = db_root
+    root.write("sys/policies/password/db-pw", policy=PASSWORD_POLICY)
+    assert root.read("sys/policies/password/db-pw")["data"]["policy"] == PASSWORD_POLICY
+    assert root.list("sys/policies/password")["data"]["keys"] == ["db-pw"]
+    generated = root.read("sys/policies/password/db-pw/generate")["data"]["password"]
+    assert len(generated) == 28 and set(generated) <= set("abcdefghijklmnopqrstuvwxyz0123456789")
+    assert sum(c.isdigit() for c in generated) >= 4 and sum(c.isalpha() for c in generated) >= 4
+    with pytest.raises(hvac.exceptions.InvalidRequest):
+        root.write("sys/policies/password/bad", policy="length = 2")
+
+    admin = "arc_hvac_" + uuid.uuid4().hex[:10]
+    admin_sql(f"CREATE USER '{admin}'@'%' IDENTIFIED BY 'initial-admin-pw'")
+    admin_sql(f"GRANT ALL PRIVILEGES ON *.* TO '{admin}'@'%' WITH GRANT OPTION")
+    try:
+        db = root.secrets.database
+        db.configure(
+            name="maria",
+            plugin_name="mysql-database-plugin",
+            allowed_roles=["app"],
+            connection_url="{{username}}:{{password}}@tcp(" + MYSQL_ADDR + ")/",
+            username=admin,
+            password="initial-admin-pw",
+            password_policy="db-pw",
+        )
+        assert db.read_connection(name="maria")["data"]["password_policy"] == "db-pw"
+        statements = ["CREATE USER '{{name}}'@'%' IDENTIFIED BY '{{password}}'"]
+        db.create_role(name="app", db_name="maria", creation_statements=statements)
+        creds = db.generate_credentials(name="app")["data"]
+        password = creds["password"]
+        assert len(password) == 28 and set(password) <= set("abcdefghijklmnopqrstuvwxyz0123456789")
+        assert sum(c.isdigit() for c in password) >= 4
+        connect(creds["username"], password).close()
+        root.sys.revoke_prefix(prefix="database/creds/app")
+        assert not user_exists(creds["username"])
+    finally:
+        root.sys.revoke_force(prefix="database/")
+        admin_sql(f"DROP USER IF EXISTS '{admin}'@'%'")
+    root.delete("sys/policies/password/db-pw")
+    assert root.list("sys/policies/password") is None

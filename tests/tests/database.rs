@@ -676,6 +676,102 @@ fn bad_input_is_refused_clearly_and_leaves_nothing_behind() {
 }
 
 #[test]
+fn password_policies_shape_every_password_the_engine_makes() {
+    let (server, root) = ready();
+    let policy = r#"
+        length = 32
+        rule "charset" {
+          charset = "abcdefghijklmnopqrstuvwxyz"
+          min-chars = 5
+        }
+        rule "charset" {
+          charset = "0123456789"
+          min-chars = 5
+        }
+        rule "charset" {
+          charset = "-_.~"
+          min-chars = 3
+        }
+    "#;
+    let parsed = arcanum_policy::PasswordPolicy::parse(policy).expect("valid");
+    let admin = unique("arc_admin_");
+    mysql(&format!("CREATE USER '{admin}'@'%' IDENTIFIED BY 'first-password'"));
+    mysql(&format!("GRANT ALL PRIVILEGES ON *.* TO '{admin}'@'%' WITH GRANT OPTION"));
+    // As in Vault, the policy may be named before it exists; the answer warns.
+    let (status, body) = server.put(
+        "database/config/maria",
+        Some(&root),
+        json!({ "plugin_name": MYSQL_PLUGIN, "connection_url": format!("{{{{username}}}}:{{{{password}}}}@tcp({})/", mysql_addr()),
+                "username": admin, "password": "first-password", "allowed_roles": "*", "password_policy": "db-pw" }),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body["warnings"][0].as_str().unwrap().contains("\"db-pw\" does not exist"), "{body}");
+    assert_eq!(server.get("database/config/maria", Some(&root)).1["data"]["password_policy"], "db-pw");
+    let (status, body) = server.put(
+        "database/roles/app",
+        Some(&root),
+        json!({ "db_name": "maria", "creation_statements": ["CREATE USER '{{name}}'@'%' IDENTIFIED BY '{{password}}'"] }),
+    );
+    assert_eq!(status, 204, "{body}");
+
+    // Missing policy: Vault's 500, and nothing made in the database or the lease store.
+    let users_before = mysql("SELECT count(*) FROM mysql.user WHERE user LIKE 'v-root-app-%'");
+    let (status, body) = server.get("database/creds/app", Some(&root));
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["errors"][0], "failed to generate password: no password policy found", "{body}");
+    assert_eq!(mysql("SELECT count(*) FROM mysql.user WHERE user LIKE 'v-root-app-%'"), users_before);
+    assert_eq!(server.request("LIST", "sys/leases/lookup/database/creds/app/", Some(&root), None).0, 404);
+
+    let (status, body) = server.put("sys/policies/password/db-pw", Some(&root), json!({ "policy": policy }));
+    assert_eq!(status, 204, "{body}");
+    for _ in 0..3 {
+        let (_, user, password, _) = creds(&server, &root, "app");
+        assert!(parsed.admits(&password), "{password:?} breaks the policy");
+        assert!(mysql_as(&user, &password, "SELECT 1").is_ok(), "the policy's password logs in");
+    }
+
+    // Root rotation draws from the policy too, and the stored root password is the one that works.
+    let (status, body) = server.put("database/rotate-root/maria", Some(&root), json!({}));
+    assert_eq!(status, 204, "{body}");
+    let (_, mount) = server.get("sys/mounts/database", Some(&root));
+    let raw_path = format!("sys/raw/logical/{}/config/maria", mount["data"]["uuid"].as_str().unwrap());
+    let (_, raw) = server.get(&raw_path, Some(&root));
+    let stored: Value = serde_json::from_str(raw["data"]["value"].as_str().unwrap()).unwrap();
+    let root_password = stored["password"].as_str().unwrap();
+    assert!(parsed.admits(root_password), "rotated root password {root_password:?} breaks the policy");
+    assert!(mysql_as(&admin, root_password, "SELECT 1").is_ok());
+    let (_, user, password, _) = creds(&server, &root, "app");
+    assert!(mysql_as(&user, &password, "SELECT 1").is_ok(), "creds still issue after rotation");
+
+    // A role's own policy (`credential_config`) wins over the connection's.
+    let digits = "length = 12\nrule \"charset\" {\n  charset = \"0123456789\"\n  min-chars = 12\n}\n";
+    assert_eq!(server.put("sys/policies/password/pin", Some(&root), json!({ "policy": digits })).0, 204);
+    let (status, body) = server.put(
+        "database/roles/pin",
+        Some(&root),
+        json!({ "db_name": "maria", "creation_statements": ["CREATE USER '{{name}}'@'%' IDENTIFIED BY '{{password}}'"],
+                "credential_type": "password", "credential_config": { "password_policy": "pin" } }),
+    );
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(server.get("database/roles/pin", Some(&root)).1["data"]["credential_config"]["password_policy"], "pin");
+    let (_, user, password, _) = creds(&server, &root, "pin");
+    assert!(password.len() == 12 && password.bytes().all(|b| b.is_ascii_digit()), "{password:?}");
+    assert!(mysql_as(&user, &password, "SELECT 1").is_ok());
+    let (status, body) = server.put(
+        "database/roles/pin",
+        Some(&root),
+        json!({ "credential_config": { "password_policy": "pin", "length": 5 } }),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body["errors"][0].as_str().unwrap().contains("\"length\""), "{body}");
+
+    server.put("sys/leases/revoke-prefix/database/", Some(&root), json!({}));
+    assert_eq!(mysql("SELECT count(*) FROM mysql.user WHERE user LIKE 'v-root-app-%'"), users_before);
+    assert!(!mysql_user_exists(&user));
+    mysql(&format!("DROP USER IF EXISTS '{admin}'@'%'"));
+}
+
+#[test]
 fn cli_reads_creds_and_manages_leases() {
     let (server, root) = ready();
     configure_pg(&server, &root, "pg");

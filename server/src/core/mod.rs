@@ -15,6 +15,7 @@
 pub mod barrier;
 pub mod expiration;
 pub mod mounts;
+pub mod password_policies;
 pub mod policies;
 pub mod token;
 pub mod view;

@@ -25,6 +25,12 @@ impl StorageView {
         &self.prefix
     }
 
+    /// The system view's password policies (`sys/policies/password`): the one store outside its own
+    /// prefix that a backend may reach, read-only in practice, to generate passwords from a named policy.
+    pub fn password_policies(&self) -> super::password_policies::PasswordPolicies {
+        super::password_policies::PasswordPolicies::new(Arc::clone(&self.barrier))
+    }
+
     /// A view on a sub-prefix of this one.
     pub fn sub_view(&self, prefix: &str) -> StorageView {
         StorageView { barrier: Arc::clone(&self.barrier), prefix: format!("{}{prefix}", self.prefix) }

@@ -7,6 +7,7 @@
 mod audit;
 mod leases;
 mod mounts;
+mod password_policies;
 mod policies;
 mod quotas;
 pub mod seal;
@@ -77,6 +78,9 @@ pub async fn handle_authenticated(
         return Some(result);
     }
     if let Some(result) = quotas::handle(unsealed, req).await {
+        return Some(result);
+    }
+    if let Some(result) = password_policies::handle(unsealed, req).await {
         return Some(result);
     }
     policies::handle(unsealed, caller, req).await

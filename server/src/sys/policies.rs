@@ -1,4 +1,4 @@
-//! `sys/policy`, `sys/policies/acl` and `sys/capabilities*`.
+//! `sys/policy`, `sys/policies/acl` and `sys/capabilities*` (password policies: `password_policies.rs`).
 
 use std::sync::Arc;
 
@@ -90,7 +90,7 @@ async fn write(unsealed: &Unsealed, name: &str, req: &Request) -> Result<Respons
 }
 
 /// Vault accepts a policy sent as base64 and decodes it first.
-fn decode_if_base64(text: &str) -> String {
+pub(super) fn decode_if_base64(text: &str) -> String {
     let trimmed = text.trim();
     if trimmed.is_empty() || trimmed.contains(|c: char| c.is_whitespace() || c == '"' || c == '{') {
         return text.to_owned();

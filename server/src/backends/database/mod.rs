@@ -121,6 +121,8 @@ struct Role {
     renew_statements: Vec<String>,
     default_ttl: u64,
     max_ttl: u64,
+    /// `credential_config.password_policy`: overrides the config's policy for this role's users.
+    password_policy: String,
 }
 
 #[derive(Clone, Default, Serialize, Deserialize)]
@@ -130,6 +132,8 @@ struct StaticRole {
     username: String,
     rotation_period: u64,
     rotation_statements: Vec<String>,
+    /// `credential_config.password_policy`: overrides the config's policy for this account.
+    password_policy: String,
     password: String,
     last_vault_rotation: i64,
 }
@@ -214,6 +218,55 @@ fn unknown_plugin(name: &str) -> ApiError {
          postgresql-database-plugin, mysql-database-plugin, mysql-aurora-database-plugin, \
          mysql-rds-database-plugin, mysql-legacy-database-plugin"
     ))
+}
+
+/// A role's own password policy wins over its connection's.
+fn role_or_config<'a>(role: &'a str, config: &'a str) -> &'a str {
+    if role.is_empty() {
+        config
+    } else {
+        role
+    }
+}
+
+/// `credential_config` of a role: for the `password` credential type Vault knows one key,
+/// `password_policy`; anything else is refused rather than silently dropped.
+fn credential_password_policy(value: &Value) -> Result<String, ApiError> {
+    let config = match value {
+        Value::Object(config) => config,
+        Value::Null => return Ok(String::new()),
+        _ => return Err(ApiError::bad_request("credential_config must be an object")),
+    };
+    let mut policy = String::new();
+    for (key, value) in config {
+        match key.as_str() {
+            "password_policy" => policy = fields::string(Some(value), "credential_config.password_policy")?,
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "credential_config key {other:?} is not supported for the password credential type"
+                )))
+            }
+        }
+    }
+    Ok(policy)
+}
+
+fn insert_credential_config(data: &mut Map<String, Value>, password_policy: &str) {
+    if !password_policy.is_empty() {
+        data.insert("credential_config".into(), json!({ "password_policy": password_policy }));
+    }
+}
+
+/// A new password from the connection's `password_policy`, or from the default generator when none is set.
+async fn new_password(storage: &StorageView, policy: &str) -> Result<Zeroizing<String>, ApiError> {
+    if policy.is_empty() {
+        return Ok(template::generate_password());
+    }
+    storage
+        .password_policies()
+        .generate(policy)
+        .await?
+        .ok_or_else(|| ApiError::new(500, "failed to generate password: no password policy found"))
 }
 
 /// A database error as the client sees it: the database's own message, which names what
@@ -392,6 +445,7 @@ impl Database {
         });
         let mut verify = true;
         let mut ignored = Vec::new();
+        let mut warnings = Vec::new();
         for (key, value) in req.data {
             if value.is_null() {
                 continue;
@@ -436,9 +490,13 @@ impl Database {
         if config.connection_url.is_empty() {
             return Err(ApiError::bad_request("connection_url is required"));
         }
-        if !config.password_policy.is_empty() {
-            return Err(ApiError::bad_request(
-                "password_policy is not supported yet: Arcanum has no sys/policies/password; leave it empty for the default generator",
+        // As in Vault, the policy need not exist yet; it is looked up whenever a password is made.
+        if !config.password_policy.is_empty()
+            && req.storage.password_policies().text(&config.password_policy).await?.is_none()
+        {
+            warnings.push(format!(
+                "password policy {:?} does not exist: no credentials can be issued until it is written",
+                config.password_policy
             ));
         }
         if !config.username_template.is_empty() {
@@ -459,13 +517,13 @@ impl Database {
         if let Some(previous) = previous {
             previous.close().await;
         }
-        if ignored.is_empty() {
+        if !ignored.is_empty() {
+            warnings.push(format!("these fields are not used by Arcanum and were ignored: {}", ignored.join(", ")));
+        }
+        if warnings.is_empty() {
             return Ok(Response::NoContent);
         }
-        Ok(Response::Logical(Box::new(crate::logical::LogicalResponse {
-            warnings: vec![format!("these fields are not used by Arcanum and were ignored: {}", ignored.join(", "))],
-            ..Default::default()
-        })))
+        Ok(Response::Logical(Box::new(crate::logical::LogicalResponse { warnings, ..Default::default() })))
     }
 
     async fn rotate_root(&self, req: &BackendRequest<'_>, name: &str) -> Result<Response, ApiError> {
@@ -481,7 +539,7 @@ impl Database {
         let pool = self.connection(req.storage, name, &config).await?;
         // The connection may have settled an earlier interrupted rotation.
         let mut config = Self::config(req.storage, name).await?.unwrap_or(config);
-        let new_password = template::generate_password();
+        let new_password = new_password(req.storage, &config.password_policy).await?;
         // Write-ahead: if we crash after the database changed, the new password is not lost.
         config.pending_root_password = new_password.to_string();
         req.storage.put_json(&format!("config/{name}"), &config).await?;
@@ -526,7 +584,7 @@ impl Database {
                         )));
                     }
                 }
-                "credential_config" => {}
+                "credential_config" => role.password_policy = credential_password_policy(value)?,
                 other => return Err(ApiError::bad_request(format!("unknown field {other:?} for a database role"))),
             }
         }
@@ -576,7 +634,8 @@ impl Database {
             role_name,
         )
         .map_err(|err| ApiError::bad_request(format!("unable to generate username: {err}")))?;
-        let password = template::generate_password();
+        let password =
+            new_password(req.storage, role_or_config(&role.password_policy, &config.password_policy)).await?;
         let ttl = [role.default_ttl, req.mount.config.default_lease_ttl].into_iter().find(|t| *t > 0).unwrap_or(0);
         let max_ttl = [role.max_ttl, req.mount.config.max_lease_ttl].into_iter().find(|t| *t > 0).unwrap_or(0);
         let effective = match (ttl, max_ttl) {
@@ -656,7 +715,8 @@ impl Database {
                 }
                 "rotation_period" => role.rotation_period = fields::duration_secs(Some(value), key)?.unwrap_or(0),
                 "rotation_statements" => role.rotation_statements = statements(Some(value), key)?.unwrap_or_default(),
-                "credential_type" | "credential_config" | "rotation_schedule" | "rotation_window" => {}
+                "credential_config" => role.password_policy = credential_password_policy(value)?,
+                "credential_type" | "rotation_schedule" | "rotation_window" => {}
                 other => return Err(ApiError::bad_request(format!("unknown field {other:?} for a static role"))),
             }
         }
@@ -708,7 +768,7 @@ impl Database {
             return Err(ApiError::bad_request(format!("database config {:?} does not exist", role.db_name)));
         };
         let pool = self.connection(storage, &role.db_name, &config).await?;
-        let password = template::generate_password();
+        let password = new_password(storage, role_or_config(&role.password_policy, &config.password_policy)).await?;
         pool.set_password(&role.rotation_statements, &role.username, &password)
             .await
             .map_err(|err| db_error("error setting credentials", err))?;
@@ -790,6 +850,7 @@ impl LogicalBackend for Database {
                     data.insert("default_ttl".into(), json!(role.default_ttl));
                     data.insert("max_ttl".into(), json!(role.max_ttl));
                     data.insert("credential_type".into(), json!("password"));
+                    insert_credential_config(&mut data, &role.password_policy);
                     Ok(Response::data(data))
                 }
                 None => Err(ApiError::not_found()),
@@ -815,6 +876,7 @@ impl LogicalBackend for Database {
                             json!(crate::core::token::rfc3339(role.last_vault_rotation)),
                         );
                         data.insert("credential_type".into(), json!("password"));
+                        insert_credential_config(&mut data, &role.password_policy);
                         Ok(Response::data(data))
                     }
                     None => Err(ApiError::not_found()),
