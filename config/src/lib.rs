@@ -48,6 +48,8 @@ pub struct Config {
     pub lease_revocation_max_attempts: Option<u32>,
     /// Arcanum's own: the longest wait between two attempts to revoke a lease.
     pub lease_revocation_max_backoff: Option<Duration>,
+    /// Arcanum extension: how many revocations the reaper runs at once (default 8).
+    pub lease_revocation_concurrency: Option<u32>,
     /// One line per Vault setting that was accepted but has no effect in Arcanum.
     pub warnings: Vec<String>,
 }
@@ -73,6 +75,7 @@ impl Config {
             unauthenticated_metrics_access: false,
             lease_revocation_max_attempts: None,
             lease_revocation_max_backoff: None,
+            lease_revocation_concurrency: None,
             warnings: Vec::new(),
         }
     }
@@ -241,6 +244,21 @@ mod tests {
     }
 
     #[test]
+    fn arcanum_lease_revocation_keys() {
+        let source = "storage \"inmem\" {}\nlistener \"tcp\" {\n  address = \"127.0.0.1:1\"\n  tls_disable = true\n}\n";
+        let config = hcl(&format!(
+            "{source}lease_revocation_max_attempts = 3\nlease_revocation_max_backoff = \"1m\"\nlease_revocation_concurrency = \"2\"\n"
+        ));
+        assert_eq!(config.lease_revocation_max_attempts, Some(3));
+        assert_eq!(config.lease_revocation_max_backoff, Some(Duration::from_secs(60)));
+        assert_eq!(config.lease_revocation_concurrency, Some(2));
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+        let refused = parse(&format!("{source}lease_revocation_concurrency = 0\n"), Format::Hcl, "config.hcl")
+            .expect_err("0 revocations at a time would never revoke");
+        assert!(refused.to_string().contains("lease_revocation_concurrency"), "{refused}");
+    }
+
+    #[test]
     fn vault_json_config() {
         let config = json(
             r#"{"backend":{"inmem":{}},"listener":{"tcp":{"address":"127.0.0.1:8201","tls_disable":true}},"disable_mlock":true,"default_lease_ttl":"768h","max_lease_ttl":"768h"}"#,
@@ -258,6 +276,7 @@ mod tests {
             unauthenticated_metrics_access: false,
             lease_revocation_max_attempts: None,
             lease_revocation_max_backoff: None,
+            lease_revocation_concurrency: None,
             warnings: vec![],
         };
         assert_eq!(config, expected);
@@ -349,6 +368,7 @@ raw_storage_endpoint = "true"
             unauthenticated_metrics_access: true,
             lease_revocation_max_attempts: None,
             lease_revocation_max_backoff: None,
+            lease_revocation_concurrency: None,
             warnings: [
                 "listener.tcp[0].cluster_address",
                 "telemetry.disable_hostname",

@@ -25,6 +25,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "telemetry",
     "lease_revocation_max_attempts",
     "lease_revocation_max_backoff",
+    "lease_revocation_concurrency",
 ];
 
 /// Valid Vault server settings that Arcanum has no use for.
@@ -209,6 +210,7 @@ impl Walker<'_> {
         let mut raw_storage_endpoint = false;
         let mut lease_revocation_max_attempts = None;
         let mut lease_revocation_max_backoff = None;
+        let mut lease_revocation_concurrency = None;
         for (key, value) in top {
             match canonical(key, TOP_LEVEL_ALIASES).as_str() {
                 "storage" => storage_blocks.push((key, value)),
@@ -224,6 +226,7 @@ impl Walker<'_> {
                 "telemetry" => self.telemetry(value, key)?,
                 "lease_revocation_max_attempts" => lease_revocation_max_attempts = Some(self.positive(value, key)?),
                 "lease_revocation_max_backoff" => lease_revocation_max_backoff = self.duration(value, key)?,
+                "lease_revocation_concurrency" => lease_revocation_concurrency = Some(self.positive(value, key)?),
                 k if IGNORED_TOP_LEVEL.contains(&k) => self.ignore(key),
                 _ => return Err(self.unknown(key, "", TOP_LEVEL_KEYS)),
             }
@@ -270,6 +273,7 @@ impl Walker<'_> {
             unauthenticated_metrics_access: self.metrics,
             lease_revocation_max_attempts,
             lease_revocation_max_backoff,
+            lease_revocation_concurrency,
             warnings: std::mem::take(&mut self.warnings),
         })
     }

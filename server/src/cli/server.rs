@@ -154,6 +154,7 @@ fn lease_settings(config: &arcanum_config::Config) -> crate::core::expiration::L
     crate::core::expiration::LeaseSettings {
         max_attempts: config.lease_revocation_max_attempts.unwrap_or(defaults.max_attempts),
         max_backoff: config.lease_revocation_max_backoff.unwrap_or(defaults.max_backoff),
+        concurrency: config.lease_revocation_concurrency.map_or(defaults.concurrency, |n| n as usize),
         default_ttl: config.default_lease_ttl.map_or(max_ttl, |ttl| ttl.as_secs()),
         max_ttl,
     }

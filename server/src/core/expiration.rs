@@ -46,8 +46,9 @@ const LEASE_PREFIX: &str = "sys/expire/id/";
 const DUE_PREFIX: &str = "sys/expire/due/";
 const BY_TOKEN_PREFIX: &str = "sys/expire/token/";
 const LEASE_RANDOM_LEN: usize = 24;
-/// Revocations the reaper runs at once (each may hold a database connection). 8 revoked as fast
-/// as 32 against PostgreSQL in `scripts/bench-leases` and took less CPU from the API meanwhile.
+/// Revocations the reaper runs at once unless `lease_revocation_concurrency` says otherwise (each may
+/// hold a database connection). 8 revoked as fast as 32 against PostgreSQL in `scripts/bench-leases`
+/// and took less CPU from the API meanwhile.
 const REAPER_CONCURRENCY: usize = 8;
 /// Striped locks that serialise renew and revoke of one lease.
 const LOCK_STRIPES: usize = 64;
@@ -69,6 +70,8 @@ pub struct LeaseSettings {
     pub max_attempts: u32,
     /// The longest wait between two attempts (the backoff doubles from one second up to this).
     pub max_backoff: Duration,
+    /// How many revocations the reaper runs at once.
+    pub concurrency: usize,
     /// TTL for leases whose backend and mount name none.
     pub default_ttl: u64,
     /// The cap on every lease.
@@ -80,6 +83,7 @@ impl Default for LeaseSettings {
         LeaseSettings {
             max_attempts: 12,
             max_backoff: Duration::from_secs(300),
+            concurrency: REAPER_CONCURRENCY,
             default_ttl: super::token::SYSTEM_MAX_TTL,
             max_ttl: super::token::SYSTEM_MAX_TTL,
         }
@@ -327,7 +331,7 @@ impl Expiration {
     pub fn start_reaper(unsealed: &Arc<Unsealed>) {
         let weak = Arc::downgrade(unsealed);
         let schedule = Arc::clone(&unsealed.expiration.schedule);
-        let reaper = tokio::spawn(reap(weak.clone(), schedule));
+        let reaper = tokio::spawn(reap(weak.clone(), schedule, unsealed.expiration.settings.concurrency.max(1)));
         let ticker = tokio::spawn(tick(weak));
         unsealed.expiration.tasks.lock().unwrap_or_else(|p| p.into_inner()).extend([reaper, ticker]);
     }
@@ -752,10 +756,10 @@ fn until(second: i64) -> Duration {
     target.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO)
 }
 
-/// The reaper: visits due seconds in order and revokes what they hold, at most
-/// [`REAPER_CONCURRENCY`] at a time.
-async fn reap(unsealed: Weak<Unsealed>, schedule: Arc<Schedule>) {
-    let permits = Arc::new(Semaphore::new(REAPER_CONCURRENCY));
+/// The reaper: visits due seconds in order and revokes what they hold, at most `concurrency`
+/// at a time.
+async fn reap(unsealed: Weak<Unsealed>, schedule: Arc<Schedule>, concurrency: usize) {
+    let permits = Arc::new(Semaphore::new(concurrency));
     let mut in_flight = JoinSet::new();
     loop {
         while in_flight.try_join_next().is_some() {}

@@ -279,21 +279,55 @@ fn reject_nul(value: &str, what: &str) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Removes a role completely: no new logins, sessions ended, owned objects handed to the root user,
-/// its privileges dropped, then the role. A root user that is not a superuser first makes itself a
-/// member of the role, which `REASSIGN OWNED` and `DROP OWNED` require; the membership goes with the role.
+/// Removes a role completely: sessions ended, owned objects handed to the root user, its privileges
+/// dropped, then the role. A root user that is not a superuser first makes itself a member of the
+/// role, which `REASSIGN OWNED` and `DROP OWNED` require; the membership goes with the role.
+///
+/// The usual case takes two round trips: one to learn whether the role exists and whether we are a
+/// superuser, one multi-statement query that PostgreSQL runs as a single implicit transaction (all or
+/// nothing). The reaper revokes thousands of these at once, and each extra round trip costs CPU on
+/// both sides. If that query fails, the step-by-step path takes over: login disabled first in its own
+/// transaction, session termination allowed to fail, transient catalog conflicts retried.
 async fn default_revoke(client: &mut Object, username: &str) -> Result<(), DbError> {
-    if !role_exists(client, username).await? {
+    let role = quote_identifier(username);
+    let literal = quote_literal(username);
+    let lookup = format!(
+        "SELECT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user), \
+         EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = {literal})"
+    );
+    let messages = client.simple_query(&lookup).await.map_err(|e| {
+        DbError::new(DbErrorKind::Statement, format!("cannot look up the role to revoke: {}", pg_message(&e)))
+    })?;
+    let Some((superuser, exists)) = messages.iter().find_map(|message| match message {
+        tokio_postgres::SimpleQueryMessage::Row(row) => Some((row.get(0) == Some("t"), row.get(1) == Some("t"))),
+        _ => None,
+    }) else {
+        return Err(DbError::new(DbErrorKind::Statement, "the role lookup returned no row"));
+    };
+    if !exists {
         return Ok(());
     }
+    let mut all_at_once = String::new();
+    if !superuser {
+        all_at_once.push_str(&format!("GRANT {role} TO CURRENT_USER; "));
+    }
+    all_at_once.push_str(&format!(
+        "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity \
+         WHERE usename = {literal} AND pid <> pg_catalog.pg_backend_pid(); \
+         REASSIGN OWNED BY {role} TO CURRENT_USER; DROP OWNED BY {role}; DROP ROLE IF EXISTS {role}"
+    ));
+    match client.batch_execute(&all_at_once).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            tracing::debug!(role = username, error = %pg_message(&e), "one-step revocation failed; revoking step by step");
+            default_revoke_stepwise(client, username, superuser).await
+        }
+    }
+}
+
+/// The careful revocation: each step on its own, so that one failing step says which it was.
+async fn default_revoke_stepwise(client: &mut Object, username: &str, superuser: bool) -> Result<(), DbError> {
     let role = quote_identifier(username);
-    let superuser = client
-        .query_one("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user", &[])
-        .await
-        .and_then(|row| row.try_get::<_, bool>(0))
-        .map_err(|e| {
-            DbError::new(DbErrorKind::Statement, format!("cannot look up the root role: {}", pg_message(&e)))
-        })?;
     // Committed on its own: even if the drop below fails, the credential stops working.
     if let Err(e) = client.batch_execute(&format!("ALTER ROLE {role} NOLOGIN")).await {
         tracing::debug!(role = username, error = %pg_message(&e), "could not disable login before revoking");
@@ -700,6 +734,33 @@ mod tests {
         assert!(message.contains("42601"), "{message}");
         assert!(!message.contains(password.as_str()), "{message}");
         assert_eq!(role_valid_until(&root, &name).await, None, "half-made role left behind");
+    }
+
+    #[tokio::test]
+    async fn the_step_by_step_revocation_also_removes_everything() {
+        // The path taken when the one-step revocation fails; driven directly here.
+        let root = raw_root().await;
+        let name = format!("v-stepwise-{}", suffix());
+        let table = format!("arc_owned_{}", suffix());
+        root.batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN; CREATE TABLE {table} (id int); ALTER TABLE {table} OWNER TO {role}",
+            role = quote_identifier(&name)
+        ))
+        .await
+        .expect("a role owning a table");
+        let plugin = PostgresPlugin::new(ConnectionConfig::new(PluginKind::Postgres, test_url())).expect("plugin");
+        let state = plugin.state().await.expect("pool");
+        let mut client = state.client().await.expect("connection");
+        default_revoke_stepwise(&mut client, &name, true).await.expect("stepwise revocation");
+        assert_eq!(role_valid_until(&root, &name).await, None, "role still exists");
+        let owner: String = root
+            .query_one("SELECT tableowner::text FROM pg_catalog.pg_tables WHERE tablename = $1", &[&table])
+            .await
+            .expect("table survives")
+            .get(0);
+        let root_name: String = root.query_one("SELECT current_user::text", &[]).await.expect("query").get(0);
+        assert_eq!(owner, root_name);
+        root.batch_execute(&format!("DROP TABLE {table}")).await.expect("clean up");
     }
 
     #[tokio::test]
