@@ -718,7 +718,8 @@ cluster_cipher_suites = "x"
         assert!(err.len() < 200, "{err}");
         let err =
             parse(&format!(r#"{{"storage":{{"inmem":{{}}}},"{long}":1}}"#), Format::Json, "c").unwrap_err().to_string();
-        assert!(err.len() < 300, "{err}");
+        // The message names the valid keys too; what matters is that the 10,000-character key is cut.
+        assert!(err.len() < 400 && !err.contains(&long[..200]), "{err}");
     }
 
     #[test]
