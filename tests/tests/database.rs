@@ -623,6 +623,28 @@ fn bad_input_is_refused_clearly_and_leaves_nothing_behind() {
     let (status, _) = server.get("database/config/down", Some(&root));
     assert_eq!(status, 404, "a config that failed verification is not saved");
 
+    // Settings Arcanum cannot honour are refused, not silently dropped, and nothing is saved.
+    for (field, value) in [("tls_ca", "-----BEGIN CERTIFICATE-----"), ("password_authentication", "scram-sha-256")] {
+        let (status, body) = server.put(
+            "database/config/unsupported",
+            Some(&root),
+            json!({ "plugin_name": PG_PLUGIN, "connection_url": pg_url(&pg_addr()), "username": "postgres",
+                    "password": "x", field: value }),
+        );
+        assert_eq!(status, 400, "{field}: {body}");
+        assert!(body["errors"][0].as_str().unwrap().contains(field), "{body}");
+        assert_eq!(server.get("database/config/unsupported", Some(&root)).0, 404);
+    }
+    // A TLS mode that verifies nothing without a CA is refused when it asks to verify.
+    let (status, body) = server.put(
+        "database/config/unverifiable",
+        Some(&root),
+        json!({ "plugin_name": PG_PLUGIN, "connection_url": pg_url(&pg_addr()).replace("sslmode=disable", "sslmode=verify-full"),
+                "username": "postgres", "password": "x" }),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body["errors"][0].as_str().unwrap().contains("sslrootcert"), "{body}");
+
     // Plugin-specific fields Vault passes through are accepted and named back, not refused.
     let (status, body) = server.put(
         "database/config/extra",
@@ -673,6 +695,40 @@ fn bad_input_is_refused_clearly_and_leaves_nothing_behind() {
     pg_role(&server, &root, "fine", "pg", "1h", "2h");
     let (lease, _, _, _) = creds(&server, &root, "fine");
     server.put("sys/leases/revoke", Some(&root), json!({ "lease_id": lease }));
+}
+
+#[test]
+fn postgres_connections_use_tls_as_sslmode_says() {
+    let (server, root) = ready();
+    let ca = std::env::var("ARCANUM_TEST_PG_CA").unwrap_or_else(|_| "/etc/ssl/certs/ssl-cert-snakeoil.pem".into());
+    assert!(
+        std::path::Path::new(&ca).exists(),
+        "the PostgreSQL server's CA certificate is needed at {ca} (ARCANUM_TEST_PG_CA)"
+    );
+    let app = unique("arc_tls_");
+    let url = pg_url(&pg_addr()).replace(
+        "sslmode=disable",
+        &format!("sslmode=verify-ca&sslrootcert={}&application_name={app}", ca.replace('/', "%2F")),
+    );
+    let (status, body) = server.put(
+        "database/config/pgtls",
+        Some(&root),
+        json!({ "plugin_name": PG_PLUGIN, "connection_url": url, "username": "postgres", "password": "unused", "allowed_roles": "*" }),
+    );
+    assert_eq!(status, 204, "{body}");
+    pg_role(&server, &root, "tlsuser", "pgtls", "1h", "2h");
+    let (lease, username, _, _) = creds(&server, &root, "tlsuser");
+    assert!(pg_role_exists(&username));
+    // Every connection Arcanum holds for this config is encrypted, as PostgreSQL itself reports.
+    let encrypted = pg(&format!(
+        "SELECT count(*) FILTER (WHERE s.ssl) || '/' || count(*) FROM pg_catalog.pg_stat_ssl s \
+         JOIN pg_catalog.pg_stat_activity a USING (pid) WHERE a.application_name = '{app}'"
+    ));
+    let (tls, all) = encrypted[0].split_once('/').expect("count/count");
+    assert!(all != "0" && tls == all, "connections over TLS / all: {tls}/{all}");
+    let (status, body) = server.put("sys/leases/revoke", Some(&root), json!({ "lease_id": lease }));
+    assert_eq!(status, 204, "{body}");
+    assert!(!pg_role_exists(&username));
 }
 
 #[test]

@@ -8,6 +8,7 @@
 //! current statements, or removes the user with the plugin's safe default when there are none.
 
 pub mod mysql;
+mod pg_tls;
 pub mod plugin;
 pub mod postgres;
 pub mod template;
@@ -476,7 +477,23 @@ impl Database {
                 }
                 "verify_connection" => verify = fields::boolean(Some(value), key)?.unwrap_or(true),
                 "disable_escaping" => config.disable_escaping = fields::boolean(Some(value), key)?.unwrap_or(false),
-                "password_authentication" | "tls_ca" | "tls_certificate" | "private_key" | "auth_type" => {}
+                // Sent empty by clients that fill every field; a value would ask for something Arcanum
+                // does not do, and silently ignoring it would weaken what the operator asked for.
+                "tls_ca" | "tls_certificate" | "private_key" => {
+                    if !fields::string(Some(value), key)?.is_empty() {
+                        return Err(ApiError::bad_request(format!(
+                            "{key} is not supported: name the CA's PEM file with sslrootcert in connection_url \
+                             (sslmode=verify-full); client certificates are not supported"
+                        )));
+                    }
+                }
+                "password_authentication" | "auth_type" => {
+                    let wanted = fields::string(Some(value), key)?;
+                    let supported = wanted.is_empty() || (key == "password_authentication" && wanted == "password");
+                    if !supported {
+                        return Err(ApiError::bad_request(format!("{key} {wanted:?} is not supported")));
+                    }
+                }
                 // Vault hands unknown fields to the plugin as connection details, so clients send
                 // plugin-specific ones (TLS files, timeouts); they are accepted and named back.
                 other => ignored.push(other.to_owned()),

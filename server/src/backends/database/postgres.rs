@@ -1,8 +1,8 @@
 //! The PostgreSQL plugin: tokio-postgres behind a deadpool pool, running the engine's statements and
 //! its safe defaults (quoted identifiers, a revocation that leaves nothing behind).
 //!
-//! TLS is not wired in: `sslmode=disable` and `prefer` (which then stays plaintext) work, and modes that
-//! need TLS are refused when the plugin is built.
+//! TLS follows libpq's `sslmode` (`pg_tls.rs`): `prefer` by default, `require`, `verify-ca` and
+//! `verify-full` with `sslrootcert`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -10,8 +10,8 @@ use std::sync::Arc;
 use deadpool_postgres::TimeoutType;
 use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
 use tokio::sync::RwLock;
-use tokio_postgres::config::{Host, SslMode};
-use tokio_postgres::NoTls;
+use tokio_postgres::config::Host;
+use tokio_postgres_rustls::MakeRustlsConnect;
 use zeroize::Zeroizing;
 
 use super::plugin::{
@@ -54,16 +54,17 @@ impl PostgresPlugin {
     }
 }
 
-/// Parses `config.connection_url` into a driver config logging in with `password`.
-fn driver_config(config: &ConnectionConfig, password: &str) -> Result<tokio_postgres::Config, DbError> {
+/// Parses `config.connection_url` into a driver config logging in with `password`, and the TLS
+/// connector its `sslmode` asks for.
+fn driver_config(
+    config: &ConnectionConfig,
+    password: &str,
+) -> Result<(tokio_postgres::Config, MakeRustlsConnect), DbError> {
     let resolved = ResolvedUrl::new(config, password);
-    if resolved.text.contains("sslmode=verify-") {
-        return Err(DbError::invalid_config(
-            "PostgreSQL sslmode=verify-ca/verify-full need TLS, which this server does not support yet; \
-             use sslmode=disable",
-        ));
-    }
-    let mut pg: tokio_postgres::Config = resolved.text.parse().map_err(|e: tokio_postgres::Error| {
+    let (text, tls) = super::pg_tls::take_tls_params(&resolved.text)?;
+    let text = Zeroizing::new(text);
+    let (ssl_mode, connector) = tls.connector()?;
+    let mut pg: tokio_postgres::Config = text.parse().map_err(|e: tokio_postgres::Error| {
         DbError::invalid_config(format!("invalid PostgreSQL connection_url: {}", scrub(&error_chain(&e), &[password])))
     })?;
     match pg.get_user().map(str::to_owned) {
@@ -76,18 +77,14 @@ fn driver_config(config: &ConnectionConfig, password: &str) -> Result<tokio_post
         None if !password.is_empty() => pg.password(password),
         None => &mut pg,
     };
-    if pg.get_ssl_mode() == SslMode::Require {
-        return Err(DbError::invalid_config(
-            "PostgreSQL sslmode=require needs TLS, which this server does not support yet; use sslmode=disable",
-        ));
-    }
+    pg.ssl_mode(ssl_mode);
     if pg.get_connect_timeout().is_none() {
         pg.connect_timeout(CONNECT_TIMEOUT);
     }
     if pg.get_application_name().is_none() {
         pg.application_name("arcanum");
     }
-    Ok(pg)
+    Ok((pg, connector))
 }
 
 fn describe_target(pg: &tokio_postgres::Config) -> String {
@@ -102,11 +99,12 @@ fn describe_target(pg: &tokio_postgres::Config) -> String {
 
 impl PgState {
     fn build(config: &ConnectionConfig, password: &str) -> Result<PgState, DbError> {
-        let pg = driver_config(config, password)?;
+        let (pg, connector) = driver_config(config, password)?;
         let target = describe_target(&pg);
         // Verified recycling runs an empty query before reuse, so a connection the server dropped is
         // replaced instead of failing the next statement.
-        let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Verified });
+        let manager =
+            Manager::from_config(pg, connector, ManagerConfig { recycling_method: RecyclingMethod::Verified });
         let mut builder = Pool::builder(manager)
             .max_size(config.effective_max_open())
             .runtime(Runtime::Tokio1)
@@ -562,7 +560,7 @@ mod tests {
     }
 
     async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-        let (client, connection) = config.connect(NoTls).await?;
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
@@ -622,7 +620,7 @@ mod tests {
         ] {
             let mut config = ConnectionConfig::new(PluginKind::Postgres, url);
             config.username = "ad@m:in".into();
-            let pg = driver_config(&config, "p@ss w/rd'%").expect(url);
+            let (pg, _) = driver_config(&config, "p@ss w/rd'%").expect(url);
             assert_eq!(pg.get_user(), Some("ad@m:in"), "{url}");
             assert_eq!(pg.get_password(), Some(&b"p@ss w/rd'%"[..]), "{url}");
             assert_eq!(describe_target(&pg), "db.example:6432");
@@ -634,21 +632,57 @@ mod tests {
     fn credentials_fields_fill_in_when_the_url_has_none() {
         let mut config = ConnectionConfig::new(PluginKind::Postgres, "postgresql://db/app");
         config.username = "admin".into();
-        let pg = driver_config(&config, "pw").expect("config");
+        let (pg, _) = driver_config(&config, "pw").expect("config");
         assert_eq!(pg.get_user(), Some("admin"));
         assert_eq!(pg.get_password(), Some(&b"pw"[..]));
     }
 
-    #[test]
-    fn tls_modes_are_refused_clearly() {
-        let config = ConnectionConfig::new(PluginKind::Postgres, "postgresql://u@h/db?sslmode=require");
-        let err = PostgresPlugin::new(config).expect_err("require");
-        assert!(err.to_string().contains("sslmode=require needs TLS"), "{err}");
-        assert!(err.is_client_error());
-        let config = ConnectionConfig::new(PluginKind::Postgres, "postgresql://u:secret@h/db?sslmode=verify-full");
-        let err = PostgresPlugin::new(config).expect_err("verify-full");
-        assert!(err.to_string().contains("sslmode"), "{err}");
-        assert!(!err.to_string().contains("secret"), "{err}");
+    /// The test server's certificate (Debian's snakeoil one unless `ARCANUM_TEST_PG_CA` says otherwise).
+    fn test_ca() -> String {
+        std::env::var("ARCANUM_TEST_PG_CA").unwrap_or_else(|_| "/etc/ssl/certs/ssl-cert-snakeoil.pem".to_owned())
+    }
+
+    /// Whether the plugin's connection runs over TLS, as the server itself reports it.
+    async fn uses_tls(url: &str) -> Result<bool, DbError> {
+        let plugin = PostgresPlugin::new(ConnectionConfig::new(PluginKind::Postgres, url))?;
+        let state = plugin.state().await?;
+        let client = state.client().await?;
+        let row = client
+            .query_one("SELECT ssl FROM pg_catalog.pg_stat_ssl WHERE pid = pg_catalog.pg_backend_pid()", &[])
+            .await
+            .expect("pg_stat_ssl");
+        Ok(row.get(0))
+    }
+
+    #[tokio::test]
+    async fn sslmode_is_honoured_against_the_real_server() {
+        let base = test_url().replace("sslmode=disable", "").trim_end_matches(['?', '&']).to_owned();
+        let with = |params: &str| format!("{base}{}{params}", if base.contains('?') { '&' } else { '?' });
+        let ca = test_ca();
+        assert!(
+            std::path::Path::new(&ca).exists(),
+            "the TLS tests need the PostgreSQL server's CA certificate at {ca} (set ARCANUM_TEST_PG_CA)"
+        );
+        let root = raw_root().await;
+        let ssl_on: String = root.query_one("SHOW ssl", &[]).await.expect("SHOW ssl").get(0);
+        assert_eq!(ssl_on, "on", "the TLS tests need ssl = on in the test PostgreSQL (Debian's default)");
+
+        assert!(!uses_tls(&with("sslmode=disable")).await.expect("disable"));
+        assert!(uses_tls(&with("sslmode=prefer")).await.expect("prefer"), "prefer takes TLS when offered");
+        assert!(uses_tls(&with("sslmode=require")).await.expect("require"));
+        let root_cert =
+            format!("sslrootcert={}", percent_encoding::utf8_percent_encode(&ca, percent_encoding::NON_ALPHANUMERIC));
+        assert!(uses_tls(&with(&format!("sslmode=verify-ca&{root_cert}"))).await.expect("verify-ca"));
+
+        // The snakeoil certificate names the machine, not 127.0.0.1: verify-full must refuse it.
+        let err = uses_tls(&with(&format!("sslmode=verify-full&{root_cert}"))).await.expect_err("wrong name");
+        assert!(err.to_string().contains("certificate"), "{err}");
+        // A CA that did not sign the server's certificate: refused by verify-ca, and by require
+        // (libpq checks the chain whenever a root certificate is given).
+        let other_ca = "sslrootcert=%2Fetc%2Fssl%2Fcerts%2Fca-certificates.crt";
+        let err = uses_tls(&with(&format!("sslmode=verify-ca&{other_ca}"))).await.expect_err("untrusted chain");
+        assert!(err.to_string().contains("certificate"), "{err}");
+        assert!(uses_tls(&with(&format!("sslmode=require&{other_ca}"))).await.is_err());
     }
 
     #[tokio::test]
