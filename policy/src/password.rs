@@ -19,6 +19,9 @@ pub const MAX_PASSWORD_LENGTH: usize = 100;
 pub const MAX_CHARSET_LEN: usize = 256;
 /// Candidates drawn uniformly before a narrow policy's password is built instead.
 pub const REJECTION_ATTEMPTS: usize = 1_000;
+/// Bounds that keep parsing and generation cheap whatever a policy says.
+const MAX_RULES: usize = 64;
+const MAX_RAW_CHARSET: usize = 4_096;
 
 /// Why a password policy was refused. `Display` is the 400 message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +37,7 @@ pub enum PasswordPolicyError {
 /// One `rule "charset"` block: at least `min_chars` of the password's characters come from `charset`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CharsetRule {
+    /// Deduplicated and sorted.
     charset: Vec<char>,
     min_chars: usize,
 }
@@ -48,7 +52,7 @@ impl CharsetRule {
     }
 
     fn is_met_by(&self, password: &[char]) -> bool {
-        password.iter().filter(|c| self.charset.contains(c)).count() >= self.min_chars
+        password.iter().filter(|c| self.charset.binary_search(c).is_ok()).count() >= self.min_chars
     }
 }
 
@@ -78,6 +82,9 @@ impl PasswordPolicy {
             if block.identifier() != "rule" {
                 continue;
             }
+            if rules.len() == MAX_RULES {
+                return Err(PasswordPolicyError::Invalid(format!("at most {MAX_RULES} rules are allowed")));
+            }
             let kind = match block.labels() {
                 [label] => label.as_str(),
                 _ => return Err(PasswordPolicyError::Invalid("a rule block needs exactly one label, its type".into())),
@@ -92,15 +99,22 @@ impl PasswordPolicy {
             for attribute in block.body().attributes() {
                 match attribute.key() {
                     "charset" => match attribute.expr() {
+                        hcl::Expression::String(value) if value.chars().count() > MAX_RAW_CHARSET => {
+                            return Err(PasswordPolicyError::Invalid(format!(
+                                "a charset may be at most {MAX_RAW_CHARSET} characters long"
+                            )))
+                        }
                         hcl::Expression::String(value) => charset = Some(value.chars().collect::<Vec<char>>()),
                         _ => return Err(PasswordPolicyError::Invalid("charset must be a string".into())),
                     },
-                    "min-chars" | "min_chars" => min_chars = count(attribute.expr(), "min-chars")?,
+                    "min-chars" => min_chars = count(attribute.expr(), "min-chars")?,
                     _ => {}
                 }
             }
-            let charset = charset.unwrap_or_default();
-            if charset.iter().any(|c| c.is_control()) {
+            let mut charset = charset.unwrap_or_default();
+            charset.sort_unstable();
+            charset.dedup();
+            if charset.iter().any(|&c| !is_printable(c)) {
                 problems.push("non-printable character in charset".to_owned());
             }
             if charset.is_empty() {
@@ -124,7 +138,7 @@ impl PasswordPolicy {
                 union.len()
             ));
         }
-        let required: usize = rules.iter().map(|rule| rule.min_chars).sum();
+        let required = rules.iter().fold(0usize, |sum, rule| sum.saturating_add(rule.min_chars));
         if required > length {
             problems.push(format!("specified rules require at least {required} characters but {length} is specified"));
         }
@@ -187,17 +201,26 @@ fn finish(mut chars: Vec<char>) -> String {
     password
 }
 
+/// A whole number; negative counts as 0 (Vault: "no minimum"), and anything above 1,000 is refused
+/// so that no later arithmetic can overflow.
 fn count(expr: &hcl::Expression, key: &str) -> Result<usize, PasswordPolicyError> {
-    let number = match expr {
-        hcl::Expression::Number(number) => number.as_i64(),
-        // HCL v1 (Vault's parser) also takes a quoted number.
-        hcl::Expression::String(text) => text.trim().parse::<i64>().ok(),
-        _ => None,
-    };
-    match number {
-        Some(n) => Ok(usize::try_from(n).unwrap_or(0)),
-        None => Err(PasswordPolicyError::Invalid(format!("{key} must be an integer"))),
+    match expr {
+        hcl::Expression::Number(number) => match number.as_i64() {
+            Some(n) if n > 1_000 => Err(PasswordPolicyError::Invalid(format!("{key} {n} is too large"))),
+            Some(n) => Ok(usize::try_from(n).unwrap_or(0)),
+            None => Err(PasswordPolicyError::Invalid(format!("{key} must be an integer"))),
+        },
+        _ => Err(PasswordPolicyError::Invalid(format!("{key} must be an integer"))),
     }
+}
+
+/// Go's `unicode.IsPrint` as far as passwords care: no control or format characters, no
+/// whitespace but the ASCII space, no private-use characters — nothing invisible in a password.
+fn is_printable(c: char) -> bool {
+    !(c.is_control()
+        || (c.is_whitespace() && c != ' ')
+        || matches!(c, '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{feff}')
+        || ('\u{e000}'..='\u{f8ff}').contains(&c))
 }
 
 fn one_line(message: &str) -> String {
@@ -291,6 +314,13 @@ mod tests {
         assert!(invalid(&format!("length = 8\n{rule}rule \"charset\" {{\n charset = \"\"\n min-chars = 1\n}}\n"))
             .contains("empty charset"));
         assert!(invalid("length = \"many\"\n").contains("length must be an integer"));
+        // Vault's decoder refuses quoted numbers too.
+        assert!(invalid("length = \"12\"\nrule \"charset\" {\n charset = \"ab\"\n}\n")
+            .contains("length must be an integer"));
+        // Counts large enough to overflow a sum are refused, not wrapped into a valid policy.
+        let huge = "rule \"charset\" {\n charset = \"ab\"\n min-chars = 9223372036854775807\n}\n";
+        assert!(invalid(&format!("length = 10\n{huge}{huge}")).contains("too large"));
+        assert!(invalid("length = 8\nrule \"charset\" {\n charset = \"a\u{200b}b\"\n}\n").contains("non-printable"));
         assert!(invalid("length = 8\nrule \"charset\" {").starts_with("invalid password policy: "));
         let wide: String = ('\u{100}'..'\u{300}').collect();
         assert!(
@@ -299,13 +329,26 @@ mod tests {
     }
 
     #[test]
-    fn quoted_numbers_and_unknown_keys_are_accepted_as_in_vault() {
+    fn unknown_keys_are_ignored_and_charsets_deduplicated_as_in_vault() {
         let policy = PasswordPolicy::parse(
-            "length = \"12\"\ncomment = \"x\"\nrule \"charset\" {\n charset = \"ab\"\n min-chars = \"3\"\n}\n",
+            "length = 12\ncomment = \"x\"\nrule \"charset\" {\n charset = \"abba\"\n min-chars = 3\n}\n",
         )
         .expect("valid");
         assert_eq!(policy.length(), 12);
+        assert_eq!(policy.rules()[0].charset(), &['a', 'b']);
         assert_eq!(policy.rules()[0].min_chars(), 3);
+    }
+
+    #[test]
+    fn uniform_draws_serve_ordinary_policies_without_the_fallback() {
+        // Both paths give valid passwords, so check what only the uniform sampler gives: the
+        // fallback forces each rule's minimum on top of uniform fill, over-representing digits.
+        let policy = PasswordPolicy::parse(ALNUM).expect("valid");
+        let digits: usize =
+            (0..400).map(|_| policy.generate(&mut OsRng).chars().filter(char::is_ascii_digit).count()).sum();
+        // Uniform: 24 × 10/62 ≈ 3.9 digits per password; built: 2 + 20 × 10/62 ≈ 5.2 (σ of the mean ≈ 0.09).
+        let mean = digits as f64 / 400.0;
+        assert!((3.5..4.9).contains(&mean), "mean digits per password {mean}");
     }
 
     #[test]

@@ -21,6 +21,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let (url, token) = (args[1].clone(), args[2].clone());
     let rate: f64 = args[3].parse()?;
+    if !(rate > 0.0 && rate.is_finite()) {
+        return Err("RATE_PER_SEC must be a positive number".into());
+    }
     let seconds: u64 = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(600);
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
     let latencies = Arc::new(Mutex::new(Vec::<u64>::new()));

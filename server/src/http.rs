@@ -92,11 +92,14 @@ async fn parse(
     };
     let path = normalize_path(raw_path)?;
     let query = parse_query(uri.query().unwrap_or(""))?;
-    // Go's strconv.ParseBool, as Vault reads it: hvac's generic `list()` sends `list=True`.
-    let wants_list = query
-        .get("list")
-        .and_then(Value::as_str)
-        .is_some_and(|v| matches!(v, "1" | "t" | "T" | "true" | "True" | "TRUE"));
+    // Go's strconv.ParseBool, as Vault reads it: hvac's generic `list()` sends `list=True`; anything
+    // else is a 400 rather than a silent read.
+    let wants_list = match query.get("list").and_then(Value::as_str) {
+        None => false,
+        Some("1" | "t" | "T" | "true" | "True" | "TRUE") => true,
+        Some("0" | "f" | "F" | "false" | "False" | "FALSE") => false,
+        Some(other) => return Err(ApiError::bad_request(format!("invalid value {other:?} for the list parameter"))),
+    };
     let operation = match method.as_str() {
         "GET" if wants_list => Operation::List,
         "GET" => Operation::Read,

@@ -53,6 +53,8 @@ fn password_policies_are_written_read_listed_used_and_deleted() {
     // hvac's generic `list()` is a GET with `list=True` (Go's ParseBool spellings are accepted).
     let (status, body) = server.get("sys/policies/password?list=True", root);
     assert_eq!((status, &body["data"]["keys"]), (200, &json!(["app", "team/db"])), "{body}");
+    let (status, body) = server.get("sys/policies/password?list=yes", root);
+    assert_eq!(status, 400, "Vault refuses what ParseBool does not know: {body}");
 
     let mut seen = std::collections::HashSet::new();
     for name in ["app", "team/db"] {

@@ -158,14 +158,14 @@ impl TlsParams {
             .map_err(|e| DbError::invalid_config(format!("cannot set up TLS: {e}")))?;
         let roots = self.root_cert.as_deref().map(load_roots).transpose()?;
         let config = match (self.mode, roots) {
-            (TlsMode::VerifyFull, Some(roots)) => builder.with_root_certificates(roots).with_no_client_auth(),
-            (_, Some(roots)) => {
+            (TlsMode::VerifyFull, Some((roots, _))) => builder.with_root_certificates(roots).with_no_client_auth(),
+            (_, Some((roots, trusted))) => {
                 let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
                     .build()
                     .map_err(|e| DbError::invalid_config(format!("cannot use sslrootcert: {e}")))?;
                 builder
                     .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(ChainOnly { inner }))
+                    .with_custom_certificate_verifier(Arc::new(ChainOnly { inner, trusted }))
                     .with_no_client_auth()
             }
             (_, None) => builder
@@ -182,25 +182,30 @@ impl TlsParams {
     }
 }
 
-fn load_roots(path: &str) -> Result<RootCertStore, DbError> {
+fn load_roots(path: &str) -> Result<(RootCertStore, Vec<CertificateDer<'static>>), DbError> {
     let pem = std::fs::read(Path::new(path))
         .map_err(|e| DbError::invalid_config(format!("cannot read sslrootcert {path:?}: {e}")))?;
     let mut roots = RootCertStore::empty();
+    let mut trusted = Vec::new();
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
         let cert = cert.map_err(|e| DbError::invalid_config(format!("sslrootcert {path:?} is not PEM: {e}")))?;
-        roots.add(cert).map_err(|e| DbError::invalid_config(format!("sslrootcert {path:?}: {e}")))?;
+        roots.add(cert.clone()).map_err(|e| DbError::invalid_config(format!("sslrootcert {path:?}: {e}")))?;
+        trusted.push(cert);
     }
     if roots.is_empty() {
         return Err(DbError::invalid_config(format!("sslrootcert {path:?} holds no certificate")));
     }
-    Ok(roots)
+    Ok((roots, trusted))
 }
 
 /// `verify-ca` (and `require`/`prefer` with a root certificate): the chain must lead to a trusted
-/// root, whatever host name the certificate carries.
+/// root, whatever host name the certificate carries. A self-signed server certificate that is itself
+/// in `sslrootcert` (PostgreSQL's documented quick set-up makes a CA:TRUE one, which webpki refuses
+/// as an end entity) is trusted, as libpq trusts it.
 #[derive(Debug)]
 struct ChainOnly {
     inner: Arc<WebPkiServerVerifier>,
+    trusted: Vec<CertificateDer<'static>>,
 }
 
 impl ServerCertVerifier for ChainOnly {
@@ -217,6 +222,11 @@ impl ServerCertVerifier for ChainOnly {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
+            Err(rustls::Error::InvalidCertificate(CertificateError::Other(_)))
+                if self.trusted.iter().any(|root| root.as_ref() == end_entity.as_ref()) =>
+            {
+                Ok(ServerCertVerified::assertion())
+            }
             other => other,
         }
     }

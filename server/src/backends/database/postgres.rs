@@ -77,6 +77,13 @@ fn driver_config(
         None if !password.is_empty() => pg.password(password),
         None => &mut pg,
     };
+    // libpq ignores sslmode on Unix sockets; TLS there would only fail.
+    #[cfg(unix)]
+    let ssl_mode = if !pg.get_hosts().is_empty() && pg.get_hosts().iter().all(|host| matches!(host, Host::Unix(_))) {
+        tokio_postgres::config::SslMode::Disable
+    } else {
+        ssl_mode
+    };
     pg.ssl_mode(ssl_mode);
     if pg.get_connect_timeout().is_none() {
         pg.connect_timeout(CONNECT_TIMEOUT);
@@ -281,11 +288,11 @@ fn reject_nul(value: &str, what: &str) -> Result<(), DbError> {
 /// dropped, then the role. A root user that is not a superuser first makes itself a member of the
 /// role, which `REASSIGN OWNED` and `DROP OWNED` require; the membership goes with the role.
 ///
-/// The usual case takes two round trips: one to learn whether the role exists and whether we are a
-/// superuser, one multi-statement query that PostgreSQL runs as a single implicit transaction (all or
-/// nothing). The reaper revokes thousands of these at once, and each extra round trip costs CPU on
-/// both sides. If that query fails, the step-by-step path takes over: login disabled first in its own
-/// transaction, session termination allowed to fail, transient catalog conflicts retried.
+/// The usual case takes three round trips: one to learn whether the role exists and whether we are a
+/// superuser, one that disables its login (committed), and one multi-statement query that PostgreSQL
+/// runs as a single implicit transaction (all or nothing). The reaper revokes thousands of these at once, and each extra round trip costs CPU on
+/// both sides. If that query fails, the step-by-step path takes over: session termination allowed to
+/// fail, transient catalog conflicts retried.
 async fn default_revoke(client: &mut Object, username: &str) -> Result<(), DbError> {
     let role = quote_identifier(username);
     let literal = quote_literal(username);
@@ -305,6 +312,11 @@ async fn default_revoke(client: &mut Object, username: &str) -> Result<(), DbErr
     if !exists {
         return Ok(());
     }
+    // Committed before any session is ended: a client reconnecting while the drop below runs
+    // must already be refused, or its session would outlive the role.
+    if let Err(e) = client.batch_execute(&format!("ALTER ROLE {role} NOLOGIN")).await {
+        tracing::debug!(role = username, error = %pg_message(&e), "could not disable login before revoking");
+    }
     let mut all_at_once = String::new();
     if !superuser {
         all_at_once.push_str(&format!("GRANT {role} TO CURRENT_USER; "));
@@ -317,7 +329,7 @@ async fn default_revoke(client: &mut Object, username: &str) -> Result<(), DbErr
     match client.batch_execute(&all_at_once).await {
         Ok(()) => Ok(()),
         Err(e) => {
-            tracing::debug!(role = username, error = %pg_message(&e), "one-step revocation failed; revoking step by step");
+            tracing::info!(role = username, error = %pg_message(&e), "one-step revocation failed; revoking step by step");
             default_revoke_stepwise(client, username, superuser).await
         }
     }
