@@ -33,6 +33,14 @@ def user_exists(name):
     return admin_sql(f"SELECT count(*) FROM mysql.user WHERE user = '{name}'")[0][0] == 1
 
 
+def make_admin():
+    """A dedicated MariaDB admin (password initial-admin-pw) that the test may rotate; the caller drops it."""
+    admin = "arc_hvac_" + uuid.uuid4().hex[:10]
+    admin_sql(f"CREATE USER '{admin}'@'%' IDENTIFIED BY 'initial-admin-pw'")
+    admin_sql(f"GRANT ALL PRIVILEGES ON *.* TO '{admin}'@'%' WITH GRANT OPTION")
+    return admin
+
+
 @pytest.fixture()
 def db_root(root):
     root.sys.enable_secrets_engine("database", path="database")
@@ -41,9 +49,7 @@ def db_root(root):
 
 def test_database_engine_and_leases_through_hvac(db_root):
     root = db_root
-    admin = "arc_hvac_" + uuid.uuid4().hex[:10]
-    admin_sql(f"CREATE USER '{admin}'@'%' IDENTIFIED BY 'initial-admin-pw'")
-    admin_sql(f"GRANT ALL PRIVILEGES ON *.* TO '{admin}'@'%' WITH GRANT OPTION")
+    admin = make_admin()
     try:
         db = root.secrets.database
         db.configure(
@@ -133,9 +139,7 @@ def test_password_policies_through_hvac_generic_calls(db_root):
     with pytest.raises(hvac.exceptions.InvalidRequest):
         root.write("sys/policies/password/bad", policy="length = 2")
 
-    admin = "arc_hvac_" + uuid.uuid4().hex[:10]
-    admin_sql(f"CREATE USER '{admin}'@'%' IDENTIFIED BY 'initial-admin-pw'")
-    admin_sql(f"GRANT ALL PRIVILEGES ON *.* TO '{admin}'@'%' WITH GRANT OPTION")
+    admin = make_admin()
     try:
         db = root.secrets.database
         db.configure(

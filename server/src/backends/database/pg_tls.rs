@@ -159,19 +159,18 @@ impl TlsParams {
         let roots = self.root_cert.as_deref().map(load_roots).transpose()?;
         let config = match (self.mode, roots) {
             (TlsMode::VerifyFull, Some((roots, _))) => builder.with_root_certificates(roots).with_no_client_auth(),
-            (_, Some((roots, trusted))) => {
-                let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
-                    .build()
-                    .map_err(|e| DbError::invalid_config(format!("cannot use sslrootcert: {e}")))?;
-                builder
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(ChainOnly { inner, trusted }))
-                    .with_no_client_auth()
+            (_, roots) => {
+                let chain = roots
+                    .map(|(roots, trusted)| {
+                        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+                            .build()
+                            .map(|inner| (inner, trusted))
+                            .map_err(|e| DbError::invalid_config(format!("cannot use sslrootcert: {e}")))
+                    })
+                    .transpose()?;
+                let verifier = LibpqVerifier { provider, chain };
+                builder.dangerous().with_custom_certificate_verifier(Arc::new(verifier)).with_no_client_auth()
             }
-            (_, None) => builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(Unverified { provider }))
-                .with_no_client_auth(),
         };
         let ssl_mode = match self.mode {
             TlsMode::Disable => SslMode::Disable,
@@ -198,17 +197,21 @@ fn load_roots(path: &str) -> Result<(RootCertStore, Vec<CertificateDer<'static>>
     Ok((roots, trusted))
 }
 
-/// `verify-ca` (and `require`/`prefer` with a root certificate): the chain must lead to a trusted
-/// root, whatever host name the certificate carries. A self-signed server certificate that is itself
-/// in `sslrootcert` (PostgreSQL's documented quick set-up makes a CA:TRUE one, which webpki refuses
-/// as an end entity) is trusted, as libpq trusts it.
+/// Every mode but `verify-full` (which is rustls's own verifier). With `sslrootcert` (`verify-ca`,
+/// and `require`/`prefer` given a root certificate), the chain must lead to a trusted root, whatever
+/// host name the certificate carries; a self-signed server certificate that is itself in
+/// `sslrootcert` (PostgreSQL's documented quick set-up makes a CA:TRUE one, which webpki refuses as
+/// an end entity) is trusted, as libpq trusts it. Without it (`prefer`/`require`, as libpq): the
+/// peer is not authenticated. Handshake signatures are always checked, so the session key belongs
+/// to the certificate shown.
 #[derive(Debug)]
-struct ChainOnly {
-    inner: Arc<WebPkiServerVerifier>,
-    trusted: Vec<CertificateDer<'static>>,
+struct LibpqVerifier {
+    provider: Arc<CryptoProvider>,
+    /// The chain check and the certificates `sslrootcert` holds, when it is given.
+    chain: Option<(Arc<WebPkiServerVerifier>, Vec<CertificateDer<'static>>)>,
 }
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for LibpqVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -217,60 +220,21 @@ impl ServerCertVerifier for ChainOnly {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some((inner, trusted)) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
         // rustls checks the chain before the name, so a name error means the chain was good.
-        match self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+        match inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
             Err(rustls::Error::InvalidCertificate(CertificateError::Other(_)))
-                if self.trusted.iter().any(|root| root.as_ref() == end_entity.as_ref()) =>
+                if trusted.iter().any(|root| root.as_ref() == end_entity.as_ref()) =>
             {
                 Ok(ServerCertVerified::assertion())
             }
             other => other,
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// `prefer`/`require` without a root certificate, as libpq: encrypted, the peer not authenticated.
-/// The handshake signature is still checked, so the session key belongs to the certificate shown.
-#[derive(Debug)]
-struct Unverified {
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for Unverified {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(

@@ -290,8 +290,8 @@ fn reject_nul(value: &str, what: &str) -> Result<(), DbError> {
 ///
 /// The usual case takes three round trips: one to learn whether the role exists and whether we are a
 /// superuser, one that disables its login (committed), and one multi-statement query that PostgreSQL
-/// runs as a single implicit transaction (all or nothing). The reaper revokes thousands of these at once, and each extra round trip costs CPU on
-/// both sides. If that query fails, the step-by-step path takes over: session termination allowed to
+/// runs as a single implicit transaction (all or nothing). The reaper revokes thousands of these at
+/// once, and each extra round trip costs CPU on both sides. If that query fails, the step-by-step path takes over: session termination allowed to
 /// fail, transient catalog conflicts retried.
 async fn default_revoke(client: &mut Object, username: &str) -> Result<(), DbError> {
     let role = quote_identifier(username);
@@ -312,8 +312,8 @@ async fn default_revoke(client: &mut Object, username: &str) -> Result<(), DbErr
     if !exists {
         return Ok(());
     }
-    // Committed before any session is ended: a client reconnecting while the drop below runs
-    // must already be refused, or its session would outlive the role.
+    // Committed before any session is ended, and kept even if the drop below fails: a client
+    // reconnecting meanwhile must already be refused, or its session would outlive the role.
     if let Err(e) = client.batch_execute(&format!("ALTER ROLE {role} NOLOGIN")).await {
         tracing::debug!(role = username, error = %pg_message(&e), "could not disable login before revoking");
     }
@@ -335,13 +335,10 @@ async fn default_revoke(client: &mut Object, username: &str) -> Result<(), DbErr
     }
 }
 
-/// The careful revocation: each step on its own, so that one failing step says which it was.
+/// The careful revocation (login already disabled by the caller): each step on its own, so that one
+/// failing step says which it was, and transient catalog conflicts retried.
 async fn default_revoke_stepwise(client: &mut Object, username: &str, superuser: bool) -> Result<(), DbError> {
     let role = quote_identifier(username);
-    // Committed on its own: even if the drop below fails, the credential stops working.
-    if let Err(e) = client.batch_execute(&format!("ALTER ROLE {role} NOLOGIN")).await {
-        tracing::debug!(role = username, error = %pg_message(&e), "could not disable login before revoking");
-    }
     let mut attempt = 1;
     loop {
         match default_revoke_once(client, username, &role, superuser, attempt > 1).await {
@@ -597,6 +594,17 @@ mod tests {
         connect(&config).await.expect("connect to the test database as its root user")
     }
 
+    /// The revoked role's table was handed to the root user, not dropped.
+    async fn assert_owned_by_root(root: &tokio_postgres::Client, table: &str) {
+        let owner: String = root
+            .query_one("SELECT tableowner::text FROM pg_catalog.pg_tables WHERE tablename = $1", &[&table])
+            .await
+            .expect("table survives")
+            .get(0);
+        let root_name: String = root.query_one("SELECT current_user::text", &[]).await.expect("query").get(0);
+        assert_eq!(owner, root_name);
+    }
+
     async fn role_valid_until(root: &tokio_postgres::Client, role: &str) -> Option<Option<i64>> {
         let row = root
             .query_opt(
@@ -744,13 +752,7 @@ mod tests {
 
         plugin.revoke_user(&[], &name).await.expect("revoke");
         assert_eq!(role_valid_until(&root, &name).await, None, "role still exists");
-        let owner: String = root
-            .query_one("SELECT tableowner::text FROM pg_catalog.pg_tables WHERE tablename = $1", &[&table])
-            .await
-            .expect("table survives")
-            .get(0);
-        let root_name: String = root.query_one("SELECT current_user::text", &[]).await.expect("query").get(0);
-        assert_eq!(owner, root_name);
+        assert_owned_by_root(&root, &table).await;
         let deadline = Instant::now() + std::time::Duration::from_secs(5);
         while session.batch_execute("SELECT 1").await.is_ok() {
             assert!(Instant::now() < deadline, "the revoked user's session is still alive");
@@ -799,13 +801,7 @@ mod tests {
         let mut client = state.client().await.expect("connection");
         default_revoke_stepwise(&mut client, &name, true).await.expect("stepwise revocation");
         assert_eq!(role_valid_until(&root, &name).await, None, "role still exists");
-        let owner: String = root
-            .query_one("SELECT tableowner::text FROM pg_catalog.pg_tables WHERE tablename = $1", &[&table])
-            .await
-            .expect("table survives")
-            .get(0);
-        let root_name: String = root.query_one("SELECT current_user::text", &[]).await.expect("query").get(0);
-        assert_eq!(owner, root_name);
+        assert_owned_by_root(&root, &table).await;
         root.batch_execute(&format!("DROP TABLE {table}")).await.expect("clean up");
     }
 
