@@ -1,11 +1,26 @@
 //! Durable backend on an embedded sled database, with group commit so that concurrent writers share fsyncs.
 //!
-//! Every sled call runs on tokio's blocking pool because any of them may do disk I/O (a cache miss, a full log
-//! buffer). Writes are applied to sled first and then acknowledged by the group-commit flusher thread once a
-//! flush round that started after them has completed.
+//! Every sled write runs on tokio's blocking pool because any of them may do disk I/O (a full log buffer).
+//! Writes are applied to sled first and then acknowledged by the group-commit flusher thread once a flush
+//! round that started after them has completed.
+//!
+//! Multi-key batches do not use sled's own `apply_batch`: it takes a lock that is global to the process and
+//! holds it across log I/O, so every read in the server stalled for milliseconds behind each batch (measured
+//! while the lease reaper deleted thousands of leases). Instead a batch is made atomic by us:
+//! - against a crash, by an *intent*: the whole batch is first stored as one record in a tree of its own,
+//!   then applied key by key, then the intent is removed. sled recovers a prefix of its log, so after a
+//!   crash either the intent is absent (the batch never started, or finished) or it is present and
+//!   [`SledBackend::open`] applies it again (its puts and deletes are idempotent);
+//! - against concurrent readers, by publishing the batch's final values before applying them: a read looks
+//!   at the batch being applied first, so it sees all of the batch or none of it, and never waits for sled.
+//!
+//! Writes are applied one at a time (the `apply` mutex), which keeps batches and single writes to the same
+//! key in order and lets listings scan a key space that no write is changing.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::disk_sync::DiskSync;
 use crate::group_commit::{FlushFn, GroupCommit};
@@ -39,11 +54,26 @@ pub struct SledBackend {
     // Declared first so that it is dropped, and its final flush done, before our own database handle goes.
     commit: GroupCommit,
     db: sled::Db,
-    /// Sled makes single reads atomic with respect to a batch but not a scan, which advances one key at a time;
-    /// batches take this exclusively and listings shared, so a listing never shows half a batch.
-    batch_lock: Arc<RwLock<()>>,
+    writes: Arc<Writes>,
+    /// The runtime whose blocking pool runs sled calls, whatever runtime the caller is on: a caller on a
+    /// low-priority thread (the lease reaper) must not hold the write lock from a low-priority thread.
+    blocking_pool: Option<tokio::runtime::Handle>,
     path: PathBuf,
 }
+
+/// What writers share: see the module documentation.
+struct Writes {
+    /// Held while a write is applied to sled, and while a listing scans.
+    apply: Mutex<()>,
+    /// The final value of every key the batch being applied writes (`None`: deleted).
+    pending: RwLock<HashMap<String, Option<Vec<u8>>>>,
+    /// Batches not yet fully applied, keyed by a big-endian sequence number so that they replay in order.
+    intents: sled::Tree,
+    next_intent: AtomicU64,
+}
+
+/// Name of the sled tree that holds batch intents; the records live in sled's default tree.
+const INTENTS_TREE: &[u8] = b"arcanum/batch-intents";
 
 impl std::fmt::Debug for SledBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -83,6 +113,16 @@ impl SledBackend {
         };
         let mut disk = DiskSync::open(path)
             .map_err(|e| StorageError::Io(format!("syncing sled database at {}: {e}", path.display())))?;
+        let intents = db
+            .open_tree(INTENTS_TREE)
+            .map_err(|e| StorageError::Io(format!("opening sled database at {}: {e}", path.display())))?;
+        let replayed = replay_intents(&db, &intents)
+            .map_err(|e| StorageError::Io(format!("completing interrupted batches in {}: {e}", path.display())))?;
+        if replayed > 0 {
+            db.flush().map_err(|e| StorageError::Io(format!("syncing completed batches: {e}")))?;
+            disk.sync().map_err(|e| StorageError::Io(format!("syncing completed batches: {e}")))?;
+            tracing::warn!(batches = replayed, "completed batches that a crash had interrupted");
+        }
         let flush_db = db.clone();
         let flush: FlushFn = Box::new(move || {
             flush_db.flush().map_err(|e| format!("sled flush: {e}"))?;
@@ -90,7 +130,15 @@ impl SledBackend {
         });
         let commit = GroupCommit::start("arcanum-sled-flush", flush)
             .map_err(|e| StorageError::Io(format!("starting storage flusher thread: {e}")))?;
-        Ok(Self { commit, db, batch_lock: Arc::new(RwLock::new(())), path: path.to_owned() })
+        let writes =
+            Writes { apply: Mutex::new(()), pending: RwLock::default(), intents, next_intent: AtomicU64::new(0) };
+        Ok(Self {
+            commit,
+            db,
+            writes: Arc::new(writes),
+            blocking_pool: tokio::runtime::Handle::try_current().ok(),
+            path: path.to_owned(),
+        })
     }
 
     /// Flush rounds so far; with concurrent writers this grows more slowly than the number of writes.
@@ -101,14 +149,126 @@ impl SledBackend {
     async fn blocking<T, F>(&self, f: F) -> Result<T, StorageError>
     where
         T: Send + 'static,
-        F: FnOnce(&sled::Db, &RwLock<()>) -> Result<T, StorageError> + Send + 'static,
+        F: FnOnce(&sled::Db, &Writes) -> Result<T, StorageError> + Send + 'static,
     {
         let db = self.db.clone();
-        let lock = Arc::clone(&self.batch_lock);
-        tokio::task::spawn_blocking(move || f(&db, &lock))
-            .await
-            .map_err(|e| StorageError::Io(format!("storage task failed: {e}")))?
+        let writes = Arc::clone(&self.writes);
+        let task = move || f(&db, &writes);
+        let handle = match &self.blocking_pool {
+            Some(runtime) => runtime.spawn_blocking(task),
+            None => tokio::task::spawn_blocking(task),
+        };
+        handle.await.map_err(|e| StorageError::Io(format!("storage task failed: {e}")))?
     }
+
+    /// Stores `ops` as an intent without applying them, as a crash right after would leave them.
+    #[cfg(test)]
+    fn leave_intent(&self, ops: &[Op]) {
+        let seq = self.writes.next_intent.fetch_add(1, Ordering::Relaxed);
+        self.writes.intents.insert(seq.to_be_bytes(), encode_ops(ops)).expect("intent");
+        self.db.flush().expect("flush");
+    }
+}
+
+impl Writes {
+    fn apply_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.apply.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The value a batch being applied gives `key`, if one does.
+    fn pending(&self, key: &str) -> Option<Option<Vec<u8>>> {
+        let pending = self.pending.read().unwrap_or_else(PoisonError::into_inner);
+        pending.get(key).cloned()
+    }
+
+    fn apply_batch(&self, db: &sled::Db, ops: &[Op]) -> Result<(), StorageError> {
+        let _apply = self.apply_lock();
+        let seq = self.next_intent.fetch_add(1, Ordering::Relaxed);
+        self.intents.insert(seq.to_be_bytes(), encode_ops(ops)).map_err(sled_err)?;
+        let finals: HashMap<String, Option<Vec<u8>>> = ops
+            .iter()
+            .map(|op| match op {
+                Op::Put { key, value } => (key.clone(), Some(value.clone())),
+                Op::Delete { key } => (key.clone(), None),
+            })
+            .collect();
+        *self.pending.write().unwrap_or_else(PoisonError::into_inner) = finals;
+        let applied = ops.iter().try_for_each(|op| apply_one(db, op));
+        // On an error the intent stays, so the next open finishes the batch; readers go back to sled.
+        let result = applied.and_then(|()| self.intents.remove(seq.to_be_bytes()).map(drop).map_err(sled_err));
+        self.pending.write().unwrap_or_else(PoisonError::into_inner).clear();
+        result
+    }
+}
+
+/// Applies, in order, every batch whose intent a crash left behind; returns how many there were.
+fn replay_intents(db: &sled::Db, intents: &sled::Tree) -> Result<usize, String> {
+    let mut replayed = 0;
+    for entry in intents.iter() {
+        let (seq, encoded) = entry.map_err(|e| e.to_string())?;
+        let ops = decode_ops(&encoded)?;
+        ops.iter().try_for_each(|op| apply_one(db, op)).map_err(|e| e.to_string())?;
+        intents.remove(seq).map_err(|e| e.to_string())?;
+        replayed += 1;
+    }
+    Ok(replayed)
+}
+
+const INTENT_PUT: u8 = 1;
+const INTENT_DELETE: u8 = 2;
+
+/// Each op as: kind byte, key length (u32 LE), key, and for a put the value length (u32 LE) and value.
+fn encode_ops(ops: &[Op]) -> Vec<u8> {
+    fn field(out: &mut Vec<u8>, bytes: &[u8]) {
+        let len = u32::try_from(bytes.len()).expect("a record larger than 4 GiB");
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(bytes);
+    }
+    let mut out = Vec::new();
+    for op in ops {
+        match op {
+            Op::Put { key, value } => {
+                out.push(INTENT_PUT);
+                field(&mut out, key.as_bytes());
+                field(&mut out, value);
+            }
+            Op::Delete { key } => {
+                out.push(INTENT_DELETE);
+                field(&mut out, key.as_bytes());
+            }
+        }
+    }
+    out
+}
+
+/// The inverse of [`encode_ops`]; a malformed intent is an error (the database is not opened) rather than
+/// a batch silently half-replayed.
+fn decode_ops(mut input: &[u8]) -> Result<Vec<Op>, String> {
+    fn take<'a>(input: &mut &'a [u8], len: usize) -> Result<&'a [u8], String> {
+        if input.len() < len {
+            return Err("a stored batch intent is truncated".to_owned());
+        }
+        let (head, rest) = input.split_at(len);
+        *input = rest;
+        Ok(head)
+    }
+    fn field<'a>(input: &mut &'a [u8]) -> Result<&'a [u8], String> {
+        let len = take(input, 4)?;
+        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        take(input, len)
+    }
+    let mut ops = Vec::new();
+    while let Some((&kind, rest)) = input.split_first() {
+        input = rest;
+        let key = String::from_utf8(field(&mut input)?.to_vec())
+            .map_err(|_| "a stored batch intent holds a key that is not UTF-8".to_owned())?;
+        ops.push(match kind {
+            INTENT_PUT => Op::Put { key, value: field(&mut input)?.to_vec() },
+            INTENT_DELETE => Op::Delete { key },
+            _ => return Err(format!("a stored batch intent holds an unknown operation {kind}")),
+        });
+    }
+    Ok(ops)
 }
 
 fn sled_err(e: sled::Error) -> StorageError {
@@ -131,6 +291,9 @@ fn utf8_key(key: sled::IVec) -> Result<String, StorageError> {
 impl Backend for SledBackend {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
         validate_key(key)?;
+        if let Some(value) = self.writes.pending(key) {
+            return Ok(value);
+        }
         // Called inline, not on the blocking pool: a read of cached data never blocks in sled
         // (its README says as much), and the hand-off to another thread cost more than the
         // read itself on the server's hottest path. A cold read is one page from the OS cache.
@@ -141,7 +304,11 @@ impl Backend for SledBackend {
         validate_key(key)?;
         self.commit.check()?;
         let key = key.to_owned();
-        self.blocking(move |db, _| db.insert(key, value).map(drop).map_err(sled_err)).await?;
+        self.blocking(move |db, writes| {
+            let _apply = writes.apply_lock();
+            db.insert(key, value).map(drop).map_err(sled_err)
+        })
+        .await?;
         self.commit.commit().await
     }
 
@@ -149,15 +316,20 @@ impl Backend for SledBackend {
         validate_key(key)?;
         self.commit.check()?;
         let key = key.to_owned();
-        self.blocking(move |db, _| db.remove(key).map(drop).map_err(sled_err)).await?;
+        self.blocking(move |db, writes| {
+            let _apply = writes.apply_lock();
+            db.remove(key).map(drop).map_err(sled_err)
+        })
+        .await?;
         self.commit.commit().await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
         validate_prefix(prefix)?;
         let prefix = prefix.to_owned();
-        self.blocking(move |db, lock| {
-            let _no_batch = lock.read().unwrap_or_else(PoisonError::into_inner);
+        self.blocking(move |db, writes| {
+            // A scan advances one key at a time; no write may change the key space under it.
+            let _no_writes = writes.apply_lock();
             list_children(&prefix, |start| {
                 db.range(start.as_bytes().to_vec()..).keys().map(|key| key.map_err(sled_err).and_then(utf8_key))
             })
@@ -171,23 +343,13 @@ impl Backend for SledBackend {
             return Ok(());
         }
         self.commit.check()?;
-        self.blocking(move |db, lock| {
-            // The server sends every single write as a one-op batch. A single insert or remove is already atomic, and
-            // skipping apply_batch avoids its exclusive lock, which sled makes global to the process and which
-            // stalls every concurrent read and listing.
-            if let [op] = ops.as_slice() {
-                return apply_one(db, op);
+        self.blocking(move |db, writes| match ops.as_slice() {
+            // The server sends every single write as a one-op batch; a single insert or remove is atomic.
+            [op] => {
+                let _apply = writes.apply_lock();
+                apply_one(db, op)
             }
-            // sled's Batch keeps the last write per key, which is exactly "ops apply in order".
-            let mut batch = sled::Batch::default();
-            for op in ops {
-                match op {
-                    Op::Put { key, value } => batch.insert(key.as_bytes(), value),
-                    Op::Delete { key } => batch.remove(key.as_bytes()),
-                }
-            }
-            let _exclusive = lock.write().unwrap_or_else(PoisonError::into_inner);
-            db.apply_batch(batch).map_err(sled_err)
+            _ => writes.apply_batch(db, &ops),
         })
         .await?;
         self.commit.commit().await
@@ -246,6 +408,95 @@ mod tests {
         assert_eq!(backend.get("dir/sub/c").await.expect("get"), Some(Vec::new()));
         assert_eq!(backend.list("").await.expect("list"), ["a", "big", "dir/"]);
         assert_eq!(backend.list("dir/").await.expect("list"), ["b", "sub/"]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_interrupted_by_a_crash_is_completed_at_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let backend = SledBackend::open(dir.path()).expect("open");
+            backend.put("gone", b"x".to_vec()).await.expect("put");
+            backend.put("kept", b"old".to_vec()).await.expect("put");
+            backend.leave_intent(&[
+                Op::Put { key: "kept".into(), value: b"first".to_vec() },
+                Op::Delete { key: "gone".into() },
+                Op::Put { key: "new/one".into(), value: Vec::new() },
+            ]);
+            backend.leave_intent(&[Op::Put { key: "kept".into(), value: b"second".to_vec() }]);
+            // Half of the first batch had reached the tree when the "crash" came.
+            backend.db.insert("new/one", b"").expect("insert");
+        }
+        let backend = SledBackend::open(dir.path()).expect("reopen");
+        assert_eq!(backend.get("kept").await.expect("get"), Some(b"second".to_vec()), "intents replay in order");
+        assert_eq!(backend.get("gone").await.expect("get"), None);
+        assert_eq!(backend.get("new/one").await.expect("get"), Some(Vec::new()));
+        assert_eq!(backend.writes.intents.len(), 0, "replayed intents are removed");
+        drop(backend);
+        let backend = SledBackend::open(dir.path()).expect("reopen again");
+        assert_eq!(backend.get("kept").await.expect("get"), Some(b"second".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn a_malformed_intent_keeps_the_database_closed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let backend = SledBackend::open(dir.path()).expect("open");
+            backend.writes.intents.insert(0u64.to_be_bytes(), &[INTENT_PUT, 9, 0, 0, 0, b'k'][..]).expect("insert");
+            backend.db.flush().expect("flush");
+        }
+        let err = SledBackend::open(dir.path()).expect_err("a truncated intent must not open");
+        assert!(err.to_string().contains("truncated"), "{err}");
+    }
+
+    #[test]
+    fn intents_round_trip() {
+        let ops = vec![
+            Op::Put { key: "a/b".into(), value: vec![0, 1, 255] },
+            Op::Delete { key: "ü".into() },
+            Op::Put { key: "e".into(), value: Vec::new() },
+        ];
+        let decoded = decode_ops(&encode_ops(&ops)).expect("decode");
+        assert_eq!(format!("{decoded:?}"), format!("{ops:?}"));
+        assert!(decode_ops(&[7, 0, 0, 0, 0]).expect_err("unknown kind").contains("unknown operation"));
+        assert!(decode_ops(&[INTENT_DELETE, 1, 0, 0, 0, 0xff]).expect_err("bad key").contains("UTF-8"));
+    }
+
+    /// Each batch writes `a` then `b` with the same counter; a reader that saw `a` at n must then see `b`
+    /// at n or later. Applied key by key without the published finals, a reader between the two writes
+    /// would see `a` ahead of `b`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readers_never_see_half_a_batch() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = Arc::new(SledBackend::open(dir.path()).expect("open"));
+        let number = |value: Option<Vec<u8>>| -> u64 {
+            value.map_or(0, |v| String::from_utf8(v).expect("utf8").parse().expect("number"))
+        };
+        let writer = {
+            let backend = Arc::clone(&backend);
+            tokio::spawn(async move {
+                for n in 1..=300u64 {
+                    let value = n.to_string().into_bytes();
+                    backend
+                        .batch(vec![
+                            Op::Put { key: "a".into(), value: value.clone() },
+                            Op::Put { key: "b".into(), value },
+                        ])
+                        .await
+                        .expect("batch");
+                }
+            })
+        };
+        let mut reads = 0u64;
+        while !writer.is_finished() {
+            let a = number(backend.get("a").await.expect("get a"));
+            let b = number(backend.get("b").await.expect("get b"));
+            assert!(b >= a, "read a={a} then b={b}: half a batch was visible");
+            reads += 1;
+            tokio::task::yield_now().await;
+        }
+        writer.await.expect("writer");
+        assert!(reads > 0);
+        assert_eq!(number(backend.get("b").await.expect("get")), 300);
     }
 
     #[tokio::test]
