@@ -257,6 +257,8 @@ pub struct LeaseCounters {
 
 /// The lease store and its reaper.
 pub struct Expiration {
+    /// The API's runtime, where backends' revocation calls run (see [`background_runtime`]).
+    foreground: tokio::runtime::Handle,
     barrier: Arc<Barrier>,
     pub schedule: Arc<Schedule>,
     settings: LeaseSettings,
@@ -309,6 +311,7 @@ impl Expiration {
             due.extend(seconds.iter().filter_map(|folder| folder.trim_end_matches('/').parse::<i64>().ok()));
         }
         Ok(Expiration {
+            foreground: tokio::runtime::Handle::current(),
             barrier,
             schedule,
             settings,
@@ -331,7 +334,8 @@ impl Expiration {
     pub fn start_reaper(unsealed: &Arc<Unsealed>) {
         let weak = Arc::downgrade(unsealed);
         let schedule = Arc::clone(&unsealed.expiration.schedule);
-        let reaper = tokio::spawn(reap(weak.clone(), schedule, unsealed.expiration.settings.concurrency.max(1)));
+        let concurrency = unsealed.expiration.settings.concurrency.max(1);
+        let reaper = background_runtime().spawn(reap(weak.clone(), schedule, concurrency));
         let ticker = tokio::spawn(tick(weak));
         unsealed.expiration.tasks.lock().unwrap_or_else(|p| p.into_inner()).extend([reaper, ticker]);
     }
@@ -496,14 +500,24 @@ impl Expiration {
     async fn revoke_entry(&self, unsealed: &Unsealed, mut entry: LeaseEntry, mode: Mode) -> Result<(), ApiError> {
         let result = match unsealed.mounts.resolve(&entry.path) {
             Some((mount, _)) => {
-                bounded(mount.backend.revoke_lease(LeaseRequest {
-                    lease_id: &entry.lease_id,
-                    internal: &entry.internal,
-                    storage: &mount.view,
-                    mount: &mount.entry,
-                    expire_time: entry.expire_time,
-                }))
-                .await
+                // On the API's runtime, whoever asks: the reaper's thread runs at a low priority, and a
+                // connection a backend opened from it would be driven from it, for API requests too.
+                let (lease_id, internal, expire_time) =
+                    (entry.lease_id.clone(), entry.internal.clone(), entry.expire_time);
+                let call = self.foreground.spawn(async move {
+                    let request = LeaseRequest {
+                        lease_id: &lease_id,
+                        internal: &internal,
+                        storage: &mount.view,
+                        mount: &mount.entry,
+                        expire_time,
+                    };
+                    bounded(mount.backend.revoke_lease(request)).await
+                });
+                call.await.unwrap_or_else(|err| {
+                    tracing::error!(error = %err, "a backend's revocation task failed");
+                    Err(ApiError::internal())
+                })
             }
             // Disabling a mount revokes its leases first and a remount is refused while it has
             // any, so this is a leftover that no backend can revoke: it stays visible until an
@@ -754,6 +768,47 @@ async fn tick(unsealed: Weak<Unsealed>) {
 fn until(second: i64) -> Duration {
     let target = UNIX_EPOCH + Duration::from_secs(u64::try_from(second).unwrap_or(0));
     target.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO)
+}
+
+/// The niceness of the reaper's thread: revocations yield the CPU to API requests (nice 0), but at a
+/// weight of about a tenth of theirs they still progress under a sustained load.
+const REAPER_NICENESS: i32 = 10;
+
+/// The reaper's own runtime: one thread at [`REAPER_NICENESS`], shared by every core in the process. The
+/// revocations' CPU work (decrypting and deleting leases) runs there; backends' calls go back to the API's
+/// runtime and storage calls to its blocking pool, so nothing that API requests wait on runs at low priority.
+fn background_runtime() -> tokio::runtime::Handle {
+    static HANDLE: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let (sender, receiver) = std::sync::mpsc::channel();
+            let spawned = std::thread::Builder::new().name("arcanum-reaper".into()).spawn(move || {
+                // Linux keeps a niceness per thread; elsewhere this may apply to the process or fail.
+                if let Err(err) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), REAPER_NICENESS)
+                {
+                    tracing::warn!(error = %err, "could not lower the reaper thread's priority");
+                }
+                match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(runtime) => {
+                        let _ = sender.send(Some(runtime.handle().clone()));
+                        runtime.block_on(std::future::pending::<()>());
+                    }
+                    Err(err) => {
+                        tracing::error!(error = %err, "could not start the reaper's runtime");
+                        let _ = sender.send(None);
+                    }
+                }
+            });
+            // Fails closed to the caller's runtime: leases are still revoked, at normal priority.
+            match spawned.ok().and_then(|_| receiver.recv().ok().flatten()) {
+                Some(handle) => handle,
+                None => {
+                    tracing::warn!("the reaper runs on the API's runtime");
+                    tokio::runtime::Handle::current()
+                }
+            }
+        })
+        .clone()
 }
 
 /// The reaper: visits due seconds in order and revokes what they hold, at most `concurrency`
