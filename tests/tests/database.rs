@@ -251,6 +251,22 @@ fn expired_leases_are_revoked_by_the_reaper_without_any_call() {
     eventually("the reaper drops the expired user", Duration::from_secs(15), || !pg_role_exists(&username));
     let (status, _) = server.put("sys/leases/lookup", Some(&root), json!({ "lease_id": lease_id }));
     assert_eq!(status, 400, "the lease is gone with the user");
+    // The reaper runs on a thread of its own that yields the CPU to API requests.
+    assert_eq!(thread_niceness(server.pid(), "arcanum-reaper"), Some(10));
+}
+
+/// The niceness of the thread called `name` in process `pid`, if there is one.
+fn thread_niceness(pid: u32, name: &str) -> Option<i64> {
+    std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc").flatten().find_map(|task| {
+        let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+        if comm.trim_end() != name {
+            return None;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+        // Fields after the parenthesised command name; niceness is the 19th field of the whole line.
+        let after_name = stat.rsplit_once(')')?.1;
+        after_name.split_whitespace().nth(16)?.parse().ok()
+    })
 }
 
 #[test]
