@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use crate::disk_sync::DiskSync;
 use crate::group_commit::{FlushFn, GroupCommit};
@@ -63,8 +63,10 @@ pub struct SledBackend {
 
 /// What writers share: see the module documentation.
 struct Writes {
-    /// Held while a write is applied to sled, and while a listing scans.
-    apply: Mutex<()>,
+    /// Held while a write is applied to sled, and while a listing scans. It holds why writes are refused
+    /// once a batch failed half-applied: a later write to one of its keys would be undone when the next
+    /// open replays the batch's intent.
+    apply: Mutex<Option<String>>,
     /// The final value of every key the batch being applied writes (`None`: deleted).
     pending: RwLock<HashMap<String, Option<Vec<u8>>>>,
     /// Batches not yet fully applied, keyed by a big-endian sequence number so that they replay in order.
@@ -131,7 +133,7 @@ impl SledBackend {
         let commit = GroupCommit::start("arcanum-sled-flush", flush)
             .map_err(|e| StorageError::Io(format!("starting storage flusher thread: {e}")))?;
         let writes =
-            Writes { apply: Mutex::new(()), pending: RwLock::default(), intents, next_intent: AtomicU64::new(0) };
+            Writes { apply: Mutex::new(None), pending: RwLock::default(), intents, next_intent: AtomicU64::new(0) };
         Ok(Self {
             commit,
             db,
@@ -171,8 +173,18 @@ impl SledBackend {
 }
 
 impl Writes {
-    fn apply_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+    /// The lock for a listing's scan.
+    fn scan_lock(&self) -> MutexGuard<'_, Option<String>> {
         self.apply.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The lock for applying a write, unless writes are refused.
+    fn write_lock(&self) -> Result<MutexGuard<'_, Option<String>>, StorageError> {
+        let guard = self.scan_lock();
+        match guard.as_ref() {
+            Some(reason) => Err(StorageError::Io(reason.clone())),
+            None => Ok(guard),
+        }
     }
 
     /// The value a batch being applied gives `key`, if one does.
@@ -182,7 +194,7 @@ impl Writes {
     }
 
     fn apply_batch(&self, db: &sled::Db, ops: &[Op]) -> Result<(), StorageError> {
-        let _apply = self.apply_lock();
+        let mut refused = self.write_lock()?;
         let seq = self.next_intent.fetch_add(1, Ordering::Relaxed);
         self.intents.insert(seq.to_be_bytes(), encode_ops(ops)).map_err(sled_err)?;
         let finals: HashMap<String, Option<Vec<u8>>> = ops
@@ -194,8 +206,12 @@ impl Writes {
             .collect();
         *self.pending.write().unwrap_or_else(PoisonError::into_inner) = finals;
         let applied = ops.iter().try_for_each(|op| apply_one(db, op));
-        // On an error the intent stays, so the next open finishes the batch; readers go back to sled.
         let result = applied.and_then(|()| self.intents.remove(seq.to_be_bytes()).map(drop).map_err(sled_err));
+        if let Err(err) = &result {
+            // The intent stays, so the next open finishes the batch; until then nothing may write.
+            tracing::error!(error = %err, "a batch failed half-applied; refusing further writes until restart");
+            *refused = Some(format!("storage refuses writes after a failed batch ({err}); restart the server"));
+        }
         self.pending.write().unwrap_or_else(PoisonError::into_inner).clear();
         result
     }
@@ -305,7 +321,7 @@ impl Backend for SledBackend {
         self.commit.check()?;
         let key = key.to_owned();
         self.blocking(move |db, writes| {
-            let _apply = writes.apply_lock();
+            let _apply = writes.write_lock()?;
             db.insert(key, value).map(drop).map_err(sled_err)
         })
         .await?;
@@ -317,7 +333,7 @@ impl Backend for SledBackend {
         self.commit.check()?;
         let key = key.to_owned();
         self.blocking(move |db, writes| {
-            let _apply = writes.apply_lock();
+            let _apply = writes.write_lock()?;
             db.remove(key).map(drop).map_err(sled_err)
         })
         .await?;
@@ -329,7 +345,7 @@ impl Backend for SledBackend {
         let prefix = prefix.to_owned();
         self.blocking(move |db, writes| {
             // A scan advances one key at a time; no write may change the key space under it.
-            let _no_writes = writes.apply_lock();
+            let _no_writes = writes.scan_lock();
             list_children(&prefix, |start| {
                 db.range(start.as_bytes().to_vec()..).keys().map(|key| key.map_err(sled_err).and_then(utf8_key))
             })
@@ -346,7 +362,7 @@ impl Backend for SledBackend {
         self.blocking(move |db, writes| match ops.as_slice() {
             // The server sends every single write as a one-op batch; a single insert or remove is atomic.
             [op] => {
-                let _apply = writes.apply_lock();
+                let _apply = writes.write_lock()?;
                 apply_one(db, op)
             }
             _ => writes.apply_batch(db, &ops),
@@ -446,6 +462,26 @@ mod tests {
         }
         let err = SledBackend::open(dir.path()).expect_err("a truncated intent must not open");
         assert!(err.to_string().contains("truncated"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn after_a_half_applied_batch_writes_are_refused_and_reads_go_on() {
+        let sled = TempSled::new();
+        let backend = &sled.backend;
+        backend.put("k", b"v".to_vec()).await.expect("put");
+        // The state a batch that failed between its first and last key leaves behind.
+        *backend.writes.apply.lock().unwrap() = Some("storage refuses writes after a failed batch".into());
+        for refused in [
+            backend.put("k", b"w".to_vec()).await,
+            backend.delete("k").await,
+            backend.batch(vec![Op::Delete { key: "k".into() }]).await,
+            backend.batch(vec![Op::Delete { key: "k".into() }, Op::Delete { key: "j".into() }]).await,
+        ] {
+            let err = refused.expect_err("a write after a failed batch");
+            assert!(err.to_string().contains("refuses writes"), "{err}");
+        }
+        assert_eq!(backend.get("k").await.expect("get"), Some(b"v".to_vec()));
+        assert_eq!(backend.list("").await.expect("list"), ["k"]);
     }
 
     #[test]
