@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::disk_sync::DiskSync;
 use crate::group_commit::{FlushFn, GroupCommit};
@@ -57,16 +57,17 @@ pub struct SledBackend {
     writes: Arc<Writes>,
     /// The runtime whose blocking pool runs sled calls, whatever runtime the caller is on: a caller on a
     /// low-priority thread (the lease reaper) must not hold the write lock from a low-priority thread.
+    /// (`None` when opened outside a runtime, as the examples do.)
     blocking_pool: Option<tokio::runtime::Handle>,
     path: PathBuf,
 }
 
 /// What writers share: see the module documentation.
 struct Writes {
-    /// Held while a write is applied to sled, and while a listing scans. It holds why writes are refused
-    /// once a batch failed half-applied: a later write to one of its keys would be undone when the next
-    /// open replays the batch's intent.
-    apply: Mutex<Option<String>>,
+    /// Held exclusively while a write is applied to sled, shared while a listing scans. It holds why
+    /// writes are refused once a batch failed half-applied: a later write to one of its keys would be
+    /// undone when the next open replays the batch's intent.
+    apply: RwLock<Option<String>>,
     /// The final value of every key the batch being applied writes (`None`: deleted).
     pending: RwLock<HashMap<String, Option<Vec<u8>>>>,
     /// Batches not yet fully applied, keyed by a big-endian sequence number so that they replay in order.
@@ -133,7 +134,7 @@ impl SledBackend {
         let commit = GroupCommit::start("arcanum-sled-flush", flush)
             .map_err(|e| StorageError::Io(format!("starting storage flusher thread: {e}")))?;
         let writes =
-            Writes { apply: Mutex::new(None), pending: RwLock::default(), intents, next_intent: AtomicU64::new(0) };
+            Writes { apply: RwLock::new(None), pending: RwLock::default(), intents, next_intent: AtomicU64::new(0) };
         Ok(Self {
             commit,
             db,
@@ -156,11 +157,17 @@ impl SledBackend {
         let db = self.db.clone();
         let writes = Arc::clone(&self.writes);
         let task = move || f(&db, &writes);
-        let handle = match &self.blocking_pool {
-            Some(runtime) => runtime.spawn_blocking(task),
-            None => tokio::task::spawn_blocking(task),
-        };
-        handle.await.map_err(|e| StorageError::Io(format!("storage task failed: {e}")))?
+        let failed = |e: tokio::task::JoinError| StorageError::Io(format!("storage task failed: {e}"));
+        match &self.blocking_pool {
+            // tokio starts a pool thread on the thread that calls spawn_blocking, and a thread inherits
+            // its creator's niceness; calling it from a task on the pool's runtime keeps a low-priority
+            // caller's niceness out of the pool.
+            Some(runtime) => {
+                let hop = runtime.spawn(async move { tokio::task::spawn_blocking(task).await });
+                hop.await.map_err(failed)?.map_err(failed)?
+            }
+            None => tokio::task::spawn_blocking(task).await.map_err(failed)?,
+        }
     }
 
     /// Stores `ops` as an intent without applying them, as a crash right after would leave them.
@@ -174,13 +181,16 @@ impl SledBackend {
 
 impl Writes {
     /// The lock for a listing's scan.
-    fn scan_lock(&self) -> MutexGuard<'_, Option<String>> {
-        self.apply.lock().unwrap_or_else(PoisonError::into_inner)
+    fn scan_lock(&self) -> RwLockReadGuard<'_, Option<String>> {
+        self.apply.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The lock for applying a write, unless writes are refused.
-    fn write_lock(&self) -> Result<MutexGuard<'_, Option<String>>, StorageError> {
-        let guard = self.scan_lock();
+    /// The lock for applying a write, unless writes are refused. A write that panicked half-way
+    /// (poisoning the lock) refuses them too.
+    fn write_lock(&self) -> Result<RwLockWriteGuard<'_, Option<String>>, StorageError> {
+        let guard = self.apply.write().map_err(|_| {
+            StorageError::Io("storage refuses writes after a write panicked; restart the server".to_owned())
+        })?;
         match guard.as_ref() {
             Some(reason) => Err(StorageError::Io(reason.clone())),
             None => Ok(guard),
@@ -207,12 +217,15 @@ impl Writes {
         *self.pending.write().unwrap_or_else(PoisonError::into_inner) = finals;
         let applied = ops.iter().try_for_each(|op| apply_one(db, op));
         let result = applied.and_then(|()| self.intents.remove(seq.to_be_bytes()).map(drop).map_err(sled_err));
-        if let Err(err) = &result {
-            // The intent stays, so the next open finishes the batch; until then nothing may write.
-            tracing::error!(error = %err, "a batch failed half-applied; refusing further writes until restart");
-            *refused = Some(format!("storage refuses writes after a failed batch ({err}); restart the server"));
+        match &result {
+            Ok(()) => self.pending.write().unwrap_or_else(PoisonError::into_inner).clear(),
+            // The intent stays, so the next open finishes the batch; until then nothing may write, and
+            // reads keep seeing the batch's final values, which that replay guarantees.
+            Err(err) => {
+                tracing::error!(error = %err, "a batch failed half-applied; refusing further writes until restart");
+                *refused = Some(format!("storage refuses writes after a failed batch ({err}); restart the server"));
+            }
         }
-        self.pending.write().unwrap_or_else(PoisonError::into_inner).clear();
         result
     }
 }
@@ -470,7 +483,7 @@ mod tests {
         let backend = &sled.backend;
         backend.put("k", b"v".to_vec()).await.expect("put");
         // The state a batch that failed between its first and last key leaves behind.
-        *backend.writes.apply.lock().unwrap() = Some("storage refuses writes after a failed batch".into());
+        *backend.writes.apply.write().unwrap() = Some("storage refuses writes after a failed batch".into());
         for refused in [
             backend.put("k", b"w".to_vec()).await,
             backend.delete("k").await,

@@ -504,7 +504,7 @@ impl Expiration {
                 // connection a backend opened from it would be driven from it, for API requests too.
                 let (lease_id, internal, expire_time) =
                     (entry.lease_id.clone(), entry.internal.clone(), entry.expire_time);
-                let call = self.foreground.spawn(async move {
+                let call = AbortOnDrop(self.foreground.spawn(async move {
                     let request = LeaseRequest {
                         lease_id: &lease_id,
                         internal: &internal,
@@ -513,8 +513,8 @@ impl Expiration {
                         expire_time,
                     };
                     bounded(mount.backend.revoke_lease(request)).await
-                });
-                call.await.unwrap_or_else(|err| {
+                }));
+                call.join().await.unwrap_or_else(|err| {
                     tracing::error!(error = %err, "a backend's revocation task failed");
                     Err(ApiError::internal())
                 })
@@ -705,7 +705,7 @@ impl Expiration {
     }
 
     /// The reaper's work on one index key that came due.
-    async fn reap_item(&self, unsealed: &Unsealed, second: i64, item: &str) -> Result<(), ApiError> {
+    async fn reap_item(&self, unsealed: &Arc<Unsealed>, second: i64, item: &str) -> Result<(), ApiError> {
         let key = format!("{DUE_PREFIX}{second:012}/{item}");
         let now = unix_now();
         match item.split_once('.') {
@@ -716,7 +716,15 @@ impl Expiration {
                     None => true,
                 };
                 if expired {
-                    unsealed.revoke_token_tree(hash).await?;
+                    // On the API's runtime: it holds the token store's lock, which token uses and
+                    // renewals wait on, and must not hold it from the low-priority thread.
+                    let (unsealed, hash) = (Arc::clone(unsealed), hash.to_owned());
+                    let revocation =
+                        AbortOnDrop(self.foreground.spawn(async move { unsealed.revoke_token_tree(&hash).await }));
+                    revocation.join().await.unwrap_or_else(|err| {
+                        tracing::error!(error = %err, "a token revocation task failed");
+                        Err(ApiError::internal())
+                    })?;
                 }
                 self.barrier.delete(&key).await.map_err(storage_error)
             }
@@ -770,6 +778,22 @@ fn until(second: i64) -> Duration {
     target.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO)
 }
 
+/// A task on another runtime that is aborted when whoever awaits it goes away (a sealed core's
+/// reaper, a client that hung up), as it would be if it ran inside the caller's own future.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> AbortOnDrop<T> {
+    async fn join(mut self) -> Result<T, tokio::task::JoinError> {
+        (&mut self.0).await
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The niceness of the reaper's thread: revocations yield the CPU to API requests (nice 0), but at a
 /// weight of about a tenth of theirs they still progress under a sustained load.
 const REAPER_NICENESS: i32 = 10;
@@ -778,37 +802,36 @@ const REAPER_NICENESS: i32 = 10;
 /// revocations' CPU work (decrypting and deleting leases) runs there; backends' calls go back to the API's
 /// runtime and storage calls to its blocking pool, so nothing that API requests wait on runs at low priority.
 fn background_runtime() -> tokio::runtime::Handle {
-    static HANDLE: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let (sender, receiver) = std::sync::mpsc::channel();
-            let spawned = std::thread::Builder::new().name("arcanum-reaper".into()).spawn(move || {
-                // Linux keeps a niceness per thread; elsewhere this may apply to the process or fail.
-                if let Err(err) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), REAPER_NICENESS)
-                {
-                    tracing::warn!(error = %err, "could not lower the reaper thread's priority");
+    static HANDLE: std::sync::OnceLock<Option<tokio::runtime::Handle>> = std::sync::OnceLock::new();
+    let started = HANDLE.get_or_init(|| {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new().name("arcanum-reaper".into()).spawn(move || {
+            // Linux keeps a niceness per thread; elsewhere this may apply to the process or fail.
+            if let Err(err) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), REAPER_NICENESS) {
+                tracing::warn!(error = %err, "could not lower the reaper thread's priority");
+            }
+            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => {
+                    let _ = sender.send(Some(runtime.handle().clone()));
+                    runtime.block_on(std::future::pending::<()>());
                 }
-                match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(runtime) => {
-                        let _ = sender.send(Some(runtime.handle().clone()));
-                        runtime.block_on(std::future::pending::<()>());
-                    }
-                    Err(err) => {
-                        tracing::error!(error = %err, "could not start the reaper's runtime");
-                        let _ = sender.send(None);
-                    }
-                }
-            });
-            // Fails closed to the caller's runtime: leases are still revoked, at normal priority.
-            match spawned.ok().and_then(|_| receiver.recv().ok().flatten()) {
-                Some(handle) => handle,
-                None => {
-                    tracing::warn!("the reaper runs on the API's runtime");
-                    tokio::runtime::Handle::current()
+                Err(err) => {
+                    tracing::error!(error = %err, "could not start the reaper's runtime");
+                    let _ = sender.send(None);
                 }
             }
-        })
-        .clone()
+        });
+        spawned.ok().and_then(|_| receiver.recv().ok().flatten())
+    });
+    // Without its own thread the reaper runs on the caller's runtime: leases are still revoked, at
+    // normal priority.
+    match started {
+        Some(handle) => handle.clone(),
+        None => {
+            tracing::warn!("the reaper runs on the API's runtime");
+            tokio::runtime::Handle::current()
+        }
+    }
 }
 
 /// The reaper: visits due seconds in order and revokes what they hold, at most `concurrency`

@@ -656,6 +656,8 @@ impl Core {
     /// Graceful shutdown: persist counters and make every write durable.
     pub async fn shutdown(&self) {
         if let Ok(unsealed) = self.unsealed() {
+            // The reaper's runtime outlives the API's; nothing may write after the final flush.
+            unsealed.expiration.stop_reaper();
             unsealed.audit.persist_heads().await;
             if let Err(err) = unsealed.barrier.persist_stats().await {
                 tracing::warn!(error = %err, "could not persist barrier stats at shutdown");
