@@ -14,7 +14,7 @@
 //! - against concurrent readers, by publishing the batch's final values before applying them: a read looks
 //!   at the batch being applied first, so it sees all of the batch or none of it, and never waits for sled.
 //!
-//! Writes are applied one at a time (the `apply` mutex), which keeps batches and single writes to the same
+//! Writes are applied one at a time (the `apply` lock), which keeps batches and single writes to the same
 //! key in order and lets listings scan a key space that no write is changing.
 
 use std::collections::HashMap;
@@ -197,6 +197,12 @@ impl Writes {
         }
     }
 
+    /// Applies a write of one key, which sled makes atomic by itself.
+    fn apply_single(&self, db: &sled::Db, op: &Op) -> Result<(), StorageError> {
+        let _apply = self.write_lock()?;
+        apply_one(db, op)
+    }
+
     /// The value a batch being applied gives `key`, if one does.
     fn pending(&self, key: &str) -> Option<Option<Vec<u8>>> {
         let pending = self.pending.read().unwrap_or_else(PoisonError::into_inner);
@@ -332,24 +338,16 @@ impl Backend for SledBackend {
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StorageError> {
         validate_key(key)?;
         self.commit.check()?;
-        let key = key.to_owned();
-        self.blocking(move |db, writes| {
-            let _apply = writes.write_lock()?;
-            db.insert(key, value).map(drop).map_err(sled_err)
-        })
-        .await?;
+        let put = Op::Put { key: key.to_owned(), value };
+        self.blocking(move |db, writes| writes.apply_single(db, &put)).await?;
         self.commit.commit().await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         validate_key(key)?;
         self.commit.check()?;
-        let key = key.to_owned();
-        self.blocking(move |db, writes| {
-            let _apply = writes.write_lock()?;
-            db.remove(key).map(drop).map_err(sled_err)
-        })
-        .await?;
+        let delete = Op::Delete { key: key.to_owned() };
+        self.blocking(move |db, writes| writes.apply_single(db, &delete)).await?;
         self.commit.commit().await
     }
 
@@ -373,11 +371,8 @@ impl Backend for SledBackend {
         }
         self.commit.check()?;
         self.blocking(move |db, writes| match ops.as_slice() {
-            // The server sends every single write as a one-op batch; a single insert or remove is atomic.
-            [op] => {
-                let _apply = writes.write_lock()?;
-                apply_one(db, op)
-            }
+            // The server sends every single write as a one-op batch.
+            [op] => writes.apply_single(db, op),
             _ => writes.apply_batch(db, &ops),
         })
         .await?;

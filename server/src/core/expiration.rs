@@ -257,7 +257,8 @@ pub struct LeaseCounters {
 
 /// The lease store and its reaper.
 pub struct Expiration {
-    /// The API's runtime, where backends' revocation calls run (see [`background_runtime`]).
+    /// The API's runtime, where backends' revocation calls and expired tokens' revocation run (see
+    /// [`background_runtime`]).
     foreground: tokio::runtime::Handle,
     barrier: Arc<Barrier>,
     pub schedule: Arc<Schedule>,
@@ -504,7 +505,7 @@ impl Expiration {
                 // connection a backend opened from it would be driven from it, for API requests too.
                 let (lease_id, internal, expire_time) =
                     (entry.lease_id.clone(), entry.internal.clone(), entry.expire_time);
-                let call = AbortOnDrop(self.foreground.spawn(async move {
+                self.on_foreground("a backend's revocation", async move {
                     let request = LeaseRequest {
                         lease_id: &lease_id,
                         internal: &internal,
@@ -513,11 +514,8 @@ impl Expiration {
                         expire_time,
                     };
                     bounded(mount.backend.revoke_lease(request)).await
-                }));
-                call.join().await.unwrap_or_else(|err| {
-                    tracing::error!(error = %err, "a backend's revocation task failed");
-                    Err(ApiError::internal())
                 })
+                .await
             }
             // Disabling a mount revokes its leases first and a remount is refused while it has
             // any, so this is a leftover that no backend can revoke: it stays visible until an
@@ -704,6 +702,20 @@ impl Expiration {
         Ok((all, pending, irrevocable))
     }
 
+    /// Runs `task` on the API's runtime (see [`background_runtime`]) and waits for it; the task is
+    /// aborted if the caller goes away (a sealed core's reaper, a client that hung up), as it would be
+    /// if it ran inside the caller's own future.
+    async fn on_foreground(
+        &self,
+        what: &str,
+        task: impl std::future::Future<Output = Result<(), ApiError>> + Send + 'static,
+    ) -> Result<(), ApiError> {
+        AbortOnDrop(self.foreground.spawn(task)).join().await.unwrap_or_else(|err| {
+            tracing::error!(error = %err, "{what} task failed");
+            Err(ApiError::internal())
+        })
+    }
+
     /// The reaper's work on one index key that came due.
     async fn reap_item(&self, unsealed: &Arc<Unsealed>, second: i64, item: &str) -> Result<(), ApiError> {
         let key = format!("{DUE_PREFIX}{second:012}/{item}");
@@ -719,12 +731,8 @@ impl Expiration {
                     // On the API's runtime: it holds the token store's lock, which token uses and
                     // renewals wait on, and must not hold it from the low-priority thread.
                     let (unsealed, hash) = (Arc::clone(unsealed), hash.to_owned());
-                    let revocation =
-                        AbortOnDrop(self.foreground.spawn(async move { unsealed.revoke_token_tree(&hash).await }));
-                    revocation.join().await.unwrap_or_else(|err| {
-                        tracing::error!(error = %err, "a token revocation task failed");
-                        Err(ApiError::internal())
-                    })?;
+                    self.on_foreground("a token revocation", async move { unsealed.revoke_token_tree(&hash).await })
+                        .await?;
                 }
                 self.barrier.delete(&key).await.map_err(storage_error)
             }
@@ -778,8 +786,7 @@ fn until(second: i64) -> Duration {
     target.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO)
 }
 
-/// A task on another runtime that is aborted when whoever awaits it goes away (a sealed core's
-/// reaper, a client that hung up), as it would be if it ran inside the caller's own future.
+/// A task on another runtime, aborted when whoever awaits it goes away.
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
 impl<T> AbortOnDrop<T> {
@@ -799,8 +806,9 @@ impl<T> Drop for AbortOnDrop<T> {
 const REAPER_NICENESS: i32 = 10;
 
 /// The reaper's own runtime: one thread at [`REAPER_NICENESS`], shared by every core in the process. The
-/// revocations' CPU work (decrypting and deleting leases) runs there; backends' calls go back to the API's
-/// runtime and storage calls to its blocking pool, so nothing that API requests wait on runs at low priority.
+/// revocations' CPU work (decrypting and deleting leases) runs there; backends' calls and token revocations
+/// go back to the API's runtime and storage calls to its blocking pool, so that what API requests wait on
+/// runs at normal priority (except a lease's stripe lock, held here while that lease is revoked).
 fn background_runtime() -> tokio::runtime::Handle {
     static HANDLE: std::sync::OnceLock<Option<tokio::runtime::Handle>> = std::sync::OnceLock::new();
     let started = HANDLE.get_or_init(|| {
