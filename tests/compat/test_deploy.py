@@ -39,7 +39,7 @@ DASHBOARD = os.path.join(MONITORING, "grafana-dashboard.json")
 
 NAMESPACE = "arcanum"
 HEALTH = "/v1/sys/health"
-# The query parameters sys/health understands (server/src/sys/seal.rs, fn health).
+# The query parameters sys/health understands (server/arcanum/src/sys/seal.rs, fn health).
 HEALTH_PARAMS = {
     "standbyok",
     "perfstandbyok",
