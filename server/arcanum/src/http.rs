@@ -17,8 +17,8 @@ use serde_json::{json, Map, Value};
 
 use crate::core::Core;
 use crate::logical::{ApiError, LogicalResponse, Operation, Request, Response};
-use crate::metrics;
 use crate::router;
+use arcanum_metrics as metrics;
 
 /// Shared by every request.
 #[derive(Debug, Clone)]
@@ -47,7 +47,7 @@ async fn serve_request(State(state): State<HttpState>, request: axum::extract::R
                 // behind the barrier: while sealed there are none to apply.
                 let unsealed = state.core.unsealed().ok();
                 let resolved = unsealed.as_ref().and_then(|unsealed| unsealed.mounts.resolve(&req.path));
-                let mount = metrics::mount_label(&req.path, resolved.as_ref().map(|(mount, _)| mount.as_ref()));
+                let mount = metrics::mount_label(&req.path, resolved.as_ref().map(|(mount, _)| mount.route.as_str()));
                 let admission = match &unsealed {
                     Some(unsealed) => {
                         let creates = crate::quotas::creates_lease(

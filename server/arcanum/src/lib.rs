@@ -21,7 +21,6 @@ pub mod glob;
 pub mod hardening;
 pub mod http;
 pub mod logical;
-pub mod metrics;
 pub mod quotas;
 pub mod router;
 pub mod serve;

@@ -402,7 +402,7 @@ impl Quotas {
             // Reserve first, then look: two requests racing for the last slot cannot both win.
             let reservation = Reservation::take(counter);
             if counter.used() > counter.quota.max_leases as i64 {
-                crate::metrics::global()
+                arcanum_metrics::global()
                     .quota_rejections
                     .with_label_values(&["lease-count", &counter.quota.name])
                     .inc();
@@ -443,7 +443,7 @@ impl Quotas {
             headers
         };
         let reject = |wait: Duration| {
-            crate::metrics::global().quota_rejections.with_label_values(&["rate-limit", &limiter.quota.name]).inc();
+            arcanum_metrics::global().quota_rejections.with_label_values(&["rate-limit", &limiter.quota.name]).inc();
             Rejection {
                 error: ApiError::new(429, format!("request path {path:?}: rate limit quota exceeded")),
                 headers: headers(Some(wait)),

@@ -273,7 +273,7 @@ async fn token_still_live(unsealed: &Unsealed, token: &TokenEntry) -> bool {
 /// `arcanum_auth_logins_total` / `arcanum_auth_login_failures_total`: a login path's answer
 /// counts as a login when it carries a token, as a failure when it is an error.
 fn count_login(mount: &Mount, result: &Result<Response, ApiError>) {
-    let metrics = crate::metrics::global();
+    let metrics = arcanum_metrics::global();
     let labels = [mount.entry.kind.as_str(), mount.route.as_str()];
     match result {
         Ok(Response::Logical(logical)) if logical.auth.is_some() => metrics.logins.with_label_values(&labels).inc(),

@@ -29,7 +29,7 @@ pub fn open_backend(storage: &arcanum_config::Storage) -> anyhow::Result<Arc<dyn
             Arc::new(SledBackend::open(path).with_context(|| format!("opening sled storage at {}", path.display()))?)
         }
     };
-    Ok(crate::metrics::MeteredBackend::wrap(backend))
+    Ok(arcanum_metrics::MeteredBackend::wrap(backend))
 }
 
 /// A listener bound to its socket, ready to serve.

@@ -216,7 +216,7 @@ impl AuditBroker {
             tracing::error!(device = %entry.path, error = %err, "audit device is not writable");
         }
         let redactor = Redactor::new(salt, settings.log_raw, settings.hmac_accessor, settings.elide_list_responses);
-        let metrics = crate::metrics::global();
+        let metrics = arcanum_metrics::global();
         let device = Device {
             metric_writes: metrics.audit_writes.with_label_values(&[&entry.path]),
             metric_failures: metrics.audit_failures.with_label_values(&[&entry.path]),

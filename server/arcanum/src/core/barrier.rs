@@ -140,7 +140,7 @@ impl Barrier {
             *count += 1;
             *count
         };
-        crate::metrics::global().barrier_encryptions.with_label_values(&[&term.to_string()]).inc();
+        arcanum_metrics::global().barrier_encryptions.with_label_values(&[&term.to_string()]).inc();
         (entry, count >= self.rotate_after)
     }
 

@@ -530,7 +530,7 @@ impl Expiration {
             }
             Err(err) => {
                 self.counters.revocation_failures.fetch_add(1, Ordering::Relaxed);
-                crate::metrics::global().revocation_failures.inc();
+                arcanum_metrics::global().revocation_failures.inc();
                 let now = unix_now();
                 let attempts = entry.revocation.as_ref().map_or(0, |state| state.attempts).saturating_add(1);
                 let was_irrevocable = entry.revocation.as_ref().is_some_and(|state| state.irrevocable);
@@ -580,7 +580,7 @@ impl Expiration {
         }
         self.barrier.batch(ops).await.map_err(storage_error)?;
         self.counters.revoked.fetch_add(1, Ordering::Relaxed);
-        crate::metrics::global().revocations.inc();
+        arcanum_metrics::global().revocations.inc();
         lock(&self.failing).remove(&entry.lease_id);
         self.lease_counts.removed(&entry.path);
         Ok(())

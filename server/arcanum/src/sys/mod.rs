@@ -6,6 +6,7 @@
 
 mod audit;
 mod leases;
+mod metrics;
 mod mounts;
 mod password_policies;
 mod policies;
@@ -17,26 +18,16 @@ use std::sync::Arc;
 pub use seal::{decode_share, seal_status_json};
 
 use crate::core::{Core, Unsealed};
-use serde_json::Value;
-
-use crate::logical::{ApiError, Operation, Request, Response};
+use crate::logical::{ApiError, Request, Response};
 use crate::router::Caller;
 
 pub async fn handle_unauthenticated(core: &Core, req: &Request) -> Option<Result<Response, ApiError>> {
     // Vault serves metrics without a token (and unaudited, even while sealed) only when the
     // operator said so; otherwise they take the authenticated path below.
     if req.path == "sys/metrics" && core.config.unauthenticated_metrics_access {
-        return Some(metrics(core, req).await);
+        return Some(metrics::handle(core, req).await);
     }
     seal::handle_unauthenticated(core, req).await
-}
-
-/// `GET sys/metrics[?format=prometheus]`.
-async fn metrics(core: &Core, req: &Request) -> Result<Response, ApiError> {
-    if req.operation != Operation::Read {
-        return Err(ApiError::unsupported_operation());
-    }
-    crate::metrics::render(core, req.field("format").and_then(Value::as_str)).await
 }
 
 /// `sys/internal/ui/mounts[/*]`: served without a token, but a token widens what is shown.
@@ -66,7 +57,7 @@ pub async fn handle_authenticated(
         return Some(result);
     }
     if req.path == "sys/metrics" {
-        return Some(metrics(core, req).await);
+        return Some(metrics::handle(core, req).await);
     }
     if let Some(result) = mounts::handle(unsealed, req).await {
         return Some(result);

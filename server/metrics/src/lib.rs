@@ -1,13 +1,13 @@
-//! Prometheus metrics: the process-wide registry, the instruments the request path, the core
-//! and storage update, and `sys/metrics` in Prometheus text or Vault's go-metrics JSON shape.
+//! Prometheus metrics: the process-wide registry, the instruments every layer records into,
+//! and their exposition in Prometheus text or Vault's go-metrics JSON shape.
 //!
-//! Counters and histograms are updated where things happen. Gauges that describe stored state
-//! (live tokens, leases per mount) are counted from storage when a scrape asks, at most once
-//! per [`STORED_STATE_MAX_AGE`], because counting lists every key. No label ever carries a
-//! token, a secret or a request path: `mount` is a mount's route, `device` an audit device's
-//! path, and methods and operations come from fixed sets.
+//! A leaf facade: any crate of the server may record here, and this crate knows none of
+//! them. Counters and histograms are updated where things happen. Gauges that describe the
+//! core's state (seal state, live tokens, leases per mount) are set by whoever serves
+//! `sys/metrics`, just before it asks for the [`exposition`]. No label ever carries a token,
+//! a secret or a request path: `mount` is a mount's route, `device` an audit device's path,
+//! and methods and operations come from fixed sets.
 
-use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
@@ -18,12 +18,6 @@ use prometheus::{
     Registry, TextEncoder,
 };
 use serde_json::{json, Map, Value};
-
-use crate::core::{Core, Unsealed};
-use crate::logical::{ApiError, Response};
-
-/// How stale the stored-state gauges may be before a scrape recounts them.
-pub const STORED_STATE_MAX_AGE: Duration = Duration::from_secs(15);
 
 /// Request latencies here are mostly well under a millisecond; Prometheus' default buckets
 /// start at 5 ms and would put nearly everything in the first one.
@@ -53,8 +47,6 @@ pub struct Metrics {
     pub barrier_encryptions: IntCounterVec,
     pub storage_operation_duration: HistogramVec,
     pub quota_rejections: IntCounterVec,
-    /// When the stored-state gauges were last counted (one counter at a time).
-    stored_state_counted: tokio::sync::Mutex<Option<Instant>>,
 }
 
 /// The process-wide metrics.
@@ -175,50 +167,8 @@ impl Metrics {
                 "Requests refused by a quota, by quota type and name.",
                 &["quota_type", "name"],
             ),
-            stored_state_counted: tokio::sync::Mutex::new(None),
             registry: r,
         }
-    }
-
-    /// Brings the gauges up to date with `core`: seal state always, stored state when stale.
-    async fn refresh(&self, core: &Core) {
-        let status = core.seal_status().await;
-        self.core_initialized.set(i64::from(status.initialized));
-        self.core_unsealed.set(i64::from(!status.sealed));
-        self.core_unseal_progress.set(status.progress as i64);
-        self.core_unseal_threshold.set(status.threshold as i64);
-        let Ok(unsealed) = core.unsealed() else {
-            return;
-        };
-        let (pending, irrevocable) = unsealed.expiration.failing_revocations();
-        self.revocations_pending.set(pending as i64);
-        self.revocations_irrevocable.set(irrevocable as i64);
-
-        let mut counted = self.stored_state_counted.lock().await;
-        if counted.is_some_and(|at| at.elapsed() < STORED_STATE_MAX_AGE) {
-            return;
-        }
-        if let Err(err) = self.count_stored_state(&unsealed).await {
-            tracing::warn!(status = err.status, "counting tokens and leases for metrics failed");
-            return;
-        }
-        *counted = Some(Instant::now());
-    }
-
-    async fn count_stored_state(&self, unsealed: &Unsealed) -> Result<(), ApiError> {
-        self.token_count.set(unsealed.tokens.count().await? as i64);
-        let mut by_mount: HashMap<String, i64> = HashMap::new();
-        for lease_id in unsealed.expiration.lease_ids_under("").await? {
-            let mount =
-                unsealed.mounts.resolve(&lease_id).map_or_else(|| "unmounted".to_owned(), |(m, _)| m.route.clone());
-            *by_mount.entry(mount).or_default() += 1;
-        }
-        // Mounts without leases are dropped rather than left at a stale count.
-        self.leases.reset();
-        for (mount, count) in by_mount {
-            self.leases.with_label_values(&[&mount]).set(count);
-        }
-        Ok(())
     }
 
     /// Records one answered HTTP request.
@@ -235,16 +185,16 @@ impl Metrics {
     }
 }
 
-/// Mount label of a request path: `sys/`, `auth/token/`, the route of `mount` (the mount the
-/// path resolved to, if any), or `unmounted`.
-pub fn mount_label(path: &str, mount: Option<&crate::core::mounts::Mount>) -> String {
+/// Mount label of a request path: `sys/`, `auth/token/`, `mount_route` (the route of the mount
+/// the path resolved to, if any), or `unmounted`.
+pub fn mount_label(path: &str, mount_route: Option<&str>) -> String {
     if path == "sys" || path.starts_with("sys/") {
         return "sys/".into();
     }
     if path == "auth/token" || path.starts_with("auth/token/") {
         return "auth/token/".into();
     }
-    mount.map_or_else(|| "unmounted".into(), |mount| mount.route.clone())
+    mount_route.map_or_else(|| "unmounted".into(), str::to_owned)
 }
 
 /// The label for an HTTP method: one of a fixed set, so a client cannot mint label values.
@@ -261,31 +211,25 @@ pub fn method_label(method: &str) -> &'static str {
     }
 }
 
-/// `GET sys/metrics`: `format=prometheus` gives the text exposition format (the HTTP layer
-/// adds it when the Accept header asks for Prometheus' formats); no format gives Vault's
-/// go-metrics JSON shape.
-pub async fn render(core: &Core, format: Option<&str>) -> Result<Response, ApiError> {
-    let prometheus = match format {
-        Some("prometheus") => true,
-        None | Some("") => false,
-        Some(other) => return Err(ApiError::bad_request(format!("unknown metrics format {other:?}"))),
-    };
-    let metrics = global();
-    metrics.refresh(core).await;
-    let families = metrics.registry.gather();
+/// The metrics as `sys/metrics` serves them.
+#[derive(Debug)]
+pub enum Exposition {
+    /// Prometheus' text exposition format, version 0.0.4.
+    Prometheus(String),
+    /// Vault's go-metrics JSON shape.
+    GoMetricsJson(Value),
+}
+
+/// Everything registered, in Prometheus' text format or (`prometheus == false`) Vault's
+/// go-metrics JSON shape. Gauges of the core's state are whatever was last set.
+pub fn exposition(prometheus: bool) -> prometheus::Result<Exposition> {
+    let families = global().registry.gather();
     if prometheus {
         let mut text = Vec::new();
-        TextEncoder::new().encode(&families, &mut text).map_err(|err| {
-            tracing::error!(error = %err, "encoding metrics failed");
-            ApiError::internal()
-        })?;
-        return Ok(Response::Text {
-            status: 200,
-            content_type: "text/plain; version=0.0.4",
-            body: String::from_utf8_lossy(&text).into_owned(),
-        });
+        TextEncoder::new().encode(&families, &mut text)?;
+        return Ok(Exposition::Prometheus(String::from_utf8_lossy(&text).into_owned()));
     }
-    Ok(Response::Raw { status: 200, body: go_metrics_json(&families) })
+    Ok(Exposition::GoMetricsJson(go_metrics_json(&families)))
 }
 
 /// Vault's JSON dump. Values are cumulative since start (not go-metrics' per-interval
