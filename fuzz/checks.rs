@@ -155,7 +155,7 @@ pub mod http_request {
     // or seal the server; half the inputs carry no token at all.
     use std::sync::{Arc, OnceLock};
 
-    use arcanum::core::mounts::{MountEntry, MountTableKind};
+    use arcanum_contract::mount::{MountEntry, MountTableKind};
     use arcanum::core::{Core, CoreConfig, SealConfig};
     use arcanum_storage::InmemBackend;
     use axum::body::Body;
@@ -184,7 +184,11 @@ pub mod http_request {
         WORLD.get_or_init(|| {
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
             let (app, token) = runtime.block_on(async {
-                let core = Arc::new(Core::new(Arc::new(InmemBackend::new()), CoreConfig::default()).await.unwrap());
+                let core = Arc::new(
+                    Core::new(Arc::new(InmemBackend::new()), CoreConfig::default(), arcanum::backends::catalog())
+                        .await
+                        .unwrap(),
+                );
                 let output = core.initialize(SealConfig::new(1, 1).unwrap()).await.unwrap();
                 core.submit_unseal_share(output.shares[0].clone()).await.unwrap();
                 let unsealed = core.unsealed().unwrap();

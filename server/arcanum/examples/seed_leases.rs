@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use arcanum::core::expiration::LeaseSpec;
-use arcanum::core::mounts::MountTableKind;
+use arcanum_contract::backend::LeaseSpec;
+use arcanum_contract::mount::MountTableKind;
 use arcanum::core::{Core, CoreConfig, SealConfig};
 use arcanum_storage::SledBackend;
 
@@ -18,7 +18,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let count: usize = count.parse()?;
     let backend = Arc::new(SledBackend::open(std::path::Path::new(&dir).join("data").as_path())?);
-    let core = Arc::new(Core::new(backend, CoreConfig::default()).await?);
+    let core = Arc::new(Core::new(backend, CoreConfig::default(), arcanum::backends::catalog()).await?);
     let init = core.initialize(SealConfig::new(1, 1).map_err(|err| anyhow::anyhow!("{err}"))?).await?;
     core.submit_unseal_share(init.shares[0].clone()).await?;
     let unsealed = core.unsealed()?;

@@ -15,9 +15,11 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::IntoResponse;
 use serde_json::{json, Map, Value};
 
+use arcanum_contract::path::{normalize_path, percent_decode};
+
 use crate::core::Core;
-use crate::logical::{ApiError, LogicalResponse, Operation, Request, Response};
 use crate::router;
+use arcanum_contract::logical::{ApiError, LogicalResponse, Operation, Request, Response};
 use arcanum_metrics as metrics;
 
 /// Shared by every request.
@@ -144,43 +146,6 @@ async fn parse(
     })
 }
 
-/// Percent-decodes and normalises a request path. Empty segments collapse (`a//b` is `a/b`),
-/// a trailing slash is kept, and `.`/`..` segments are refused after decoding so that no
-/// encoding trick can step outside a policy's path.
-pub fn normalize_path(raw: &str) -> Result<String, ApiError> {
-    let decoded = percent_decode(raw).ok_or_else(|| ApiError::bad_request("invalid path: bad percent-encoding"))?;
-    if decoded.chars().any(|c| c.is_control()) {
-        return Err(ApiError::bad_request("invalid path: control characters are not allowed"));
-    }
-    let segments: Vec<&str> = decoded.split('/').filter(|s| !s.is_empty()).collect();
-    if segments.iter().any(|s| *s == "." || *s == "..") {
-        return Err(ApiError::bad_request("invalid path: '.' and '..' segments are not allowed"));
-    }
-    let mut path = segments.join("/");
-    if decoded.ends_with('/') && !path.is_empty() {
-        path.push('/');
-    }
-    Ok(path)
-}
-
-fn percent_decode(raw: &str) -> Option<String> {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 fn parse_query(query: &str) -> Result<Map<String, Value>, ApiError> {
     let mut data = Map::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -294,24 +259,6 @@ fn render(result: Result<Response, ApiError>, request_id: &str) -> axum::respons
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn normalize_path_table() {
-        let ok = [
-            ("sys/seal-status", "sys/seal-status"),
-            ("sys//seal-status", "sys/seal-status"),
-            ("secret/foo/", "secret/foo/"),
-            ("secret/a%20b", "secret/a b"),
-            ("/sys/health", "sys/health"),
-        ];
-        for (raw, want) in ok {
-            assert_eq!(normalize_path(raw).unwrap(), want, "{raw}");
-        }
-        let bad = ["a/../b", "a/./b", "..", "a/%2e%2e/b", "a/%2E%2E", "a/%2e/b", "a/%zz", "a/%00b", "a/%2"];
-        for raw in bad {
-            assert_eq!(normalize_path(raw).unwrap_err().status, 400, "{raw} was accepted");
-        }
-    }
 
     #[test]
     fn query_decoding() {

@@ -21,8 +21,8 @@ use governor::{DefaultKeyedRateLimiter, Quota as GovernorQuota};
 use serde::{Deserialize, Serialize};
 
 use crate::core::barrier::Barrier;
-use crate::core::view::StorageView;
-use crate::logical::{ApiError, Request};
+use arcanum_contract::logical::{ApiError, Request};
+use arcanum_contract::storage::StorageView;
 
 /// Vault's default exemptions: a client must always be able to check health and unseal.
 pub const DEFAULT_EXEMPT_PATHS: &[&str] = &[
@@ -478,7 +478,7 @@ pub fn creates_lease(path: &str, mount: Option<(&crate::core::mounts::Mount, &st
         return rest.starts_with("create");
     }
     match mount {
-        Some((mount, rest)) if mount.entry.table == crate::core::mounts::MountTableKind::Auth => {
+        Some((mount, rest)) if mount.entry.table == arcanum_contract::mount::MountTableKind::Auth => {
             rest.starts_with("login")
         }
         Some((mount, rest)) => mount.entry.kind == "database" && rest.starts_with("creds/"),

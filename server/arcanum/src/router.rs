@@ -21,12 +21,12 @@ use std::sync::Arc;
 use arcanum_policy::{Acl, AclRequest, Operation as AclOperation};
 
 use crate::audit::{Authorized, Trail};
-use crate::backends::BackendRequest;
 use crate::core::mounts::Mount;
 use crate::core::token::TokenEntry;
 use crate::core::{Core, Unsealed};
-use crate::logical::{ApiError, Operation, Request, Response};
 use crate::{sys, token_api};
+use arcanum_contract::backend::BackendRequest;
+use arcanum_contract::logical::{ApiError, Operation, Request, Response};
 
 /// Who is asking, once the token and the ACL check have passed.
 #[derive(Debug, Clone)]
@@ -205,7 +205,7 @@ fn backend_request<'a>(
         data: &req.data,
         storage: &mount.view,
         mount: &mount.entry,
-        token,
+        token: token.map(TokenEntry::view),
     }
 }
 
@@ -246,7 +246,7 @@ async fn attach_lease(
         Err(err) => {
             let undo = mount
                 .backend
-                .revoke_lease(crate::backends::LeaseRequest {
+                .revoke_lease(arcanum_contract::backend::LeaseRequest {
                     lease_id: "",
                     internal: &internal,
                     storage: &mount.view,
@@ -288,7 +288,7 @@ async fn finish_login(unsealed: &Unsealed, mount: &Mount, response: Response) ->
         return Ok(response);
     };
     let (token, entry) = unsealed.create_login_token(&mount.entry, &login).await?;
-    Ok(Response::Logical(Box::new(crate::logical::LogicalResponse {
+    Ok(Response::Logical(Box::new(arcanum_contract::logical::LogicalResponse {
         auth: Some(entry.auth_block(&token)),
         ..Default::default()
     })))

@@ -9,9 +9,9 @@ use zeroize::Zeroizing;
 
 use crate::core::token::{TokenEntry, TokenRequest, TokenRole, SYSTEM_MAX_TTL};
 use crate::core::Unsealed;
-use crate::fields;
-use crate::logical::{ApiError, LogicalResponse, Operation, Request, Response};
 use crate::router::Caller;
+use arcanum_contract::fields;
+use arcanum_contract::logical::{ApiError, LogicalResponse, Operation, Request, Response};
 
 pub async fn handle(
     unsealed: &Arc<Unsealed>,
@@ -227,7 +227,7 @@ async fn create(
     };
     if let Some(role) = &role {
         let matches_any = |policy: &str, exact: &[String], globs: &[String]| {
-            exact.iter().any(|p| p == policy) || globs.iter().any(|g| crate::glob::matches(g, policy))
+            exact.iter().any(|p| p == policy) || globs.iter().any(|g| arcanum_contract::glob::matches(g, policy))
         };
         if let Some(denied) =
             policies.iter().find(|p| matches_any(p, &role.disallowed_policies, &role.disallowed_policies_glob))

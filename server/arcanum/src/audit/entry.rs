@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
 use crate::core::mounts::Mount;
-use crate::logical::{ApiError, Response};
+use arcanum_contract::logical::{ApiError, Response};
 
 /// One device's salt and redaction options.
 pub struct Redactor {
@@ -350,7 +350,7 @@ fn auth_out<'a>(record: &'a RequestRecord, token: Option<&'a str>, accessor: Opt
         entity_id: &auth.entity_id,
         token_type: "service",
         token_ttl: auth.token_ttl,
-        token_issue_time: crate::core::token::rfc3339(auth.issue_time),
+        token_issue_time: arcanum_contract::clock::rfc3339(auth.issue_time),
         policy_results: PolicyResults { allowed: auth.allowed },
     })
 }
@@ -455,8 +455,8 @@ pub fn response_entry(
 }
 
 /// Vault's operation names.
-pub fn operation_name(operation: crate::logical::Operation, create: bool) -> &'static str {
-    use crate::logical::Operation;
+pub fn operation_name(operation: arcanum_contract::logical::Operation, create: bool) -> &'static str {
+    use arcanum_contract::logical::Operation;
     match operation {
         Operation::Read => "read",
         Operation::List => "list",
@@ -471,7 +471,7 @@ pub fn operation_name(operation: crate::logical::Operation, create: bool) -> &'s
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::logical::LogicalResponse;
+    use arcanum_contract::logical::LogicalResponse;
     use serde_json::json;
 
     fn redactor(log_raw: bool, hmac_accessor: bool) -> Redactor {

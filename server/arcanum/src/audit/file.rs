@@ -60,7 +60,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant as Deadline;
 
 use super::chain::{self, ChainHead};
-use crate::logical::ApiError;
+use arcanum_contract::logical::ApiError;
 
 /// Entries that may wait for one device before new ones fail at once.
 const QUEUE_CAPACITY: usize = 4096;

@@ -33,8 +33,8 @@ use serde_json::{json, Map, Value};
 use zeroize::Zeroizing;
 
 use crate::core::barrier::Barrier;
-use crate::core::view::{StorageView, ViewOp};
-use crate::logical::ApiError;
+use arcanum_contract::logical::ApiError;
+use arcanum_contract::storage::{StorageView, ViewOp};
 use chain::ChainHead;
 use entry::{Redactor, RequestRecord};
 use file::{ChainStart, FileSettings, FileSink, Target};

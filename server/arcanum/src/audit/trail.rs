@@ -17,7 +17,7 @@ use super::entry::{self, AuthRecord, Prepared, RequestRecord};
 use super::{AuditBroker, Device};
 use crate::core::token::TokenEntry;
 use crate::core::Unsealed;
-use crate::logical::{ApiError, Operation, Request, Response};
+use arcanum_contract::logical::{ApiError, Operation, Request, Response};
 
 /// The caller, once the token and the ACL check have been evaluated.
 #[derive(Debug, Clone, Copy)]

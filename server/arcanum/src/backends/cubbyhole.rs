@@ -5,14 +5,14 @@
 
 use serde_json::{Map, Value};
 
-use super::{BackendRequest, LogicalBackend};
-use crate::logical::{ApiError, Operation, Response};
+use arcanum_contract::backend::{BackendRequest, LogicalBackend};
+use arcanum_contract::logical::{ApiError, Operation, Response};
 
 #[derive(Debug)]
 pub struct Cubbyhole;
 
 impl Cubbyhole {
-    fn view(req: &BackendRequest<'_>) -> Result<crate::core::view::StorageView, ApiError> {
+    fn view(req: &BackendRequest<'_>) -> Result<arcanum_contract::storage::StorageView, ApiError> {
         let token = req.token.ok_or_else(ApiError::permission_denied)?;
         Ok(req.storage.sub_view(&format!("{}/", token.id_hash)))
     }

@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::{BackendRequest, LogicalBackend};
-use crate::fields;
-use crate::logical::{ApiError, LoginAuth, Operation, Response};
+use arcanum_contract::backend::{BackendRequest, LogicalBackend};
+use arcanum_contract::fields;
+use arcanum_contract::logical::{ApiError, LoginAuth, Operation, Response};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]

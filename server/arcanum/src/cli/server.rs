@@ -8,9 +8,9 @@ use arcanum_config::{Config, Listener, Storage};
 use clap::Args;
 use zeroize::Zeroizing;
 
-use crate::core::mounts::{MountEntry, MountTableKind};
 use crate::core::{Core, CoreConfig, SealConfig};
 use crate::serve;
+use arcanum_contract::mount::{MountEntry, MountTableKind};
 
 #[derive(Debug, Args)]
 pub struct ServerArgs {
@@ -57,7 +57,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
         leases: lease_settings(&config),
         ..CoreConfig::default()
     };
-    let core = Arc::new(Core::new(backend, core_config).await.context("opening the core")?);
+    let core = Arc::new(Core::new(backend, core_config, crate::backends::catalog()).await.context("opening the core")?);
     let listeners = serve::bind(&config.listeners)?;
 
     println!("==> Arcanum server configuration:\n");

@@ -10,6 +10,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 
+use arcanum_contract::clock::unix_now;
+use arcanum_contract::logical::ApiError;
+use arcanum_contract::storage::{LogicalStorage, StorageOp};
 use arcanum_crypto::{aead, keyring::Keyring};
 use arcanum_storage::{Backend, Op, StorageError};
 use serde::{Deserialize, Serialize};
@@ -281,12 +284,45 @@ fn check_writable(path: &str) -> Result<(), BarrierError> {
     Ok(())
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// The barrier as the contract's logical storage: what storage views (and so the engines)
+/// are handed. A failure is logged here and becomes a bare 500.
+#[async_trait::async_trait]
+impl LogicalStorage for Barrier {
+    async fn get(&self, path: &str) -> Result<Option<Vec<u8>>, ApiError> {
+        Barrier::get(self, path).await.map_err(storage_error)
+    }
+
+    async fn put(&self, path: &str, value: &[u8]) -> Result<(), ApiError> {
+        Barrier::put(self, path, value).await.map_err(storage_error)
+    }
+
+    async fn delete(&self, path: &str) -> Result<(), ApiError> {
+        Barrier::delete(self, path).await.map_err(storage_error)
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, ApiError> {
+        Barrier::list(self, prefix).await.map_err(storage_error)
+    }
+
+    async fn batch(&self, ops: Vec<StorageOp>) -> Result<(), ApiError> {
+        let ops = ops
+            .into_iter()
+            .map(|op| match op {
+                StorageOp::Put { path, value } => BarrierOp::Put { path, value },
+                StorageOp::Delete { path } => BarrierOp::Delete { path },
+            })
+            .collect();
+        Barrier::batch(self, ops).await.map_err(storage_error)
+    }
 }
 
-pub(crate) fn unix_now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
+fn storage_error(err: BarrierError) -> ApiError {
+    tracing::error!(error = %err, "storage operation failed");
+    ApiError::internal()
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -34,13 +34,14 @@ use serde_json::{json, Map, Value};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
-use super::barrier::{unix_now, Barrier, BarrierError, BarrierOp};
-use super::mounts::MountEntry;
-use super::token::rfc3339;
-use super::view::StorageView;
+use super::barrier::{Barrier, BarrierError, BarrierOp};
 use super::Unsealed;
-use crate::backends::LeaseRequest;
-use crate::logical::ApiError;
+use arcanum_contract::backend::{bounded, LeaseRequest, LeaseSpec, SYSTEM_MAX_TTL};
+use arcanum_contract::clock::rfc3339;
+use arcanum_contract::clock::unix_now;
+use arcanum_contract::logical::ApiError;
+use arcanum_contract::mount::MountEntry;
+use arcanum_contract::storage::StorageView;
 
 const LEASE_PREFIX: &str = "sys/expire/id/";
 const DUE_PREFIX: &str = "sys/expire/due/";
@@ -52,17 +53,6 @@ const LEASE_RANDOM_LEN: usize = 24;
 const REAPER_CONCURRENCY: usize = 8;
 /// Striped locks that serialise renew and revoke of one lease.
 const LOCK_STRIPES: usize = 64;
-/// The longest a backend may take to revoke or renew one lease before the attempt counts as
-/// failed: a hung database must not hold the lease's lock and a reaper slot for ever.
-pub const BACKEND_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A backend call with [`BACKEND_TIMEOUT`].
-pub(crate) async fn bounded(call: impl std::future::Future<Output = Result<(), ApiError>>) -> Result<(), ApiError> {
-    tokio::time::timeout(BACKEND_TIMEOUT, call).await.unwrap_or_else(|_| {
-        Err(ApiError::bad_request(format!("the backend did not answer within {}s", BACKEND_TIMEOUT.as_secs())))
-    })
-}
-
 /// Settings from the server config.
 #[derive(Debug, Clone, Copy)]
 pub struct LeaseSettings {
@@ -84,26 +74,10 @@ impl Default for LeaseSettings {
             max_attempts: 12,
             max_backoff: Duration::from_secs(300),
             concurrency: REAPER_CONCURRENCY,
-            default_ttl: super::token::SYSTEM_MAX_TTL,
-            max_ttl: super::token::SYSTEM_MAX_TTL,
+            default_ttl: SYSTEM_MAX_TTL,
+            max_ttl: SYSTEM_MAX_TTL,
         }
     }
-}
-
-/// What a backend asks for when its response carries a secret that must be revoked later.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct LeaseSpec {
-    /// What the backend needs to revoke or renew it (never a password).
-    pub internal: Map<String, Value>,
-    /// 0: the mount's default, then the system default.
-    pub ttl: u64,
-    /// 0: the mount's maximum, then the system maximum.
-    pub max_ttl: u64,
-    pub renewable: bool,
-    /// A key in the mount's storage that recorded the secret before it was made (so that a
-    /// secret whose lease is never stored can still be found and revoked); deleted in the same
-    /// write that stores the lease.
-    pub intent: Option<String>,
 }
 
 /// A failed revocation, kept on the lease so that lookup shows it.
@@ -595,7 +569,7 @@ impl Expiration {
 
     /// Every lease id under `prefix` (recursive).
     pub async fn lease_ids_under(&self, prefix: &str) -> Result<Vec<String>, ApiError> {
-        let mut ids = StorageView::new(Arc::clone(&self.barrier), LEASE_PREFIX).list_recursive(prefix).await?;
+        let mut ids = StorageView::new(self.barrier.clone(), LEASE_PREFIX).list_recursive(prefix).await?;
         ids.sort();
         Ok(ids)
     }

@@ -15,10 +15,8 @@
 pub mod barrier;
 pub mod expiration;
 pub mod mounts;
-pub mod password_policies;
 pub mod policies;
 pub mod token;
-pub mod view;
 
 use std::sync::{Arc, RwLock};
 
@@ -28,11 +26,15 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::audit::AuditBroker;
-use crate::logical::{ApiError, LoginAuth};
 use crate::quotas::Quotas;
-use barrier::{unix_now, Barrier, BarrierError, KEYRING_PATH, ROOT_KEY_PATH, SEAL_CONFIG_PATH};
+use arcanum_contract::clock::unix_now;
+use arcanum_contract::logical::{ApiError, LoginAuth};
+use arcanum_contract::mount::{MountEntry, MountTableKind};
+use arcanum_contract::storage::StorageView;
+use arcanum_contract::Catalog;
+use barrier::{Barrier, BarrierError, KEYRING_PATH, ROOT_KEY_PATH, SEAL_CONFIG_PATH};
 use expiration::{Expiration, LeaseSettings};
-use mounts::{MountEntry, MountTable, MountTableKind};
+use mounts::MountTable;
 use policies::PolicyStore;
 use token::TokenStore;
 
@@ -219,7 +221,7 @@ pub struct Unsealed {
 
 impl Unsealed {
     /// Opens every unsealed service over `barrier`.
-    async fn open(barrier: Arc<Barrier>, leases: LeaseSettings) -> Result<Unsealed, ApiError> {
+    async fn open(barrier: Arc<Barrier>, leases: LeaseSettings, catalog: Arc<Catalog>) -> Result<Unsealed, ApiError> {
         let quotas = Quotas::open(Arc::clone(&barrier)).await?;
         let mut expiration =
             Expiration::open(Arc::clone(&barrier), leases).await.map_err(internal("restoring the lease schedule"))?;
@@ -228,12 +230,12 @@ impl Unsealed {
             .await
             .map_err(internal("opening the token store"))?;
         tokens.lease_counts = Arc::clone(&quotas.counts);
-        let cluster: ClusterInfo = view::StorageView::new(Arc::clone(&barrier), "")
+        let cluster: ClusterInfo = StorageView::new(barrier.clone(), "")
             .get_json(CLUSTER_PATH)
             .await?
             .ok_or_else(|| internal("reading cluster info")(BarrierError::Corrupt("missing".into())))?;
-        let policies = PolicyStore::load(view::StorageView::new(Arc::clone(&barrier), "sys/policy/")).await?;
-        let mounts = MountTable::load(Arc::clone(&barrier)).await?;
+        let policies = PolicyStore::load(StorageView::new(barrier.clone(), "sys/policy/")).await?;
+        let mounts = MountTable::load(Arc::clone(&barrier), catalog).await?;
         let audit = AuditBroker::open(Arc::clone(&barrier)).await?;
         let unsealed = Unsealed { barrier, tokens, policies, mounts, cluster, audit, expiration, quotas };
         unsealed.count_for_quotas().await?;
@@ -344,6 +346,8 @@ impl Unsealed {
 pub struct Core {
     backend: Arc<dyn Backend>,
     pub config: CoreConfig,
+    /// The engine types mounts may have, handed in by the program.
+    catalog: Arc<Catalog>,
     /// Held across the awaits of init, unseal, seal and rekey so those transitions serialise.
     state: tokio::sync::Mutex<SealState>,
     /// Read on every request; written only under `state`.
@@ -351,8 +355,9 @@ pub struct Core {
 }
 
 impl Core {
-    /// Opens the core over `backend`; it starts sealed (or uninitialised).
-    pub async fn new(backend: Arc<dyn Backend>, config: CoreConfig) -> Result<Core, BarrierError> {
+    /// Opens the core over `backend`; it starts sealed (or uninitialised). Mounts are served by
+    /// the engines of `catalog`.
+    pub async fn new(backend: Arc<dyn Backend>, config: CoreConfig, catalog: Catalog) -> Result<Core, BarrierError> {
         let seal_config = match backend.get(SEAL_CONFIG_PATH).await? {
             Some(raw) => Some(
                 serde_json::from_slice::<SealConfig>(&raw)
@@ -363,6 +368,7 @@ impl Core {
         Ok(Core {
             backend,
             config,
+            catalog: Arc::new(catalog),
             state: tokio::sync::Mutex::new(SealState { config: seal_config, ..SealState::default() }),
             unsealed: RwLock::new(None),
         })
@@ -484,7 +490,7 @@ impl Core {
         let barrier = Barrier::open(Arc::clone(&self.backend), keyring, self.config.rotate_after)
             .await
             .map_err(internal("opening the barrier"))?;
-        let unsealed = Arc::new(Unsealed::open(barrier, self.config.leases).await?);
+        let unsealed = Arc::new(Unsealed::open(barrier, self.config.leases, Arc::clone(&self.catalog)).await?);
         Expiration::start_reaper(&unsealed);
         *self.unsealed.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(unsealed);
         tracing::info!("unsealed");
@@ -708,7 +714,8 @@ mod tests {
 
     #[tokio::test]
     async fn debug_output_never_shows_shares_tokens_or_keys() {
-        let core = Core::new(Arc::new(InmemBackend::new()), CoreConfig::default()).await.unwrap();
+        let core =
+            Core::new(Arc::new(InmemBackend::new()), CoreConfig::default(), crate::backends::catalog()).await.unwrap();
         let output = core.initialize(SealConfig::new(3, 2).unwrap()).await.unwrap();
         core.submit_unseal_share(output.shares[0].clone()).await.unwrap();
         core.rekey_status().await;

@@ -5,150 +5,19 @@
 //! the barrier (`core/mounts`, `core/auth`). The in-memory table is an immutable snapshot
 //! swapped whole on change, so request routing never waits on a mount operation.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use arcanum_contract::backend::{BackendRequest, Catalog, LogicalBackend};
+use arcanum_contract::fields;
+use arcanum_contract::logical::{ApiError, Response};
+use arcanum_contract::mount::{MountConfig, MountEntry, MountTableKind};
+use arcanum_contract::storage::{StorageView, ViewOp};
+use serde_json::{Map, Value};
 
 use super::barrier::Barrier;
-use super::view::StorageView;
-use crate::backends::{self, LogicalBackend};
-use crate::fields;
-use crate::logical::ApiError;
 
 const SECRET_TABLE_PATH: &str = "core/mounts";
 const AUTH_TABLE_PATH: &str = "core/auth";
-
-/// Which table a mount lives in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MountTableKind {
-    Secret,
-    Auth,
-}
-
-/// Per-mount settings (`config` in Vault's mount info).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct MountConfig {
-    /// Seconds; 0 = the system default.
-    pub default_lease_ttl: u64,
-    pub max_lease_ttl: u64,
-    pub force_no_cache: bool,
-    pub audit_non_hmac_request_keys: Vec<String>,
-    pub audit_non_hmac_response_keys: Vec<String>,
-    pub listing_visibility: String,
-    pub passthrough_request_headers: Vec<String>,
-    pub allowed_response_headers: Vec<String>,
-    /// Auth mounts only.
-    pub token_type: Option<String>,
-}
-
-/// One row of a mount table, as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MountEntry {
-    pub table: MountTableKind,
-    /// Relative to its table, ending in `/` (`secret/`, `userpass/`).
-    pub path: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub description: String,
-    pub accessor: String,
-    pub uuid: String,
-    #[serde(default)]
-    pub local: bool,
-    #[serde(default)]
-    pub seal_wrap: bool,
-    #[serde(default)]
-    pub external_entropy_access: bool,
-    #[serde(default)]
-    pub options: BTreeMap<String, String>,
-    #[serde(default)]
-    pub config: MountConfig,
-}
-
-impl MountEntry {
-    pub fn new(table: MountTableKind, path: &str, kind: &str, description: &str) -> MountEntry {
-        let accessor = match table {
-            MountTableKind::Secret => format!("{kind}_{}", arcanum_crypto::token::random_hex(4)),
-            MountTableKind::Auth => format!("auth_{kind}_{}", arcanum_crypto::token::random_hex(4)),
-        };
-        MountEntry {
-            table,
-            path: path.to_owned(),
-            kind: kind.to_owned(),
-            description: description.to_owned(),
-            accessor,
-            uuid: uuid::Uuid::new_v4().to_string(),
-            local: false,
-            seal_wrap: false,
-            external_entropy_access: false,
-            options: BTreeMap::new(),
-            config: MountConfig::default(),
-        }
-    }
-
-    /// The request path prefix that reaches this mount (`secret/`, `auth/userpass/`).
-    pub fn route_prefix(&self) -> String {
-        match self.table {
-            MountTableKind::Secret => self.path.clone(),
-            MountTableKind::Auth => format!("auth/{}", self.path),
-        }
-    }
-
-    /// Storage prefix of the mount's private view.
-    pub fn storage_prefix(&self) -> String {
-        match self.table {
-            MountTableKind::Secret => format!("logical/{}/", self.uuid),
-            MountTableKind::Auth => format!("auth/{}/", self.uuid),
-        }
-    }
-
-    /// Vault's mount info object (`sys/mounts`, `sys/auth`, `sys/internal/ui/mounts/*`).
-    pub fn info(&self) -> Value {
-        let mut config = json!({
-            "default_lease_ttl": self.config.default_lease_ttl,
-            "max_lease_ttl": self.config.max_lease_ttl,
-            "force_no_cache": self.config.force_no_cache,
-        });
-        if let Value::Object(map) = &mut config {
-            if !self.config.audit_non_hmac_request_keys.is_empty() {
-                map.insert("audit_non_hmac_request_keys".into(), json!(self.config.audit_non_hmac_request_keys));
-            }
-            if !self.config.audit_non_hmac_response_keys.is_empty() {
-                map.insert("audit_non_hmac_response_keys".into(), json!(self.config.audit_non_hmac_response_keys));
-            }
-            if !self.config.listing_visibility.is_empty() {
-                map.insert("listing_visibility".into(), json!(self.config.listing_visibility));
-            }
-            if !self.config.passthrough_request_headers.is_empty() {
-                map.insert("passthrough_request_headers".into(), json!(self.config.passthrough_request_headers));
-            }
-            if !self.config.allowed_response_headers.is_empty() {
-                map.insert("allowed_response_headers".into(), json!(self.config.allowed_response_headers));
-            }
-            if self.table == MountTableKind::Auth {
-                map.insert("token_type".into(), json!(self.config.token_type.as_deref().unwrap_or("default-service")));
-            }
-        }
-        json!({
-            "type": self.kind,
-            "description": self.description,
-            "accessor": self.accessor,
-            "uuid": self.uuid,
-            "local": self.local,
-            "seal_wrap": self.seal_wrap,
-            "external_entropy_access": self.external_entropy_access,
-            "options": if self.options.is_empty() { Value::Null } else { json!(self.options) },
-            "config": config,
-            "plugin_version": "",
-            "running_plugin_version": format!("v{}+builtin.arcanum", env!("CARGO_PKG_VERSION")),
-            "running_sha256": "",
-            "deprecation_status": "supported",
-        })
-    }
-}
 
 /// A mount with its live backend and storage view.
 #[derive(Debug)]
@@ -164,6 +33,8 @@ pub struct Mount {
 #[derive(Debug)]
 pub struct MountTable {
     barrier: Arc<Barrier>,
+    /// The engine types mounts may have; every backend is built through it.
+    catalog: Arc<Catalog>,
     /// Sorted by route prefix; replaced whole on every change.
     mounts: RwLock<Arc<Vec<Arc<Mount>>>>,
     /// Serialises enable/disable/tune/remount so two changes never race on the stored table.
@@ -175,8 +46,8 @@ const RESERVED: [&str; 4] = ["sys/", "auth/", "cubbyhole/", "identity/"];
 
 impl MountTable {
     /// Loads both tables, writing the defaults on first unseal.
-    pub async fn load(barrier: Arc<Barrier>) -> Result<MountTable, ApiError> {
-        let root = StorageView::new(Arc::clone(&barrier), "");
+    pub async fn load(barrier: Arc<Barrier>, catalog: Arc<Catalog>) -> Result<MountTable, ApiError> {
+        let root = StorageView::new(barrier.clone(), "");
         let mut entries: Vec<MountEntry> = Vec::new();
         for (path, table) in [(SECRET_TABLE_PATH, MountTableKind::Secret), (AUTH_TABLE_PATH, MountTableKind::Auth)] {
             match root.get_json::<Vec<MountEntry>>(path).await? {
@@ -190,10 +61,10 @@ impl MountTable {
         }
         let mut mounts = Vec::with_capacity(entries.len());
         for entry in entries {
-            mounts.push(Arc::new(instantiate(&barrier, entry)?));
+            mounts.push(Arc::new(instantiate(&barrier, &catalog, entry)?));
         }
         mounts.sort_by_key(|m| m.entry.route_prefix());
-        Ok(MountTable { barrier, mounts: RwLock::new(Arc::new(mounts)), change: tokio::sync::Mutex::new(()) })
+        Ok(MountTable { barrier, catalog, mounts: RwLock::new(Arc::new(mounts)), change: tokio::sync::Mutex::new(()) })
     }
 
     fn snapshot(&self) -> Arc<Vec<Arc<Mount>>> {
@@ -244,7 +115,7 @@ impl MountTable {
                 return Err(ApiError::bad_request(format!("path is already in use at {other}")));
             }
         }
-        let mount = Arc::new(instantiate(&self.barrier, entry)?);
+        let mount = Arc::new(instantiate(&self.barrier, &self.catalog, entry)?);
         let mut next: Vec<Arc<Mount>> = self.snapshot().iter().cloned().collect();
         next.push(mount);
         self.commit(next).await
@@ -274,7 +145,7 @@ impl MountTable {
         let Some(slot) = next.iter_mut().find(|m| m.entry.table == entry.table && m.entry.path == entry.path) else {
             return Err(ApiError::bad_request(format!("no mount at {}", entry.route_prefix())));
         };
-        *slot = Arc::new(instantiate(&self.barrier, entry)?);
+        *slot = Arc::new(instantiate(&self.barrier, &self.catalog, entry)?);
         self.commit(next).await
     }
 
@@ -312,10 +183,10 @@ impl MountTable {
         next.sort_by_key(|m| m.entry.route_prefix());
         let table = |kind| next.iter().filter(|m| m.entry.table == kind).map(|m| m.entry.clone()).collect::<Vec<_>>();
         let encode = |entries: Vec<MountEntry>| serde_json::to_vec(&entries).map_err(|_| ApiError::internal());
-        let root = StorageView::new(Arc::clone(&self.barrier), "");
+        let root = StorageView::new(self.barrier.clone(), "");
         root.batch(vec![
-            super::view::ViewOp::Put { key: SECRET_TABLE_PATH.into(), value: encode(table(MountTableKind::Secret))? },
-            super::view::ViewOp::Put { key: AUTH_TABLE_PATH.into(), value: encode(table(MountTableKind::Auth))? },
+            ViewOp::Put { key: SECRET_TABLE_PATH.into(), value: encode(table(MountTableKind::Secret))? },
+            ViewOp::Put { key: AUTH_TABLE_PATH.into(), value: encode(table(MountTableKind::Auth))? },
         ])
         .await?;
         *self.mounts.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(next);
@@ -323,10 +194,25 @@ impl MountTable {
     }
 }
 
-fn instantiate(barrier: &Arc<Barrier>, entry: MountEntry) -> Result<Mount, ApiError> {
-    let backend = backends::build(&entry)?;
-    let view = StorageView::new(Arc::clone(barrier), entry.storage_prefix());
+fn instantiate(barrier: &Arc<Barrier>, catalog: &Catalog, entry: MountEntry) -> Result<Mount, ApiError> {
+    let backend = match (entry.table, entry.kind.as_str()) {
+        // Served by the core itself (sys/, the token store); the mount exists for listing.
+        (MountTableKind::Secret, "system") | (MountTableKind::Auth, "token") => Arc::new(CoreServed),
+        _ => catalog.build(&entry)?,
+    };
+    let view = StorageView::new(barrier.clone(), entry.storage_prefix());
     Ok(Mount { route: entry.route_prefix(), entry, backend, view })
+}
+
+/// The placeholder for mounts the router serves without a backend (`sys/`, `auth/token/`).
+#[derive(Debug)]
+struct CoreServed;
+
+#[async_trait::async_trait]
+impl LogicalBackend for CoreServed {
+    async fn handle(&self, req: BackendRequest<'_>) -> Result<Response, ApiError> {
+        Err(ApiError::no_handler(&format!("{}{}", req.mount.route_prefix(), req.path)))
+    }
 }
 
 /// The built-in mounts that cannot be disabled or moved.

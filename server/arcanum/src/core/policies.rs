@@ -10,8 +10,8 @@ use std::sync::{Arc, RwLock};
 use arcanum_policy::{normalize_name, Acl, Policy, DEFAULT_POLICY, ROOT_POLICY};
 use serde::{Deserialize, Serialize};
 
-use super::view::StorageView;
-use crate::logical::ApiError;
+use arcanum_contract::logical::ApiError;
+use arcanum_contract::storage::StorageView;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct StoredPolicy {

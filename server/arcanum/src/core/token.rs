@@ -16,9 +16,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use zeroize::Zeroizing;
 
-use super::barrier::{unix_now, Barrier, BarrierError, BarrierOp};
+use super::barrier::{Barrier, BarrierError, BarrierOp};
 use super::expiration::{due_key, DueItem, Schedule};
-use crate::logical::ApiError;
+use arcanum_contract::clock::{rfc3339, unix_now};
+use arcanum_contract::logical::ApiError;
+use arcanum_contract::token::TokenView;
 
 const SALT_PATH: &str = "sys/token/salt";
 const ID_PREFIX: &str = "sys/token/id/";
@@ -31,8 +33,7 @@ pub const TOKEN_PREFIX: &str = "hvs.";
 const TOKEN_RANDOM_LEN: usize = 24;
 const ACCESSOR_LEN: usize = 24;
 
-/// Vault's system default and maximum TTL: 768h (32 days).
-pub const SYSTEM_MAX_TTL: u64 = 768 * 3600;
+pub use arcanum_contract::backend::SYSTEM_MAX_TTL;
 
 /// What the store knows about a token (never the token itself).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -64,6 +65,20 @@ pub struct TokenEntry {
 }
 
 impl TokenEntry {
+    /// What an engine and the audit log may see of this token.
+    pub fn view(&self) -> TokenView<'_> {
+        TokenView {
+            id_hash: &self.id_hash,
+            accessor: &self.accessor,
+            display_name: &self.display_name,
+            policies: &self.policies,
+            meta: &self.meta,
+            entity_id: &self.entity_id,
+            creation_time: self.creation_time,
+            creation_ttl: self.creation_ttl,
+        }
+    }
+
     pub fn is_root(&self) -> bool {
         self.policies.iter().any(|policy| policy == "root")
     }
@@ -133,13 +148,6 @@ impl TokenEntry {
             "num_uses": self.num_uses,
         })
     }
-}
-
-pub fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
 }
 
 /// What a new token should be; the token API fills this in from the request and the role.

@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 use crate::audit::EnableRequest;
 use crate::core::mounts::normalize_mount_path;
 use crate::core::Unsealed;
-use crate::logical::{ApiError, Operation, Request, Response};
+use arcanum_contract::logical::{ApiError, Operation, Request, Response};
 
 pub(super) async fn handle(unsealed: &Arc<Unsealed>, req: &Request) -> Option<Result<Response, ApiError>> {
     use Operation::*;
@@ -39,11 +39,11 @@ pub(super) async fn handle(unsealed: &Arc<Unsealed>, req: &Request) -> Option<Re
 }
 
 fn string_field(req: &Request, name: &str) -> Result<String, ApiError> {
-    crate::fields::string(req.field(name), name)
+    arcanum_contract::fields::string(req.field(name), name)
 }
 
 fn options_field(req: &Request) -> Result<BTreeMap<String, String>, ApiError> {
-    crate::fields::string_map(req.field("options"), "options")
+    arcanum_contract::fields::string_map(req.field("options"), "options")
 }
 
 async fn enable(unsealed: &Unsealed, path: String, req: &Request) -> Result<Response, ApiError> {

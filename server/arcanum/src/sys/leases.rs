@@ -6,8 +6,8 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 
 use crate::core::Unsealed;
-use crate::fields;
-use crate::logical::{ApiError, LogicalResponse, Operation, Request, Response};
+use arcanum_contract::fields;
+use arcanum_contract::logical::{ApiError, LogicalResponse, Operation, Request, Response};
 
 pub(super) async fn handle(unsealed: &Arc<Unsealed>, req: &Request) -> Option<Result<Response, ApiError>> {
     use Operation::*;
@@ -76,7 +76,7 @@ async fn renew(unsealed: &Unsealed, req: &Request, from_path: &str) -> Result<Re
     let id = lease_id(req, from_path)?;
     let increment = fields::duration_secs(req.field("increment"), "increment")?.unwrap_or(0);
     let (entry, warning) = unsealed.expiration.renew(unsealed, &id, increment).await?;
-    let now = crate::core::barrier::unix_now();
+    let now = arcanum_contract::clock::unix_now();
     Ok(Response::Logical(Box::new(LogicalResponse {
         lease_id: entry.lease_id,
         lease_duration: u64::try_from(entry.expire_time - now).unwrap_or(0),
@@ -144,7 +144,7 @@ async fn irrevocable(unsealed: &Unsealed, req: &Request) -> Result<Response, Api
     for id in unsealed.expiration.lease_ids_under("").await? {
         if let Some(entry) = unsealed.expiration.get(&id).await? {
             if let Some(state) = entry.revocation.as_ref().filter(|state| state.irrevocable) {
-                leases.push(json!({"lease_id": entry.lease_id, "error": state.last_error, "expire_time": crate::core::token::rfc3339(entry.expire_time)}));
+                leases.push(json!({"lease_id": entry.lease_id, "error": state.last_error, "expire_time": arcanum_contract::clock::rfc3339(entry.expire_time)}));
             }
         }
     }

@@ -11,7 +11,7 @@ use arcanum_metrics::Exposition;
 use serde_json::Value;
 
 use crate::core::{Core, Unsealed};
-use crate::logical::{ApiError, Operation, Request, Response};
+use arcanum_contract::logical::{ApiError, Operation, Request, Response};
 
 /// How stale the stored-state gauges may be before a scrape recounts them.
 pub const STORED_STATE_MAX_AGE: Duration = Duration::from_secs(15);

@@ -18,8 +18,8 @@ use std::sync::Arc;
 pub use seal::{decode_share, seal_status_json};
 
 use crate::core::{Core, Unsealed};
-use crate::logical::{ApiError, Request, Response};
 use crate::router::Caller;
+use arcanum_contract::logical::{ApiError, Request, Response};
 
 pub async fn handle_unauthenticated(core: &Core, req: &Request) -> Option<Result<Response, ApiError>> {
     // Vault serves metrics without a token (and unaudited, even while sealed) only when the

@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use crate::core::mounts::{apply_config, normalize_mount_path, MountEntry, MountTableKind};
-use crate::core::token::SYSTEM_MAX_TTL;
+use crate::core::mounts::{apply_config, normalize_mount_path};
 use crate::core::Unsealed;
-use crate::logical::{ApiError, LogicalResponse, Operation, Request, Response};
+use arcanum_contract::backend::SYSTEM_MAX_TTL;
+use arcanum_contract::logical::{ApiError, LogicalResponse, Operation, Request, Response};
+use arcanum_contract::mount::{MountEntry, MountTableKind};
 
 pub(super) async fn handle(unsealed: &Arc<Unsealed>, req: &Request) -> Option<Result<Response, ApiError>> {
     use Operation::*;
@@ -71,7 +72,7 @@ fn read_one(unsealed: &Unsealed, table: MountTableKind, path: &str) -> Result<Re
 }
 
 fn string_field(req: &Request, name: &str) -> Result<String, ApiError> {
-    crate::fields::string(req.field(name), name)
+    arcanum_contract::fields::string(req.field(name), name)
 }
 
 fn bool_field(req: &Request, name: &str) -> Result<bool, ApiError> {
@@ -79,7 +80,7 @@ fn bool_field(req: &Request, name: &str) -> Result<bool, ApiError> {
 }
 
 fn options_field(req: &Request) -> Result<BTreeMap<String, String>, ApiError> {
-    crate::fields::string_map(req.field("options"), "options")
+    arcanum_contract::fields::string_map(req.field("options"), "options")
 }
 
 async fn enable(unsealed: &Unsealed, table: MountTableKind, path: &str, req: &Request) -> Result<Response, ApiError> {

@@ -5,16 +5,16 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use crate::core::password_policies::PasswordPolicies;
 use crate::core::Unsealed;
-use crate::logical::{ApiError, Operation, Request, Response};
+use arcanum_contract::logical::{ApiError, Operation, Request, Response};
+use arcanum_contract::password::PasswordPolicies;
 
 pub(super) async fn handle(unsealed: &Arc<Unsealed>, req: &Request) -> Option<Result<Response, ApiError>> {
     let rest = match req.path.as_str() {
         "sys/policies/password" => "",
         path => path.strip_prefix("sys/policies/password/")?,
     };
-    let policies = PasswordPolicies::new(Arc::clone(&unsealed.barrier));
+    let policies = PasswordPolicies::new(unsealed.barrier.clone());
     let result = if rest.is_empty() {
         match req.operation {
             // Vault lists every name in one answer, names with `/` whole.

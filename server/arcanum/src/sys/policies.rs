@@ -6,8 +6,8 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
 use crate::core::Unsealed;
-use crate::logical::{ApiError, LogicalResponse, Operation, Request, Response};
 use crate::router::Caller;
+use arcanum_contract::logical::{ApiError, LogicalResponse, Operation, Request, Response};
 
 pub(super) async fn handle(
     unsealed: &Arc<Unsealed>,
@@ -141,7 +141,7 @@ async fn capabilities(unsealed: &Arc<Unsealed>, caller: &Caller, req: &Request) 
     let acl = unsealed.policies.acl(&policies);
     let mut data = Map::new();
     for path in &paths {
-        let normalized = crate::http::normalize_path(path)?;
+        let normalized = arcanum_contract::path::normalize_path(path)?;
         data.insert(path.clone(), json!(acl.capabilities(&normalized)));
     }
     if paths.len() == 1 {

@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use serde_json::{json, Map};
 
-use crate::core::mounts::MountTableKind;
 use crate::core::Unsealed;
-use crate::fields;
-use crate::logical::{ApiError, Operation, Request, Response};
 use crate::quotas::{LeaseCountQuota, QuotaConfig, QuotaKind, QuotaPath, RateLimitQuota};
+use arcanum_contract::fields;
+use arcanum_contract::logical::{ApiError, Operation, Request, Response};
+use arcanum_contract::mount::MountTableKind;
 
 pub(super) async fn handle(unsealed: &Arc<Unsealed>, req: &Request) -> Option<Result<Response, ApiError>> {
     use Operation::*;

@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 use zeroize::Zeroizing;
 
 use crate::core::{Core, SealConfig, SealStatus};
-use crate::logical::{ApiError, Operation, Request, Response};
+use arcanum_contract::logical::{ApiError, Operation, Request, Response};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -77,7 +77,7 @@ pub(crate) fn int_field(req: &Request, name: &str) -> Result<Option<i64>, ApiErr
 }
 
 pub(crate) fn bool_field(req: &Request, name: &str) -> Result<bool, ApiError> {
-    Ok(crate::fields::boolean(req.field(name), name)?.unwrap_or(false))
+    Ok(arcanum_contract::fields::boolean(req.field(name), name)?.unwrap_or(false))
 }
 
 /// Vault decodes these bodies into Go structs, so field names match case-insensitively.

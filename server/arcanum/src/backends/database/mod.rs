@@ -21,13 +21,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use zeroize::Zeroizing;
 
-use super::{BackendRequest, LeaseRequest, LogicalBackend};
-use crate::core::barrier::unix_now;
-use crate::core::expiration::LeaseSpec;
-use crate::core::mounts::MountEntry;
-use crate::core::view::StorageView;
-use crate::fields;
-use crate::logical::{ApiError, Operation, Response};
+use arcanum_contract::backend::LeaseSpec;
+use arcanum_contract::backend::{BackendRequest, LeaseRequest, LogicalBackend};
+use arcanum_contract::clock::unix_now;
+use arcanum_contract::fields;
+use arcanum_contract::logical::{ApiError, Operation, Response};
+use arcanum_contract::mount::MountEntry;
+use arcanum_contract::storage::StorageView;
 use plugin::{ConnectionConfig, DatabasePlugin, DbError, PluginKind};
 
 /// Vault's minimum for static role rotation.
@@ -85,7 +85,7 @@ impl DbConfig {
     }
 
     fn allows(&self, role: &str) -> bool {
-        self.allowed_roles.iter().any(|allowed| crate::glob::matches(allowed, role))
+        self.allowed_roles.iter().any(|allowed| arcanum_contract::glob::matches(allowed, role))
     }
 
     /// `GET config/:name`: everything except the password.
@@ -183,7 +183,7 @@ impl Drop for InFlight<'_> {
 const INTENT_PREFIX: &str = "intent/";
 /// How old an intent of this process must be before it counts as abandoned: longer than a
 /// creation can take (it is bounded by `BACKEND_TIMEOUT`) plus storing its lease.
-const INTENT_ABANDONED_AFTER: i64 = 2 * crate::core::expiration::BACKEND_TIMEOUT.as_secs() as i64;
+const INTENT_ABANDONED_AFTER: i64 = 2 * arcanum_contract::backend::BACKEND_TIMEOUT.as_secs() as i64;
 /// Abandoned intents handled per tick, so that a database that is down (each revocation may
 /// take `BACKEND_TIMEOUT`) delays the other periodic work by a bounded time.
 const INTENTS_PER_TICK: usize = 8;
@@ -380,7 +380,7 @@ impl Database {
             }
             let internal = intent.internal();
             let request = LeaseRequest { lease_id: "", internal: &internal, storage, mount, expire_time: 0 };
-            match crate::core::expiration::bounded(self.revoke_lease(request)).await {
+            match arcanum_contract::backend::bounded(self.revoke_lease(request)).await {
                 Ok(()) => {
                     tracing::warn!(
                         role = %intent.role, db = %intent.db_name,
@@ -540,7 +540,7 @@ impl Database {
         if warnings.is_empty() {
             return Ok(Response::NoContent);
         }
-        Ok(Response::Logical(Box::new(crate::logical::LogicalResponse { warnings, ..Default::default() })))
+        Ok(Response::Logical(Box::new(arcanum_contract::logical::LogicalResponse { warnings, ..Default::default() })))
     }
 
     async fn rotate_root(&self, req: &BackendRequest<'_>, name: &str) -> Result<Response, ApiError> {
@@ -629,7 +629,7 @@ impl Database {
         if warnings.is_empty() {
             return Ok(Response::NoContent);
         }
-        Ok(Response::Logical(Box::new(crate::logical::LogicalResponse { warnings, ..Default::default() })))
+        Ok(Response::Logical(Box::new(arcanum_contract::logical::LogicalResponse { warnings, ..Default::default() })))
     }
 
     async fn creds(&self, req: &BackendRequest<'_>, role_name: &str) -> Result<Response, ApiError> {
@@ -643,7 +643,7 @@ impl Database {
             return Err(ApiError::bad_request(format!("{role_name:?} is not an allowed role")));
         }
         let pool = self.connection(req.storage, &role.db_name, &config).await?;
-        let display_name = req.token.map_or("token", |token| token.display_name.as_str());
+        let display_name = req.token.map_or("token", |token| token.display_name);
         let username = template::generate_username(
             Some(config.username_template.as_str()).filter(|t| !t.is_empty()),
             config.plugin()?,
@@ -656,7 +656,7 @@ impl Database {
         let ttl = [role.default_ttl, req.mount.config.default_lease_ttl].into_iter().find(|t| *t > 0).unwrap_or(0);
         let max_ttl = [role.max_ttl, req.mount.config.max_lease_ttl].into_iter().find(|t| *t > 0).unwrap_or(0);
         let effective = match (ttl, max_ttl) {
-            (0, 0) => crate::core::token::SYSTEM_MAX_TTL,
+            (0, 0) => arcanum_contract::backend::SYSTEM_MAX_TTL,
             (0, max) => max,
             (ttl, 0) => ttl,
             (ttl, max) => ttl.min(max),
@@ -681,7 +681,7 @@ impl Database {
             &password,
             expiration,
         );
-        match tokio::time::timeout(crate::core::expiration::BACKEND_TIMEOUT, creation).await {
+        match tokio::time::timeout(arcanum_contract::backend::BACKEND_TIMEOUT, creation).await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => {
                 // Rolled back in its transaction: nothing to revoke. Should the delete fail, the
@@ -700,7 +700,7 @@ impl Database {
         let mut data = Map::new();
         data.insert("username".into(), json!(intent.username));
         data.insert("password".into(), json!(password.as_str()));
-        Ok(Response::Logical(Box::new(crate::logical::LogicalResponse {
+        Ok(Response::Logical(Box::new(arcanum_contract::logical::LogicalResponse {
             data: Some(data),
             secret: Some(LeaseSpec {
                 internal: intent.internal(),
@@ -800,7 +800,7 @@ impl Database {
         let mut data = Map::new();
         data.insert("username".into(), json!(role.username));
         data.insert("password".into(), json!(role.password));
-        data.insert("last_vault_rotation".into(), json!(crate::core::token::rfc3339(role.last_vault_rotation)));
+        data.insert("last_vault_rotation".into(), json!(arcanum_contract::clock::rfc3339(role.last_vault_rotation)));
         data.insert("rotation_period".into(), json!(role.rotation_period));
         data.insert("ttl".into(), json!((next - now).max(0)));
         Response::data(data)
@@ -890,7 +890,7 @@ impl LogicalBackend for Database {
                         data.insert("rotation_statements".into(), json!(role.rotation_statements));
                         data.insert(
                             "last_vault_rotation".into(),
-                            json!(crate::core::token::rfc3339(role.last_vault_rotation)),
+                            json!(arcanum_contract::clock::rfc3339(role.last_vault_rotation)),
                         );
                         data.insert("credential_type".into(), json!("password"));
                         insert_credential_config(&mut data, &role.password_policy);
@@ -957,7 +957,7 @@ impl LogicalBackend for Database {
             if role.last_vault_rotation + role.rotation_period as i64 > now {
                 continue;
             }
-            let bound = crate::core::expiration::BACKEND_TIMEOUT;
+            let bound = arcanum_contract::backend::BACKEND_TIMEOUT;
             match tokio::time::timeout(bound, self.rotate_static(storage, &name, None)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(err)) => {

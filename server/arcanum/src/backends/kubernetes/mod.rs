@@ -15,9 +15,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::{BackendRequest, LogicalBackend};
-use crate::fields;
-use crate::logical::{ApiError, LoginAuth, Operation, Response};
+use arcanum_contract::backend::{BackendRequest, LogicalBackend};
+use arcanum_contract::fields;
+use arcanum_contract::logical::{ApiError, LoginAuth, Operation, Response};
 
 /// Where a pod's service-account token and CA are mounted.
 const DEFAULT_SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -278,7 +278,7 @@ fn refused(mount: &str, role: &str, reason: String) -> ApiError {
 }
 
 fn bound(patterns: &[String], value: &str) -> bool {
-    patterns.iter().any(|p| crate::glob::matches(p, value))
+    patterns.iter().any(|p| arcanum_contract::glob::matches(p, value))
 }
 
 impl Kubernetes {

@@ -12,9 +12,9 @@ use serde_json::Value;
 pub use v1::KvV1;
 pub use v2::KvV2;
 
-use super::LogicalBackend;
-use crate::core::mounts::MountEntry;
-use crate::logical::ApiError;
+use arcanum_contract::backend::LogicalBackend;
+use arcanum_contract::logical::ApiError;
+use arcanum_contract::mount::MountEntry;
 
 /// Longest key accepted; beyond it a write is refused rather than stored unreadably long.
 pub const MAX_KEY_BYTES: usize = 4096;
@@ -31,7 +31,7 @@ pub fn build(entry: &MountEntry) -> Result<Arc<dyn LogicalBackend>, ApiError> {
 /// Converts a KV v1 mount's data in place to KV v2: every key becomes version 1 of a
 /// versioned secret. Everything is read before anything is written, so a v1 key that
 /// happens to be named like a v2 record (`metadata/x`) cannot be overwritten half-way.
-pub async fn upgrade_v1_to_v2(view: &crate::core::view::StorageView) -> Result<usize, ApiError> {
+pub async fn upgrade_v1_to_v2(view: &arcanum_contract::storage::StorageView) -> Result<usize, ApiError> {
     let keys = view.list_recursive("").await?;
     let mut secrets = Vec::with_capacity(keys.len());
     for key in &keys {

@@ -3,9 +3,9 @@
 use serde_json::{Map, Value};
 
 use super::check_key;
-use crate::backends::{BackendRequest, LogicalBackend};
-use crate::core::token::SYSTEM_MAX_TTL;
-use crate::logical::{ApiError, LogicalResponse, Operation, Response};
+use arcanum_contract::backend::SYSTEM_MAX_TTL;
+use arcanum_contract::backend::{BackendRequest, LogicalBackend};
+use arcanum_contract::logical::{ApiError, LogicalResponse, Operation, Response};
 
 #[derive(Debug)]
 pub struct KvV1;

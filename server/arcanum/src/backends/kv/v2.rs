@@ -20,9 +20,9 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::{check_key, object_field};
-use crate::backends::{BackendRequest, LogicalBackend};
-use crate::core::view::StorageView;
-use crate::logical::{ApiError, LogicalResponse, Operation, Response};
+use arcanum_contract::backend::{BackendRequest, LogicalBackend};
+use arcanum_contract::logical::{ApiError, LogicalResponse, Operation, Response};
+use arcanum_contract::storage::StorageView;
 
 /// Versions kept when neither the key nor the engine says otherwise.
 const DEFAULT_MAX_VERSIONS: u64 = 10;
@@ -167,15 +167,15 @@ fn split(path: &str) -> (&str, &str) {
 }
 
 fn u64_field(req: &BackendRequest<'_>, name: &str) -> Result<Option<u64>, ApiError> {
-    crate::fields::non_negative(req.field(name), name)
+    arcanum_contract::fields::non_negative(req.field(name), name)
 }
 
 fn bool_field(req: &BackendRequest<'_>, name: &str) -> Result<Option<bool>, ApiError> {
-    crate::fields::boolean(req.field(name), name)
+    arcanum_contract::fields::boolean(req.field(name), name)
 }
 
 fn duration_field(req: &BackendRequest<'_>, name: &str) -> Result<Option<u64>, ApiError> {
-    crate::fields::duration_secs(req.field(name), name)
+    arcanum_contract::fields::duration_secs(req.field(name), name)
 }
 
 fn versions_field(req: &BackendRequest<'_>) -> Result<Vec<u64>, ApiError> {

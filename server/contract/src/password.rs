@@ -1,5 +1,7 @@
 //! The password policies of `sys/policies/password`: stored behind the barrier as their HCL text, and
-//! the system-view lookup through which secret engines generate passwords from a named policy.
+//! the system-view lookup through which secret engines generate passwords from a named policy (an
+//! engine reaches them through [`StorageView::password_policies`](crate::storage::StorageView), the
+//! one store outside its own prefix it may read; only `sys/` writes them).
 
 use std::sync::Arc;
 
@@ -8,9 +10,8 @@ use rand::rngs::OsRng;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::barrier::Barrier;
-use super::view::StorageView;
 use crate::logical::ApiError;
+use crate::storage::{LogicalStorage, StorageView};
 
 /// Where the policies live (Vault's own key prefix for them).
 const PREFIX: &str = "sys/password_policy/";
@@ -27,8 +28,8 @@ pub struct PasswordPolicies {
 }
 
 impl PasswordPolicies {
-    pub fn new(barrier: Arc<Barrier>) -> PasswordPolicies {
-        PasswordPolicies { view: StorageView::new(barrier, PREFIX) }
+    pub fn new(storage: Arc<dyn LogicalStorage>) -> PasswordPolicies {
+        PasswordPolicies { view: StorageView::new(storage, PREFIX) }
     }
 
     /// Validates `text` as Vault does on write (a 400 naming the problem) and stores it.

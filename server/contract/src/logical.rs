@@ -102,7 +102,7 @@ pub struct LogicalResponse {
     pub renewable: bool,
     /// Set by a backend whose answer must be revoked later (database credentials): the
     /// router records a lease and fills in `lease_id`, `lease_duration` and `renewable`.
-    pub secret: Option<crate::core::expiration::LeaseSpec>,
+    pub secret: Option<crate::backend::LeaseSpec>,
 }
 
 /// What a login produced, before it becomes a token.

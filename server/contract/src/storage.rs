@@ -1,0 +1,223 @@
+//! Logical storage and the storage view: the encrypted store (the core's barrier) as an engine
+//! is handed it, seen through a key prefix, like a chroot.
+//!
+//! Each mount gets a view under `logical/<uuid>/` (secret engines) or `auth/<uuid>/`
+//! (credential backends), so a backend cannot name a key outside its own prefix: every
+//! key it passes is relative, and `..` has no meaning in storage keys.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+
+use crate::logical::ApiError;
+use crate::password::PasswordPolicies;
+
+/// Plaintext records at logical paths, stored somewhere the caller need not know (the core
+/// implements it with the barrier, which encrypts each record before it reaches the physical
+/// backend). Errors are logged where they happen and reach the client as a bare 500.
+#[async_trait::async_trait]
+pub trait LogicalStorage: Send + Sync + Debug {
+    async fn get(&self, path: &str) -> Result<Option<Vec<u8>>, ApiError>;
+    async fn put(&self, path: &str, value: &[u8]) -> Result<(), ApiError>;
+    async fn delete(&self, path: &str) -> Result<(), ApiError>;
+    /// Immediate children of `prefix`, folders ending in `/`.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, ApiError>;
+    /// Several writes, all or none.
+    async fn batch(&self, ops: Vec<StorageOp>) -> Result<(), ApiError>;
+}
+
+/// A write in [`LogicalStorage::batch`], at a full logical path.
+#[derive(Debug)]
+pub enum StorageOp {
+    Put { path: String, value: Vec<u8> },
+    Delete { path: String },
+}
+
+/// The storage below `prefix` (which ends with `/`).
+#[derive(Debug, Clone)]
+pub struct StorageView {
+    storage: Arc<dyn LogicalStorage>,
+    prefix: String,
+}
+
+impl StorageView {
+    pub fn new(storage: Arc<dyn LogicalStorage>, prefix: impl Into<String>) -> StorageView {
+        StorageView { storage, prefix: prefix.into() }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The system view's password policies (`sys/policies/password`): the one store outside its own
+    /// prefix that a backend may reach, read-only in practice, to generate passwords from a named policy.
+    pub fn password_policies(&self) -> PasswordPolicies {
+        PasswordPolicies::new(Arc::clone(&self.storage))
+    }
+
+    /// A view on a sub-prefix of this one.
+    pub fn sub_view(&self, prefix: &str) -> StorageView {
+        StorageView { storage: Arc::clone(&self.storage), prefix: format!("{}{prefix}", self.prefix) }
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
+        self.storage.get(&self.key(key)).await
+    }
+
+    /// Reads and parses a JSON record.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, ApiError> {
+        match self.get(key).await? {
+            Some(raw) => serde_json::from_slice(&raw).map(Some).map_err(|err| {
+                tracing::error!(key = %self.key(key), error = %err, "stored record does not parse");
+                ApiError::internal()
+            }),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn put(&self, key: &str, value: &[u8]) -> Result<(), ApiError> {
+        self.storage.put(&self.key(key), value).await
+    }
+
+    pub async fn put_json<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<(), ApiError> {
+        let raw = serde_json::to_vec(value).map_err(|_| ApiError::internal())?;
+        self.put(key, &raw).await
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), ApiError> {
+        self.storage.delete(&self.key(key)).await
+    }
+
+    /// Children of `prefix` (relative to this view), folders ending in `/`.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, ApiError> {
+        self.storage.list(&self.key(prefix)).await
+    }
+
+    /// Several writes, atomically. Keys are relative to the view.
+    pub async fn batch(&self, ops: Vec<ViewOp>) -> Result<(), ApiError> {
+        let ops = ops
+            .into_iter()
+            .map(|op| match op {
+                ViewOp::Put { key, value } => StorageOp::Put { path: self.key(&key), value },
+                ViewOp::Delete { key } => StorageOp::Delete { path: self.key(&key) },
+            })
+            .collect();
+        self.storage.batch(ops).await
+    }
+
+    /// Every key below `prefix`, recursively (relative to this view).
+    pub async fn list_recursive(&self, prefix: &str) -> Result<Vec<String>, ApiError> {
+        let mut keys = Vec::new();
+        let mut folders = vec![prefix.to_owned()];
+        while let Some(folder) = folders.pop() {
+            for child in self.list(&folder).await? {
+                let full = format!("{folder}{child}");
+                if child.ends_with('/') {
+                    folders.push(full);
+                } else {
+                    keys.push(full);
+                }
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Deletes everything in the view (used when a mount is disabled).
+    pub async fn clear(&self) -> Result<(), ApiError> {
+        let keys = self.list_recursive("").await?;
+        for chunk in keys.chunks(256) {
+            self.batch(chunk.iter().map(|key| ViewOp::Delete { key: key.clone() }).collect()).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A write in [`StorageView::batch`].
+#[derive(Debug)]
+pub enum ViewOp {
+    Put { key: String, value: Vec<u8> },
+    Delete { key: String },
+}
+
+/// Logical storage in a map in memory, unencrypted: for tests of what runs on a view.
+#[derive(Debug, Default)]
+pub struct MemoryStorage {
+    records: Mutex<BTreeMap<String, Vec<u8>>>,
+}
+
+impl MemoryStorage {
+    pub fn new() -> Arc<MemoryStorage> {
+        Arc::default()
+    }
+
+    fn records(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<u8>>> {
+        self.records.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait::async_trait]
+impl LogicalStorage for MemoryStorage {
+    async fn get(&self, path: &str) -> Result<Option<Vec<u8>>, ApiError> {
+        Ok(self.records().get(path).cloned())
+    }
+
+    async fn put(&self, path: &str, value: &[u8]) -> Result<(), ApiError> {
+        self.records().insert(path.to_owned(), value.to_vec());
+        Ok(())
+    }
+
+    async fn delete(&self, path: &str) -> Result<(), ApiError> {
+        self.records().remove(path);
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, ApiError> {
+        let mut children: Vec<String> = Vec::new();
+        for key in self.records().range(prefix.to_owned()..).map(|(key, _)| key).take_while(|k| k.starts_with(prefix)) {
+            let rest = &key[prefix.len()..];
+            let child = match rest.find('/') {
+                Some(slash) => &rest[..=slash],
+                None => rest,
+            };
+            if children.last().map(String::as_str) != Some(child) {
+                children.push(child.to_owned());
+            }
+        }
+        Ok(children)
+    }
+
+    async fn batch(&self, ops: Vec<StorageOp>) -> Result<(), ApiError> {
+        let mut records = self.records();
+        for op in ops {
+            match op {
+                StorageOp::Put { path, value } => records.insert(path, value),
+                StorageOp::Delete { path } => records.remove(&path),
+            };
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_view_reads_and_writes_below_its_prefix_only() {
+        let storage = MemoryStorage::new();
+        let view = StorageView::new(storage.clone(), "logical/m/");
+        view.put("a", b"1").await.unwrap();
+        view.sub_view("dir/").put("b", b"2").await.unwrap();
+        storage.put("logical/other/c", b"3").await.unwrap();
+        assert_eq!(view.list("").await.unwrap(), ["a", "dir/"]);
+        assert_eq!(view.list_recursive("").await.unwrap().len(), 2);
+        assert_eq!(storage.get("logical/m/dir/b").await.unwrap().as_deref(), Some(&b"2"[..]));
+        view.clear().await.unwrap();
+        assert!(view.list("").await.unwrap().is_empty());
+        assert_eq!(storage.list("logical/").await.unwrap(), ["other/"]);
+    }
+}
