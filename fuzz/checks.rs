@@ -155,8 +155,8 @@ pub mod http_request {
     // or seal the server; half the inputs carry no token at all.
     use std::sync::{Arc, OnceLock};
 
-    use arcanum_contract::mount::{MountEntry, MountTableKind};
     use arcanum::core::{Core, CoreConfig, SealConfig};
+    use arcanum_contract::mount::{MountEntry, MountTableKind};
     use arcanum_storage::InmemBackend;
     use axum::body::Body;
     use axum::http::Request;

@@ -130,7 +130,8 @@ impl TokenEntry {
         data
     }
 
-    /// Vault's `auth` block for create, login and renew responses.
+    /// Vault's `auth` block for create, login and renew responses. `lease_duration` is the TTL
+    /// that creation or renewal granted, counted from that moment, not what is left a second later.
     pub fn auth_block(&self, client_token: &str) -> Value {
         let token_policies: Vec<&String> = self.policies.iter().collect();
         json!({
@@ -139,7 +140,7 @@ impl TokenEntry {
             "policies": self.policies,
             "token_policies": token_policies,
             "metadata": if self.meta.is_empty() { Value::Null } else { json!(self.meta) },
-            "lease_duration": self.ttl(unix_now()),
+            "lease_duration": self.ttl(self.last_renewal_time.unwrap_or(self.creation_time)),
             "renewable": self.renewable && self.expire_time.is_some(),
             "entity_id": self.entity_id,
             "token_type": "service",
