@@ -52,9 +52,9 @@ async fn serve_request(State(state): State<HttpState>, request: axum::extract::R
                 let mount = metrics::mount_label(&req.path, resolved.as_ref().map(|(mount, _)| mount.route.as_str()));
                 let admission = match &unsealed {
                     Some(unsealed) => {
-                        let creates = crate::quotas::creates_lease(
+                        let creates = arcanum_quotas::creates_lease(
                             &req.path,
-                            resolved.as_ref().map(|(mount, rest)| (mount.as_ref(), rest.as_str())),
+                            resolved.as_ref().map(|(mount, rest)| (&mount.entry, rest.as_str())),
                         );
                         unsealed.quotas.admit(&req, remote.map(|addr| addr.ip()), creates).map(Some)
                     }

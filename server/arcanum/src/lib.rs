@@ -18,7 +18,6 @@ pub mod cli;
 pub mod core;
 pub mod hardening;
 pub mod http;
-pub mod quotas;
 pub mod router;
 pub mod serve;
 pub mod sys;

@@ -243,7 +243,7 @@ pub struct Expiration {
     /// memory for metrics: after a restart a lease shows up here again at its next retry.
     failing: Mutex<HashMap<String, bool>>,
     /// Told of every lease created and removed, for lease-count quotas.
-    pub lease_counts: Arc<crate::quotas::LeaseCounts>,
+    pub lease_counts: Arc<arcanum_quotas::LeaseCounts>,
     /// The reaper and the periodic-work ticker; aborted at seal.
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }

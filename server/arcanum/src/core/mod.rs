@@ -26,12 +26,12 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::audit::AuditBroker;
-use crate::quotas::Quotas;
 use arcanum_contract::clock::unix_now;
 use arcanum_contract::logical::{ApiError, LoginAuth};
 use arcanum_contract::mount::{MountEntry, MountTableKind};
 use arcanum_contract::storage::StorageView;
 use arcanum_contract::Catalog;
+use arcanum_quotas::Quotas;
 use barrier::{Barrier, BarrierError, KEYRING_PATH, ROOT_KEY_PATH, SEAL_CONFIG_PATH};
 use expiration::{Expiration, LeaseSettings};
 use mounts::MountTable;
@@ -222,7 +222,7 @@ pub struct Unsealed {
 impl Unsealed {
     /// Opens every unsealed service over `barrier`.
     async fn open(barrier: Arc<Barrier>, leases: LeaseSettings, catalog: Arc<Catalog>) -> Result<Unsealed, ApiError> {
-        let quotas = Quotas::open(Arc::clone(&barrier)).await?;
+        let quotas = Quotas::open(barrier.clone()).await?;
         let mut expiration =
             Expiration::open(Arc::clone(&barrier), leases).await.map_err(internal("restoring the lease schedule"))?;
         expiration.lease_counts = Arc::clone(&quotas.counts);

@@ -219,7 +219,7 @@ pub struct TokenStore {
     /// The reaper's schedule: every token with a TTL is due there at its expiry.
     schedule: Arc<Schedule>,
     /// Told of every token created and removed, for lease-count quotas.
-    pub lease_counts: Arc<crate::quotas::LeaseCounts>,
+    pub lease_counts: Arc<arcanum_quotas::LeaseCounts>,
 }
 
 /// Entries kept in the token cache; beyond it the cache starts over.

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use serde_json::{json, Map};
 
 use crate::core::Unsealed;
-use crate::quotas::{LeaseCountQuota, QuotaConfig, QuotaKind, QuotaPath, RateLimitQuota};
 use arcanum_contract::fields;
 use arcanum_contract::logical::{ApiError, Operation, Request, Response};
 use arcanum_contract::mount::MountTableKind;
+use arcanum_quotas::{LeaseCountQuota, QuotaConfig, QuotaKind, QuotaPath, RateLimitQuota};
 
 pub(super) async fn handle(unsealed: &Arc<Unsealed>, req: &Request) -> Option<Result<Response, ApiError>> {
     use Operation::*;

@@ -20,9 +20,9 @@ use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota as GovernorQuota};
 use serde::{Deserialize, Serialize};
 
-use crate::core::barrier::Barrier;
 use arcanum_contract::logical::{ApiError, Request};
-use arcanum_contract::storage::StorageView;
+use arcanum_contract::mount::{MountEntry, MountTableKind};
+use arcanum_contract::storage::{LogicalStorage, StorageView};
 
 /// Vault's default exemptions: a client must always be able to check health and unseal.
 pub const DEFAULT_EXEMPT_PATHS: &[&str] = &[
@@ -259,9 +259,9 @@ fn storage_error(err: impl std::fmt::Display) -> ApiError {
 
 impl Quotas {
     /// Loads the stored quotas. Lease counts start at zero until [`Quotas::set_count`].
-    pub async fn open(barrier: Arc<Barrier>) -> Result<Quotas, ApiError> {
+    pub async fn open(storage: Arc<dyn LogicalStorage>) -> Result<Quotas, ApiError> {
         let quotas = Quotas {
-            view: StorageView::new(barrier, "sys/quotas/"),
+            view: StorageView::new(storage, "sys/quotas/"),
             config: RwLock::default(),
             limiters: RwLock::default(),
             counts: Arc::default(),
@@ -473,15 +473,13 @@ impl Quotas {
 /// `auth/token/create*`, and database credentials. Everything else (reads, writes, `sys/`,
 /// token lookups and revocations) passes a full quota, as in Vault, where only requests that
 /// generate a lease are held back.
-pub fn creates_lease(path: &str, mount: Option<(&crate::core::mounts::Mount, &str)>) -> bool {
+pub fn creates_lease(path: &str, mount: Option<(&MountEntry, &str)>) -> bool {
     if let Some(rest) = path.strip_prefix("auth/token/") {
         return rest.starts_with("create");
     }
     match mount {
-        Some((mount, rest)) if mount.entry.table == arcanum_contract::mount::MountTableKind::Auth => {
-            rest.starts_with("login")
-        }
-        Some((mount, rest)) => mount.entry.kind == "database" && rest.starts_with("creds/"),
+        Some((mount, rest)) if mount.table == MountTableKind::Auth => rest.starts_with("login"),
+        Some((mount, rest)) => mount.kind == "database" && rest.starts_with("creds/"),
         None => false,
     }
 }
