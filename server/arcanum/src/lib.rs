@@ -12,7 +12,6 @@
 //! - [`serve`]: listeners, TLS, graceful shutdown.
 //! - [`cli`]: the `arcanum` command line (server and client commands).
 
-pub mod audit;
 pub mod backends;
 pub mod cli;
 pub mod core;

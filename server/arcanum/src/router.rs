@@ -20,11 +20,11 @@ use std::sync::Arc;
 
 use arcanum_policy::{Acl, AclRequest, Operation as AclOperation};
 
-use crate::audit::{Authorized, Trail};
 use crate::core::mounts::Mount;
 use crate::core::token::TokenEntry;
 use crate::core::{Core, Unsealed};
 use crate::{sys, token_api};
+use arcanum_audit::{Authorized, Trail};
 use arcanum_contract::backend::BackendRequest;
 use arcanum_contract::logical::{ApiError, Operation, Request, Response};
 
@@ -68,7 +68,9 @@ pub async fn handle(core: &Core, req: Request) -> Result<Response, ApiError> {
         return result;
     }
     let unsealed = core.unsealed()?;
-    let mut trail = Trail::begin(&unsealed, &req);
+    let mut trail = Trail::begin(&unsealed.audit, &req, || {
+        unsealed.mounts.resolve(&req.path).map(|(mount, _)| Arc::clone(&mount.entry))
+    });
     let result = route(core, &unsealed, &req, &mut trail).await;
     trail.finish(result).await
 }
@@ -104,7 +106,7 @@ async fn route(
     let token_value = req.client_token.clone().unwrap_or_default();
     let token = unsealed.tokens.lookup(&token_value).await?.ok_or_else(ApiError::invalid_token)?;
     let (create, acl, decision) = authorize(unsealed, req, &target, &token).await?;
-    trail.request(Some(Authorized { token: &token, allowed: decision.allowed, create })).await?;
+    trail.request(Some(Authorized { token: token.view(), allowed: decision.allowed, create })).await?;
 
     // A denied request uses up a use too (as in Vault), but only once it is on record.
     let token = unsealed.tokens.use_token(&token).await?.ok_or_else(ApiError::invalid_token)?;

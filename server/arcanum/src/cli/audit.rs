@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 use super::generic::sanitize_path;
 use super::output::{go_value, print_columns, print_json};
 use super::{Client, ClientArgs, Format};
-use crate::audit::verify::{self, Outcome, VerifyOptions};
+use arcanum_audit::verify::{self, Outcome, VerifyOptions};
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {

@@ -25,7 +25,7 @@ use arcanum_storage::{Backend, Op};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::audit::AuditBroker;
+use arcanum_audit::AuditBroker;
 use arcanum_contract::clock::unix_now;
 use arcanum_contract::logical::{ApiError, LoginAuth};
 use arcanum_contract::mount::{MountEntry, MountTableKind};
@@ -236,7 +236,7 @@ impl Unsealed {
             .ok_or_else(|| internal("reading cluster info")(BarrierError::Corrupt("missing".into())))?;
         let policies = PolicyStore::load(StorageView::new(barrier.clone(), "sys/policy/")).await?;
         let mounts = MountTable::load(Arc::clone(&barrier), catalog).await?;
-        let audit = AuditBroker::open(Arc::clone(&barrier)).await?;
+        let audit = AuditBroker::open(barrier.clone()).await?;
         let unsealed = Unsealed { barrier, tokens, policies, mounts, cluster, audit, expiration, quotas };
         unsealed.count_for_quotas().await?;
         Ok(unsealed)

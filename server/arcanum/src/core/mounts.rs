@@ -24,7 +24,7 @@ const AUTH_TABLE_PATH: &str = "core/auth";
 pub struct Mount {
     /// `entry.route_prefix()`, computed once: routing reads it on every request.
     pub route: String,
-    pub entry: MountEntry,
+    pub entry: Arc<MountEntry>,
     pub backend: Arc<dyn LogicalBackend>,
     pub view: StorageView,
 }
@@ -97,7 +97,7 @@ impl MountTable {
 
     /// Every mount of one table.
     pub fn entries(&self, table: MountTableKind) -> Vec<MountEntry> {
-        self.snapshot().iter().filter(|m| m.entry.table == table).map(|m| m.entry.clone()).collect()
+        self.snapshot().iter().filter(|m| m.entry.table == table).map(|m| MountEntry::clone(&m.entry)).collect()
     }
 
     pub fn get(&self, table: MountTableKind, path: &str) -> Option<Arc<Mount>> {
@@ -135,7 +135,7 @@ impl MountTable {
         // part-way through the deletion leaves only unreachable records, never a half mount.
         self.commit(next).await?;
         mount.view.clear().await?;
-        Ok(Some(mount.entry.clone()))
+        Ok(Some(MountEntry::clone(&mount.entry)))
     }
 
     /// Replaces an entry (tune); the backend is rebuilt when its options change.
@@ -158,7 +158,7 @@ impl MountTable {
         if !removable(&mount.entry) {
             return Err(ApiError::bad_request(format!("cannot remount {from:?}")));
         }
-        let mut entry = mount.entry.clone();
+        let mut entry = MountEntry::clone(&mount.entry);
         entry.path = to.to_owned();
         validate_path(&entry)?;
         let prefix = entry.route_prefix();
@@ -171,7 +171,7 @@ impl MountTable {
         let mut next: Vec<Arc<Mount>> = self.snapshot().iter().filter(|m| !Arc::ptr_eq(m, &mount)).cloned().collect();
         next.push(Arc::new(Mount {
             route: entry.route_prefix(),
-            entry,
+            entry: Arc::new(entry),
             backend: Arc::clone(&mount.backend),
             view: mount.view.clone(),
         }));
@@ -181,8 +181,8 @@ impl MountTable {
     /// Persists both tables atomically, then publishes the new snapshot.
     async fn commit(&self, mut next: Vec<Arc<Mount>>) -> Result<(), ApiError> {
         next.sort_by_key(|m| m.entry.route_prefix());
-        let table = |kind| next.iter().filter(|m| m.entry.table == kind).map(|m| m.entry.clone()).collect::<Vec<_>>();
-        let encode = |entries: Vec<MountEntry>| serde_json::to_vec(&entries).map_err(|_| ApiError::internal());
+        let table = |kind| next.iter().filter(|m| m.entry.table == kind).map(|m| &*m.entry).collect::<Vec<_>>();
+        let encode = |entries: Vec<&MountEntry>| serde_json::to_vec(&entries).map_err(|_| ApiError::internal());
         let root = StorageView::new(self.barrier.clone(), "");
         root.batch(vec![
             ViewOp::Put { key: SECRET_TABLE_PATH.into(), value: encode(table(MountTableKind::Secret))? },
@@ -201,7 +201,7 @@ fn instantiate(barrier: &Arc<Barrier>, catalog: &Catalog, entry: MountEntry) -> 
         _ => catalog.build(&entry)?,
     };
     let view = StorageView::new(barrier.clone(), entry.storage_prefix());
-    Ok(Mount { route: entry.route_prefix(), entry, backend, view })
+    Ok(Mount { route: entry.route_prefix(), entry: Arc::new(entry), backend, view })
 }
 
 /// The placeholder for mounts the router serves without a backend (`sys/`, `auth/token/`).

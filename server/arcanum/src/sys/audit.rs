@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use crate::audit::EnableRequest;
 use crate::core::mounts::normalize_mount_path;
 use crate::core::Unsealed;
+use arcanum_audit::EnableRequest;
 use arcanum_contract::logical::{ApiError, Operation, Request, Response};
 
 pub(super) async fn handle(unsealed: &Arc<Unsealed>, req: &Request) -> Option<Result<Response, ApiError>> {

@@ -163,7 +163,7 @@ async fn tune(unsealed: &Unsealed, table: MountTableKind, path: &str, req: &Requ
         .mounts
         .get(table, path)
         .ok_or_else(|| ApiError::bad_request(format!("cannot tune {path:?}: no such mount")))?;
-    let mut entry = mount.entry.clone();
+    let mut entry = MountEntry::clone(&mount.entry);
     apply_config(&mut entry.config, &req.data)?;
     if let Some(Value::String(description)) = req.field("description") {
         entry.description = description.clone();

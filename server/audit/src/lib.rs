@@ -1,6 +1,10 @@
 //! The audit broker: the enabled audit devices, and the rule that nothing is served
 //! unaudited.
 //!
+//! Below the core (which opens a broker at unseal and holds it) and above the contract: it
+//! stores its table through the logical storage it is handed, and sees requests, responses,
+//! mount entries and tokens only in the contract's shapes.
+//!
 //! # Layout
 //! - this module: [`AuditBroker`] — the device table (stored through the barrier at
 //!   `core/audit`, each device's HMAC salt at `core/audit-salt/<uuid>` and its last chain head
@@ -32,9 +36,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use zeroize::Zeroizing;
 
-use crate::core::barrier::Barrier;
 use arcanum_contract::logical::ApiError;
-use arcanum_contract::storage::{StorageView, ViewOp};
+use arcanum_contract::storage::{LogicalStorage, StorageView, ViewOp};
 use chain::ChainHead;
 use entry::{Redactor, RequestRecord};
 use file::{ChainStart, FileSettings, FileSink, Target};
@@ -144,9 +147,9 @@ impl AuditBroker {
     /// Loads the audit table and opens every device (each given the broker's timeout).
     /// A device whose file cannot be opened stays enabled and fails its entries until it can
     /// (its writer retries on every entry): audit fails closed, unseal still succeeds.
-    pub async fn open(barrier: Arc<Barrier>) -> Result<AuditBroker, ApiError> {
+    pub async fn open(storage: Arc<dyn LogicalStorage>) -> Result<AuditBroker, ApiError> {
         let broker = AuditBroker {
-            root: StorageView::new(barrier, ""),
+            root: StorageView::new(storage, ""),
             devices: RwLock::new(Arc::new(Vec::new())),
             change: tokio::sync::Mutex::new(()),
             timeout_ms: AtomicU64::new(DEFAULT_TIMEOUT.as_millis() as u64),

@@ -251,7 +251,7 @@ pub fn verify_file(path: &Path) -> std::io::Result<Outcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::chain::{seal_line, ChainHead};
+    use crate::chain::{seal_line, ChainHead};
 
     /// `n` chained lines starting at genesis; returns them and the head after them.
     fn lines(n: u64, head: ChainHead) -> (Vec<Vec<u8>>, ChainHead) {

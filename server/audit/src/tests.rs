@@ -6,15 +6,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arcanum_crypto::keyring::Keyring;
-use arcanum_storage::InmemBackend;
+use arcanum_contract::storage::MemoryStorage;
 use serde_json::Value;
 
 use super::*;
-use crate::core::barrier::DEFAULT_ROTATE_AFTER;
 
-async fn barrier() -> Arc<Barrier> {
-    Barrier::open(Arc::new(InmemBackend::new()), Keyring::generate(0), DEFAULT_ROTATE_AFTER).await.unwrap()
+async fn barrier() -> Arc<MemoryStorage> {
+    MemoryStorage::new()
 }
 
 fn file_request(path: &str, file: &Path) -> EnableRequest {
@@ -32,7 +30,7 @@ async fn enable_list_hash_disable_and_reload() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("audit.log");
     let barrier = barrier().await;
-    let broker = AuditBroker::open(Arc::clone(&barrier)).await.unwrap();
+    let broker = AuditBroker::open(barrier.clone()).await.unwrap();
     broker.enable(file_request("file/", &file), "req").await.unwrap();
 
     let list = broker.list();
@@ -51,7 +49,7 @@ async fn enable_list_hash_disable_and_reload() {
     drop(broker);
 
     // As after a seal and unseal: same salt, and the chain continues where it was.
-    let broker = AuditBroker::open(Arc::clone(&barrier)).await.unwrap();
+    let broker = AuditBroker::open(barrier.clone()).await.unwrap();
     assert_eq!(broker.hash("file/", "secret").unwrap(), hash);
     let devices = broker.snapshot();
     assert_eq!(broker.log(&devices, |_| "{\"type\":\"response\"}".into()).await, 1);

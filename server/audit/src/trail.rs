@@ -13,16 +13,17 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use arcanum_contract::mount::MountEntry;
+use arcanum_contract::token::TokenView;
+
 use super::entry::{self, AuthRecord, Prepared, RequestRecord};
 use super::{AuditBroker, Device};
-use crate::core::token::TokenEntry;
-use crate::core::Unsealed;
 use arcanum_contract::logical::{ApiError, Operation, Request, Response};
 
 /// The caller, once the token and the ACL check have been evaluated.
 #[derive(Debug, Clone, Copy)]
 pub struct Authorized<'t> {
-    pub token: &'t TokenEntry,
+    pub token: TokenView<'t>,
     /// The ACL decision; a denied request is recorded before it is refused.
     pub allowed: bool,
     /// The existence check found nothing: Vault's operation is `create`.
@@ -57,8 +58,10 @@ pub struct Trail<'a> {
 }
 
 impl<'a> Trail<'a> {
-    pub fn begin(unsealed: &'a Unsealed, req: &Request) -> Trail<'a> {
-        let devices = unsealed.audit.snapshot();
+    /// Opens the trail of `req`; `mount` tells which mount the path falls under, and is asked
+    /// only when a device is enabled.
+    pub fn begin(broker: &'a AuditBroker, req: &Request, mount: impl FnOnce() -> Option<Arc<MountEntry>>) -> Trail<'a> {
+        let devices = broker.snapshot();
         let record = (!devices.is_empty()).then(|| RequestRecord {
             id: req.id.clone(),
             operation: entry::operation_name(req.operation, false),
@@ -66,18 +69,11 @@ impl<'a> Trail<'a> {
             data: req.data.clone(),
             client_token: req.client_token.clone(),
             remote: req.remote_addr,
-            mount: unsealed.mounts.resolve(&req.path).map(|(mount, _)| mount),
+            mount: mount(),
             auth: None,
             error: None,
         });
-        Trail {
-            broker: &unsealed.audit,
-            devices,
-            record,
-            prepared: Vec::new(),
-            operation: req.operation,
-            state: State::Open,
-        }
+        Trail { broker, devices, record, prepared: Vec::new(), operation: req.operation, state: State::Open }
     }
 
     /// Records the request entry; `Err` (500) means no device took it and nothing may be done.
@@ -86,11 +82,11 @@ impl<'a> Trail<'a> {
         if let Some(Authorized { token, allowed, create }) = authorized {
             record.operation = entry::operation_name(self.operation, create);
             record.auth = Some(AuthRecord {
-                accessor: token.accessor.clone(),
-                display_name: token.display_name.clone(),
-                policies: token.policies.clone(),
+                accessor: token.accessor.to_owned(),
+                display_name: token.display_name.to_owned(),
+                policies: token.policies.to_vec(),
                 metadata: token.meta.clone(),
-                entity_id: token.entity_id.clone(),
+                entity_id: token.entity_id.to_owned(),
                 token_ttl: token.creation_ttl,
                 issue_time: token.creation_time,
                 allowed,

@@ -17,8 +17,8 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
-use crate::core::mounts::Mount;
 use arcanum_contract::logical::{ApiError, Response};
+use arcanum_contract::mount::{MountEntry, MountTableKind};
 
 /// One device's salt and redaction options.
 pub struct Redactor {
@@ -101,7 +101,7 @@ pub struct RequestRecord {
     pub data: Map<String, Value>,
     pub client_token: Option<String>,
     pub remote: Option<SocketAddr>,
-    pub mount: Option<Arc<Mount>>,
+    pub mount: Option<Arc<MountEntry>>,
     pub auth: Option<AuthRecord>,
     /// Why the request was refused before any handler ran (bad token, ACL).
     pub error: Option<String>,
@@ -116,7 +116,7 @@ impl fmt::Debug for RequestRecord {
             .field("path", &self.path)
             .field("data_keys", &self.data.keys().collect::<Vec<_>>())
             .field("client_token", &self.client_token.as_ref().map(|_| "<redacted>"))
-            .field("mount", &self.mount.as_ref().map(|m| m.route.as_str()))
+            .field("mount", &self.mount.as_ref().map(|m| m.route_prefix()))
             .field("error", &self.error)
             .finish()
     }
@@ -189,7 +189,7 @@ struct RequestOut<'a> {
 
 #[derive(Serialize)]
 struct MountOut<'a> {
-    mount_point: &'a str,
+    mount_point: MountPoint<'a>,
     mount_type: &'a str,
     mount_accessor: &'a str,
 }
@@ -301,11 +301,23 @@ fn now() -> String {
     time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
+/// A mount's route (`secret/`, `auth/userpass/`), written straight into the entry.
+struct MountPoint<'a>(&'a MountEntry);
+
+impl Serialize for MountPoint<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0.table {
+            MountTableKind::Secret => serializer.serialize_str(&self.0.path),
+            MountTableKind::Auth => serializer.collect_str(&format_args!("auth/{}", self.0.path)),
+        }
+    }
+}
+
 fn mount_out(record: &RequestRecord) -> Option<MountOut<'_>> {
     record.mount.as_ref().map(|mount| MountOut {
-        mount_point: &mount.route,
-        mount_type: &mount.entry.kind,
-        mount_accessor: &mount.entry.accessor,
+        mount_point: MountPoint(mount),
+        mount_type: &mount.kind,
+        mount_accessor: &mount.accessor,
     })
 }
 
@@ -361,7 +373,7 @@ fn request_out<'a>(
     token: Option<&'a str>,
     accessor: Option<&'a str>,
 ) -> RequestOut<'a> {
-    let keep = record.mount.as_ref().map_or(&[][..], |m| &m.entry.config.audit_non_hmac_request_keys[..]);
+    let keep = record.mount.as_ref().map_or(&[][..], |m| &m.config.audit_non_hmac_request_keys[..]);
     RequestOut {
         id: &record.id,
         operation: record.operation,
@@ -409,7 +421,7 @@ pub fn response_entry(
     prepared: &Prepared,
     result: &Result<Response, ApiError>,
 ) -> String {
-    let keep = record.mount.as_ref().map_or(&[][..], |m| &m.entry.config.audit_non_hmac_response_keys[..]);
+    let keep = record.mount.as_ref().map_or(&[][..], |m| &m.config.audit_non_hmac_response_keys[..]);
     let leaves = if redactor.log_raw { Redaction::Raw } else { Redaction::Leaves(keep) };
     let auth_block = if redactor.log_raw { Redaction::Raw } else { Redaction::AuthBlock };
     let elide = redactor.elide_list_responses && record.operation == "list";
@@ -506,6 +518,22 @@ mod tests {
                 allowed: true,
             }),
             error: None,
+        }
+    }
+
+    #[test]
+    fn the_mount_block_names_the_route_type_and_accessor() {
+        let redactor = redactor(true, false);
+        for (table, path, route) in
+            [(MountTableKind::Auth, "userpass/", "auth/userpass/"), (MountTableKind::Secret, "kv/", "kv/")]
+        {
+            let mount = Arc::new(MountEntry::new(table, path, "userpass", ""));
+            let record = RequestRecord { mount: Some(Arc::clone(&mount)), ..record() };
+            let entry: Value =
+                serde_json::from_str(&request_entry(&record, &Prepared::of(&redactor, &record))).unwrap();
+            assert_eq!(entry["request"]["mount_point"], route);
+            assert_eq!(entry["request"]["mount_type"], "userpass");
+            assert_eq!(entry["request"]["mount_accessor"], mount.accessor.as_str());
         }
     }
 
