@@ -128,7 +128,7 @@ pub mod kubernetes_jwt {
     //! The local checks of a Kubernetes service-account JWT before any TokenReview
     //! (shape, base64url segments, JSON claims, times, issuer/audience, signature against a PEM
     //! key). Every input must be refused or accepted without a panic.
-    use arcanum::backends::kubernetes::review::parse_jwt;
+    use arcanum_engines::kubernetes::review::parse_jwt;
 
     /// An EC P-256 public key, so the signature path runs too.
     const PEM: &str = "-----BEGIN PUBLIC KEY-----
@@ -185,7 +185,7 @@ pub mod http_request {
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
             let (app, token) = runtime.block_on(async {
                 let core = Arc::new(
-                    Core::new(Arc::new(InmemBackend::new()), CoreConfig::default(), arcanum::backends::catalog())
+                    Core::new(Arc::new(InmemBackend::new()), CoreConfig::default(), arcanum::catalog::catalog())
                         .await
                         .unwrap(),
                 );

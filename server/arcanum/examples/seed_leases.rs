@@ -18,7 +18,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let count: usize = count.parse()?;
     let backend = Arc::new(SledBackend::open(std::path::Path::new(&dir).join("data").as_path())?);
-    let core = Arc::new(Core::new(backend, CoreConfig::default(), arcanum::backends::catalog()).await?);
+    let core = Arc::new(Core::new(backend, CoreConfig::default(), arcanum::catalog::catalog()).await?);
     let init = core.initialize(SealConfig::new(1, 1).map_err(|err| anyhow::anyhow!("{err}"))?).await?;
     core.submit_unseal_share(init.shares[0].clone()).await?;
     let unsealed = core.unsealed()?;

@@ -12,7 +12,7 @@
 //! - [`serve`]: listeners, TLS, graceful shutdown.
 //! - [`cli`]: the `arcanum` command line (server and client commands).
 
-pub mod backends;
+pub mod catalog;
 pub mod cli;
 pub mod core;
 pub mod hardening;

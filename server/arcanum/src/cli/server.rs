@@ -57,7 +57,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
         leases: lease_settings(&config),
         ..CoreConfig::default()
     };
-    let core = Arc::new(Core::new(backend, core_config, crate::backends::catalog()).await.context("opening the core")?);
+    let core = Arc::new(Core::new(backend, core_config, crate::catalog::catalog()).await.context("opening the core")?);
     let listeners = serve::bind(&config.listeners)?;
 
     println!("==> Arcanum server configuration:\n");

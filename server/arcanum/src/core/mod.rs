@@ -715,7 +715,7 @@ mod tests {
     #[tokio::test]
     async fn debug_output_never_shows_shares_tokens_or_keys() {
         let core =
-            Core::new(Arc::new(InmemBackend::new()), CoreConfig::default(), crate::backends::catalog()).await.unwrap();
+            Core::new(Arc::new(InmemBackend::new()), CoreConfig::default(), crate::catalog::catalog()).await.unwrap();
         let output = core.initialize(SealConfig::new(3, 2).unwrap()).await.unwrap();
         core.submit_unseal_share(output.shares[0].clone()).await.unwrap();
         core.rekey_status().await;

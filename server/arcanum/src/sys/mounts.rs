@@ -174,7 +174,7 @@ async fn tune(unsealed: &Unsealed, table: MountTableKind, path: &str, req: &Requ
         let current = entry.options.get("version").map(String::as_str).unwrap_or("1");
         match (entry.kind.as_str(), current, version.as_str()) {
             ("kv", "1", "2") => {
-                let upgraded = crate::backends::kv::upgrade_v1_to_v2(&mount.view).await?;
+                let upgraded = arcanum_engines::kv::upgrade_v1_to_v2(&mount.view).await?;
                 warnings.push(format!(
                     "Upgraded mount from KV version 1 to version 2 ({upgraded} secrets became version 1)"
                 ));
