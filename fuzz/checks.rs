@@ -49,7 +49,7 @@ pub mod barrier_entry {
     //! and never a plaintext for an entry that was not sealed under this keyring and path.
     use std::sync::{Arc, OnceLock};
 
-    use arcanum::core::barrier::Barrier;
+    use arcanum_core::barrier::Barrier;
     use arcanum_crypto::Keyring;
     use arcanum_storage::InmemBackend;
 
@@ -155,8 +155,8 @@ pub mod http_request {
     // or seal the server; half the inputs carry no token at all.
     use std::sync::{Arc, OnceLock};
 
-    use arcanum::core::{Core, CoreConfig, SealConfig};
     use arcanum_contract::mount::{MountEntry, MountTableKind};
+    use arcanum_core::{Core, CoreConfig, SealConfig};
     use arcanum_storage::InmemBackend;
     use axum::body::Body;
     use axum::http::Request;

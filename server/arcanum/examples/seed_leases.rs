@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
-use arcanum::core::{Core, CoreConfig, SealConfig};
 use arcanum_contract::backend::LeaseSpec;
 use arcanum_contract::mount::MountTableKind;
+use arcanum_core::{Core, CoreConfig, SealConfig};
 use arcanum_storage::SledBackend;
 
 #[tokio::main]

@@ -17,9 +17,9 @@ use serde_json::{json, Map, Value};
 
 use arcanum_contract::path::{normalize_path, percent_decode};
 
-use crate::core::Core;
 use crate::router;
 use arcanum_contract::logical::{ApiError, LogicalResponse, Operation, Request, Response};
+use arcanum_core::Core;
 use arcanum_metrics as metrics;
 
 /// Shared by every request.

@@ -1,20 +1,23 @@
 //! Arcanum: a secrets server that speaks HashiCorp Vault's HTTP API.
 //!
+//! The top of the program: this crate wires the layers below it (`arcanum-core`, the engines
+//! of `arcanum-engines`, `arcanum-audit`, `arcanum-quotas`, over the `arcanum-contract`) into
+//! a server and speaks Vault's HTTP API and command line.
+//!
 //! # Layout
-//! - [`audit`]: the audit broker and file device (hash-chained, HMAC-redacted, fail-closed).
-//! - [`backends`]: the engines mounted in the mount table (KV, cubbyhole, ...).
-//! - [`core`]: seal state machine, barrier, token store: everything behind the seal.
-//! - [`router`]: the order a request passes through the core (sealed gate, token, audit, handler).
-//! - [`sys`]: the `sys/` endpoints.
-//! - [`glob`]: Vault's `*` glob for names (role bindings, policy globs, allowed roles).
-//! - [`logical`]: the request/response types shared by the HTTP layer and the core.
+//! - [`catalog`]: the engine types this program offers; the core builds mounts through it.
 //! - [`http`]: Vault's `/v1/` wire protocol on axum.
-//! - [`serve`]: listeners, TLS, graceful shutdown.
+//! - [`router`]: the order a request passes through the core (sealed gate, token, audit, handler).
+//! - [`sys`]: the `sys/` endpoints; [`token_api`]: `auth/token/*`.
+//! - [`serve`]: listeners, TLS, graceful shutdown; [`hardening`]: process hardening at start.
 //! - [`cli`]: the `arcanum` command line (server and client commands).
+//!
+//! Inside this crate the arrows run one way too: `cli -> serve -> http -> router -> sys,
+//! token_api`; `sys` and `token_api` import neither the router nor `http` (what they share
+//! with them, such as [`arcanum_core::Caller`], lives below).
 
 pub mod catalog;
 pub mod cli;
-pub mod core;
 pub mod hardening;
 pub mod http;
 pub mod router;

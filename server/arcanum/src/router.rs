@@ -20,24 +20,14 @@ use std::sync::Arc;
 
 use arcanum_policy::{Acl, AclRequest, Operation as AclOperation};
 
-use crate::core::mounts::Mount;
-use crate::core::token::TokenEntry;
-use crate::core::{Core, Unsealed};
 use crate::{sys, token_api};
 use arcanum_audit::{Authorized, Trail};
 use arcanum_contract::backend::BackendRequest;
 use arcanum_contract::logical::{ApiError, Operation, Request, Response};
-
-/// Who is asking, once the token and the ACL check have passed.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub token: TokenEntry,
-    /// The token value as presented (needed by lookup-self, which echoes it as `id`).
-    pub token_value: String,
-    pub acl: Arc<Acl>,
-    /// Whether the token holds `sudo` on the request path (root always does).
-    pub sudo: bool,
-}
+use arcanum_core::mounts::Mount;
+use arcanum_core::token::TokenEntry;
+use arcanum_core::Caller;
+use arcanum_core::{Core, Unsealed};
 
 /// Where a path goes.
 enum Target {

@@ -15,8 +15,8 @@ use anyhow::Context as _;
 use arcanum_config::{Listener, TlsVersion};
 use arcanum_storage::{Backend, InmemBackend, SledBackend};
 
-use crate::core::Core;
 use crate::http;
+use arcanum_core::Core;
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);

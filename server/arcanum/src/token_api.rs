@@ -7,11 +7,11 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
-use crate::core::token::{TokenEntry, TokenRequest, TokenRole, SYSTEM_MAX_TTL};
-use crate::core::Unsealed;
-use crate::router::Caller;
 use arcanum_contract::fields;
 use arcanum_contract::logical::{ApiError, LogicalResponse, Operation, Request, Response};
+use arcanum_core::token::{TokenEntry, TokenRequest, TokenRole, SYSTEM_MAX_TTL};
+use arcanum_core::Caller;
+use arcanum_core::Unsealed;
 
 pub async fn handle(
     unsealed: &Arc<Unsealed>,
@@ -191,7 +191,7 @@ async fn create(
         return Err(ApiError::bad_request("root or sudo privileges required to specify token id"));
     }
     if let Some(id) = &id {
-        if id.contains('.') && !id.starts_with(crate::core::token::TOKEN_PREFIX) {
+        if id.contains('.') && !id.starts_with(arcanum_core::token::TOKEN_PREFIX) {
             return Err(ApiError::bad_request("token IDs cannot contain a period"));
         }
     }

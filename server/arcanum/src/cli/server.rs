@@ -8,9 +8,9 @@ use arcanum_config::{Config, Listener, Storage};
 use clap::Args;
 use zeroize::Zeroizing;
 
-use crate::core::{Core, CoreConfig, SealConfig};
 use crate::serve;
 use arcanum_contract::mount::{MountEntry, MountTableKind};
+use arcanum_core::{Core, CoreConfig, SealConfig};
 
 #[derive(Debug, Args)]
 pub struct ServerArgs {
@@ -148,10 +148,10 @@ fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
 }
 
 /// The expiration manager's settings: Vault's TTL keys plus Arcanum's revocation retry policy.
-fn lease_settings(config: &arcanum_config::Config) -> crate::core::expiration::LeaseSettings {
-    let defaults = crate::core::expiration::LeaseSettings::default();
+fn lease_settings(config: &arcanum_config::Config) -> arcanum_core::expiration::LeaseSettings {
+    let defaults = arcanum_core::expiration::LeaseSettings::default();
     let max_ttl = config.max_lease_ttl.map_or(defaults.max_ttl, |ttl| ttl.as_secs());
-    crate::core::expiration::LeaseSettings {
+    arcanum_core::expiration::LeaseSettings {
         max_attempts: config.lease_revocation_max_attempts.unwrap_or(defaults.max_attempts),
         max_backoff: config.lease_revocation_max_backoff.unwrap_or(defaults.max_backoff),
         concurrency: config.lease_revocation_concurrency.map_or(defaults.concurrency, |n| n as usize),

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use crate::core::mounts::normalize_mount_path;
-use crate::core::Unsealed;
 use arcanum_audit::EnableRequest;
 use arcanum_contract::logical::{ApiError, Operation, Request, Response};
+use arcanum_core::mounts::normalize_mount_path;
+use arcanum_core::Unsealed;
 
 pub(super) async fn handle(unsealed: &Arc<Unsealed>, req: &Request) -> Option<Result<Response, ApiError>> {
     use Operation::*;

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use crate::core::Unsealed;
 use arcanum_contract::fields;
 use arcanum_contract::logical::{ApiError, LogicalResponse, Operation, Request, Response};
+use arcanum_core::Unsealed;
 
 pub(super) async fn handle(unsealed: &Arc<Unsealed>, req: &Request) -> Option<Result<Response, ApiError>> {
     use Operation::*;

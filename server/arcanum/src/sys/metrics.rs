@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use arcanum_metrics::Exposition;
 use serde_json::Value;
 
-use crate::core::{Core, Unsealed};
 use arcanum_contract::logical::{ApiError, Operation, Request, Response};
+use arcanum_core::{Core, Unsealed};
 
 /// How stale the stored-state gauges may be before a scrape recounts them.
 pub const STORED_STATE_MAX_AGE: Duration = Duration::from_secs(15);

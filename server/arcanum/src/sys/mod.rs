@@ -17,9 +17,9 @@ use std::sync::Arc;
 
 pub use seal::{decode_share, seal_status_json};
 
-use crate::core::{Core, Unsealed};
-use crate::router::Caller;
 use arcanum_contract::logical::{ApiError, Request, Response};
+use arcanum_core::Caller;
+use arcanum_core::{Core, Unsealed};
 
 pub async fn handle_unauthenticated(core: &Core, req: &Request) -> Option<Result<Response, ApiError>> {
     // Vault serves metrics without a token (and unaudited, even while sealed) only when the

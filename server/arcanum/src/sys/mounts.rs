@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use crate::core::mounts::{apply_config, normalize_mount_path};
-use crate::core::Unsealed;
 use arcanum_contract::backend::SYSTEM_MAX_TTL;
 use arcanum_contract::logical::{ApiError, LogicalResponse, Operation, Request, Response};
 use arcanum_contract::mount::{MountEntry, MountTableKind};
+use arcanum_core::mounts::{apply_config, normalize_mount_path};
+use arcanum_core::Unsealed;
 
 pub(super) async fn handle(unsealed: &Arc<Unsealed>, req: &Request) -> Option<Result<Response, ApiError>> {
     use Operation::*;

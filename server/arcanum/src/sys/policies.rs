@@ -5,9 +5,9 @@ use std::sync::Arc;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
-use crate::core::Unsealed;
-use crate::router::Caller;
 use arcanum_contract::logical::{ApiError, LogicalResponse, Operation, Request, Response};
+use arcanum_core::Caller;
+use arcanum_core::Unsealed;
 
 pub(super) async fn handle(
     unsealed: &Arc<Unsealed>,

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use serde_json::{json, Map};
 
-use crate::core::Unsealed;
 use arcanum_contract::fields;
 use arcanum_contract::logical::{ApiError, Operation, Request, Response};
 use arcanum_contract::mount::MountTableKind;
+use arcanum_core::Unsealed;
 use arcanum_quotas::{LeaseCountQuota, QuotaConfig, QuotaKind, QuotaPath, RateLimitQuota};
 
 pub(super) async fn handle(unsealed: &Arc<Unsealed>, req: &Request) -> Option<Result<Response, ApiError>> {

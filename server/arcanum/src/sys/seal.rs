@@ -8,8 +8,8 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 use zeroize::Zeroizing;
 
-use crate::core::{Core, SealConfig, SealStatus};
 use arcanum_contract::logical::{ApiError, Operation, Request, Response};
+use arcanum_core::{Core, SealConfig, SealStatus};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -323,7 +323,7 @@ async fn raw(core: &Core, req: &Request) -> Result<Response, ApiError> {
         return Err(ApiError::bad_request(format!("cannot access {path:?}: core/ is protected")));
     }
     let barrier = core.unsealed()?.barrier.clone();
-    let storage_error = |err: crate::core::barrier::BarrierError| {
+    let storage_error = |err: arcanum_core::barrier::BarrierError| {
         tracing::error!(error = %err, "raw storage access failed");
         ApiError::internal()
     };

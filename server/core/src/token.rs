@@ -351,7 +351,7 @@ impl TokenStore {
     }
 
     /// The stored entry whatever its state (expired included); `None` once revoked.
-    pub(crate) async fn entry_by_hash(&self, id_hash: &str) -> Result<Option<TokenEntry>, ApiError> {
+    pub async fn entry_by_hash(&self, id_hash: &str) -> Result<Option<TokenEntry>, ApiError> {
         use std::sync::atomic::Ordering;
         if let Some(entry) = self.cache.read().unwrap_or_else(|p| p.into_inner()).get(id_hash) {
             return Ok(Some(entry.clone()));

@@ -1,7 +1,7 @@
 //! Criterion benchmark: the barrier's encrypt+decrypt of a 1 KiB record next to raw
 //! AES-256-GCM (one cipher instance, fixed nonce) on the same buffer.
 //!
-//! `cargo bench -p arcanum --bench barrier`; the ratio goes to docs/BENCHMARKS.md.
+//! `cargo bench -p arcanum-core --bench barrier`; the ratio goes to docs/BENCHMARKS.md.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
-use arcanum::core::barrier::Barrier;
+use arcanum_core::barrier::Barrier;
 use arcanum_crypto::keyring::Keyring;
 use arcanum_storage::{Backend, InmemBackend};
 use criterion::{criterion_group, criterion_main, Criterion};

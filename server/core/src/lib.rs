@@ -13,6 +13,7 @@
 //! re-seals only the root key.
 
 pub mod barrier;
+pub mod caller;
 pub mod expiration;
 pub mod mounts;
 pub mod policies;
@@ -37,6 +38,8 @@ use expiration::{Expiration, LeaseSettings};
 use mounts::MountTable;
 use policies::PolicyStore;
 use token::TokenStore;
+
+pub use caller::Caller;
 
 const ROOT_KEY_AAD: &[u8] = b"arcanum/root-key";
 const CLUSTER_PATH: &str = "core/cluster";
@@ -712,10 +715,26 @@ mod tests {
     use super::*;
     use arcanum_storage::InmemBackend;
 
+    /// Every server mounts a `cubbyhole/`; here any backend will do for it.
+    fn catalog() -> Catalog {
+        #[derive(Debug)]
+        struct Empty;
+
+        #[async_trait::async_trait]
+        impl arcanum_contract::LogicalBackend for Empty {
+            async fn handle(
+                &self,
+                _req: arcanum_contract::BackendRequest<'_>,
+            ) -> Result<arcanum_contract::Response, ApiError> {
+                Err(ApiError::not_found())
+            }
+        }
+        Catalog::new().secret("cubbyhole", |_| Ok(Arc::new(Empty)))
+    }
+
     #[tokio::test]
     async fn debug_output_never_shows_shares_tokens_or_keys() {
-        let core =
-            Core::new(Arc::new(InmemBackend::new()), CoreConfig::default(), crate::catalog::catalog()).await.unwrap();
+        let core = Core::new(Arc::new(InmemBackend::new()), CoreConfig::default(), catalog()).await.unwrap();
         let output = core.initialize(SealConfig::new(3, 2).unwrap()).await.unwrap();
         core.submit_unseal_share(output.shares[0].clone()).await.unwrap();
         core.rekey_status().await;
