@@ -54,7 +54,7 @@ async fn serve_request(State(state): State<HttpState>, request: axum::extract::R
                     Some(unsealed) => {
                         let creates = arcanum_quotas::creates_lease(
                             &req.path,
-                            resolved.as_ref().map(|(mount, rest)| (&*mount.entry, rest.as_str())),
+                            resolved.as_ref().map(|(mount, rest)| (&*mount.entry, &*mount.backend, rest.as_str())),
                         );
                         unsealed.quotas.admit(&req, remote.map(|addr| addr.ip()), creates).map(Some)
                     }

@@ -98,6 +98,18 @@ pub trait LogicalBackend: Send + Sync + Debug {
         false
     }
 
+    /// Whether a request on `path` can answer with a secret under a lease (database
+    /// credentials): such requests take a slot of a lease-count quota.
+    fn issues_leases(&self, _path: &str) -> bool {
+        false
+    }
+
+    /// Whether this credential backend's logins name a role (`role` in the login body), so
+    /// that a quota can be set per role.
+    fn has_login_roles(&self) -> bool {
+        false
+    }
+
     /// Revokes a secret this backend issued under a lease. Must be idempotent: the reaper
     /// retries after failures, and may retry after a crash.
     async fn revoke_lease(&self, _req: LeaseRequest<'_>) -> Result<(), ApiError> {

@@ -20,6 +20,7 @@ use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota as GovernorQuota};
 use serde::{Deserialize, Serialize};
 
+use arcanum_contract::backend::LogicalBackend;
 use arcanum_contract::logical::{ApiError, Request};
 use arcanum_contract::mount::{MountEntry, MountTableKind};
 use arcanum_contract::storage::{LogicalStorage, StorageView};
@@ -470,16 +471,17 @@ impl Quotas {
 }
 
 /// Whether a request can create a lease or a token, and so needs a lease-count slot: logins,
-/// `auth/token/create*`, and database credentials. Everything else (reads, writes, `sys/`,
-/// token lookups and revocations) passes a full quota, as in Vault, where only requests that
-/// generate a lease are held back.
-pub fn creates_lease(path: &str, mount: Option<(&MountEntry, &str)>) -> bool {
+/// `auth/token/create*`, and requests whose backend says they issue leases (database
+/// credentials). Everything else (reads, writes, `sys/`, token lookups and revocations)
+/// passes a full quota, as in Vault, where only requests that generate a lease are held back.
+/// `mount` is the mount the path falls under, its backend and the path relative to it.
+pub fn creates_lease(path: &str, mount: Option<(&MountEntry, &dyn LogicalBackend, &str)>) -> bool {
     if let Some(rest) = path.strip_prefix("auth/token/") {
         return rest.starts_with("create");
     }
     match mount {
-        Some((mount, rest)) if mount.table == MountTableKind::Auth => rest.starts_with("login"),
-        Some((mount, rest)) => mount.kind == "database" && rest.starts_with("creds/"),
+        Some((entry, _, rest)) if entry.table == MountTableKind::Auth => rest.starts_with("login"),
+        Some((_, backend, rest)) => backend.issues_leases(rest),
         None => false,
     }
 }
@@ -536,6 +538,35 @@ mod tests {
         assert_eq!(role.specificity("auth/kubernetes/login", Some("api")), None);
         assert_eq!(role.specificity("auth/kubernetes/role/web", Some("web")), None);
         assert!(!role.covers("auth/kubernetes/login"), "role quotas count nothing");
+    }
+
+    #[test]
+    fn only_logins_token_creation_and_what_a_backend_leases_take_a_lease_slot() {
+        #[derive(Debug)]
+        struct Leasing;
+
+        #[async_trait::async_trait]
+        impl LogicalBackend for Leasing {
+            async fn handle(
+                &self,
+                _req: arcanum_contract::BackendRequest<'_>,
+            ) -> Result<arcanum_contract::Response, ApiError> {
+                Err(ApiError::not_found())
+            }
+
+            fn issues_leases(&self, path: &str) -> bool {
+                path.starts_with("creds/")
+            }
+        }
+        let secret = MountEntry::new(MountTableKind::Secret, "db/", "database", "");
+        let auth = MountEntry::new(MountTableKind::Auth, "userpass/", "userpass", "");
+        assert!(creates_lease("auth/token/create-orphan", None));
+        assert!(!creates_lease("auth/token/lookup-self", None));
+        assert!(creates_lease("db/creds/ro", Some((&secret, &Leasing, "creds/ro"))));
+        assert!(!creates_lease("db/roles/ro", Some((&secret, &Leasing, "roles/ro"))));
+        assert!(creates_lease("auth/userpass/login/alice", Some((&auth, &Leasing, "login/alice"))));
+        assert!(!creates_lease("auth/userpass/users/alice", Some((&auth, &Leasing, "users/alice"))));
+        assert!(!creates_lease("nowhere/x", None));
     }
 
     #[test]

@@ -126,12 +126,12 @@ fn scope(unsealed: &Unsealed, req: &Request) -> Result<QuotaPath, ApiError> {
     if path.ends_with('*') && rest.is_empty() {
         return Err(ApiError::bad_request("invalid path: a glob needs a path inside the mount"));
     }
-    let kubernetes_mount =
-        mount.entry.table == MountTableKind::Auth && mount.entry.kind == "kubernetes" && rest.is_empty();
-    if !role.is_empty() && !kubernetes_mount {
-        return Err(ApiError::bad_request(
-            "role is only supported when path is a kubernetes auth mount (other methods have no login roles)",
-        ));
+    let role_mount = mount.entry.table == MountTableKind::Auth && mount.backend.has_login_roles() && rest.is_empty();
+    if !role.is_empty() && !role_mount {
+        return Err(ApiError::bad_request(format!(
+            "role is only supported when path is an auth mount whose logins name a role ({} logins do not)",
+            mount.entry.kind
+        )));
     }
     let path = if rest.is_empty() { mount.route.clone() } else { path };
     Ok(QuotaPath { path, mount: mount.route.clone(), role })

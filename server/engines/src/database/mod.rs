@@ -827,6 +827,10 @@ impl Database {
 
 #[async_trait::async_trait]
 impl LogicalBackend for Database {
+    fn issues_leases(&self, path: &str) -> bool {
+        path.starts_with("creds/")
+    }
+
     async fn handle(&self, req: BackendRequest<'_>) -> Result<Response, ApiError> {
         use Operation::*;
         let path = req.path;

@@ -478,6 +478,10 @@ impl LogicalBackend for Kubernetes {
     fn is_unauthenticated(&self, path: &str) -> bool {
         path.trim_end_matches('/') == "login"
     }
+
+    fn has_login_roles(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]
