@@ -1,5 +1,6 @@
 //! Code invariants checked as tests: every source file says what it is for, the leaf crates
-//! depend on none of ours, and no test is switched off.
+//! depend on none of ours, the server's crates depend only on the layers docs/ARCHITECTURE.md
+//! allows them, and no test is switched off.
 
 use std::path::{Path, PathBuf};
 
@@ -52,6 +53,60 @@ fn leaf_crates_depend_on_none_of_ours() {
             );
         }
     }
+}
+
+/// The crates of ours that a manifest names in its dependency tables (dev-dependencies too:
+/// a test that reaches up a layer would hide the same wrong-way arrow).
+fn our_dependencies(manifest: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut in_dependencies = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_dependencies = line.ends_with("dependencies]");
+            continue;
+        }
+        if in_dependencies && line.starts_with("arcanum") {
+            let name = line.split(|c: char| c == '=' || c == '.' || c.is_whitespace()).next().unwrap_or_default();
+            names.push(name.to_owned());
+        }
+    }
+    names
+}
+
+#[test]
+fn server_crates_depend_only_on_the_layers_below_them() {
+    // The table in docs/ARCHITECTURE.md ("Layers").
+    let allowed: [(&str, &[&str]); 6] = [
+        ("server/metrics", &["arcanum-storage"]),
+        ("server/contract", &["arcanum-config", "arcanum-crypto", "arcanum-policy"]),
+        ("server/quotas", &["arcanum-contract", "arcanum-metrics"]),
+        ("server/audit", &["arcanum-contract", "arcanum-crypto", "arcanum-metrics"]),
+        ("server/engines", &["arcanum-config", "arcanum-contract", "arcanum-crypto", "arcanum-policy"]),
+        (
+            "server/core",
+            &[
+                "arcanum-audit",
+                "arcanum-contract",
+                "arcanum-crypto",
+                "arcanum-metrics",
+                "arcanum-policy",
+                "arcanum-quotas",
+                "arcanum-storage",
+            ],
+        ),
+    ];
+    for (dir, allowed) in allowed {
+        let manifest = std::fs::read_to_string(workspace_root().join(dir).join("Cargo.toml")).expect("manifest");
+        for dependency in our_dependencies(&manifest) {
+            assert!(
+                allowed.contains(&dependency.as_str()),
+                "{dir}/Cargo.toml depends on {dependency}, a layer it may not use"
+            );
+        }
+    }
+    // The check reads what it should: the core does use the contract.
+    let core = std::fs::read_to_string(workspace_root().join("server/core/Cargo.toml")).expect("manifest");
+    assert!(our_dependencies(&core).contains(&"arcanum-contract".to_owned()));
 }
 
 #[test]
