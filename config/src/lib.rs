@@ -86,6 +86,131 @@ impl Config {
 pub enum Storage {
     Sled { path: PathBuf },
     Inmem,
+    Etcd(Box<EtcdStorage>),
+}
+
+/// `storage "etcd"`, with Vault's parameter names (and two of Arcanum's own that mirror etcd's
+/// server limits).
+#[derive(Clone, PartialEq)]
+pub struct EtcdStorage {
+    /// Client URLs (`http://` or `https://`). Empty after parsing when the file names none:
+    /// [`Config::apply_env`] then takes `ETCD_ADDR`, and refuses the config without either.
+    pub address: Vec<String>,
+    /// Key prefix, always starting and ending with `/`; `/arcanum/` unless set.
+    pub path: String,
+    /// Whether nodes sharing this etcd elect an active one (the HA issue); `ETCD_HA_ENABLED`.
+    pub ha_enabled: bool,
+    /// etcd's own authentication, both or neither; `ETCD_USERNAME`, `ETCD_PASSWORD`.
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub tls_ca_file: Option<PathBuf>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// The name etcd's certificate is checked against, when it is not the address's host.
+    pub tls_server_name: Option<String>,
+    /// Per request; 5 s unless set.
+    pub request_timeout: Duration,
+    /// The HA lock's lease TTL; 15 s unless set.
+    pub lock_timeout: Duration,
+    /// Arcanum's own: etcd's `--max-request-bytes` (1.5 MiB unless set).
+    pub max_request_bytes: u64,
+    /// Arcanum's own: etcd's `--max-txn-ops` (128 unless set).
+    pub max_txn_ops: u32,
+}
+
+/// etcd's defaults for the limits [`EtcdStorage`] mirrors, and Vault's for its timeouts.
+pub const ETCD_DEFAULT_PATH: &str = "/arcanum/";
+pub const ETCD_DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+pub const ETCD_DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(15);
+pub const ETCD_DEFAULT_MAX_REQUEST_BYTES: u64 = 1_572_864;
+pub const ETCD_DEFAULT_MAX_TXN_OPS: u32 = 128;
+
+// By hand: the password never reaches a log line.
+impl std::fmt::Debug for EtcdStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStorage")
+            .field("address", &self.address)
+            .field("path", &self.path)
+            .field("ha_enabled", &self.ha_enabled)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
+            .field("tls_server_name", &self.tls_server_name)
+            .field("request_timeout", &self.request_timeout)
+            .field("lock_timeout", &self.lock_timeout)
+            .field("max_request_bytes", &self.max_request_bytes)
+            .field("max_txn_ops", &self.max_txn_ops)
+            .finish()
+    }
+}
+
+impl Config {
+    /// Vault's environment overrides for the storage block (the environment wins over the
+    /// file): `ETCD_ADDR`, `ETCD_HA_ENABLED`, `ETCD_USERNAME`, `ETCD_PASSWORD`. Then checks
+    /// what only makes sense once they are applied: an etcd address exists, and the TLS files
+    /// go with `https://` addresses. `origin` names the file in errors; `lookup` reads a variable
+    /// (the server passes the process environment; tests pass a map).
+    pub fn apply_env(&mut self, origin: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let Storage::Etcd(etcd) = &mut self.storage else { return Ok(()) };
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            key: format!("storage.etcd.{key}"),
+            message,
+        };
+        if let Some(address) = lookup("ETCD_ADDR").filter(|a| !a.trim().is_empty()) {
+            etcd.address =
+                walk::etcd_addresses(&address).map_err(|why| invalid("address", format!("{why} (from ETCD_ADDR)")))?;
+        }
+        if let Some(enabled) = lookup("ETCD_HA_ENABLED").filter(|v| !v.is_empty()) {
+            etcd.ha_enabled = walk::parse_bool(&enabled).ok_or_else(|| {
+                invalid("ha_enabled", format!("ETCD_HA_ENABLED must be true or false, got {}", quote(&enabled)))
+            })?;
+        }
+        if let Some(user) = lookup("ETCD_USERNAME").filter(|v| !v.is_empty()) {
+            etcd.username = Some(user);
+        }
+        if let Some(password) = lookup("ETCD_PASSWORD").filter(|v| !v.is_empty()) {
+            etcd.password = Some(password);
+        }
+        if etcd.address.is_empty() {
+            return Err(invalid(
+                "address",
+                "missing; expected the etcd client URLs, comma-separated (http://127.0.0.1:2379), here or in ETCD_ADDR"
+                    .into(),
+            ));
+        }
+        if etcd.username.is_some() != etcd.password.is_some() {
+            let missing = if etcd.username.is_some() { "password" } else { "username" };
+            return Err(invalid(missing, "missing; etcd authentication needs both username and password".into()));
+        }
+        if etcd.tls_cert_file.is_some() != etcd.tls_key_file.is_some() {
+            let missing = if etcd.tls_cert_file.is_some() { "tls_key_file" } else { "tls_cert_file" };
+            return Err(invalid(
+                missing,
+                "missing; a client certificate needs both tls_cert_file and tls_key_file".into(),
+            ));
+        }
+        let https = etcd.address.iter().filter(|a| a.starts_with("https://")).count();
+        let tls_given = etcd.tls_ca_file.is_some() || etcd.tls_cert_file.is_some() || etcd.tls_server_name.is_some();
+        if https > 0 && https < etcd.address.len() {
+            return Err(invalid("address", "mixes http:// and https:// URLs; use one scheme for every member".into()));
+        }
+        if https > 0 && etcd.tls_ca_file.is_none() {
+            return Err(invalid(
+                "tls_ca_file",
+                "missing; https:// etcd addresses need the CA that signs etcd's certificates".into(),
+            ));
+        }
+        if https == 0 && tls_given {
+            return Err(invalid(
+                "address",
+                "TLS settings are given but the addresses are http://; use https:// URLs".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A TCP listener.
@@ -681,15 +806,15 @@ cluster_cipher_suites = "x"
             (Format::Hcl, format!("{S}listener {{}}\n"), "listener", "expected a listener type"),
             (Format::Json, r#"{"storage":{"inmem":{}},"listener":[{"tcp":{"tls_disable":true}},{"tcp":{"tls_disable":true,"nope":1}}]}"#.to_string(), "listener[1].tcp.nope", "unknown key"),
             (Format::Json, r#"{"storage":{"inmem":{}},"listener":"tcp"}"#.to_string(), "listener", "expected a block, got \"tcp\""),
-            (Format::Hcl, "storage \"raft\" {\n path = \"/x\"\n}\n".to_string(), "storage.raft", "unsupported storage type \"raft\"; supported types are sled, inmem"),
-            (Format::Json, r#"{"backend":{"consul":{}}}"#.to_string(), "backend.consul", "unsupported storage type \"consul\"; supported types are sled, inmem"),
+            (Format::Hcl, "storage \"raft\" {\n path = \"/x\"\n}\n".to_string(), "storage.raft", "unsupported storage type \"raft\"; supported types are sled, etcd, inmem"),
+            (Format::Json, r#"{"backend":{"consul":{}}}"#.to_string(), "backend.consul", "unsupported storage type \"consul\"; supported types are sled, etcd, inmem"),
             (Format::Hcl, "storage \"sled\" {}\n".to_string(), "storage.sled.path", "missing; expected the directory"),
             (Format::Hcl, "storage \"sled\" {\n path = 5\n}\n".to_string(), "storage.sled.path", "expected a string, got 5"),
             (Format::Hcl, "storage \"sled\" {\n path = \"/x\"\n size = 5\n}\n".to_string(), "storage.sled.size", "unknown key; expected one of path"),
             (Format::Hcl, "storage \"inmem\" {\n path = \"/x\"\n}\n".to_string(), "storage.inmem.path", "the inmem storage takes no settings"),
             (Format::Hcl, "storage \"inmem\" {}\nstorage \"inmem\" {}\n".to_string(), "storage.inmem[1]", "only one storage block is allowed"),
             (Format::Json, r#"{"storage":{"inmem":{}},"Storage":{"inmem":{}}}"#.to_string(), "storage", "only one storage block is allowed"),
-            (Format::Hcl, "storage {}\n".to_string(), "storage", "expected a storage type (sled, inmem)"),
+            (Format::Hcl, "storage {}\n".to_string(), "storage", "expected a storage type (sled, etcd, inmem)"),
             (Format::Hcl, "ui = true\nlistener \"tcp\" {\n tls_disable = true\n}\n".to_string(), "storage", "missing; expected a storage block such as storage \"sled\""),
             (Format::Json, "{}".to_string(), "storage", "missing"),
             (Format::Json, "[]".to_string(), "(top level)", "expected an object of settings, got a list"),
@@ -759,5 +884,106 @@ cluster_cipher_suites = "x"
         assert_eq!(Format::from_path(Path::new("a.json")), Format::Json);
         assert_eq!(Format::from_path(Path::new("a.hcl")), Format::Hcl);
         assert_eq!(Format::from_path(Path::new("json")), Format::Hcl);
+    }
+
+    fn etcd(source: &str) -> Result<EtcdStorage, ConfigError> {
+        etcd_with_env(source, &[])
+    }
+
+    fn etcd_with_env(source: &str, env: &[(&str, &str)]) -> Result<EtcdStorage, ConfigError> {
+        let mut config = parse(source, Format::Hcl, "c.hcl")?;
+        config.apply_env("c.hcl", |name| env.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_string()))?;
+        match config.storage {
+            Storage::Etcd(etcd) => Ok(*etcd),
+            other => panic!("not etcd: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn etcd_storage_with_vaults_names_and_defaults() {
+        let full = etcd(
+            r#"storage "etcd" {
+  address = "https://10.0.0.1:2379, https://10.0.0.2:2379"
+  path = "vault"
+  ha_enabled = "true"
+  username = "arcanum"
+  password = "s3cret"
+  tls_ca_file = "/etc/etcd/ca.pem"
+  tls_cert_file = "/etc/etcd/client.pem"
+  tls_key_file = "/etc/etcd/client-key.pem"
+  tls_server_name = "etcd.internal"
+  request_timeout = "2s"
+  lock_timeout = 20
+  etcd_api = "v3"
+  sync = "false"
+  max_request_bytes = 10485760
+  max_txn_ops = 1024
+}"#,
+        )
+        .unwrap();
+        assert_eq!(full.address, ["https://10.0.0.1:2379", "https://10.0.0.2:2379"]);
+        assert_eq!(full.path, "/vault/");
+        assert!(full.ha_enabled);
+        assert_eq!((full.username.as_deref(), full.password.as_deref()), (Some("arcanum"), Some("s3cret")));
+        assert_eq!(full.tls_server_name.as_deref(), Some("etcd.internal"));
+        assert_eq!(full.tls_key_file, Some(PathBuf::from("/etc/etcd/client-key.pem")));
+        assert_eq!((full.request_timeout, full.lock_timeout), (Duration::from_secs(2), Duration::from_secs(20)));
+        assert_eq!((full.max_request_bytes, full.max_txn_ops), (10_485_760, 1024));
+        assert!(!format!("{full:?}").contains("s3cret"), "Debug shows the password");
+
+        let minimal = etcd("storage \"etcd\" {\n address = \"http://127.0.0.1:2379\"\n}\n").unwrap();
+        assert_eq!(minimal.path, "/arcanum/");
+        assert!(!minimal.ha_enabled);
+        assert_eq!(minimal.request_timeout, ETCD_DEFAULT_REQUEST_TIMEOUT);
+        assert_eq!(minimal.max_request_bytes, ETCD_DEFAULT_MAX_REQUEST_BYTES);
+        for (written, normalised) in [("/a/b", "/a/b/"), ("a/", "/a/"), ("/", "/")] {
+            let source = format!("storage \"etcd\" {{\n address = \"http://e:2379\"\n path = \"{written}\"\n}}\n");
+            assert_eq!(etcd(&source).unwrap().path, normalised);
+        }
+    }
+
+    #[test]
+    fn etcd_environment_wins_over_the_file() {
+        let source = "storage \"etcd\" {\n address = \"http://file:2379\"\n}\n";
+        let etcd = etcd_with_env(
+            source,
+            &[
+                ("ETCD_ADDR", "http://a:2379,http://b:2379"),
+                ("ETCD_HA_ENABLED", "1"),
+                ("ETCD_USERNAME", "u"),
+                ("ETCD_PASSWORD", "p"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(etcd.address, ["http://a:2379", "http://b:2379"]);
+        assert!(etcd.ha_enabled);
+        assert_eq!((etcd.username.as_deref(), etcd.password.as_deref()), (Some("u"), Some("p")));
+        // No address in the file: ETCD_ADDR alone is enough.
+        let from_env = etcd_with_env("storage \"etcd\" {}\n", &[("ETCD_ADDR", "http://env:2379")]).unwrap();
+        assert_eq!(from_env.address, ["http://env:2379"]);
+        let err = etcd_with_env(source, &[("ETCD_HA_ENABLED", "maybe")]).unwrap_err().to_string();
+        assert!(err.contains("storage.etcd.ha_enabled") && err.contains("ETCD_HA_ENABLED"), "{err}");
+    }
+
+    #[test]
+    fn etcd_errors_name_the_parameter() {
+        let cases = [
+            ("storage \"etcd\" {}\n", "storage.etcd.address: missing"),
+            ("storage \"etcd\" {\n address = \"127.0.0.1:2379\"\n}\n", "storage.etcd.address: expected http:// or https:// URLs"),
+            ("storage \"etcd\" {\n address = \"http://e:2379\"\n colour = 1\n}\n", "storage.etcd.colour: unknown key; expected one of address, path"),
+            ("storage \"etcd\" {\n address = \"http://e:2379\"\n etcd_api = \"v2\"\n}\n", "storage.etcd.etcd_api: the etcd v2 API is not supported"),
+            ("storage \"etcd\" {\n address = \"http://e:2379\"\n discovery_srv = \"x\"\n}\n", "storage.etcd.discovery_srv: DNS SRV discovery is not supported"),
+            ("storage \"etcd\" {\n address = \"http://e:2379\"\n username = \"u\"\n}\n", "storage.etcd.password: missing"),
+            ("storage \"etcd\" {\n address = \"https://e:2379\"\n}\n", "storage.etcd.tls_ca_file: missing"),
+            ("storage \"etcd\" {\n address = \"http://e:2379\"\n tls_ca_file = \"/ca\"\n}\n", "storage.etcd.address: TLS settings are given but the addresses are http://"),
+            ("storage \"etcd\" {\n address = \"https://e:2379\"\n tls_ca_file = \"/ca\"\n tls_cert_file = \"/c\"\n}\n", "storage.etcd.tls_key_file: missing"),
+            ("storage \"etcd\" {\n address = \"http://a:2379,https://b:2379\"\n}\n", "storage.etcd.address: mixes http:// and https://"),
+            ("storage \"etcd\" {\n address = \"http://e:2379\"\n request_timeout = \"soon\"\n}\n", "storage.etcd.request_timeout: expected a duration"),
+            ("storage \"etcd\" {\n address = \"http://e:2379\"\n max_txn_ops = 0\n}\n", "storage.etcd.max_txn_ops: expected a whole number"),
+        ];
+        for (source, expected) in cases {
+            let err = etcd(source).map(|_| ()).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("c.hcl: {expected}")), "{source:?} gave {err:?}");
+        }
     }
 }

@@ -8,7 +8,9 @@ use serde_json::{Map, Value};
 
 use crate::duration::parse_duration_value;
 use crate::{
-    quote, Config, ConfigError, Listener, LogLevel, Storage, Tls, TlsVersion, DEFAULT_ADDRESS, DEFAULT_MAX_REQUEST_SIZE,
+    quote, Config, ConfigError, EtcdStorage, Listener, LogLevel, Storage, Tls, TlsVersion, DEFAULT_ADDRESS,
+    DEFAULT_MAX_REQUEST_SIZE, ETCD_DEFAULT_LOCK_TIMEOUT, ETCD_DEFAULT_MAX_REQUEST_BYTES, ETCD_DEFAULT_MAX_TXN_OPS,
+    ETCD_DEFAULT_PATH, ETCD_DEFAULT_REQUEST_TIMEOUT,
 };
 
 const TOP_LEVEL_KEYS: &[&str] = &[
@@ -78,7 +80,28 @@ const IGNORED_TOP_LEVEL: &[&str] = &[
     "user_lockout",
 ];
 
-const STORAGE_TYPES: &str = "sled, inmem";
+const STORAGE_TYPES: &str = "sled, etcd, inmem";
+
+/// What `storage "etcd"` takes (Vault's names, plus etcd's two limits).
+const ETCD_KEYS: &[&str] = &[
+    "address",
+    "path",
+    "ha_enabled",
+    "username",
+    "password",
+    "tls_ca_file",
+    "tls_cert_file",
+    "tls_key_file",
+    "tls_server_name",
+    "request_timeout",
+    "lock_timeout",
+    "etcd_api",
+    "max_request_bytes",
+    "max_txn_ops",
+];
+
+/// Vault's etcd settings Arcanum has no use for.
+const IGNORED_ETCD: &[&str] = &["sync", "max_receive_size", "max_send_size"];
 
 /// Settings Vault reads from inside any storage block rather than from the backend itself.
 const IGNORED_STORAGE: &[&str] = &["redirect_addr", "advertise_addr", "cluster_addr", "disable_clustering"];
@@ -284,7 +307,7 @@ impl Walker<'_> {
             for (kind, body) in types {
                 let kind_path = format!("{path}.{}", short(kind));
                 let kind = kind.to_ascii_lowercase();
-                if kind != "sled" && kind != "inmem" {
+                if kind != "sled" && kind != "inmem" && kind != "etcd" {
                     return Err(self.invalid(
                         &kind_path,
                         format!("unsupported storage type {}; supported types are {STORAGE_TYPES}", quote(&kind)),
@@ -307,6 +330,9 @@ impl Walker<'_> {
             [only] => only,
             [_, (_, second, _), ..] => return Err(self.invalid(second, "only one storage block is allowed")),
         };
+        if kind == "etcd" {
+            return self.etcd(path, body).map(|etcd| Storage::Etcd(Box::new(etcd)));
+        }
         let mut sled_path = None;
         for (k, v) in *body {
             let key_path = format!("{path}.{}", short(k));
@@ -326,6 +352,73 @@ impl Walker<'_> {
                 Err(self.invalid(&format!("{path}.path"), "missing; expected the directory where sled keeps its data"))
             }
         }
+    }
+
+    fn etcd(&mut self, path: &str, body: &Object) -> Result<EtcdStorage, ConfigError> {
+        let mut etcd = EtcdStorage {
+            address: Vec::new(),
+            path: ETCD_DEFAULT_PATH.to_string(),
+            ha_enabled: false,
+            username: None,
+            password: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_server_name: None,
+            request_timeout: ETCD_DEFAULT_REQUEST_TIMEOUT,
+            lock_timeout: ETCD_DEFAULT_LOCK_TIMEOUT,
+            max_request_bytes: ETCD_DEFAULT_MAX_REQUEST_BYTES,
+            max_txn_ops: ETCD_DEFAULT_MAX_TXN_OPS,
+        };
+        let file = |s: &str| non_empty(s).map(PathBuf::from);
+        for (k, v) in body {
+            let key_path = format!("{path}.{}", short(k));
+            match k.to_ascii_lowercase().as_str() {
+                "address" => {
+                    etcd.address =
+                        etcd_addresses(self.string(v, &key_path)?).map_err(|why| self.invalid(&key_path, why))?
+                }
+                "path" => {
+                    let prefix = self.string(v, &key_path)?.trim();
+                    if prefix.contains('\0') {
+                        return Err(self.invalid(&key_path, "must not contain a NUL byte"));
+                    }
+                    // Vault prepends the '/'; the trailing one keeps `/a` from sharing keys with `/ab`.
+                    let prefix = prefix.trim_matches('/');
+                    etcd.path = if prefix.is_empty() { "/".into() } else { format!("/{prefix}/") };
+                }
+                "ha_enabled" => etcd.ha_enabled = self.boolean(v, &key_path)?,
+                "username" => etcd.username = non_empty(self.string(v, &key_path)?),
+                "password" => etcd.password = non_empty(self.string(v, &key_path)?),
+                "tls_ca_file" => etcd.tls_ca_file = file(self.string(v, &key_path)?),
+                "tls_cert_file" => etcd.tls_cert_file = file(self.string(v, &key_path)?),
+                "tls_key_file" => etcd.tls_key_file = file(self.string(v, &key_path)?),
+                "tls_server_name" => etcd.tls_server_name = non_empty(self.string(v, &key_path)?),
+                "request_timeout" => {
+                    etcd.request_timeout = self.duration(v, &key_path)?.unwrap_or(ETCD_DEFAULT_REQUEST_TIMEOUT)
+                }
+                "lock_timeout" => etcd.lock_timeout = self.duration(v, &key_path)?.unwrap_or(ETCD_DEFAULT_LOCK_TIMEOUT),
+                "max_request_bytes" => etcd.max_request_bytes = u64::from(self.positive(v, &key_path)?),
+                "max_txn_ops" => etcd.max_txn_ops = self.positive(v, &key_path)?.max(2),
+                "etcd_api" => match self.string(v, &key_path)?.trim().trim_start_matches('v') {
+                    "" | "3" => {}
+                    "2" => {
+                        return Err(
+                            self.invalid(&key_path, "the etcd v2 API is not supported (Vault dropped it too); use v3")
+                        )
+                    }
+                    other => return Err(self.invalid(&key_path, format!("expected v3, got {}", quote(other)))),
+                },
+                "discovery_srv" | "discovery_srv_name" => {
+                    return Err(
+                        self.invalid(&key_path, "DNS SRV discovery is not supported; list the members in address")
+                    )
+                }
+                k if IGNORED_ETCD.contains(&k) || IGNORED_STORAGE.contains(&k) => self.ignore(&key_path),
+                _ => return Err(self.unknown(k, path, ETCD_KEYS)),
+            }
+        }
+        Ok(etcd)
     }
 
     fn listeners(&mut self, value: &Value, out: &mut Vec<Listener>) -> Result<(), ConfigError> {
@@ -565,11 +658,7 @@ impl Walker<'_> {
     fn boolean(&self, value: &Value, path: &str) -> Result<bool, ConfigError> {
         let parsed = match value {
             Value::Bool(b) => Some(*b),
-            Value::String(s) => match s.as_str() {
-                "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
-                "" | "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
-                _ => None,
-            },
+            Value::String(s) => parse_bool(s),
             Value::Number(n) => n.as_i64().map(|i| i != 0).or_else(|| n.as_u64().map(|_| true)),
             _ => None,
         };
@@ -619,6 +708,30 @@ impl Walker<'_> {
 fn canonical(key: &str, aliases: &[(&str, &str)]) -> String {
     let lower = key.to_ascii_lowercase();
     aliases.iter().find(|(alias, _)| *alias == lower).map_or(lower, |(_, name)| (*name).to_string())
+}
+
+/// Go's `strconv.ParseBool`, with the empty string as false (as Vault reads config strings).
+pub(crate) fn parse_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "" | "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// etcd's `address`: comma-separated client URLs, each `http://` or `https://`.
+pub(crate) fn etcd_addresses(list: &str) -> Result<Vec<String>, String> {
+    let urls: Vec<String> = list.split(',').map(str::trim).filter(|u| !u.is_empty()).map(String::from).collect();
+    if urls.is_empty() {
+        return Err("expected the etcd client URLs, comma-separated (http://127.0.0.1:2379)".into());
+    }
+    for url in &urls {
+        let host = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
+        if host.is_none_or(|h| h.is_empty() || h.starts_with('/')) {
+            return Err(format!("expected http:// or https:// URLs, got {}", quote(url)));
+        }
+    }
+    Ok(urls)
 }
 
 fn get_ignore_case<'v>(body: &'v Object, key: &str) -> Option<&'v Value> {

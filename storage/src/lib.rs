@@ -1,10 +1,13 @@
 //! Physical storage for Arcanum: the `Backend` trait the barrier writes encrypted records through, and its implementations.
 //!
 //! Everything above this crate sees opaque byte values under '/'-separated string keys, the same model as Vault's
-//! `physical.Backend`. No type from a concrete engine (sled) appears in this API so that other engines (etcd) can be
-//! added without touching callers.
+//! `physical.Backend`. No type from a concrete engine (sled, etcd) appears in this API, so that engines can be added
+//! without touching callers.
 
 mod disk_sync;
+pub mod etcd;
+#[cfg(any(test, feature = "testing"))]
+pub mod etcd_harness;
 mod group_commit;
 pub mod inmem;
 mod keys;
@@ -12,6 +15,7 @@ pub mod sled_backend;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use etcd::{EtcdBackend, EtcdOptions, EtcdTls};
 pub use inmem::InmemBackend;
 pub use sled_backend::{SledBackend, SledOptions};
 
@@ -25,6 +29,13 @@ pub enum StorageError {
     /// The key (or list prefix) is empty where that is not allowed, or contains a NUL byte.
     #[error("invalid key: {0}")]
     InvalidKey(String),
+    /// The store cannot be reached, or cannot commit (no quorum, no leader, no space): the
+    /// operation was not acknowledged. The same call may succeed once the store is back.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// One write is larger than the store accepts in a request.
+    #[error("the value is too large for the {backend} storage backend: a write may carry at most {limit} bytes")]
+    TooLarge { backend: &'static str, limit: usize },
 }
 
 /// One write inside [`Backend::batch`].

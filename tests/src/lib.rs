@@ -51,6 +51,15 @@ pub fn sled_config(data_dir: &Path, listener_extra: &str, extra: &str) -> String
     )
 }
 
+/// Config for an etcd-backed server on a free port with `sys/raw` enabled; `storage_extra`
+/// goes inside the storage block.
+pub fn etcd_config(endpoints: &[String], storage_extra: &str) -> String {
+    format!(
+        "storage \"etcd\" {{\n  address = \"{}\"\n  {storage_extra}\n}}\nlistener \"tcp\" {{\n  address = \"127.0.0.1:0\"\n  tls_disable = true\n}}\nraw_storage_endpoint = true\n",
+        endpoints.join(",")
+    )
+}
+
 impl TestServer {
     /// Starts a sled-backed server with `raw_storage_endpoint` enabled.
     pub fn start() -> TestServer {

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use arcanum_config::{Listener, TlsVersion};
-use arcanum_storage::{Backend, InmemBackend, SledBackend};
+use arcanum_storage::{Backend, EtcdBackend, EtcdOptions, EtcdTls, InmemBackend, SledBackend};
+use zeroize::Zeroizing;
 
 use crate::http;
 use arcanum_core::Core;
@@ -21,15 +22,47 @@ use arcanum_core::Core;
 /// How long in-flight requests may take to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Opens the configured storage backend.
-pub fn open_backend(storage: &arcanum_config::Storage) -> anyhow::Result<Arc<dyn Backend>> {
+/// Opens the configured storage backend. etcd must answer within its request timeout: a
+/// server that cannot reach its storage exits with the reason instead of waiting.
+pub async fn open_backend(storage: &arcanum_config::Storage) -> anyhow::Result<Arc<dyn Backend>> {
     let backend: Arc<dyn Backend> = match storage {
         arcanum_config::Storage::Inmem => Arc::new(InmemBackend::new()),
         arcanum_config::Storage::Sled { path } => {
             Arc::new(SledBackend::open(path).with_context(|| format!("opening sled storage at {}", path.display()))?)
         }
+        arcanum_config::Storage::Etcd(etcd) => {
+            let options = etcd_options(etcd)?;
+            let backend = EtcdBackend::connect(options)
+                .await
+                .with_context(|| format!("opening etcd storage at {}", etcd.address.join(",")))?;
+            Arc::new(backend)
+        }
     };
     Ok(arcanum_metrics::MeteredBackend::wrap(backend))
+}
+
+/// The etcd client's settings from `storage "etcd"`, with the TLS files read (an unreadable
+/// one is named by its parameter).
+pub fn etcd_options(etcd: &arcanum_config::EtcdStorage) -> anyhow::Result<EtcdOptions> {
+    let read = |parameter: &str, path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("storage.etcd.{parameter}: cannot read {}", path.display()))
+    };
+    let mut options = EtcdOptions::new(etcd.address.clone(), etcd.path.clone());
+    options.request_timeout = etcd.request_timeout;
+    options.max_request_bytes = usize::try_from(etcd.max_request_bytes).unwrap_or(usize::MAX);
+    options.max_txn_ops = etcd.max_txn_ops as usize;
+    if let (Some(user), Some(password)) = (&etcd.username, &etcd.password) {
+        options.credentials = Some((user.clone(), Zeroizing::new(password.clone())));
+    }
+    if etcd.tls_ca_file.is_some() || etcd.tls_cert_file.is_some() || etcd.tls_server_name.is_some() {
+        let ca_pem = etcd.tls_ca_file.as_deref().map(|path| read("tls_ca_file", path)).transpose()?;
+        let identity = match (&etcd.tls_cert_file, &etcd.tls_key_file) {
+            (Some(cert), Some(key)) => Some((read("tls_cert_file", cert)?, Zeroizing::new(read("tls_key_file", key)?))),
+            _ => None,
+        };
+        options.tls = Some(EtcdTls { ca_pem, identity, server_name: etcd.tls_server_name.clone() });
+    }
+    Ok(options)
 }
 
 /// A listener bound to its socket, ready to serve.

@@ -317,8 +317,28 @@ impl LogicalStorage for Barrier {
 }
 
 fn storage_error(err: BarrierError) -> ApiError {
-    tracing::error!(error = %err, "storage operation failed");
-    ApiError::internal()
+    api_error("storage operation", err)
+}
+
+/// How a storage failure reaches the client. A store that cannot be reached or cannot commit
+/// (etcd down, no quorum) is a 503 that says storage is unavailable, so clients retry; a value
+/// too large for the store is a 413 naming its limit; anything else is an opaque 500. The
+/// details go to the log, never to the client.
+pub fn api_error(what: &str, err: BarrierError) -> ApiError {
+    match &err {
+        BarrierError::Storage(StorageError::Unavailable(_)) => {
+            tracing::error!(error = %err, "{what} failed: storage unavailable");
+            ApiError::new(503, "storage unavailable: the storage backend cannot be reached or cannot commit; nothing was written, try again")
+        }
+        BarrierError::Storage(StorageError::TooLarge { backend, limit }) => ApiError::new(
+            413,
+            format!("the value is too large for the {backend} storage backend: a record may be at most {limit} bytes once encrypted"),
+        ),
+        _ => {
+            tracing::error!(error = %err, "{what} failed");
+            ApiError::internal()
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

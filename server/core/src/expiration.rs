@@ -262,8 +262,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn storage_error(err: BarrierError) -> ApiError {
-    tracing::error!(error = %err, "lease storage failure");
-    ApiError::internal()
+    super::barrier::api_error("lease storage", err)
 }
 
 fn encode(entry: &LeaseEntry) -> Result<Vec<u8>, ApiError> {

@@ -703,11 +703,9 @@ fn check_share_len(share: &[u8]) -> Result<(), ApiError> {
 }
 
 /// Logs an internal failure with context and turns it into Vault's opaque 500.
-fn internal<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> ApiError {
-    move |err| {
-        tracing::error!(error = %err, "{what} failed");
-        ApiError::internal()
-    }
+/// A storage failure while `what`, as the client sees it (see [`barrier::api_error`]).
+fn internal<E: Into<BarrierError>>(what: &'static str) -> impl Fn(E) -> ApiError {
+    move |err| barrier::api_error(what, err.into())
 }
 
 #[cfg(test)]

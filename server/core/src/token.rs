@@ -232,8 +232,7 @@ impl std::fmt::Debug for TokenStore {
 }
 
 fn storage_error(err: BarrierError) -> ApiError {
-    tracing::error!(error = %err, "token store storage failure");
-    ApiError::internal()
+    super::barrier::api_error("token storage", err)
 }
 
 impl TokenStore {

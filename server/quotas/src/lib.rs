@@ -253,11 +253,6 @@ fn replace<T>(lock: &RwLock<Arc<T>>, value: T) {
     *lock.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(value);
 }
 
-fn storage_error(err: impl std::fmt::Display) -> ApiError {
-    tracing::error!(error = %err, "quota storage failure");
-    ApiError::internal()
-}
-
 impl Quotas {
     /// Loads the stored quotas. Lease counts start at zero until [`Quotas::set_count`].
     pub async fn open(storage: Arc<dyn LogicalStorage>) -> Result<Quotas, ApiError> {
@@ -365,7 +360,7 @@ impl Quotas {
 
     pub async fn delete(&self, kind: QuotaKind, name: &str) -> Result<(), ApiError> {
         let _write = self.writes.lock().await;
-        self.view.delete(&format!("{}{name}", kind.prefix())).await.map_err(storage_error)?;
+        self.view.delete(&format!("{}{name}", kind.prefix())).await?;
         self.reload().await
     }
 

@@ -33,7 +33,11 @@ pub struct ServerArgs {
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     let config = match (&args.config, args.dev) {
-        (Some(path), false) => arcanum_config::load(path)?,
+        (Some(path), false) => {
+            let mut config = arcanum_config::load(path)?;
+            config.apply_env(&path.display().to_string(), |name| std::env::var(name).ok())?;
+            config
+        }
         (None, true) => dev_config(&args),
         (Some(_), true) => anyhow::bail!("-dev and -config cannot be used together"),
         (None, false) => {
@@ -44,13 +48,21 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
+    if let Storage::Etcd(etcd) = &config.storage {
+        if etcd.ha_enabled {
+            tracing::warn!(
+                "storage.etcd.ha_enabled is accepted, but this version has no active/standby election yet: \
+                 run one server per etcd prefix"
+            );
+        }
+    }
     if config.listeners.is_empty() {
         anyhow::bail!("the config has no listener \"tcp\" block");
     }
     // Before any key exists in memory.
     let hardening = crate::hardening::apply(config.disable_mlock);
 
-    let backend = serve::open_backend(&config.storage)?;
+    let backend = serve::open_backend(&config.storage).await?;
     let core_config = CoreConfig {
         raw_storage_endpoint: config.raw_storage_endpoint,
         unauthenticated_metrics_access: config.unauthenticated_metrics_access,
@@ -127,8 +139,29 @@ fn describe_storage(storage: &Storage) -> String {
     match storage {
         Storage::Inmem => "inmem".into(),
         Storage::Sled { path } => format!("sled ({})", path.display()),
+        Storage::Etcd(etcd) => format!(
+            "etcd ({}, prefix {}{})",
+            etcd.address.join(","),
+            etcd.path,
+            if etcd.ha_enabled { ", HA enabled" } else { "" }
+        ),
     }
 }
+
+/// Every crate of ours (as `tracing` names targets): they log at the chosen level.
+const OUR_CRATES: &[&str] = &[
+    "arcanum",
+    "arcanum_audit",
+    "arcanum_config",
+    "arcanum_contract",
+    "arcanum_core",
+    "arcanum_crypto",
+    "arcanum_engines",
+    "arcanum_metrics",
+    "arcanum_policy",
+    "arcanum_quotas",
+    "arcanum_storage",
+];
 
 fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
     let level = level.unwrap_or("info");
@@ -136,10 +169,8 @@ fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
         .with_context(|| format!("invalid log level {level:?}: expected trace, debug, info, warn or error"))?;
     // Only our own crates log at the chosen level; dependencies stay at warn so that a
     // debug session does not dump request internals from hyper or rustls.
-    let filter = tracing_subscriber::EnvFilter::new(format!(
-        "warn,arcanum={0},arcanum_storage={0},arcanum_config={0}",
-        level.as_filter()
-    ));
+    let directives: Vec<String> = OUR_CRATES.iter().map(|krate| format!("{krate}={}", level.as_filter())).collect();
+    let filter = tracing_subscriber::EnvFilter::new(format!("warn,{}", directives.join(",")));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
