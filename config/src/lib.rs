@@ -125,6 +125,48 @@ pub const ETCD_DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(15);
 pub const ETCD_DEFAULT_MAX_REQUEST_BYTES: u64 = 1_572_864;
 pub const ETCD_DEFAULT_MAX_TXN_OPS: u32 = 128;
 
+impl EtcdStorage {
+    /// What only makes sense once the environment is applied: an address exists, credentials
+    /// and client certificates come in pairs, and the TLS files go with `https://` addresses.
+    /// `block` names the block in errors (`storage.etcd`, `storage_destination.etcd`).
+    pub fn check(&self, origin: &str, block: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| ConfigError::Invalid {
+            origin: origin.to_string(),
+            key: format!("{block}.{key}"),
+            message: message.to_string(),
+        };
+        if self.address.is_empty() {
+            return Err(invalid(
+                "address",
+                "missing; expected the etcd client URLs, comma-separated (http://127.0.0.1:2379), here or in ETCD_ADDR",
+            ));
+        }
+        if self.username.is_some() != self.password.is_some() {
+            let missing = if self.username.is_some() { "password" } else { "username" };
+            return Err(invalid(missing, "missing; etcd authentication needs both username and password"));
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            let missing = if self.tls_cert_file.is_some() { "tls_key_file" } else { "tls_cert_file" };
+            return Err(invalid(missing, "missing; a client certificate needs both tls_cert_file and tls_key_file"));
+        }
+        let https = self.address.iter().filter(|a| a.starts_with("https://")).count();
+        let tls_given = self.tls_ca_file.is_some() || self.tls_cert_file.is_some() || self.tls_server_name.is_some();
+        if https > 0 && https < self.address.len() {
+            return Err(invalid("address", "mixes http:// and https:// URLs; use one scheme for every member"));
+        }
+        if https > 0 && self.tls_ca_file.is_none() {
+            return Err(invalid(
+                "tls_ca_file",
+                "missing; https:// etcd addresses need the CA that signs etcd's certificates",
+            ));
+        }
+        if https == 0 && tls_given {
+            return Err(invalid("address", "TLS settings are given but the addresses are http://; use https:// URLs"));
+        }
+        Ok(())
+    }
+}
+
 // By hand: the password never reaches a log line.
 impl std::fmt::Debug for EtcdStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -174,43 +216,42 @@ impl Config {
         if let Some(password) = lookup("ETCD_PASSWORD").filter(|v| !v.is_empty()) {
             etcd.password = Some(password);
         }
-        if etcd.address.is_empty() {
-            return Err(invalid(
-                "address",
-                "missing; expected the etcd client URLs, comma-separated (http://127.0.0.1:2379), here or in ETCD_ADDR"
-                    .into(),
-            ));
-        }
-        if etcd.username.is_some() != etcd.password.is_some() {
-            let missing = if etcd.username.is_some() { "password" } else { "username" };
-            return Err(invalid(missing, "missing; etcd authentication needs both username and password".into()));
-        }
-        if etcd.tls_cert_file.is_some() != etcd.tls_key_file.is_some() {
-            let missing = if etcd.tls_cert_file.is_some() { "tls_key_file" } else { "tls_cert_file" };
-            return Err(invalid(
-                missing,
-                "missing; a client certificate needs both tls_cert_file and tls_key_file".into(),
-            ));
-        }
-        let https = etcd.address.iter().filter(|a| a.starts_with("https://")).count();
-        let tls_given = etcd.tls_ca_file.is_some() || etcd.tls_cert_file.is_some() || etcd.tls_server_name.is_some();
-        if https > 0 && https < etcd.address.len() {
-            return Err(invalid("address", "mixes http:// and https:// URLs; use one scheme for every member".into()));
-        }
-        if https > 0 && etcd.tls_ca_file.is_none() {
-            return Err(invalid(
-                "tls_ca_file",
-                "missing; https:// etcd addresses need the CA that signs etcd's certificates".into(),
-            ));
-        }
-        if https == 0 && tls_given {
-            return Err(invalid(
-                "address",
-                "TLS settings are given but the addresses are http://; use https:// URLs".into(),
-            ));
-        }
-        Ok(())
+        etcd.check(origin, "storage.etcd")
     }
+}
+
+/// What `arcanum operator migrate -config=FILE` reads: Vault's `storage_source` and
+/// `storage_destination` blocks (each like a `storage` block).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MigrationConfig {
+    pub source: Storage,
+    pub destination: Storage,
+    /// One line per Vault setting that was accepted but has no effect here.
+    pub warnings: Vec<String>,
+}
+
+/// Reads and parses a migration config (HCL or JSON by its extension, as [`load`]). The
+/// environment is not consulted: with two etcd blocks, `ETCD_ADDR` could only be wrong for one.
+pub fn load_migration(path: &Path) -> Result<MigrationConfig, ConfigError> {
+    let origin = path.display().to_string();
+    let text = read_limited(path, &origin)?;
+    parse_migration(&text, Format::from_path(path), &origin)
+}
+
+/// Parses migration config text; `origin` prefixes every error and warning.
+pub fn parse_migration(source: &str, format: Format, origin: &str) -> Result<MigrationConfig, ConfigError> {
+    let source = source.strip_prefix('\u{feff}').unwrap_or(source);
+    let config = match format {
+        Format::Hcl => tree::with_hcl(source, origin, |tree| walk::migration(tree, origin))?,
+        Format::Json => walk::migration(&tree::from_json(source, origin)?, origin)?,
+    };
+    for (storage, block) in [(&config.source, "storage_source.etcd"), (&config.destination, "storage_destination.etcd")]
+    {
+        if let Storage::Etcd(etcd) = storage {
+            etcd.check(origin, block)?;
+        }
+    }
+    Ok(config)
 }
 
 /// A TCP listener.
@@ -317,14 +358,19 @@ impl Format {
 /// is the origin named in errors and warnings.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let origin = path.display().to_string();
-    let io_error = |source| ConfigError::Io { origin: origin.clone(), source };
+    let text = read_limited(path, &origin)?;
+    parse(&text, Format::from_path(path), &origin)
+}
+
+fn read_limited(path: &Path, origin: &str) -> Result<String, ConfigError> {
+    let io_error = |source| ConfigError::Io { origin: origin.to_string(), source };
     let file = File::open(path).map_err(io_error)?;
     let mut text = String::new();
     file.take(MAX_FILE_BYTES + 1).read_to_string(&mut text).map_err(io_error)?;
     if u64::try_from(text.len()).unwrap_or(u64::MAX) > MAX_FILE_BYTES {
         return Err(io_error(io::Error::new(io::ErrorKind::InvalidData, "file is larger than 16 MiB")));
     }
-    parse(&text, Format::from_path(path), &origin)
+    Ok(text)
 }
 
 /// Parses config text; `origin` (usually the file name) prefixes every error and warning.
@@ -984,6 +1030,44 @@ cluster_cipher_suites = "x"
         for (source, expected) in cases {
             let err = etcd(source).map(|_| ()).unwrap_err().to_string();
             assert!(err.starts_with(&format!("c.hcl: {expected}")), "{source:?} gave {err:?}");
+        }
+    }
+
+    #[test]
+    fn migration_configs_name_source_and_destination() {
+        let config = parse_migration(
+            "storage_source \"sled\" {\n path = \"/var/lib/arcanum\"\n}\nstorage_destination \"etcd\" {\n address = \"http://e:2379\"\n path = \"/prod/\"\n}\ncluster_addr = \"https://x:8201\"\n",
+            Format::Hcl,
+            "m.hcl",
+        )
+        .unwrap();
+        assert_eq!(config.source, Storage::Sled { path: "/var/lib/arcanum".into() });
+        let Storage::Etcd(etcd) = &config.destination else { panic!("{:?}", config.destination) };
+        assert_eq!((etcd.address.clone(), etcd.path.as_str()), (vec!["http://e:2379".to_string()], "/prod/"));
+        assert_eq!(config.warnings.len(), 1, "cluster_addr is accepted and ignored");
+        let json = parse_migration(
+            r#"{"storage_source":{"etcd":{"address":"http://a:2379"}},"storage_destination":{"sled":{"path":"/d"}}}"#,
+            Format::Json,
+            "m.json",
+        )
+        .unwrap();
+        assert_eq!(json.destination, Storage::Sled { path: "/d".into() });
+
+        for (source, expected) in [
+            ("storage_destination \"sled\" {\n path = \"/d\"\n}\n", "m.hcl: storage_source: missing"),
+            ("storage_source \"sled\" {\n path = \"/d\"\n}\n", "m.hcl: storage_destination: missing"),
+            (
+                "storage_source \"sled\" {\n path = \"/s\"\n}\nstorage_destination \"etcd\" {}\n",
+                "m.hcl: storage_destination.etcd.address: missing",
+            ),
+            (
+                "storage_source \"raft\" {}\nstorage_destination \"sled\" {\n path = \"/d\"\n}\n",
+                "m.hcl: storage_source.raft: unsupported storage type",
+            ),
+            ("storage \"sled\" {\n path = \"/d\"\n}\n", "m.hcl: storage: unknown key; expected one of storage_source"),
+        ] {
+            let err = parse_migration(source, Format::Hcl, "m.hcl").unwrap_err().to_string();
+            assert!(err.starts_with(expected), "{source:?} gave {err:?}");
         }
     }
 }

@@ -8,9 +8,9 @@ use serde_json::{Map, Value};
 
 use crate::duration::parse_duration_value;
 use crate::{
-    quote, Config, ConfigError, EtcdStorage, Listener, LogLevel, Storage, Tls, TlsVersion, DEFAULT_ADDRESS,
-    DEFAULT_MAX_REQUEST_SIZE, ETCD_DEFAULT_LOCK_TIMEOUT, ETCD_DEFAULT_MAX_REQUEST_BYTES, ETCD_DEFAULT_MAX_TXN_OPS,
-    ETCD_DEFAULT_PATH, ETCD_DEFAULT_REQUEST_TIMEOUT,
+    quote, Config, ConfigError, EtcdStorage, Listener, LogLevel, MigrationConfig, Storage, Tls, TlsVersion,
+    DEFAULT_ADDRESS, DEFAULT_MAX_REQUEST_SIZE, ETCD_DEFAULT_LOCK_TIMEOUT, ETCD_DEFAULT_MAX_REQUEST_BYTES,
+    ETCD_DEFAULT_MAX_TXN_OPS, ETCD_DEFAULT_PATH, ETCD_DEFAULT_REQUEST_TIMEOUT,
 };
 
 const TOP_LEVEL_KEYS: &[&str] = &[
@@ -204,6 +204,35 @@ const TOP_LEVEL_ALIASES: &[(&str, &str)] = &[
 const TELEMETRY_ALIASES: &[(&str, &str)] = &[("unauthenticatedmetricsaccess", METRICS_KEY)];
 
 type Object = Map<String, Value>;
+
+pub(crate) fn migration(tree: &Value, origin: &str) -> Result<MigrationConfig, ConfigError> {
+    let mut walker = Walker { origin, warnings: Vec::new(), metrics: false };
+    let Value::Object(top) = tree else {
+        return Err(walker.invalid("(top level)", format!("expected an object of settings, got {}", describe(tree))));
+    };
+    let (mut source, mut destination) = (None, None);
+    for (key, value) in top {
+        match key.to_ascii_lowercase().as_str() {
+            "storage_source" if source.is_some() => {
+                return Err(walker.invalid(key, "only one storage_source block is allowed"))
+            }
+            "storage_source" => source = Some(walker.storage(key, value)?),
+            "storage_destination" if destination.is_some() => {
+                return Err(walker.invalid(key, "only one storage_destination block is allowed"))
+            }
+            "storage_destination" => destination = Some(walker.storage(key, value)?),
+            // Only a raft destination needs it, and Arcanum has no raft.
+            "cluster_addr" => walker.ignore(key),
+            _ => return Err(walker.unknown(key, "", &["storage_source", "storage_destination", "cluster_addr"])),
+        }
+    }
+    let missing = |key: &str| {
+        walker.invalid(key, format!("missing; expected a {key} block such as {key} \"sled\" {{ path = \"...\" }}"))
+    };
+    let source = source.ok_or_else(|| missing("storage_source"))?;
+    let destination = destination.ok_or_else(|| missing("storage_destination"))?;
+    Ok(MigrationConfig { source, destination, warnings: walker.warnings })
+}
 
 pub(crate) fn config(tree: &Value, origin: &str) -> Result<Config, ConfigError> {
     let mut walker = Walker { origin, warnings: Vec::new(), metrics: false };

@@ -11,6 +11,7 @@ mod client;
 mod generic;
 mod kv;
 mod lease;
+mod migrate;
 mod mounts;
 mod operator;
 mod output;

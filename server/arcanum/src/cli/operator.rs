@@ -20,6 +20,8 @@ pub enum OperatorCommand {
     Rekey(RekeyArgs),
     /// Add a new barrier key term (needs a root token).
     Rotate,
+    /// Copy all stored data, still encrypted, from one storage backend to another (offline).
+    Migrate(super::migrate::MigrateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -67,8 +69,13 @@ pub struct RekeyArgs {
 }
 
 pub async fn run(command: OperatorCommand, args: &ClientArgs) -> anyhow::Result<u8> {
-    let client = Client::new(args)?;
+    let client = match command {
+        // Offline: it talks to storage, not to a server.
+        OperatorCommand::Migrate(migrate) => return super::migrate::run(migrate).await,
+        _ => Client::new(args)?,
+    };
     match command {
+        OperatorCommand::Migrate(_) => Ok(0), // returned above
         OperatorCommand::Init(init) => init_command(&client, args.format, init).await,
         OperatorCommand::Unseal(unseal) => {
             let body = if unseal.reset {

@@ -63,6 +63,13 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     let hardening = crate::hardening::apply(config.disable_mlock);
 
     let backend = serve::open_backend(&config.storage).await?;
+    if let Some(lock) = backend.get(super::migrate::MIGRATION_LOCK).await.context("reading storage")? {
+        anyhow::bail!(
+            "a migration from this storage is running or was interrupted ({}): start the server once it is \
+             done, or clear the lock with `arcanum operator migrate -reset`",
+            String::from_utf8_lossy(&lock)
+        );
+    }
     let core_config = CoreConfig {
         raw_storage_endpoint: config.raw_storage_endpoint,
         unauthenticated_metrics_access: config.unauthenticated_metrics_access,
