@@ -50,6 +50,11 @@ pub struct Config {
     pub lease_revocation_max_backoff: Option<Duration>,
     /// Arcanum extension: how many revocations the reaper runs at once (default 8).
     pub lease_revocation_concurrency: Option<u32>,
+    /// Vault's `cache_size`: entries in the storage read cache (the etcd backend's; sled reads
+    /// are local already). `None`: the default, 131,072 as in Vault.
+    pub cache_size: Option<u32>,
+    /// Vault's `disable_cache`: no storage read cache.
+    pub disable_cache: bool,
     /// One line per Vault setting that was accepted but has no effect in Arcanum.
     pub warnings: Vec<String>,
 }
@@ -76,6 +81,8 @@ impl Config {
             lease_revocation_max_attempts: None,
             lease_revocation_max_backoff: None,
             lease_revocation_concurrency: None,
+            cache_size: None,
+            disable_cache: false,
             warnings: Vec::new(),
         }
     }
@@ -448,6 +455,8 @@ mod tests {
             lease_revocation_max_attempts: None,
             lease_revocation_max_backoff: None,
             lease_revocation_concurrency: None,
+            cache_size: None,
+            disable_cache: false,
             warnings: vec![],
         };
         assert_eq!(config, expected);
@@ -540,6 +549,8 @@ raw_storage_endpoint = "true"
             lease_revocation_max_attempts: None,
             lease_revocation_max_backoff: None,
             lease_revocation_concurrency: None,
+            cache_size: None,
+            disable_cache: false,
             warnings: [
                 "listener.tcp[0].cluster_address",
                 "telemetry.disable_hostname",
@@ -777,6 +788,7 @@ cluster_cipher_suites = "x"
 "#);
         assert!(config.unauthenticated_metrics_access);
         assert!(!config.raw_storage_endpoint);
+        assert!(config.disable_cache, "disable_cache now takes effect (the etcd read cache)");
         let expect = [
             "storage.sled.redirect_addr",
             "listener.tcp.tls_require_and_verify_client_cert",
@@ -788,7 +800,6 @@ cluster_cipher_suites = "x"
             "ha_storage",
             "pid_file",
             "cluster_name",
-            "disable_cache",
             "disable_clustering",
             "plugin_directory",
             "introspection_endpoint",

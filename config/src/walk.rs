@@ -28,19 +28,19 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "lease_revocation_max_attempts",
     "lease_revocation_max_backoff",
     "lease_revocation_concurrency",
+    "cache_size",
+    "disable_cache",
 ];
 
 /// Valid Vault server settings that Arcanum has no use for.
 const IGNORED_TOP_LEVEL: &[&str] = &[
     "administrative_namespace_path",
-    "cache_size",
     "cluster_addr",
     "cluster_cipher_suites",
     "cloud",
     "cluster_name",
     "default_max_request_duration",
     "detect_deadlocks",
-    "disable_cache",
     "disable_clustering",
     "disable_indexing",
     "disable_performance_standby",
@@ -263,6 +263,8 @@ impl Walker<'_> {
         let mut lease_revocation_max_attempts = None;
         let mut lease_revocation_max_backoff = None;
         let mut lease_revocation_concurrency = None;
+        let mut cache_size = None;
+        let mut disable_cache = false;
         for (key, value) in top {
             match canonical(key, TOP_LEVEL_ALIASES).as_str() {
                 "storage" => storage_blocks.push((key, value)),
@@ -279,6 +281,8 @@ impl Walker<'_> {
                 "lease_revocation_max_attempts" => lease_revocation_max_attempts = Some(self.positive(value, key)?),
                 "lease_revocation_max_backoff" => lease_revocation_max_backoff = self.duration(value, key)?,
                 "lease_revocation_concurrency" => lease_revocation_concurrency = Some(self.positive(value, key)?),
+                "cache_size" => cache_size = Some(self.positive(value, key)?),
+                "disable_cache" => disable_cache = self.boolean(value, key)?,
                 k if IGNORED_TOP_LEVEL.contains(&k) => self.ignore(key),
                 _ => return Err(self.unknown(key, "", TOP_LEVEL_KEYS)),
             }
@@ -326,6 +330,8 @@ impl Walker<'_> {
             lease_revocation_max_attempts,
             lease_revocation_max_backoff,
             lease_revocation_concurrency,
+            cache_size,
+            disable_cache,
             warnings: std::mem::take(&mut self.warnings),
         })
     }

@@ -27,13 +27,26 @@
 //! succeeds (tried again at each operation), so the server recovers by itself once etcd is
 //! back and no later write can be undone by that replay.
 //!
+//! # Read cache
+//! Reads are served from memory when this process has read or written the key before (an LRU
+//! of Vault's `cache_size` entries). That is correct because this process is the only writer
+//! under its prefix: one server per prefix, and with HA only the active node writes (fenced),
+//! and it empties its cache whenever it stops being active. Each entry carries the etcd
+//! revision it was true at, so a read that raced a write can never put an older value over a
+//! newer one; a write whose outcome is unknown (an error or a timeout) drops its keys and keeps
+//! every read that was in flight meanwhile from filling the cache, so the next read of those
+//! keys goes to etcd. A replayed batch empties the cache. Listings always go to etcd. Editing
+//! keys under the prefix behind a running server (etcdctl, a snapshot restore) is not seen
+//! until it restarts: stop the server first.
+//!
 //! # Listing
 //! Keys only, in pages of [`PAGE`] keys, all pages read at the revision of the first (one
 //! consistent snapshot); when a page ends inside a folder the next page starts past that
 //! folder, so a folder with a million descendants costs one page, not a thousand.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{
@@ -50,6 +63,10 @@ const PAGE: i64 = 1000;
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1_572_864;
 /// etcd's default `--max-txn-ops`.
 pub const DEFAULT_MAX_TXN_OPS: usize = 128;
+/// Vault's default `cache_size`.
+pub const DEFAULT_CACHE_ENTRIES: usize = 131_072;
+/// Locks the read cache is split over, so that concurrent reads rarely wait on each other.
+const CACHE_SHARDS: usize = 16;
 /// What a request carries besides the ops' keys and values (header, framing, a fence compare).
 const REQUEST_OVERHEAD: usize = 16 * 1024;
 /// Framing per op inside a transaction.
@@ -74,6 +91,8 @@ pub struct EtcdOptions {
     pub max_request_bytes: usize,
     /// The server's `--max-txn-ops`.
     pub max_txn_ops: usize,
+    /// Entries of the read cache (Vault's `cache_size`); 0: no cache.
+    pub cache_entries: usize,
 }
 
 impl EtcdOptions {
@@ -86,6 +105,7 @@ impl EtcdOptions {
             request_timeout: Duration::from_secs(5),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_txn_ops: DEFAULT_MAX_TXN_OPS,
+            cache_entries: DEFAULT_CACHE_ENTRIES,
         }
     }
 }
@@ -101,6 +121,7 @@ impl fmt::Debug for EtcdOptions {
             .field("request_timeout", &self.request_timeout)
             .field("max_request_bytes", &self.max_request_bytes)
             .field("max_txn_ops", &self.max_txn_ops)
+            .field("cache_entries", &self.cache_entries)
             .finish()
     }
 }
@@ -151,6 +172,8 @@ pub struct EtcdBackend {
     /// A multi-transaction batch failed part-way: nothing may run until its intent is replayed.
     needs_recovery: AtomicBool,
     endpoints: String,
+    /// Values this process read or wrote, by etcd key; `None` when disabled.
+    cache: Option<ReadCache>,
 }
 
 impl fmt::Debug for EtcdBackend {
@@ -258,6 +281,7 @@ impl EtcdBackend {
             gate: tokio::sync::RwLock::new(()),
             needs_recovery: AtomicBool::new(false),
             endpoints: endpoints.clone(),
+            cache: ReadCache::new(options.cache_entries),
         };
         // A first read proves etcd answers (and that the credentials work) before anything starts.
         backend.range_keys(&backend.prefix, &prefix_end(&backend.prefix), 1, 0).await.map_err(|err| match err {
@@ -410,13 +434,19 @@ impl EtcdBackend {
 
     /// The value at etcd key `key` (a linearizable read).
     async fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.get_at_revision(key).await?.0)
+    }
+
+    /// The value at etcd key `key` and the store's revision the read saw.
+    async fn get_at_revision(&self, key: &str) -> Result<(Option<Vec<u8>>, i64), StorageError> {
         let mut response = self
             .call("read", |mut kv| {
                 let key = key.as_bytes().to_vec();
                 async move { kv.get(key, None).await }
             })
             .await?;
-        Ok(response.take_kvs().into_iter().next().map(|kv| kv.into_key_value().1))
+        let revision = response.header().map_or(0, |header| header.revision());
+        Ok((response.take_kvs().into_iter().next().map(|kv| kv.into_key_value().1), revision))
     }
 
     /// Applies `writes` in one transaction.
@@ -424,13 +454,26 @@ impl EtcdBackend {
         if writes.is_empty() {
             return Ok(());
         }
+        let Some(cache) = &self.cache else { return self.send(writes).await.map(|_| ()) };
+        let in_flight = cache.begin(writes);
+        let result = self.send(writes).await;
+        in_flight.finish(result.as_ref().ok().copied());
+        result.map(|_| ())
+    }
+
+    /// Applies `writes` in one transaction, around the cache; returns the revision it committed at.
+    async fn send(&self, writes: &[Write]) -> Result<i64, StorageError> {
+        if writes.is_empty() {
+            return Ok(0);
+        }
         let txn = Txn::new().and_then(writes.iter().map(Write::txn_op).collect::<Vec<_>>());
-        self.call("write", |mut kv| {
-            let txn = txn.clone();
-            async move { kv.txn(txn).await }
-        })
-        .await?;
-        Ok(())
+        let response = self
+            .call("write", |mut kv| {
+                let txn = txn.clone();
+                async move { kv.txn(txn).await }
+            })
+            .await?;
+        Ok(response.header().map_or(0, |header| header.revision()))
     }
 
     /// The most a transaction may carry in keys and values.
@@ -538,10 +581,10 @@ impl EtcdBackend {
                 return Err(interrupted());
             }
             let key = format!("{}{id}/{n:06}", self.intents);
-            self.commit(&[Write::Put { key, value: chunk.clone() }]).await?;
+            self.send(&[Write::Put { key, value: chunk.clone() }]).await?;
         }
         let marker = format!("{MARKER_VERSION} {} {}", chunks.len(), writes.len());
-        self.commit(&[Write::Put { key: format!("{}{id}", self.intents), value: marker.into_bytes() }]).await?;
+        self.send(&[Write::Put { key: format!("{}{id}", self.intents), value: marker.into_bytes() }]).await?;
         for (n, group) in self.transactions(writes).into_iter().enumerate() {
             if stop == Some(BatchStop::AfterMarker { transactions: n }) {
                 return Err(interrupted());
@@ -569,6 +612,9 @@ impl EtcdBackend {
     /// Replays every committed intent and deletes the chunks of uncommitted ones; returns the
     /// ids of the intents it replayed. The caller holds the gate exclusively.
     async fn recover(&self) -> Result<Vec<String>, StorageError> {
+        if let Some(cache) = &self.cache {
+            cache.purge();
+        }
         let (keys, _, _) = self.range_keys(&self.intents, &prefix_end(&self.intents), 0, 0).await?;
         let mut ids: Vec<&str> = keys
             .iter()
@@ -634,6 +680,174 @@ fn member_failure(err: &etcd_client::Error) -> bool {
             matches!(status.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled)
         }
         _ => false,
+    }
+}
+
+/// What this process knows of a key's value, and the etcd revision it was true at.
+#[derive(Debug, Clone)]
+struct Cached {
+    value: Option<Arc<[u8]>>,
+    revision: i64,
+}
+
+/// A key some write of this process is changing right now.
+#[derive(Debug, Default)]
+struct Pending {
+    writers: u32,
+    /// The newest committed value among the writes that have finished.
+    newest: Option<Cached>,
+    /// One of the writes failed: what etcd holds is unknown.
+    uncertain: bool,
+}
+
+#[derive(Debug)]
+struct Shard {
+    known: lru::LruCache<String, Cached>,
+    /// Kept apart from the LRU so that eviction can never forget a write in flight.
+    pending: std::collections::HashMap<String, Pending>,
+}
+
+/// Writes in flight in the cache; see [`ReadCache::begin`].
+struct InFlight<'a> {
+    cache: &'a ReadCache,
+    writes: &'a [Write],
+    finished: bool,
+}
+
+impl InFlight<'_> {
+    fn finish(mut self, committed_at: Option<i64>) {
+        self.finished = true;
+        self.cache.end(self.writes, committed_at);
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.cache.end(self.writes, None);
+        }
+    }
+}
+
+/// The read cache (see the module documentation for why it stays correct).
+///
+/// While a write is in flight its keys are *pending*: reads of them go to etcd, so a reader
+/// can never combine a value etcd has already replaced with one it reads fresh (a half batch).
+/// When the last write on a key finishes, the newest committed value becomes known, or, if a
+/// write's outcome is unknown, the key is forgotten.
+struct ReadCache {
+    shards: Vec<std::sync::Mutex<Shard>>,
+    /// Bumped by every write whose outcome is unknown: a read in flight across it does not fill.
+    generation: AtomicU64,
+}
+
+impl ReadCache {
+    fn new(entries: usize) -> Option<ReadCache> {
+        let per_shard = std::num::NonZeroUsize::new(entries.div_ceil(CACHE_SHARDS))?;
+        let shards = (0..CACHE_SHARDS)
+            .map(|_| {
+                std::sync::Mutex::new(Shard {
+                    known: lru::LruCache::new(per_shard),
+                    pending: std::collections::HashMap::new(),
+                })
+            })
+            .collect();
+        Some(ReadCache { shards, generation: AtomicU64::new(0) })
+    }
+
+    fn shard_index(key: &str) -> usize {
+        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        (hash % CACHE_SHARDS as u64) as usize
+    }
+
+    fn shard(&self, key: &str) -> std::sync::MutexGuard<'_, Shard> {
+        self.shards[Self::shard_index(key)].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every shard that `writes` touch, locked in index order (so two batches cannot deadlock),
+    /// so that all of a batch's keys change together as readers see them.
+    fn lock_all(&self, writes: &[Write]) -> Vec<(usize, std::sync::MutexGuard<'_, Shard>)> {
+        let mut indexes: Vec<usize> = writes.iter().map(|write| Self::shard_index(write.key())).collect();
+        indexes.sort_unstable();
+        indexes.dedup();
+        indexes.into_iter().map(|i| (i, self.shards[i].lock().unwrap_or_else(|p| p.into_inner()))).collect()
+    }
+
+    fn get(&self, key: &str) -> Option<Option<Vec<u8>>> {
+        let mut shard = self.shard(key);
+        if shard.pending.contains_key(key) {
+            return None;
+        }
+        shard.known.get(key).map(|cached| cached.value.as_deref().map(<[u8]>::to_vec))
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Keeps what a read started at `started` saw at `revision`, unless something newer is known,
+    /// a write on the key is in flight, or a write's outcome became unknown meanwhile.
+    fn fill(&self, key: &str, value: Option<&[u8]>, revision: i64, started: u64) {
+        let mut shard = self.shard(key);
+        if self.generation() != started
+            || shard.pending.contains_key(key)
+            || shard.known.peek(key).is_some_and(|known| known.revision >= revision)
+        {
+            return;
+        }
+        shard.known.put(key.to_owned(), Cached { value: value.map(Arc::from), revision });
+    }
+
+    /// `writes` are about to be sent. If the returned guard is dropped unfinished (the caller
+    /// gave up), the writes count as having an unknown outcome.
+    fn begin<'a>(&'a self, writes: &'a [Write]) -> InFlight<'a> {
+        let mut shards = self.lock_all(writes);
+        for write in writes {
+            let index = Self::shard_index(write.key());
+            let Some((_, shard)) = shards.iter_mut().find(|(i, _)| *i == index) else { continue };
+            shard.known.pop(write.key());
+            shard.pending.entry(write.key().to_owned()).or_default().writers += 1;
+        }
+        InFlight { cache: self, writes, finished: false }
+    }
+
+    /// `writes` finished: committed at a revision, or with an unknown outcome.
+    fn end(&self, writes: &[Write], committed_at: Option<i64>) {
+        if committed_at.is_none() {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        let mut shards = self.lock_all(writes);
+        for write in writes {
+            let index = Self::shard_index(write.key());
+            let Some((_, shard)) = shards.iter_mut().find(|(i, _)| *i == index) else { continue };
+            let Some(pending) = shard.pending.get_mut(write.key()) else { continue };
+            match committed_at {
+                Some(revision) if pending.newest.as_ref().is_none_or(|newest| newest.revision < revision) => {
+                    let value = match write {
+                        Write::Put { value, .. } => Some(Arc::from(value.as_slice())),
+                        Write::Delete { .. } => None,
+                    };
+                    pending.newest = Some(Cached { value, revision });
+                }
+                Some(_) => {}
+                None => pending.uncertain = true,
+            }
+            pending.writers -= 1;
+            if pending.writers == 0 {
+                if let Some(done) = shard.pending.remove(write.key()) {
+                    if let (false, Some(newest)) = (done.uncertain, done.newest) {
+                        shard.known.put(write.key().to_owned(), newest);
+                    }
+                }
+            }
+        }
+    }
+
+    fn purge(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        for shard in &self.shards {
+            shard.lock().unwrap_or_else(|p| p.into_inner()).known.clear();
+        }
     }
 }
 
@@ -718,7 +932,15 @@ impl Backend for EtcdBackend {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
         validate_key(key)?;
         let _shared = self.ready().await?;
-        self.get_raw(&self.data_key(key)).await
+        let key = self.data_key(key);
+        let Some(cache) = &self.cache else { return self.get_raw(&key).await };
+        if let Some(known) = cache.get(&key) {
+            return Ok(known);
+        }
+        let started = cache.generation();
+        let (value, revision) = self.get_at_revision(&key).await?;
+        cache.fill(&key, value.as_deref(), revision, started);
+        Ok(value)
     }
 
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StorageError> {
@@ -807,6 +1029,50 @@ mod tests {
         assert_eq!(prefix_end(""), vec![0]);
     }
 
+    fn put(key: &str, value: &[u8]) -> Write {
+        Write::Put { key: key.to_owned(), value: value.to_vec() }
+    }
+
+    #[test]
+    fn the_cache_keeps_the_newest_value_and_nothing_uncertain() {
+        let cache = ReadCache::new(64).expect("a cache");
+        assert!(ReadCache::new(0).is_none(), "0 entries: no cache");
+        cache.fill("k", Some(b"old"), 5, cache.generation());
+        assert_eq!(cache.get("k"), Some(Some(b"old".to_vec())));
+        cache.fill("k", Some(b"older"), 4, cache.generation());
+        assert_eq!(cache.get("k"), Some(Some(b"old".to_vec())), "an older read never replaces a newer value");
+
+        // While a write is in flight its key is a miss, and a read cannot fill it.
+        let writes = [put("k", b"new"), Write::Delete { key: "gone".into() }];
+        let in_flight = cache.begin(&writes);
+        assert_eq!(cache.get("k"), None);
+        cache.fill("k", Some(b"racing read"), 9, cache.generation());
+        in_flight.finish(Some(7));
+        assert_eq!(cache.get("k"), Some(Some(b"new".to_vec())));
+        assert_eq!(cache.get("gone"), Some(None), "a delete is known as absent");
+
+        // Two writers on one key: the newest revision wins whichever finishes last.
+        let (first, second) = ([put("k", b"at 10")], [put("k", b"at 11")]);
+        let (a, b) = (cache.begin(&first), cache.begin(&second));
+        b.finish(Some(11));
+        assert_eq!(cache.get("k"), None, "still pending while the first write is out");
+        a.finish(Some(10));
+        assert_eq!(cache.get("k"), Some(Some(b"at 11".to_vec())));
+
+        // An unknown outcome (an error, or a caller that gave up) forgets the key, and a read that
+        // was in flight across it does not fill the cache.
+        let started = cache.generation();
+        let failed = [put("k", b"maybe")];
+        drop(cache.begin(&failed));
+        assert_eq!(cache.get("k"), None);
+        cache.fill("k", Some(b"stale"), 20, started);
+        assert_eq!(cache.get("k"), None);
+        cache.fill("k", Some(b"fresh"), 21, cache.generation());
+        assert_eq!(cache.get("k"), Some(Some(b"fresh".to_vec())));
+        cache.purge();
+        assert_eq!(cache.get("k"), None);
+    }
+
     #[test]
     fn intents_round_trip_across_chunks() {
         let writes: Vec<Write> = (0..300)
@@ -863,6 +1129,9 @@ mod against_etcd {
         exercise_backend(&etcd).await;
         exercise_backend(&etcd).await;
         assert_eq!(etcd.kind(), "etcd");
+        let mut uncached = EtcdOptions::new(cluster.endpoints(), "/uncached/");
+        uncached.cache_entries = 0;
+        exercise_backend(&EtcdBackend::connect(uncached).await.expect("connect")).await;
         // The suite's 201-op batch went through an intent, which is gone again.
         assert!(raw_keys(&cluster, "/arcanum.batch-intents/").await.is_empty());
         // Another prefix is another store.

@@ -22,16 +22,18 @@ use arcanum_core::Core;
 /// How long in-flight requests may take to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Opens the configured storage backend. etcd must answer within its request timeout: a
-/// server that cannot reach its storage exits with the reason instead of waiting.
-pub async fn open_backend(storage: &arcanum_config::Storage) -> anyhow::Result<Arc<dyn Backend>> {
+/// Opens the configured storage backend, with a read cache of `cache_entries` where the backend
+/// has one (etcd; 0: none). etcd must answer within its request timeout: a server that cannot
+/// reach its storage exits with the reason instead of waiting.
+pub async fn open_backend(storage: &arcanum_config::Storage, cache_entries: usize) -> anyhow::Result<Arc<dyn Backend>> {
     let backend: Arc<dyn Backend> = match storage {
         arcanum_config::Storage::Inmem => Arc::new(InmemBackend::new()),
         arcanum_config::Storage::Sled { path } => {
             Arc::new(SledBackend::open(path).with_context(|| format!("opening sled storage at {}", path.display()))?)
         }
         arcanum_config::Storage::Etcd(etcd) => {
-            let options = etcd_options(etcd)?;
+            let mut options = etcd_options(etcd)?;
+            options.cache_entries = cache_entries;
             let backend = EtcdBackend::connect(options)
                 .await
                 .with_context(|| format!("opening etcd storage at {}", etcd.address.join(",")))?;

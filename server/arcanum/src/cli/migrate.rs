@@ -107,7 +107,8 @@ async fn open(block: &str, storage: &Storage) -> anyhow::Result<Arc<dyn Backend>
     if matches!(storage, Storage::Inmem) {
         bail!("{block}: the inmem storage lives only inside one server process; there is nothing to migrate");
     }
-    serve::open_backend(storage).await.with_context(|| match storage {
+    // No read cache: the verification must read what the store holds.
+    serve::open_backend(storage, 0).await.with_context(|| match storage {
         Storage::Sled { .. } => format!("{block}: is a server running on it? stop it first"),
         _ => format!("{block}: opening {}", describe(storage)),
     })

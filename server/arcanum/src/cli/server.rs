@@ -62,7 +62,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     // Before any key exists in memory.
     let hardening = crate::hardening::apply(config.disable_mlock);
 
-    let backend = serve::open_backend(&config.storage).await?;
+    let cache_entries = match (config.disable_cache, config.cache_size) {
+        (true, _) => 0,
+        (false, Some(entries)) => entries as usize,
+        (false, None) => arcanum_storage::etcd::DEFAULT_CACHE_ENTRIES,
+    };
+    let backend = serve::open_backend(&config.storage, cache_entries).await?;
     if let Some(lock) = backend.get(super::migrate::MIGRATION_LOCK).await.context("reading storage")? {
         anyhow::bail!(
             "a migration from this storage is running or was interrupted ({}): start the server once it is \
