@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use super::{check_key, object_field};
 use arcanum_contract::backend::{BackendRequest, LogicalBackend};
 use arcanum_contract::logical::{ApiError, LogicalResponse, Operation, Response};
-use arcanum_contract::storage::StorageView;
+use arcanum_contract::storage::{StorageView, ViewOp};
 
 /// Versions kept when neither the key nor the engine says otherwise.
 const DEFAULT_MAX_VERSIONS: u64 = 10;
@@ -356,18 +356,21 @@ impl KvV2 {
         }
         meta.oldest_version = meta.versions.keys().next().copied().unwrap_or(0);
         let response = meta.version_json(version);
-        // The metadata record is the commit point: the version's data is written first, then
-        // the metadata that makes it visible, then old versions are purged. A crash between
-        // steps leaves only unreferenced data (overwritten by the next write of that version
-        // number), never metadata pointing at nothing. Two single-key writes instead of one
-        // multi-key batch, because sled's atomic batch serialises every writer in the process.
-        storage
-            .put(&format!("{prefix}{version}"), &serde_json::to_vec(value).map_err(|_| ApiError::internal())?)
-            .await?;
-        storage.put_json(&format!("metadata/{key}"), &meta).await?;
-        for stale in purged {
-            storage.delete(&stale).await?;
-        }
+        // The version's data, the metadata that makes it visible and the purge of old versions
+        // go in one atomic batch: one commit (one etcd transaction, one fsync on sled), and no
+        // crash can leave metadata pointing at nothing or data nothing points at.
+        let mut ops = vec![
+            ViewOp::Put {
+                key: format!("{prefix}{version}"),
+                value: serde_json::to_vec(value).map_err(|_| ApiError::internal())?,
+            },
+            ViewOp::Put {
+                key: format!("metadata/{key}"),
+                value: serde_json::to_vec(&meta).map_err(|_| ApiError::internal())?,
+            },
+        ];
+        ops.extend(purged.into_iter().map(|stale| ViewOp::Delete { key: stale }));
+        storage.batch(ops).await?;
         Ok(response)
     }
 
