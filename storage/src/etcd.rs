@@ -27,6 +27,14 @@
 //! succeeds (tried again at each operation), so the server recovers by itself once etcd is
 //! back and no later write can be undone by that replay.
 //!
+//! # Reads
+//! A read the cache cannot answer is *serializable*: the member answers from its own state
+//! without a consensus round (a linearizable read waits for the leader's next round, which on a
+//! busy cluster means its next fsync). It is accepted only if the member's state is at least at
+//! the highest revision this process knows committed (its own writes, and what a linearizable
+//! read at connect saw); a member behind that is asked again, linearizably. Being the only
+//! writer, the process then sees every write there is.
+//!
 //! # Read cache
 //! Reads are served from memory when this process has read or written the key before (an LRU
 //! of Vault's `cache_size` entries). That is correct because this process is the only writer
@@ -42,10 +50,11 @@
 //! # Listing
 //! Keys only, in pages of [`PAGE`] keys, all pages read at the revision of the first (one
 //! consistent snapshot); when a page ends inside a folder the next page starts past that
-//! folder, so a folder with a million descendants costs one page, not a thousand.
+//! folder. etcd 3.4 visits every key of a request's range to count it, whatever the limit, so
+//! pages are large (a listing of a million keys is about twenty requests).
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -57,8 +66,13 @@ use zeroize::Zeroizing;
 use crate::keys::{validate_key, validate_ops, validate_prefix};
 use crate::{Backend, Op, StorageError};
 
-/// Keys per listing page.
-const PAGE: i64 = 1000;
+/// Keys per listing page. etcd 3.4 walks its whole index range for every ranged request, even
+/// with a limit (to count it), so a listing costs about pages x keys-in-range: large pages keep a
+/// million-key listing to a few dozen requests. 50,000 keys-only entries are ~5 MB.
+const PAGE: i64 = 50_000;
+/// The largest response the client accepts (tonic's default is 4 MiB): a listing page, or a
+/// value up to etcd's request limit with room to spare.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// etcd's default `--max-request-bytes` (1.5 MiB).
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1_572_864;
 /// etcd's default `--max-txn-ops`.
@@ -93,6 +107,9 @@ pub struct EtcdOptions {
     pub max_txn_ops: usize,
     /// Entries of the read cache (Vault's `cache_size`); 0: no cache.
     pub cache_entries: usize,
+    /// Keys per listing page ([`PAGE`]); smaller only in tests, to exercise paging.
+    #[doc(hidden)]
+    pub list_page: i64,
 }
 
 impl EtcdOptions {
@@ -106,6 +123,7 @@ impl EtcdOptions {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_txn_ops: DEFAULT_MAX_TXN_OPS,
             cache_entries: DEFAULT_CACHE_ENTRIES,
+            list_page: PAGE,
         }
     }
 }
@@ -153,6 +171,10 @@ impl fmt::Debug for EtcdTls {
 struct Member {
     url: String,
     client: std::sync::RwLock<Option<Client>>,
+    /// KV handles ready for a call (each call needs one to itself); made from `client` when
+    /// none is free and given back after use, so that calls do not clone and drop a gRPC stack
+    /// each time. They all share the member's one connection.
+    idle: std::sync::Mutex<Vec<KvClient>>,
 }
 
 /// The etcd backend. Requests go to one member at a time; a member that cannot be reached
@@ -171,9 +193,13 @@ pub struct EtcdBackend {
     gate: tokio::sync::RwLock<()>,
     /// A multi-transaction batch failed part-way: nothing may run until its intent is replayed.
     needs_recovery: AtomicBool,
+    /// The highest etcd revision this process knows is committed: its own writes' and what
+    /// linearizable reads (the first at connect) saw. A serializable read below it is stale.
+    floor: AtomicI64,
     endpoints: String,
     /// Values this process read or wrote, by etcd key; `None` when disabled.
     cache: Option<ReadCache>,
+    list_page: i64,
 }
 
 impl fmt::Debug for EtcdBackend {
@@ -267,7 +293,11 @@ impl EtcdBackend {
         let members = options
             .endpoints
             .iter()
-            .map(|url| Member { url: url.clone(), client: std::sync::RwLock::new(None) })
+            .map(|url| Member {
+                url: url.clone(),
+                client: std::sync::RwLock::new(None),
+                idle: std::sync::Mutex::new(Vec::new()),
+            })
             .collect();
         let backend = EtcdBackend {
             members,
@@ -280,14 +310,18 @@ impl EtcdBackend {
             max_txn_ops: options.max_txn_ops.max(2),
             gate: tokio::sync::RwLock::new(()),
             needs_recovery: AtomicBool::new(false),
+            floor: AtomicI64::new(0),
             endpoints: endpoints.clone(),
             cache: ReadCache::new(options.cache_entries),
+            list_page: options.list_page.max(2),
         };
         // A first read proves etcd answers (and that the credentials work) before anything starts.
-        backend.range_keys(&backend.prefix, &prefix_end(&backend.prefix), 1, 0).await.map_err(|err| match err {
-            StorageError::Unavailable(why) => unreachable(why),
-            other => other,
-        })?;
+        backend.range_keys(backend.prefix.as_bytes(), &prefix_end(&backend.prefix), 1, 0).await.map_err(
+            |err| match err {
+                StorageError::Unavailable(why) => unreachable(why),
+                other => other,
+            },
+        )?;
         {
             let _exclusive = backend.gate.write().await;
             backend.recover().await?;
@@ -299,24 +333,37 @@ impl EtcdBackend {
         format!("{}{key}", self.prefix)
     }
 
-    /// The client of member `index`, connecting it on first use.
-    async fn member_client(&self, index: usize) -> Result<Client, etcd_client::Error> {
+    /// A KV handle on member `index`, connecting the member on first use.
+    async fn take_kv(&self, index: usize) -> Result<KvClient, etcd_client::Error> {
         let member = &self.members[index];
-        if let Some(client) = member.client.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            return Ok(client.clone());
+        if let Some(kv) = member.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            return Ok(kv);
         }
-        let client = Client::connect([member.url.as_str()], Some(self.connect.clone())).await?;
-        *member.client.write().unwrap_or_else(|p| p.into_inner()) = Some(client.clone());
-        Ok(client)
+        let known = member.client.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let client = match known {
+            Some(client) => client,
+            None => {
+                let client = Client::connect([member.url.as_str()], Some(self.connect.clone())).await?;
+                *member.client.write().unwrap_or_else(|p| p.into_inner()) = Some(client.clone());
+                client
+            }
+        };
+        Ok(client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES))
+    }
+
+    fn give_back(&self, index: usize, kv: KvClient) {
+        self.members[index].idle.lock().unwrap_or_else(|p| p.into_inner()).push(kv);
     }
 
     /// One etcd call, bounded by the request timeout. When a member cannot take it (refused,
     /// reset, no leader, no answer) the call moves on to the next member; after every member
     /// has failed, or the time is up, etcd is unavailable.
+    ///
+    /// `call` is handed a KV handle and gives it back with its result.
     async fn call<T, F, Fut>(&self, what: &str, call: F) -> Result<T, StorageError>
     where
         F: Fn(KvClient) -> Fut,
-        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+        Fut: std::future::Future<Output = (KvClient, Result<T, etcd_client::Error>)>,
     {
         let deadline = Instant::now() + self.timeout;
         let count = self.members.len();
@@ -330,8 +377,9 @@ impl EtcdBackend {
             }
             let share = remaining / u32::try_from(count - attempt).unwrap_or(1);
             let result = tokio::time::timeout(share, async {
-                let client = self.member_client(index).await?;
-                call(client.kv_client()).await
+                let (kv, result) = call(self.take_kv(index).await?).await;
+                self.give_back(index, kv);
+                result
             })
             .await;
             let error = match result {
@@ -403,7 +451,7 @@ impl EtcdBackend {
     /// Keys in `[start, end)`, at most `limit` (0: no limit), at `revision` (0: the latest).
     async fn range_keys(
         &self,
-        start: &str,
+        start: &[u8],
         end: &[u8],
         limit: i64,
         revision: i64,
@@ -414,11 +462,15 @@ impl EtcdBackend {
         }
         let response = self
             .call("listing", |mut kv| {
-                let (start, options) = (start.as_bytes().to_vec(), options.clone());
-                async move { kv.get(start, Some(options)).await }
+                let (start, options) = (start.to_vec(), options.clone());
+                async move {
+                    let result = kv.get(start, Some(options)).await;
+                    (kv, result)
+                }
             })
             .await?;
         let revision = response.header().map_or(0, |header| header.revision());
+        self.floor.fetch_max(revision, Ordering::AcqRel);
         let more = response.more();
         let keys = response
             .kvs()
@@ -438,14 +490,33 @@ impl EtcdBackend {
     }
 
     /// The value at etcd key `key` and the store's revision the read saw.
+    ///
+    /// Read from the member's own state (a *serializable* read, which waits for no consensus
+    /// round), and accepted only when that state is at least at [`EtcdBackend::floor`]: then it
+    /// holds every write this process knows committed, which, with this process the only writer,
+    /// is every write. A member that is behind (just switched to, catching up) is read again
+    /// linearizably.
     async fn get_at_revision(&self, key: &str) -> Result<(Option<Vec<u8>>, i64), StorageError> {
+        let floor = self.floor.load(Ordering::Acquire);
+        let (value, revision) = self.get_with(key, GetOptions::new().with_serializable()).await?;
+        if revision >= floor {
+            return Ok((value, revision));
+        }
+        self.get_with(key, GetOptions::new()).await
+    }
+
+    async fn get_with(&self, key: &str, options: GetOptions) -> Result<(Option<Vec<u8>>, i64), StorageError> {
         let mut response = self
             .call("read", |mut kv| {
-                let key = key.as_bytes().to_vec();
-                async move { kv.get(key, None).await }
+                let (key, options) = (key.as_bytes().to_vec(), options.clone());
+                async move {
+                    let result = kv.get(key, Some(options)).await;
+                    (kv, result)
+                }
             })
             .await?;
         let revision = response.header().map_or(0, |header| header.revision());
+        self.floor.fetch_max(revision, Ordering::AcqRel);
         Ok((response.take_kvs().into_iter().next().map(|kv| kv.into_key_value().1), revision))
     }
 
@@ -470,10 +541,15 @@ impl EtcdBackend {
         let response = self
             .call("write", |mut kv| {
                 let txn = txn.clone();
-                async move { kv.txn(txn).await }
+                async move {
+                    let result = kv.txn(txn).await;
+                    (kv, result)
+                }
             })
             .await?;
-        Ok(response.header().map_or(0, |header| header.revision()))
+        let revision = response.header().map_or(0, |header| header.revision());
+        self.floor.fetch_max(revision, Ordering::AcqRel);
+        Ok(revision)
     }
 
     /// The most a transaction may carry in keys and values.
@@ -603,7 +679,10 @@ impl EtcdBackend {
         ]);
         self.call("write", |mut kv| {
             let txn = txn.clone();
-            async move { kv.txn(txn).await }
+            async move {
+                let result = kv.txn(txn).await;
+                (kv, result)
+            }
         })
         .await?;
         Ok(())
@@ -615,7 +694,7 @@ impl EtcdBackend {
         if let Some(cache) = &self.cache {
             cache.purge();
         }
-        let (keys, _, _) = self.range_keys(&self.intents, &prefix_end(&self.intents), 0, 0).await?;
+        let (keys, _, _) = self.range_keys(self.intents.as_bytes(), &prefix_end(&self.intents), 0, 0).await?;
         let mut ids: Vec<&str> = keys
             .iter()
             .filter_map(|key| key.strip_prefix(self.intents.as_str()))
@@ -668,6 +747,51 @@ impl EtcdBackend {
     pub async fn batch_interrupted(&self, ops: Vec<Op>, stop: BatchStop) -> Result<(), StorageError> {
         self.apply_batch(ops, Some(stop)).await
     }
+}
+
+/// How far ahead of its start a listing request should reach: a page's worth of key space, as
+/// the last full page measured it. Keys are compared as numbers: the 8 bytes after the prefix
+/// the page's first and last keys share.
+#[derive(Debug, Default)]
+struct Window {
+    /// The shared prefix and the span of the last full page, when one was measured.
+    span: Option<(Vec<u8>, u64)>,
+}
+
+impl Window {
+    fn learn(&mut self, first: &str, last: &str) {
+        let (first, last) = (first.as_bytes(), last.as_bytes());
+        let common = first.iter().zip(last).take_while(|(a, b)| a == b).count();
+        let span = number_at(last, common).saturating_sub(number_at(first, common));
+        self.span = (span > 0).then(|| (first[..common].to_vec(), span));
+    }
+
+    fn widen(&mut self) {
+        if let Some((_, span)) = &mut self.span {
+            *span = span.saturating_mul(4);
+        }
+    }
+
+    /// The window's upper bound from `start`; `None`: no estimate (read to the prefix's end).
+    fn upper(&self, start: &[u8]) -> Option<Vec<u8>> {
+        let (shared, span) = self.span.as_ref()?;
+        if !start.starts_with(shared) {
+            return None;
+        }
+        let reach = number_at(start, shared.len()).checked_add(*span)?;
+        let mut upper = shared.clone();
+        upper.extend_from_slice(&reach.to_be_bytes());
+        (upper.as_slice() > start).then_some(upper)
+    }
+}
+
+/// The 8 bytes of `key` from `at` (zero past its end) as a big-endian number.
+fn number_at(key: &[u8], at: usize) -> u64 {
+    let mut bytes = [0u8; 8];
+    for (i, byte) in key.iter().skip(at).take(8).enumerate() {
+        bytes[i] = *byte;
+    }
+    u64::from_be_bytes(bytes)
 }
 
 /// Whether `err` says the member could not take the request (so another member may), rather
@@ -967,10 +1091,16 @@ impl Backend for EtcdBackend {
         'listing: loop {
             attempts += 1;
             let mut children: Vec<String> = Vec::new();
-            let mut start = full.clone();
+            let mut start = full.as_bytes().to_vec();
             let mut revision = 0;
+            // etcd 3.4 walks every key of a request's range, whatever its limit: each request asks
+            // for a window about one page wide, estimated from the last page, not for the whole
+            // rest of the prefix. Windows only bound the work; the pages cover the range without
+            // a gap either way.
+            let mut window = Window::default();
             loop {
-                let (keys, more, at) = match self.range_keys(&start, &end, PAGE, revision).await {
+                let upper = window.upper(&start).filter(|upper| *upper < end).unwrap_or_else(|| end.clone());
+                let (keys, more, at) = match self.range_keys(&start, &upper, self.list_page, revision).await {
                     Ok(page) => page,
                     Err(StorageError::Io(why)) if revision > 0 && why.contains("compacted") && attempts < 3 => {
                         continue 'listing;
@@ -992,13 +1122,24 @@ impl Backend for EtcdBackend {
                         children.push(child.to_owned());
                     }
                 }
-                let Some(last) = keys.last().filter(|_| more) else { break };
-                let rest = &last[full.len()..];
-                start = match rest.find('/') {
-                    // Past everything in that folder: '0' is the byte after '/'.
-                    Some(slash) => format!("{full}{}0", &rest[..slash]),
-                    None => format!("{last}\0"),
-                };
+                match keys.last() {
+                    Some(last) if more => {
+                        window.learn(keys.first().map_or("", String::as_str), last);
+                        let rest = &last[full.len()..];
+                        start = match rest.find('/') {
+                            // Past everything in that folder: '0' is the byte after '/'.
+                            Some(slash) => format!("{full}{}0", &rest[..slash]).into_bytes(),
+                            None => format!("{last}\0").into_bytes(),
+                        };
+                    }
+                    // The whole range is read.
+                    _ if upper == end => break,
+                    // The window held less than a page: go on from its end, with a wider one.
+                    _ => {
+                        start = upper;
+                        window.widen();
+                    }
+                }
             }
             return Ok(children);
         }
@@ -1195,12 +1336,15 @@ mod against_etcd {
         etcd.put("too/fits", vec![1u8; 1024 * 1024]).await.unwrap();
     }
 
-    /// 6,000 keys with 4 KiB values (24 MB, far past the 4 MB a single range response may carry)
-    /// list in pages of keys, and a folder with 5,000 descendants costs one page.
+    /// 6,000 keys with 4 KiB values (24 MB, far past what a range response may carry) list in
+    /// pages of keys, here of 1,000 to exercise paging, and a page that ends inside a folder with
+    /// 5,000 descendants skips the rest of it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn listings_read_keys_in_pages_never_values() {
         let cluster = EtcdCluster::start(1).await;
-        let etcd = backend(&cluster, "/arcanum/").await;
+        let mut options = EtcdOptions::new(cluster.endpoints(), "/arcanum/");
+        options.list_page = 1000;
+        let etcd = EtcdBackend::connect(options).await.unwrap();
         let value = vec![9u8; 4096];
         for chunk in (0..6000).collect::<Vec<_>>().chunks(100) {
             let ops = chunk
