@@ -9,6 +9,7 @@ pub mod etcd;
 #[cfg(any(test, feature = "testing"))]
 pub mod etcd_harness;
 mod group_commit;
+pub mod ha;
 pub mod inmem;
 mod keys;
 pub mod sled_backend;
@@ -16,6 +17,7 @@ pub mod sled_backend;
 pub mod testing;
 
 pub use etcd::{EtcdBackend, EtcdOptions, EtcdTls};
+pub use ha::{HaBackend, HeldLock};
 pub use inmem::InmemBackend;
 pub use sled_backend::{SledBackend, SledOptions};
 
@@ -33,6 +35,10 @@ pub enum StorageError {
     /// operation was not acknowledged. The same call may succeed once the store is back.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// With HA: this node no longer holds the lock (another node is active, or its lease
+    /// ended), so the write was refused and nothing was written.
+    #[error("this node is not the active node any more; nothing was written")]
+    Fenced,
     /// One write is larger than the store accepts in a request.
     #[error("the value is too large for the {backend} storage backend: a write may carry at most {limit} bytes")]
     TooLarge { backend: &'static str, limit: usize },

@@ -330,6 +330,10 @@ pub fn api_error(what: &str, err: BarrierError) -> ApiError {
             tracing::error!(error = %err, "{what} failed: storage unavailable");
             ApiError::new(503, "storage unavailable: the storage backend cannot be reached or cannot commit; nothing was written, try again")
         }
+        BarrierError::Storage(StorageError::Fenced) => {
+            tracing::warn!("{what} refused: this node is no longer the active node");
+            ApiError::new(503, "this node is no longer the active node: nothing was written; retry")
+        }
         BarrierError::Storage(StorageError::TooLarge { backend, limit }) => ApiError::new(
             413,
             format!("the value is too large for the {backend} storage backend: a record may be at most {limit} bytes once encrypted"),

@@ -66,6 +66,8 @@ use zeroize::Zeroizing;
 use crate::keys::{validate_key, validate_ops, validate_prefix};
 use crate::{Backend, Op, StorageError};
 
+mod ha;
+
 /// Keys per listing page. etcd 3.4 walks its whole index range for every ranged request, even
 /// with a limit (to count it), so a listing costs about pages x keys-in-range: large pages keep a
 /// million-key listing to a few dozen requests. 50,000 keys-only entries are ~5 MB.
@@ -196,6 +198,8 @@ pub struct EtcdBackend {
     /// The highest etcd revision this process knows is committed: its own writes' and what
     /// linearizable reads (the first at connect) saw. A serializable read below it is stale.
     floor: AtomicI64,
+    /// With HA, the lock every write must still hold (see [`crate::ha::HaBackend::fence`]).
+    fence: std::sync::RwLock<Option<ha::Fence>>,
     endpoints: String,
     /// Values this process read or wrote, by etcd key; `None` when disabled.
     cache: Option<ReadCache>,
@@ -311,6 +315,7 @@ impl EtcdBackend {
             gate: tokio::sync::RwLock::new(()),
             needs_recovery: AtomicBool::new(false),
             floor: AtomicI64::new(0),
+            fence: std::sync::RwLock::new(None),
             endpoints: endpoints.clone(),
             cache: ReadCache::new(options.cache_entries),
             list_page: options.list_page.max(2),
@@ -333,56 +338,46 @@ impl EtcdBackend {
         format!("{}{key}", self.prefix)
     }
 
-    /// A KV handle on member `index`, connecting the member on first use.
-    async fn take_kv(&self, index: usize) -> Result<KvClient, etcd_client::Error> {
+    /// The client of member `index`, connecting it on first use.
+    async fn member_client(&self, index: usize) -> Result<Client, etcd_client::Error> {
         let member = &self.members[index];
-        if let Some(kv) = member.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
-            return Ok(kv);
+        if let Some(client) = member.client.read().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Ok(client);
         }
-        let known = member.client.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let client = match known {
-            Some(client) => client,
-            None => {
-                let client = Client::connect([member.url.as_str()], Some(self.connect.clone())).await?;
-                *member.client.write().unwrap_or_else(|p| p.into_inner()) = Some(client.clone());
-                client
-            }
-        };
-        Ok(client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES))
+        let client = Client::connect([member.url.as_str()], Some(self.connect.clone())).await?;
+        *member.client.write().unwrap_or_else(|p| p.into_inner()) = Some(client.clone());
+        Ok(client)
     }
 
-    fn give_back(&self, index: usize, kv: KvClient) {
-        self.members[index].idle.lock().unwrap_or_else(|p| p.into_inner()).push(kv);
+    /// A KV handle on member `index`, connecting the member on first use.
+    async fn take_kv(&self, index: usize) -> Result<KvClient, etcd_client::Error> {
+        if let Some(kv) = self.members[index].idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            return Ok(kv);
+        }
+        Ok(self.member_client(index).await?.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES))
     }
 
     /// One etcd call, bounded by the request timeout. When a member cannot take it (refused,
     /// reset, no leader, no answer) the call moves on to the next member; after every member
-    /// has failed, or the time is up, etcd is unavailable.
-    ///
-    /// `call` is handed a KV handle and gives it back with its result.
-    async fn call<T, F, Fut>(&self, what: &str, call: F) -> Result<T, StorageError>
+    /// has failed, or the time is up, etcd is unavailable. `attempt` makes the call on the
+    /// member it is given.
+    async fn failover<T, F, Fut>(&self, what: &str, attempt: F) -> Result<T, StorageError>
     where
-        F: Fn(KvClient) -> Fut,
-        Fut: std::future::Future<Output = (KvClient, Result<T, etcd_client::Error>)>,
+        F: Fn(usize) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
     {
         let deadline = Instant::now() + self.timeout;
         let count = self.members.len();
         let mut last_error = None;
-        for attempt in 0..count {
+        for tried in 0..count {
             let index = self.current.load(Ordering::Relaxed) % count;
             // The time left, shared among the members not tried yet.
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 break;
             }
-            let share = remaining / u32::try_from(count - attempt).unwrap_or(1);
-            let result = tokio::time::timeout(share, async {
-                let (kv, result) = call(self.take_kv(index).await?).await;
-                self.give_back(index, kv);
-                result
-            })
-            .await;
-            let error = match result {
+            let share = remaining / u32::try_from(count - tried).unwrap_or(1);
+            let error = match tokio::time::timeout(share, attempt(index)).await {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(err)) if !member_failure(&err) => return Err(self.error(what, err)),
                 Ok(Err(err)) => self.error(what, err),
@@ -401,6 +396,33 @@ impl EtcdBackend {
                 self.timeout, self.endpoints
             ))
         }))
+    }
+
+    /// A KV call with [`EtcdBackend::failover`]: `call` is handed a KV handle from the member's
+    /// pool and gives it back with its result.
+    async fn call<T, F, Fut>(&self, what: &str, call: F) -> Result<T, StorageError>
+    where
+        F: Fn(KvClient) -> Fut,
+        Fut: std::future::Future<Output = (KvClient, Result<T, etcd_client::Error>)>,
+    {
+        let call = &call;
+        self.failover(what, |index| async move {
+            let (kv, result) = call(self.take_kv(index).await?).await;
+            self.members[index].idle.lock().unwrap_or_else(|p| p.into_inner()).push(kv);
+            result
+        })
+        .await
+    }
+
+    /// A call on a member's whole client (leases and other rare operations), with the same
+    /// failover as KV calls.
+    async fn call_client<T, F, Fut>(&self, what: &str, call: F) -> Result<T, StorageError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let call = &call;
+        self.failover(what, |index| async move { call(self.member_client(index).await?).await }).await
     }
 
     fn error(&self, what: &str, err: etcd_client::Error) -> StorageError {
@@ -537,7 +559,17 @@ impl EtcdBackend {
         if writes.is_empty() {
             return Ok(0);
         }
-        let txn = Txn::new().and_then(writes.iter().map(Write::txn_op).collect::<Vec<_>>());
+        self.fenced(writes.iter().map(Write::txn_op).collect()).await
+    }
+
+    /// Sends `ops` in one transaction under the fence, if there is one; returns the revision it
+    /// committed at.
+    async fn fenced(&self, ops: Vec<TxnOp>) -> Result<i64, StorageError> {
+        let fence = self.fence.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let txn = match &fence {
+            Some(fence) => Txn::new().when([fence.compare()]).and_then(ops),
+            None => Txn::new().and_then(ops),
+        };
         let response = self
             .call("write", |mut kv| {
                 let txn = txn.clone();
@@ -547,6 +579,13 @@ impl EtcdBackend {
                 }
             })
             .await?;
+        if !response.succeeded() {
+            // Another node holds the lock now (or none does): nothing was written.
+            if let Some(held) = fence.and_then(|fence| fence.held) {
+                held.mark_lost();
+            }
+            return Err(StorageError::Fenced);
+        }
         let revision = response.header().map_or(0, |header| header.revision());
         self.floor.fetch_max(revision, Ordering::AcqRel);
         Ok(revision)
@@ -673,19 +712,12 @@ impl EtcdBackend {
     async fn drop_intent(&self, id: &str) -> Result<(), StorageError> {
         let marker = format!("{}{id}", self.intents);
         let chunks = format!("{marker}/");
-        let txn = Txn::new().and_then(vec![
+        self.fenced(vec![
             TxnOp::delete(marker.as_bytes(), None),
             TxnOp::delete(chunks.as_bytes(), Some(DeleteOptions::new().with_prefix())),
-        ]);
-        self.call("write", |mut kv| {
-            let txn = txn.clone();
-            async move {
-                let result = kv.txn(txn).await;
-                (kv, result)
-            }
-        })
-        .await?;
-        Ok(())
+        ])
+        .await
+        .map(|_| ())
     }
 
     /// Replays every committed intent and deletes the chunks of uncommitted ones; returns the

@@ -1,0 +1,144 @@
+//! High availability primitives a shared backend offers (etcd): one lock whose holder is the
+//! active node and the only writer, writes fenced on still holding it, and heartbeats through
+//! which nodes see each other. The core runs the election and the renewals; this crate only
+//! does what each step needs in storage.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::StorageError;
+
+/// A backend that several nodes share and that can elect one of them.
+#[async_trait::async_trait]
+pub trait HaBackend: Send + Sync + std::fmt::Debug {
+    /// Takes the lock if nobody holds it, with `advertisement` as its value (who the holder
+    /// is and where to reach it) and a lease of `ttl`. `None`: someone else holds it.
+    async fn try_acquire(&self, advertisement: Vec<u8>, ttl: Duration) -> Result<Option<HeldLock>, StorageError>;
+
+    /// Renews `held`'s lease. On success the lock is valid for another TTL (less a margin) from
+    /// when the renewal was sent; a failure leaves the previous deadline, after which the lock
+    /// counts as lost.
+    async fn renew(&self, held: &HeldLock) -> Result<(), StorageError>;
+
+    /// Gives the lock up at once (step-down, seal, shutdown), so another node can take it.
+    async fn release(&self, held: &HeldLock) -> Result<(), StorageError>;
+
+    /// The current holder's advertisement, if anyone holds the lock.
+    async fn holder(&self) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// From now on every write succeeds only while `held` is still the lock's holder (in the
+    /// same transaction); a write that finds it is not fails with [`StorageError::Fenced`] and
+    /// marks `held` lost. `None`: no node holds the lock through this backend, so it must not
+    /// write at all (a standby).
+    fn fence(&self, held: Option<&HeldLock>);
+
+    /// Forgets what this process cached from storage and re-reads what it needs to read
+    /// correctly (at takeover, and at step-down), and finishes what a crashed writer left.
+    async fn reset(&self) -> Result<(), StorageError>;
+
+    /// Records this node's heartbeat (`value`), kept for `ttl` unless renewed.
+    async fn heartbeat(&self, node_id: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StorageError>;
+
+    /// The heartbeats of every node that renewed within its TTL.
+    async fn heartbeats(&self) -> Result<Vec<Vec<u8>>, StorageError>;
+}
+
+/// The lock as its holder sees it. Cheap to clone; every clone is the same lock.
+#[derive(Debug, Clone)]
+pub struct HeldLock {
+    state: Arc<LockState>,
+}
+
+#[derive(Debug)]
+struct LockState {
+    lease: i64,
+    /// The lock key's creation revision: the fence writes compare against.
+    revision: i64,
+    ttl: Duration,
+    /// Until when the holder may act as active without a further renewal.
+    deadline: Mutex<Instant>,
+    lost: tokio::sync::watch::Sender<bool>,
+}
+
+impl HeldLock {
+    /// A lock just taken with a lease sent at `sent`.
+    pub fn new(lease: i64, revision: i64, ttl: Duration, sent: Instant) -> HeldLock {
+        let (lost, _) = tokio::sync::watch::channel(false);
+        let state = LockState { lease, revision, ttl, deadline: Mutex::new(sent + Self::validity(ttl)), lost };
+        HeldLock { state: Arc::new(state) }
+    }
+
+    /// How long after a renewal was sent the holder still counts itself active: the TTL less a
+    /// margin, so that it stops before etcd can expire the lease and elect another node.
+    fn validity(ttl: Duration) -> Duration {
+        ttl.saturating_sub((ttl / 5).max(Duration::from_secs(1)))
+    }
+
+    pub fn lease(&self) -> i64 {
+        self.state.lease
+    }
+
+    pub fn revision(&self) -> i64 {
+        self.state.revision
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.state.ttl
+    }
+
+    /// A renewal sent at `sent` succeeded.
+    pub fn renewed(&self, sent: Instant) {
+        let mut deadline = self.state.deadline.lock().unwrap_or_else(|p| p.into_inner());
+        *deadline = (*deadline).max(sent + Self::validity(self.state.ttl));
+    }
+
+    /// Whether the holder may still act as active.
+    pub fn is_valid(&self) -> bool {
+        !*self.state.lost.borrow() && Instant::now() < *self.state.deadline.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The lock is gone (a fenced write found another holder, the lease ended, it was released).
+    pub fn mark_lost(&self) {
+        self.state.lost.send_replace(true);
+    }
+
+    /// Resolves once the lock is marked lost or its deadline passes without a renewal.
+    pub async fn lost(&self) {
+        let mut lost = self.state.lost.subscribe();
+        loop {
+            if *lost.borrow_and_update() {
+                return;
+            }
+            let deadline = *self.state.deadline.lock().unwrap_or_else(|p| p.into_inner());
+            if Instant::now() >= deadline {
+                self.mark_lost();
+                return;
+            }
+            tokio::select! {
+                _ = lost.changed() => {}
+                () = tokio::time::sleep_until(deadline.into()) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_lock_counts_as_held_until_its_deadline_or_a_loss() {
+        let held = HeldLock::new(1, 7, Duration::from_secs(5), Instant::now());
+        assert!(held.is_valid());
+        assert_eq!((held.lease(), held.revision()), (1, 7));
+        let stale = HeldLock::new(2, 8, Duration::from_secs(5), Instant::now() - Duration::from_secs(5));
+        assert!(!stale.is_valid(), "past TTL less the margin");
+        stale.lost().await;
+        stale.renewed(Instant::now());
+        assert!(!stale.is_valid(), "a lost lock stays lost");
+        let clone = held.clone();
+        clone.mark_lost();
+        assert!(!held.is_valid());
+        held.lost().await;
+    }
+}
