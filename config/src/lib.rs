@@ -32,6 +32,8 @@ pub struct Config {
     /// As written in the file; may be empty, in which case the server picks a default listener.
     pub listeners: Vec<Listener>,
     pub api_addr: Option<String>,
+    /// Where other HA nodes reach this one (`cluster_addr`); `VAULT_CLUSTER_ADDR` wins.
+    pub cluster_addr: Option<String>,
     pub log_level: Option<LogLevel>,
     /// `None` when unset or zero (Vault treats a zero TTL as "use the default").
     pub default_lease_ttl: Option<Duration>,
@@ -71,6 +73,7 @@ impl Config {
                 max_request_size: Some(DEFAULT_MAX_REQUEST_SIZE),
             }],
             api_addr: None,
+            cluster_addr: None,
             log_level: None,
             default_lease_ttl: None,
             max_lease_ttl: None,
@@ -196,12 +199,33 @@ impl std::fmt::Debug for EtcdStorage {
 }
 
 impl Config {
-    /// Vault's environment overrides for the storage block (the environment wins over the
-    /// file): `ETCD_ADDR`, `ETCD_HA_ENABLED`, `ETCD_USERNAME`, `ETCD_PASSWORD`. Then checks
+    /// Vault's environment overrides (the environment wins over the file): `VAULT_API_ADDR`,
+    /// `VAULT_CLUSTER_ADDR`, and for the storage block `ETCD_ADDR`, `ETCD_HA_ENABLED`,
+    /// `ETCD_USERNAME`, `ETCD_PASSWORD`. Then checks
     /// what only makes sense once they are applied: an etcd address exists, and the TLS files
     /// go with `https://` addresses. `origin` names the file in errors; `lookup` reads a variable
     /// (the server passes the process environment; tests pass a map).
     pub fn apply_env(&mut self, origin: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let url = |name: &str, key: &str| -> Result<Option<String>, ConfigError> {
+            match lookup(name).filter(|v| !v.is_empty()) {
+                Some(v) if v.starts_with("http://") || v.starts_with("https://") => Ok(Some(v)),
+                Some(v) => Err(ConfigError::Invalid {
+                    origin: origin.to_string(),
+                    key: key.to_string(),
+                    message: format!(
+                        "{name} must be a URL such as \"https://vault.example.com:8200\", got {}",
+                        quote(&v)
+                    ),
+                }),
+                None => Ok(None),
+            }
+        };
+        if let Some(api_addr) = url("VAULT_API_ADDR", "api_addr")? {
+            self.api_addr = Some(api_addr);
+        }
+        if let Some(cluster_addr) = url("VAULT_CLUSTER_ADDR", "cluster_addr")? {
+            self.cluster_addr = Some(cluster_addr);
+        }
         let Storage::Etcd(etcd) = &mut self.storage else { return Ok(()) };
         let invalid = |key: &str, message: String| ConfigError::Invalid {
             origin: origin.to_string(),
@@ -445,6 +469,7 @@ mod tests {
             storage: Storage::Inmem,
             listeners: vec![plain("127.0.0.1:8201")],
             api_addr: None,
+            cluster_addr: None,
             log_level: None,
             default_lease_ttl: Some(H768),
             max_lease_ttl: Some(H768),
@@ -539,6 +564,7 @@ raw_storage_endpoint = "true"
                 Listener { address: "127.0.0.1:8300".to_string(), tls: None, max_request_size: Some(1_048_576) },
             ],
             api_addr: Some("https://vault.example.com:8200".to_string()),
+            cluster_addr: Some("https://vault.example.com:8201".to_string()),
             log_level: Some(LogLevel::Error),
             default_lease_ttl: Some(Duration::from_secs(3600)),
             max_lease_ttl: Some(Duration::from_secs(7 * 86_400)),
@@ -555,7 +581,6 @@ raw_storage_endpoint = "true"
                 "listener.tcp[0].cluster_address",
                 "telemetry.disable_hostname",
                 "telemetry.prometheus_retention_time",
-                "cluster_addr",
             ]
             .iter()
             .map(|k| format!("config.hcl: key {k} is accepted for Vault compatibility and ignored"))

@@ -18,6 +18,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "backend",
     "listener",
     "api_addr",
+    "cluster_addr",
     "log_level",
     "default_lease_ttl",
     "max_lease_ttl",
@@ -35,7 +36,6 @@ const TOP_LEVEL_KEYS: &[&str] = &[
 /// Valid Vault server settings that Arcanum has no use for.
 const IGNORED_TOP_LEVEL: &[&str] = &[
     "administrative_namespace_path",
-    "cluster_addr",
     "cluster_cipher_suites",
     "cloud",
     "cluster_name",
@@ -264,6 +264,7 @@ impl Walker<'_> {
         let mut lease_revocation_max_backoff = None;
         let mut lease_revocation_concurrency = None;
         let mut cache_size = None;
+        let mut cluster_addr = None;
         let mut disable_cache = false;
         for (key, value) in top {
             match canonical(key, TOP_LEVEL_ALIASES).as_str() {
@@ -271,6 +272,7 @@ impl Walker<'_> {
                 "backend" => backend_blocks.push((key, value)),
                 "listener" => self.listeners(value, &mut listeners)?,
                 "api_addr" => api_addr = self.api_addr(value, key)?,
+                "cluster_addr" => cluster_addr = self.api_addr(value, key)?,
                 "log_level" => log_level = self.log_level(value, key)?,
                 "default_lease_ttl" => default_lease_ttl = self.duration(value, key)?,
                 "max_lease_ttl" => max_lease_ttl = self.duration(value, key)?,
@@ -320,6 +322,7 @@ impl Walker<'_> {
             storage,
             listeners,
             api_addr,
+            cluster_addr,
             log_level,
             default_lease_ttl,
             max_lease_ttl,

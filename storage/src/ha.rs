@@ -26,10 +26,16 @@ pub trait HaBackend: Send + Sync + std::fmt::Debug {
     /// The current holder's advertisement, if anyone holds the lock.
     async fn holder(&self) -> Result<Option<Vec<u8>>, StorageError>;
 
+    /// Several nodes use this store: until this one holds the lock it must read everything
+    /// from the store itself (no cache, no shortcut that assumes it wrote the last value).
+    /// Called once, before anything reads.
+    fn share(&self);
+
     /// From now on every write succeeds only while `held` is still the lock's holder (in the
     /// same transaction); a write that finds it is not fails with [`StorageError::Fenced`] and
-    /// marks `held` lost. `None`: no node holds the lock through this backend, so it must not
-    /// write at all (a standby).
+    /// marks `held` lost, and reads may use what this process wrote. `None`: no node holds the
+    /// lock through this backend, so it must not write at all (a standby), and reads go to the
+    /// store.
     fn fence(&self, held: Option<&HeldLock>);
 
     /// Forgets what this process cached from storage and re-reads what it needs to read

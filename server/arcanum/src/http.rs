@@ -42,6 +42,10 @@ async fn serve_request(State(state): State<HttpState>, request: axum::extract::R
     let method = metrics::method_label(parts.method.as_str());
     let (result, request_id, mount, headers) =
         match parse(&state, &parts.method, &parts.uri, &parts.headers, body).await {
+            Ok(req) if state.core.is_standby() && !standby_serves(&req.path) => {
+                let result = to_the_active(&state.core, &parts.uri);
+                (result, req.id.clone(), "standby".to_owned(), Vec::new())
+            }
             Ok(req) => {
                 tracing::debug!(operation = ?req.operation, path = %req.path, "request");
                 let request_id = req.id.clone();
@@ -80,6 +84,34 @@ async fn serve_request(State(state): State<HttpState>, request: axum::extract::R
     }
     metrics::global().observe_request(method, &mount, response.status().as_u16(), started.elapsed());
     response
+}
+
+/// The paths a standby answers itself, as Vault's do; everything else goes to the active node.
+fn standby_serves(path: &str) -> bool {
+    matches!(path.trim_end_matches('/'), "sys/health" | "sys/seal-status" | "sys/leader" | "sys/unseal" | "sys/init")
+}
+
+/// A standby's answer to a request the active node must serve: Vault's 307 to the active
+/// node's `api_addr` (same path and query; method and body are kept by 307), or a 503 while no
+/// active node is known. Sealing a standby through the API is not supported: it would need the
+/// caller's token checked by the active node.
+fn to_the_active(core: &Core, uri: &axum::http::Uri) -> Result<Response, ApiError> {
+    let metrics = arcanum_metrics::global();
+    if uri.path().trim_end_matches('/') == "/v1/sys/seal" {
+        return Err(ApiError::bad_request(
+            "this node is a standby: sealing a standby is not supported; restart it (it comes up sealed) or seal the active node",
+        ));
+    }
+    let leader = match core.ha().map(|ha| ha.role()) {
+        Some(arcanum_core::ha::Role::Standby { leader: Some(leader) }) => leader,
+        _ => {
+            metrics.ha_forwarded_requests.with_label_values(&["failed"]).inc();
+            return Err(ApiError::new(503, "this node is a standby and no active node is known yet; retry"));
+        }
+    };
+    metrics.ha_forwarded_requests.with_label_values(&["redirected"]).inc();
+    let target = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+    Ok(Response::Redirect { location: format!("{}{target}", leader.api_addr.trim_end_matches('/')) })
 }
 
 async fn parse(
@@ -216,6 +248,17 @@ fn render(result: Result<Response, ApiError>, request_id: &str) -> axum::respons
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut response = (status, body).into_response();
             response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return response;
+        }
+        Ok(Response::Redirect { location }) => {
+            let mut response = StatusCode::TEMPORARY_REDIRECT.into_response();
+            match HeaderValue::from_str(&location) {
+                Ok(location) => {
+                    response.headers_mut().insert(header::LOCATION, location);
+                }
+                Err(_) => *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR,
+            }
             response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             return response;
         }

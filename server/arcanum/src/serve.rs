@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use arcanum_config::{Listener, TlsVersion};
-use arcanum_storage::{Backend, EtcdBackend, EtcdOptions, EtcdTls, InmemBackend, SledBackend};
+use arcanum_storage::{Backend, EtcdBackend, EtcdOptions, EtcdTls, HaBackend, InmemBackend, SledBackend};
 use zeroize::Zeroizing;
 
 use crate::http;
@@ -26,6 +26,15 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// has one (etcd; 0: none). etcd must answer within its request timeout: a server that cannot
 /// reach its storage exits with the reason instead of waiting.
 pub async fn open_backend(storage: &arcanum_config::Storage, cache_entries: usize) -> anyhow::Result<Arc<dyn Backend>> {
+    Ok(open_storage(storage, cache_entries).await?.0)
+}
+
+/// [`open_backend`], and the HA side of the same store when the config enables HA.
+pub async fn open_storage(
+    storage: &arcanum_config::Storage,
+    cache_entries: usize,
+) -> anyhow::Result<(Arc<dyn Backend>, Option<Arc<dyn HaBackend>>)> {
+    let mut ha: Option<Arc<dyn HaBackend>> = None;
     let backend: Arc<dyn Backend> = match storage {
         arcanum_config::Storage::Inmem => Arc::new(InmemBackend::new()),
         arcanum_config::Storage::Sled { path } => {
@@ -34,13 +43,19 @@ pub async fn open_backend(storage: &arcanum_config::Storage, cache_entries: usiz
         arcanum_config::Storage::Etcd(etcd) => {
             let mut options = etcd_options(etcd)?;
             options.cache_entries = cache_entries;
-            let backend = EtcdBackend::connect(options)
-                .await
-                .with_context(|| format!("opening etcd storage at {}", etcd.address.join(",")))?;
-            Arc::new(backend)
+            let backend = Arc::new(
+                EtcdBackend::connect(options)
+                    .await
+                    .with_context(|| format!("opening etcd storage at {}", etcd.address.join(",")))?,
+            );
+            if etcd.ha_enabled {
+                backend.share();
+                ha = Some(Arc::clone(&backend) as Arc<dyn HaBackend>);
+            }
+            backend
         }
     };
-    Ok(arcanum_metrics::MeteredBackend::wrap(backend))
+    Ok((arcanum_metrics::MeteredBackend::wrap(backend), ha))
 }
 
 /// The etcd client's settings from `storage "etcd"`, with the TLS files read (an unreadable

@@ -447,6 +447,7 @@ pub fn response_entry(
             | Response::Status(_)
             | Response::NoContent
             | Response::Text { .. }
+            | Response::Redirect { .. }
             | Response::Login(_),
         )
         | Err(_) => {}

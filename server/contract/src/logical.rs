@@ -82,6 +82,8 @@ pub enum Response {
     NoContent,
     /// A non-JSON body (`sys/metrics?format=prometheus`).
     Text { status: u16, content_type: &'static str, body: String },
+    /// 307 Temporary Redirect to `location` (an HA standby sends clients to the active node).
+    Redirect { location: String },
     /// A credential backend accepted a login; the core turns this into a token and answers
     /// with the `auth` block. Backends never mint tokens themselves.
     Login(Box<LoginAuth>),

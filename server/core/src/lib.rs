@@ -15,6 +15,7 @@
 pub mod barrier;
 pub mod caller;
 pub mod expiration;
+pub mod ha;
 pub mod mounts;
 pub mod policies;
 pub mod token;
@@ -353,8 +354,11 @@ pub struct Core {
     catalog: Arc<Catalog>,
     /// Held across the awaits of init, unseal, seal and rekey so those transitions serialise.
     state: tokio::sync::Mutex<SealState>,
-    /// Read on every request; written only under `state`.
+    /// Read on every request; written only under `state` (and, with HA, by takeover and
+    /// step-down).
     unsealed: RwLock<Option<Arc<Unsealed>>>,
+    /// With `ha_enabled`: the election, and this node's part in it.
+    ha: Option<Arc<ha::Ha>>,
 }
 
 impl Core {
@@ -374,7 +378,26 @@ impl Core {
             catalog: Arc::new(catalog),
             state: tokio::sync::Mutex::new(SealState { config: seal_config, ..SealState::default() }),
             unsealed: RwLock::new(None),
+            ha: None,
         })
+    }
+
+    /// Makes this an HA node: unsealing makes it a standby that campaigns for `backend`'s lock
+    /// (call [`Core::start_ha`] once the core is shared).
+    pub fn with_ha(mut self, backend: Arc<dyn arcanum_storage::HaBackend>, config: ha::HaConfig) -> Core {
+        self.ha = Some(Arc::new(ha::Ha::new(backend, config)));
+        self
+    }
+
+    /// The HA state, when HA is enabled.
+    pub fn ha(&self) -> Option<&Arc<ha::Ha>> {
+        self.ha.as_ref()
+    }
+
+    /// Whether this node is an unsealed standby (HA only): it serves only the paths Vault
+    /// standbys serve themselves and sends the rest to the active node.
+    pub fn is_standby(&self) -> bool {
+        self.ha.as_ref().is_some_and(|ha| ha.is_unsealed() && !ha.is_active())
     }
 
     pub fn storage_type(&self) -> &'static str {
@@ -385,30 +408,67 @@ impl Core {
         &self.backend
     }
 
-    /// The unsealed services, or Vault's 503 while sealed.
+    /// The unsealed services, or Vault's 503 while sealed. With HA only the active node has
+    /// them, and only while its lock is valid: a node whose lock lapsed (paused, cut off) stops
+    /// serving at once and asks its election task to step down.
     pub fn unsealed(&self) -> Result<Arc<Unsealed>, ApiError> {
-        self.unsealed.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone().ok_or_else(ApiError::sealed)
+        let unsealed = self.unsealed.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        match (&self.ha, unsealed) {
+            (Some(ha), Some(unsealed)) if ha.is_active() => Ok(unsealed),
+            (Some(ha), _) if ha.is_unsealed() => {
+                if ha.lock_lapsed() {
+                    ha.request_step_down();
+                }
+                Err(ApiError::new(503, "this node is a standby: the request goes to the active node"))
+            }
+            (_, Some(unsealed)) if self.ha.is_none() => Ok(unsealed),
+            _ => Err(ApiError::sealed()),
+        }
     }
 
     pub fn is_sealed(&self) -> bool {
-        self.unsealed().is_err()
+        match &self.ha {
+            Some(ha) => !ha.is_unsealed(),
+            None => self.unsealed().is_err(),
+        }
     }
 
     pub async fn is_initialized(&self) -> bool {
-        self.state.lock().await.config.is_some()
+        let mut state = self.state.lock().await;
+        self.reload_seal_config(&mut state).await;
+        state.config.is_some()
+    }
+
+    /// With HA the store is shared: another node may have initialised it, or rekeyed it, since
+    /// this one read the seal config. A sealed node reads it again before it reports or counts
+    /// shares against it.
+    async fn reload_seal_config(&self, state: &mut SealState) {
+        if self.ha.is_none() || !self.is_sealed() {
+            return;
+        }
+        match self.backend.get(SEAL_CONFIG_PATH).await {
+            Ok(Some(raw)) => match serde_json::from_slice::<SealConfig>(&raw) {
+                Ok(config) => state.config = Some(config),
+                Err(err) => tracing::error!(error = %err, "the stored seal config does not parse"),
+            },
+            Ok(None) => state.config = None,
+            Err(err) => tracing::warn!(error = %err, "could not read the seal config; using the last one read"),
+        }
     }
 
     pub async fn seal_status(&self) -> SealStatus {
-        let state = self.state.lock().await;
-        let unsealed = self.unsealed().ok();
+        let mut state = self.state.lock().await;
+        self.reload_seal_config(&mut state).await;
+        let unsealed = self.unsealed.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        let sealed = self.is_sealed();
         let (threshold, shares) = state.config.map_or((0, 0), |c| (c.secret_threshold, c.secret_shares));
         let (progress, nonce) = match &state.unseal {
-            Some(attempt) if unsealed.is_none() => (attempt.shares.len(), attempt.nonce.clone()),
+            Some(attempt) if sealed => (attempt.shares.len(), attempt.nonce.clone()),
             _ => (0, String::new()),
         };
         SealStatus {
             initialized: state.config.is_some(),
-            sealed: unsealed.is_none(),
+            sealed,
             threshold,
             shares,
             progress,
@@ -472,6 +532,7 @@ impl Core {
     /// `sys/unseal` with a key share. Unseals once the threshold is reached.
     pub async fn submit_unseal_share(&self, share: Zeroizing<Vec<u8>>) -> Result<(), ApiError> {
         let mut state = self.state.lock().await;
+        self.reload_seal_config(&mut state).await;
         let Some(config) = state.config else {
             return Err(ApiError::bad_request("Vault is not initialized"));
         };
@@ -489,6 +550,14 @@ impl Core {
             return Ok(());
         };
         let unseal_key = attempt.combine()?;
+        if let Some(ha) = &self.ha {
+            // A standby keeps only the root key; the election opens the rest at takeover.
+            let root_key = self.unseal_root_key(&unseal_key).await?;
+            self.open_keyring_with_root(&root_key).await?;
+            ha.unsealed(root_key);
+            tracing::info!("unsealed as a standby; campaigning for the active role");
+            return Ok(());
+        }
         let keyring = self.open_keyring(&unseal_key).await?;
         let barrier = Barrier::open(Arc::clone(&self.backend), keyring, self.config.rotate_after)
             .await
@@ -502,6 +571,12 @@ impl Core {
 
     /// Opens root key and keyring with a candidate unseal key; a wrong key is a 400.
     async fn open_keyring(&self, unseal_key: &Key256) -> Result<Keyring, ApiError> {
+        let root_key = self.unseal_root_key(unseal_key).await?;
+        self.open_keyring_with_root(&root_key).await
+    }
+
+    /// Opens the root key with a candidate unseal key; a wrong key is a 400.
+    async fn unseal_root_key(&self, unseal_key: &Key256) -> Result<Key256, ApiError> {
         let wrong = || {
             ApiError::bad_request(
                 "unseal failed: the key shares do not open the root key (message authentication failed)",
@@ -514,18 +589,7 @@ impl Core {
             .map_err(internal("reading the root key"))?
             .ok_or_else(ApiError::internal)?;
         let root_bytes = Zeroizing::new(aead::open(unseal_key, &sealed_root, ROOT_KEY_AAD).map_err(|_| wrong())?);
-        let root_key = Key256::from_slice(&root_bytes).map_err(|_| ApiError::internal())?;
-        let sealed_keyring = self
-            .backend
-            .get(KEYRING_PATH)
-            .await
-            .map_err(internal("reading the keyring"))?
-            .ok_or_else(ApiError::internal)?;
-        let keyring = Keyring::unseal_with_root(&root_key, &sealed_keyring).map_err(|_| {
-            tracing::error!("the root key opened but the keyring did not: storage is corrupt");
-            ApiError::internal()
-        })?;
-        Ok(keyring)
+        Key256::from_slice(&root_bytes).map_err(|_| ApiError::internal())
     }
 
     /// `sys/unseal` with `reset`: forget the shares given so far.
@@ -541,9 +605,17 @@ impl Core {
         Ok(())
     }
 
-    /// `sys/seal`: drops every key. Idempotent.
+    /// `sys/seal`: drops every key. Idempotent. An active HA node hands the lock over first.
     pub async fn seal(&self) -> Result<(), ApiError> {
         let mut state = self.state.lock().await;
+        if let Some(ha) = &self.ha {
+            self.step_down_now(ha).await;
+            ha.sealed();
+            state.unseal = None;
+            state.rekey = None;
+            tracing::info!("sealed");
+            return Ok(());
+        }
         let taken = self.unsealed.write().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
         state.unseal = None;
         state.rekey = None;
@@ -662,8 +734,13 @@ impl Core {
         }
     }
 
-    /// Graceful shutdown: persist counters and make every write durable.
+    /// Graceful shutdown: persist counters and make every write durable; an active HA node
+    /// hands the lock over at once rather than letting it expire.
     pub async fn shutdown(&self) {
+        if let Some(ha) = &self.ha {
+            self.step_down_now(ha).await;
+            ha.sealed();
+        }
         if let Ok(unsealed) = self.unsealed() {
             // The reaper's runtime outlives the API's; nothing may write after the final flush.
             unsealed.expiration.stop_reaper();

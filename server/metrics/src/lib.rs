@@ -47,6 +47,10 @@ pub struct Metrics {
     pub barrier_encryptions: IntCounterVec,
     pub storage_operation_duration: HistogramVec,
     pub quota_rejections: IntCounterVec,
+    pub ha_active: IntGauge,
+    pub ha_leadership_changes: IntCounter,
+    pub ha_takeover_duration: Histogram,
+    pub ha_forwarded_requests: IntCounterVec,
 }
 
 /// The process-wide metrics.
@@ -166,6 +170,28 @@ impl Metrics {
                 "arcanum_quota_rejections_total",
                 "Requests refused by a quota, by quota type and name.",
                 &["quota_type", "name"],
+            ),
+            ha_active: gauge(&r, "arcanum_ha_active", "1 when this node is the active node of an HA cluster, else 0."),
+            ha_leadership_changes: counter(
+                &r,
+                "arcanum_ha_leadership_changes_total",
+                "Times this node took over as the active node.",
+            ),
+            ha_takeover_duration: registered(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "arcanum_ha_takeover_duration_seconds",
+                        "Time from taking the HA lock to serving as active (loading every service).",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                ),
+            ),
+            ha_forwarded_requests: counter_vec(
+                &r,
+                "arcanum_ha_forwarded_requests_total",
+                "Requests a standby sent on to the active node, by outcome (forwarded, redirected, failed).",
+                &["outcome"],
             ),
             registry: r,
         }

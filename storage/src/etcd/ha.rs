@@ -139,7 +139,12 @@ impl HaBackend for EtcdBackend {
         Ok(response.take_kvs().into_iter().next().map(|kv| kv.into_key_value().1))
     }
 
+    fn share(&self) {
+        self.exclusive.store(false, std::sync::atomic::Ordering::Release);
+    }
+
     fn fence(&self, held: Option<&HeldLock>) {
+        self.exclusive.store(held.is_some(), std::sync::atomic::Ordering::Release);
         let fence = match held {
             Some(held) => Fence { key: self.lock_key(), revision: held.revision(), held: Some(held.clone()) },
             // Revision 0 never matches an existing lock key: every write fails.

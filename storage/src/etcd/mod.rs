@@ -200,6 +200,10 @@ pub struct EtcdBackend {
     floor: AtomicI64,
     /// With HA, the lock every write must still hold (see [`crate::ha::HaBackend::fence`]).
     fence: std::sync::RwLock<Option<ha::Fence>>,
+    /// Whether this process is the only writer under the prefix, so that it may answer reads
+    /// from its cache and accept serializable reads at its revision floor. True without HA;
+    /// with HA only while this node holds the lock.
+    exclusive: AtomicBool,
     endpoints: String,
     /// Values this process read or wrote, by etcd key; `None` when disabled.
     cache: Option<ReadCache>,
@@ -316,6 +320,7 @@ impl EtcdBackend {
             needs_recovery: AtomicBool::new(false),
             floor: AtomicI64::new(0),
             fence: std::sync::RwLock::new(None),
+            exclusive: AtomicBool::new(true),
             endpoints: endpoints.clone(),
             cache: ReadCache::new(options.cache_entries),
             list_page: options.list_page.max(2),
@@ -547,7 +552,8 @@ impl EtcdBackend {
         if writes.is_empty() {
             return Ok(());
         }
-        let Some(cache) = &self.cache else { return self.send(writes).await.map(|_| ()) };
+        let cache = self.cache.as_ref().filter(|_| self.exclusive.load(Ordering::Acquire));
+        let Some(cache) = cache else { return self.send(writes).await.map(|_| ()) };
         let in_flight = cache.begin(writes);
         let result = self.send(writes).await;
         in_flight.finish(result.as_ref().ok().copied());
@@ -1089,6 +1095,10 @@ impl Backend for EtcdBackend {
         validate_key(key)?;
         let _shared = self.ready().await?;
         let key = self.data_key(key);
+        if !self.exclusive.load(Ordering::Acquire) {
+            // Other nodes write too: only etcd knows the current value.
+            return Ok(self.get_with(&key, GetOptions::new()).await?.0);
+        }
         let Some(cache) = &self.cache else { return self.get_raw(&key).await };
         if let Some(known) = cache.get(&key) {
             return Ok(known);

@@ -48,14 +48,6 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    if let Storage::Etcd(etcd) = &config.storage {
-        if etcd.ha_enabled {
-            tracing::warn!(
-                "storage.etcd.ha_enabled is accepted, but this version has no active/standby election yet: \
-                 run one server per etcd prefix"
-            );
-        }
-    }
     if config.listeners.is_empty() {
         anyhow::bail!("the config has no listener \"tcp\" block");
     }
@@ -67,7 +59,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
         (false, Some(entries)) => entries as usize,
         (false, None) => arcanum_storage::etcd::DEFAULT_CACHE_ENTRIES,
     };
-    let backend = serve::open_backend(&config.storage, cache_entries).await?;
+    let listeners = serve::bind(&config.listeners)?;
+    let (backend, ha_backend) = serve::open_storage(&config.storage, cache_entries).await?;
     if let Some(lock) = backend.get(super::migrate::MIGRATION_LOCK).await.context("reading storage")? {
         anyhow::bail!(
             "a migration from this storage is running or was interrupted ({}): start the server once it is \
@@ -81,8 +74,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
         leases: lease_settings(&config),
         ..CoreConfig::default()
     };
-    let core = Arc::new(Core::new(backend, core_config, crate::catalog::catalog()).await.context("opening the core")?);
-    let listeners = serve::bind(&config.listeners)?;
+    let mut core = Core::new(backend, core_config, crate::catalog::catalog()).await.context("opening the core")?;
+    if let (Some(ha_backend), Storage::Etcd(etcd)) = (ha_backend, &config.storage) {
+        core = core.with_ha(ha_backend, ha_config(&config, etcd, &listeners)?);
+    }
+    let core = Arc::new(core);
+    core.start_ha();
 
     println!("==> Arcanum server configuration:\n");
     println!("{:>20}: {}", "Storage", describe_storage(&config.storage));
@@ -145,6 +142,40 @@ async fn dev_initialise(
     let unsealed = core.unsealed().map_err(|err| anyhow::anyhow!("dev server did not unseal: {err}"))?;
     unsealed.mounts.enable(secret).await.map_err(|err| anyhow::anyhow!("mounting secret/: {err}"))?;
     Ok((unseal_key, output.root_token))
+}
+
+/// This node's HA identity: `api_addr` (else the first listener's URL), `cluster_addr` (else
+/// the API address's host, port + 1, https, as Vault derives it), the lock TTL.
+fn ha_config(
+    config: &Config,
+    etcd: &arcanum_config::EtcdStorage,
+    listeners: &[serve::BoundListener],
+) -> anyhow::Result<arcanum_core::ha::HaConfig> {
+    let api_addr = match (&config.api_addr, listeners.first()) {
+        (Some(addr), _) => addr.clone(),
+        (None, Some(listener)) => {
+            tracing::warn!("api_addr is not set: other nodes will send clients to {}", listener.url());
+            listener.url()
+        }
+        (None, None) => anyhow::bail!("HA needs api_addr (or a listener)"),
+    };
+    let cluster_addr = config.cluster_addr.clone().unwrap_or_else(|| {
+        let host_port = api_addr.split_once("://").map_or(api_addr.as_str(), |(_, rest)| rest);
+        match host_port
+            .rsplit_once(':')
+            .and_then(|(host, port)| Some((host, port.trim_end_matches('/').parse::<u16>().ok()?)))
+        {
+            Some((host, port)) => format!("https://{host}:{}", port.saturating_add(1)),
+            None => format!("https://{host_port}"),
+        }
+    });
+    Ok(arcanum_core::ha::HaConfig {
+        node_id: uuid::Uuid::new_v4().to_string(),
+        hostname: rustix::system::uname().nodename().to_string_lossy().into_owned(),
+        api_addr,
+        cluster_addr,
+        lock_ttl: etcd.lock_timeout,
+    })
 }
 
 fn describe_storage(storage: &Storage) -> String {

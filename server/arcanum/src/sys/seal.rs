@@ -8,7 +8,9 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 use zeroize::Zeroizing;
 
+use arcanum_contract::clock::rfc3339;
 use arcanum_contract::logical::{ApiError, Operation, Request, Response};
+use arcanum_core::ha::Role;
 use arcanum_core::{Core, SealConfig, SealStatus};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -23,7 +25,7 @@ pub async fn handle_unauthenticated(core: &Core, req: &Request) -> Option<Result
         ("sys/seal-status", Read) => Ok(Response::raw(seal_status_json(core, &core.seal_status().await))),
         ("sys/unseal", Update) => unseal(core, req).await,
         ("sys/health", Read | Header) => health(core, req).await,
-        ("sys/leader", Read) => Ok(Response::raw(leader_json())),
+        ("sys/leader", Read) => leader(core),
         ("sys/rekey/init", Read) => Ok(Response::raw(rekey_status_json(core).await)),
         ("sys/rekey/init", Update) => rekey_init(core, req).await,
         ("sys/rekey/init", Delete) => core.rekey_cancel().await.map(|()| Response::NoContent),
@@ -46,6 +48,15 @@ pub async fn handle_authenticated(core: &Core, req: &Request) -> Option<Result<R
         ("sys/seal", Update) => core.seal().await.map(|()| Response::NoContent),
         ("sys/rotate" | "sys/rotate/keyring", Update) => rotate(core).await,
         ("sys/key-status", Read) => key_status(core),
+        ("sys/step-down", Update) => {
+            // Vault answers 204 and hands over in the background; without HA it is a no-op.
+            if let Some(ha) = core.ha() {
+                ha.request_step_down();
+            }
+            Ok(Response::NoContent)
+        }
+        ("sys/ha-status", Read) => ha_status(core).await,
+        ("sys/step-down" | "sys/ha-status", _) => Err(ApiError::unsupported_operation()),
         ("sys/seal" | "sys/rotate" | "sys/rotate/keyring" | "sys/key-status", _) => {
             Err(ApiError::unsupported_operation())
         }
@@ -183,27 +194,27 @@ async fn health(core: &Core, req: &Request) -> Result<Response, ApiError> {
             .filter(|c| (100..=599).contains(c))
             .ok_or_else(|| ApiError::bad_request(format!("bad code for {name}: {code} is not an HTTP status")))
     };
-    // Every code is validated even though this node is never a standby: bad input is still bad.
+    // Every code is validated, also those of roles Arcanum has no use for: bad input is still bad.
     let active = code("activecode", 200)?;
-    for (name, default) in [
-        ("standbycode", 429),
-        ("drsecondarycode", 472),
-        ("performancestandbycode", 473),
-        ("haunhealthycode", 474),
-        ("removedcode", 530),
-    ] {
+    let standby_code = code("standbycode", 429)?;
+    for (name, default) in
+        [("drsecondarycode", 472), ("performancestandbycode", 473), ("haunhealthycode", 474), ("removedcode", 530)]
+    {
         code(name, default)?;
     }
     let sealed_code = code("sealedcode", 503)?;
     let uninit_code = code("uninitcode", 501)?;
-    bool_field(req, "standbyok")?;
+    let standby_ok = bool_field(req, "standbyok")?;
     bool_field(req, "perfstandbyok")?;
 
     let status = core.seal_status().await;
+    let standby = core.is_standby();
     let http_status = if !status.initialized {
         uninit_code
     } else if status.sealed {
         sealed_code
+    } else if standby && !standby_ok {
+        standby_code
     } else {
         active
     };
@@ -213,7 +224,7 @@ async fn health(core: &Core, req: &Request) -> Result<Response, ApiError> {
     let mut body = json!({
         "initialized": status.initialized,
         "sealed": status.sealed,
-        "standby": false,
+        "standby": standby,
         "performance_standby": false,
         "replication_performance_mode": "disabled",
         "replication_dr_mode": "disabled",
@@ -227,16 +238,64 @@ async fn health(core: &Core, req: &Request) -> Result<Response, ApiError> {
     Ok(Response::Raw { status: http_status, body })
 }
 
-fn leader_json() -> Value {
-    json!({
-        "ha_enabled": false,
-        "is_self": false,
-        "active_time": "0001-01-01T00:00:00Z",
-        "leader_address": "",
-        "leader_cluster_address": "",
+/// `GET sys/ha-status`: every node whose heartbeat is current, sorted by API address; the
+/// active one has `active_node: true` and `last_echo: null`, as in Vault.
+async fn ha_status(core: &Core) -> Result<Response, ApiError> {
+    let Some(ha) = core.ha() else {
+        return Err(ApiError::bad_request("high availability is not enabled on this node"));
+    };
+    let nodes: Vec<Value> = ha
+        .nodes()
+        .await?
+        .into_iter()
+        .map(|node| {
+            let active = node.active_since.is_some();
+            json!({
+                "hostname": node.hostname,
+                "api_address": node.api_addr,
+                "cluster_address": node.cluster_addr,
+                "active_node": active,
+                "last_echo": if active { Value::Null } else { json!(rfc3339(node.last_echo)) },
+                "version": node.version,
+            })
+        })
+        .collect();
+    let mut data = Map::new();
+    data.insert("nodes".into(), json!(nodes));
+    Ok(Response::injected(data))
+}
+
+/// `GET sys/leader`, Vault's shape. A sealed HA node answers 500 "Vault is sealed", as Vault
+/// does (its CLI matches that text).
+fn leader(core: &Core) -> Result<Response, ApiError> {
+    let never = "0001-01-01T00:00:00Z";
+    let Some(ha) = core.ha() else {
+        return Ok(Response::raw(json!({
+            "ha_enabled": false,
+            "is_self": false,
+            "active_time": never,
+            "leader_address": "",
+            "leader_cluster_address": "",
+            "performance_standby": false,
+            "performance_standby_last_remote_wal": 0,
+        })));
+    };
+    let (is_self, active_time, address, cluster_address) = match ha.role() {
+        Role::Sealed => return Err(ApiError::new(500, "Vault is sealed")),
+        Role::Active { since } => (true, rfc3339(since), ha.config.api_addr.clone(), ha.config.cluster_addr.clone()),
+        Role::Standby { leader: Some(leader) } => (false, never.to_owned(), leader.api_addr, leader.cluster_addr),
+        Role::Standby { leader: None } => (false, never.to_owned(), String::new(), String::new()),
+    };
+    Ok(Response::raw(json!({
+        "ha_enabled": true,
+        "is_self": is_self,
+        "active_time": active_time,
+        "leader_address": address,
+        "leader_cluster_address": cluster_address,
         "performance_standby": false,
         "performance_standby_last_remote_wal": 0,
-    })
+        "last_wal": 0,
+    })))
 }
 
 async fn rekey_status_json(core: &Core) -> Value {

@@ -1,0 +1,378 @@
+//! High availability: several nodes on one shared store (etcd), one of them active.
+//!
+//! A node unsealed with `ha_enabled` keeps only its root key and stands by; its election task
+//! takes the store's lock when it is free. Holding it, the node *takes over*: it fences every
+//! write on the lock, empties what the store cached, finishes a batch a crashed writer left,
+//! reads the keyring (so a rotation by the previous active is seen) and opens every service
+//! the way an unseal does — mounts, policies, tokens, audit devices, quotas, leases — then
+//! starts the reaper and the periodic duties, and only then answers as active. It renews the
+//! lock every third of its TTL and counts itself active only until the TTL (less a margin)
+//! after the last renewal it sent, so a paused or cut-off node stops serving before etcd can
+//! elect another. When the lock is lost, the storage fences a write, or an operator steps it
+//! down, the node *steps down*: it drops the services (nothing is sealed: it keeps the root
+//! key), fences itself off storage, and campaigns again.
+//!
+//! Everything a standby would need to invalidate to serve reads itself later is what
+//! [`HaBackend::reset`] and the drop of [`Unsealed`] cover: the storage's cache and the
+//! services built from storage.
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use arcanum_contract::clock::unix_now;
+use arcanum_contract::logical::ApiError;
+use arcanum_crypto::Key256;
+use arcanum_storage::{HaBackend, HeldLock};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::{barrier, expiration::Expiration, Core, Unsealed};
+
+/// How long a node waits after stepping down before it campaigns again, so that another node
+/// takes the lock (Vault waits 10 s).
+const AFTER_STEP_DOWN: Duration = Duration::from_secs(2);
+/// How often a standby looks whether the lock is free.
+const POLL: Duration = Duration::from_millis(250);
+/// How often a node says it is alive, and how long that lasts.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+const HEARTBEAT_TTL: Duration = Duration::from_secs(8);
+
+/// This node's part in an HA cluster, from the server config.
+#[derive(Debug, Clone)]
+pub struct HaConfig {
+    /// Unique per process.
+    pub node_id: String,
+    pub hostname: String,
+    /// Where clients reach this node (`api_addr`): standbys send them here when it is active.
+    pub api_addr: String,
+    /// Where other nodes reach it (`cluster_addr`).
+    pub cluster_addr: String,
+    /// The lock's lease TTL (`lock_timeout`).
+    pub lock_ttl: Duration,
+}
+
+/// What the lock's holder advertises, and what each node's heartbeat says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Advertisement {
+    pub node_id: String,
+    pub hostname: String,
+    pub api_addr: String,
+    pub cluster_addr: String,
+    pub version: String,
+    /// Unix seconds when this node became active; `None` for a standby.
+    pub active_since: Option<i64>,
+    /// Unix seconds of the heartbeat.
+    pub last_echo: i64,
+}
+
+/// A node's role, as `sys/leader`, `sys/health` and `sys/ha-status` report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Not unsealed: takes no part in the election.
+    Sealed,
+    /// Unsealed, not holding the lock; `leader` is who does, when known.
+    Standby { leader: Option<Advertisement> },
+    /// Holding the lock since the given unix second.
+    Active { since: i64 },
+}
+
+/// The HA state of a core.
+#[derive(Debug)]
+pub struct Ha {
+    pub backend: Arc<dyn HaBackend>,
+    pub config: HaConfig,
+    /// The root key while unsealed: what a takeover opens the keyring with.
+    root_key: Mutex<Option<Key256>>,
+    /// The lock while active.
+    held: Mutex<Option<HeldLock>>,
+    /// Unix second this node became active.
+    active_since: Mutex<Option<i64>>,
+    /// The last leader a standby saw.
+    leader: Mutex<Option<Advertisement>>,
+    /// Wakes the election task: unsealed, sealed, or asked to step down.
+    wake: Notify,
+    /// Bumped by each step-down request; the active node watches it from its takeover on, so
+    /// a request made while it was a standby never counts.
+    step_down: tokio::sync::watch::Sender<u64>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Asks for a heartbeat now (the node's role changed).
+    beat: Notify,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Ha {
+    pub fn new(backend: Arc<dyn HaBackend>, config: HaConfig) -> Ha {
+        Ha {
+            backend,
+            config,
+            root_key: Mutex::new(None),
+            held: Mutex::new(None),
+            active_since: Mutex::new(None),
+            leader: Mutex::new(None),
+            wake: Notify::new(),
+            step_down: tokio::sync::watch::Sender::new(0),
+            task: Mutex::new(None),
+            beat: Notify::new(),
+        }
+    }
+
+    /// Whether this node holds keys (standby or active).
+    pub fn is_unsealed(&self) -> bool {
+        lock(&self.root_key).is_some()
+    }
+
+    /// Whether this node holds a valid lock right now.
+    pub fn is_active(&self) -> bool {
+        lock(&self.held).as_ref().is_some_and(HeldLock::is_valid)
+    }
+
+    pub fn role(&self) -> Role {
+        if !self.is_unsealed() {
+            return Role::Sealed;
+        }
+        match *lock(&self.active_since) {
+            Some(since) if self.is_active() => Role::Active { since },
+            _ => Role::Standby { leader: lock(&self.leader).clone() },
+        }
+    }
+
+    /// The unsealed node's root key arrives: it becomes a standby and campaigns.
+    pub(crate) fn unsealed(&self, root_key: Key256) {
+        *lock(&self.root_key) = Some(root_key);
+        self.backend.fence(None);
+        self.wake.notify_one();
+        self.beat.notify_one();
+    }
+
+    /// Sealing: forget the key and stop campaigning (the caller steps down first).
+    pub(crate) fn sealed(&self) {
+        *lock(&self.root_key) = None;
+        *lock(&self.leader) = None;
+        self.wake.notify_one();
+    }
+
+    /// Asks the active node to hand over at once.
+    pub fn request_step_down(&self) {
+        self.step_down.send_modify(|requests| *requests += 1);
+    }
+
+    /// Whether this node still acts as active with a lock whose deadline has passed (it was
+    /// paused or cut off): it must stop at once.
+    pub(crate) fn lock_lapsed(&self) -> bool {
+        lock(&self.held).as_ref().is_some_and(|held| !held.is_valid())
+    }
+
+    fn advertisement(&self, active_since: Option<i64>) -> Advertisement {
+        Advertisement {
+            node_id: self.config.node_id.clone(),
+            hostname: self.config.hostname.clone(),
+            api_addr: self.config.api_addr.clone(),
+            cluster_addr: self.config.cluster_addr.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            active_since,
+            last_echo: unix_now(),
+        }
+    }
+
+    /// Every node whose heartbeat is current, this one included.
+    pub async fn nodes(&self) -> Result<Vec<Advertisement>, ApiError> {
+        let raw = self.backend.heartbeats().await.map_err(|err| barrier::api_error("listing HA nodes", err.into()))?;
+        let mut nodes: Vec<Advertisement> = raw.iter().filter_map(|value| serde_json::from_slice(value).ok()).collect();
+        nodes.sort_by(|a, b| a.api_addr.cmp(&b.api_addr));
+        Ok(nodes)
+    }
+}
+
+impl Core {
+    /// Starts the election task of an HA core (once, at start-up). It holds the core weakly and
+    /// ends with it.
+    pub fn start_ha(self: &Arc<Core>) {
+        let Some(ha) = self.ha.clone() else { return };
+        let task = tokio::spawn(campaign(Arc::downgrade(self), Arc::clone(&ha)));
+        *lock(&ha.task) = Some(task);
+        let heartbeat = tokio::spawn(heartbeats(Arc::downgrade(&ha)));
+        // The heartbeat task ends when `ha` goes; the election task's handle aborts both at drop.
+        drop(heartbeat);
+    }
+
+    /// Takes over as active: fence, reset the storage's view, open every service.
+    async fn take_over(&self, ha: &Ha, held: &HeldLock) -> Result<(), ApiError> {
+        let started = std::time::Instant::now();
+        ha.backend.fence(Some(held));
+        ha.backend.reset().await.map_err(|err| barrier::api_error("resetting storage at takeover", err.into()))?;
+        let root_key = lock(&ha.root_key).clone().ok_or_else(ApiError::sealed)?;
+        let keyring = self.open_keyring_with_root(&root_key).await?;
+        let barrier = barrier::Barrier::open(Arc::clone(&self.backend), keyring, self.config.rotate_after)
+            .await
+            .map_err(|err| barrier::api_error("opening the barrier at takeover", err))?;
+        let unsealed = Arc::new(Unsealed::open(barrier, self.config.leases, Arc::clone(&self.catalog)).await?);
+        Expiration::start_reaper(&unsealed);
+        let since = unix_now();
+        *self.unsealed.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(unsealed);
+        *lock(&ha.active_since) = Some(since);
+        *lock(&ha.held) = Some(held.clone());
+        *lock(&ha.leader) = None;
+        ha.beat.notify_one();
+        let metrics = arcanum_metrics::global();
+        metrics.ha_active.set(1);
+        metrics.ha_leadership_changes.inc();
+        metrics.ha_takeover_duration.observe(started.elapsed().as_secs_f64());
+        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "took over as the active node");
+        Ok(())
+    }
+
+    /// Stops being active: drops the services (they exist only on the active), fences this
+    /// node off storage and forgets what storage told it. Keeps the root key.
+    pub(crate) async fn step_down_now(&self, ha: &Ha) {
+        let taken = self.unsealed.write().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        let held = lock(&ha.held).take();
+        *lock(&ha.active_since) = None;
+        if let Some(unsealed) = taken {
+            unsealed.expiration.stop_reaper();
+            // While the lock still holds (a requested step-down), these last writes go through.
+            unsealed.audit.persist_heads().await;
+            if let Err(err) = unsealed.barrier.persist_stats().await {
+                tracing::debug!(error = %err, "barrier stats not persisted at step-down");
+            }
+        }
+        ha.backend.fence(None);
+        if let Some(held) = held {
+            if held.is_valid() {
+                if let Err(err) = ha.backend.release(&held).await {
+                    tracing::warn!(error = %err, "could not release the HA lock; it expires with its lease");
+                }
+            }
+            held.mark_lost();
+            ha.beat.notify_one();
+            arcanum_metrics::global().ha_active.set(0);
+            tracing::warn!("stepped down: this node is a standby now");
+        }
+        if let Err(err) = ha.backend.reset().await {
+            tracing::debug!(error = %err, "storage reset at step-down failed; the next takeover resets again");
+        }
+    }
+
+    /// Reads the keyring from storage with the root key (a takeover sees the last rotation).
+    pub(crate) async fn open_keyring_with_root(
+        &self,
+        root_key: &Key256,
+    ) -> Result<arcanum_crypto::keyring::Keyring, ApiError> {
+        let sealed_keyring = self
+            .backend
+            .get(barrier::KEYRING_PATH)
+            .await
+            .map_err(|err| barrier::api_error("reading the keyring", err.into()))?
+            .ok_or_else(ApiError::internal)?;
+        arcanum_crypto::keyring::Keyring::unseal_with_root(root_key, &sealed_keyring).map_err(|_| {
+            tracing::error!("the root key opened but the keyring did not: storage is corrupt");
+            ApiError::internal()
+        })
+    }
+}
+
+/// The election: while unsealed, take the lock when it is free and serve as active while it
+/// holds; otherwise note who leads and look again shortly.
+async fn campaign(core: Weak<Core>, ha: Arc<Ha>) {
+    loop {
+        if !ha.is_unsealed() {
+            ha.wake.notified().await;
+            continue;
+        }
+        let advertisement = ha.advertisement(Some(unix_now()));
+        let value = serde_json::to_vec(&advertisement).unwrap_or_default();
+        match ha.backend.try_acquire(value, ha.config.lock_ttl).await {
+            Ok(Some(held)) => {
+                let Some(node) = core.upgrade() else { return };
+                match node.take_over(&ha, &held).await {
+                    Ok(()) => serve_as_active(&node, &ha, &held).await,
+                    Err(err) => {
+                        tracing::error!(status = err.status, error = %err, "takeover failed; handing the lock back")
+                    }
+                }
+                node.step_down_now(&ha).await;
+                drop(node);
+                tokio::select! {
+                    () = tokio::time::sleep(AFTER_STEP_DOWN) => {}
+                    () = ha.wake.notified() => {}
+                }
+            }
+            Ok(None) => {
+                if let Ok(Some(raw)) = ha.backend.holder().await {
+                    *lock(&ha.leader) = serde_json::from_slice(&raw).ok();
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(POLL) => {}
+                    () = ha.wake.notified() => {}
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "could not reach the HA lock; trying again");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = ha.wake.notified() => {}
+                }
+            }
+        }
+    }
+}
+
+/// Renews the lock until it is lost, this node is asked to step down, or it is sealed.
+async fn serve_as_active(core: &Core, ha: &Ha, held: &HeldLock) {
+    let every = held.ttl() / 3;
+    let mut step_down = ha.step_down.subscribe();
+    step_down.borrow_and_update();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {
+                if let Err(err) = ha.backend.renew(held).await {
+                    tracing::warn!(error = %err, "renewing the HA lock failed");
+                }
+                if !held.is_valid() {
+                    tracing::warn!("the HA lock was lost");
+                    return;
+                }
+            }
+            () = held.lost() => {
+                tracing::warn!("the HA lock was lost");
+                return;
+            }
+            _ = step_down.changed() => {
+                tracing::info!("stepping down on request");
+                return;
+            }
+            () = ha.wake.notified() => {
+                if !ha.is_unsealed() {
+                    return;
+                }
+            }
+        }
+        if core.is_sealed() {
+            return;
+        }
+    }
+}
+
+/// Writes this node's heartbeat while it is unsealed, for `sys/ha-status`.
+async fn heartbeats(ha: Weak<Ha>) {
+    loop {
+        let Some(ha) = ha.upgrade() else { return };
+        if ha.is_unsealed() {
+            let since = match ha.role() {
+                Role::Active { since } => Some(since),
+                _ => None,
+            };
+            let value = serde_json::to_vec(&ha.advertisement(since)).unwrap_or_default();
+            if let Err(err) = ha.backend.heartbeat(&ha.config.node_id, value, HEARTBEAT_TTL).await {
+                tracing::debug!(error = %err, "heartbeat not written");
+            }
+        }
+        // Holds the node for at most one interval after its core is gone.
+        tokio::select! {
+            () = tokio::time::sleep(HEARTBEAT_EVERY) => {}
+            () = ha.beat.notified() => {}
+        }
+    }
+}
