@@ -57,6 +57,9 @@ pub struct Config {
     pub cache_size: Option<u32>,
     /// Vault's `disable_cache`: no storage read cache.
     pub disable_cache: bool,
+    /// Vault's `disable_clustering`: HA standbys answer with a 307 to the active node instead
+    /// of forwarding requests to it.
+    pub disable_clustering: bool,
     /// One line per Vault setting that was accepted but has no effect in Arcanum.
     pub warnings: Vec<String>,
 }
@@ -86,6 +89,7 @@ impl Config {
             lease_revocation_concurrency: None,
             cache_size: None,
             disable_cache: false,
+            disable_clustering: false,
             warnings: Vec::new(),
         }
     }
@@ -482,6 +486,7 @@ mod tests {
             lease_revocation_concurrency: None,
             cache_size: None,
             disable_cache: false,
+            disable_clustering: false,
             warnings: vec![],
         };
         assert_eq!(config, expected);
@@ -577,6 +582,7 @@ raw_storage_endpoint = "true"
             lease_revocation_concurrency: None,
             cache_size: None,
             disable_cache: false,
+            disable_clustering: false,
             warnings: [
                 "listener.tcp[0].cluster_address",
                 "telemetry.disable_hostname",
@@ -814,6 +820,7 @@ cluster_cipher_suites = "x"
         assert!(config.unauthenticated_metrics_access);
         assert!(!config.raw_storage_endpoint);
         assert!(config.disable_cache, "disable_cache now takes effect (the etcd read cache)");
+        assert!(config.disable_clustering, "disable_clustering now takes effect (HA standbys redirect)");
         let expect = [
             "storage.sled.redirect_addr",
             "listener.tcp.tls_require_and_verify_client_cert",
@@ -825,7 +832,6 @@ cluster_cipher_suites = "x"
             "ha_storage",
             "pid_file",
             "cluster_name",
-            "disable_clustering",
             "plugin_directory",
             "introspection_endpoint",
             "enable_response_header_hostname",

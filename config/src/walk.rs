@@ -31,6 +31,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "lease_revocation_concurrency",
     "cache_size",
     "disable_cache",
+    "disable_clustering",
 ];
 
 /// Valid Vault server settings that Arcanum has no use for.
@@ -41,7 +42,6 @@ const IGNORED_TOP_LEVEL: &[&str] = &[
     "cluster_name",
     "default_max_request_duration",
     "detect_deadlocks",
-    "disable_clustering",
     "disable_indexing",
     "disable_performance_standby",
     "disable_printable_check",
@@ -266,6 +266,7 @@ impl Walker<'_> {
         let mut cache_size = None;
         let mut cluster_addr = None;
         let mut disable_cache = false;
+        let mut disable_clustering = false;
         for (key, value) in top {
             match canonical(key, TOP_LEVEL_ALIASES).as_str() {
                 "storage" => storage_blocks.push((key, value)),
@@ -285,6 +286,7 @@ impl Walker<'_> {
                 "lease_revocation_concurrency" => lease_revocation_concurrency = Some(self.positive(value, key)?),
                 "cache_size" => cache_size = Some(self.positive(value, key)?),
                 "disable_cache" => disable_cache = self.boolean(value, key)?,
+                "disable_clustering" => disable_clustering = self.boolean(value, key)?,
                 k if IGNORED_TOP_LEVEL.contains(&k) => self.ignore(key),
                 _ => return Err(self.unknown(key, "", TOP_LEVEL_KEYS)),
             }
@@ -335,6 +337,7 @@ impl Walker<'_> {
             lease_revocation_concurrency,
             cache_size,
             disable_cache,
+            disable_clustering,
             warnings: std::mem::take(&mut self.warnings),
         })
     }

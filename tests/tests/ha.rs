@@ -1,6 +1,7 @@
 //! High availability end to end: three real `arcanum` processes with `ha_enabled` on one real
-//! etcd. One becomes active, the others stand by (429 health, 307 to the active, Vault's
-//! `sys/leader`); the active's death or a step-down hands over to a standby that serves what
+//! etcd. One becomes active, the others stand by (429 health, Vault's `sys/leader`) and
+//! forward what they do not serve to the active, which audits the real client's address
+//! (`disable_clustering`: Vault's 307 instead); the active's death or a step-down hands over to a standby that serves what
 //! the old one wrote; a paused active is fenced: once resumed, it writes nothing.
 
 use std::time::{Duration, Instant};
@@ -18,14 +19,24 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// Three HA nodes on `cluster`, initialised through the first and each unsealed; returns them
 /// with the root token.
-fn three_nodes(cluster: &EtcdCluster) -> (Vec<TestServer>, String) {
-    let endpoints = cluster.endpoints();
-    let nodes: Vec<TestServer> = (0..3).map(|_| TestServer::start_with(|_| etcd_config(&endpoints, LOCK))).collect();
-    let init = nodes[0].init(3, 2);
+fn three_nodes(cluster: &EtcdCluster, extra: &str) -> (Vec<TestServer>, String) {
+    let (nodes, init) = three_nodes_sealed(cluster, [extra; 3]);
     for node in &nodes {
         node.unseal(&init.keys[..2]);
     }
     (nodes, init.root_token.clone())
+}
+
+/// Three HA nodes on `cluster`, initialised, all sealed; `extra[i]` goes at the top level of
+/// node i's config.
+fn three_nodes_sealed(cluster: &EtcdCluster, extra: [&str; 3]) -> (Vec<TestServer>, arcanum_tests::Init) {
+    let endpoints = cluster.endpoints();
+    let nodes: Vec<TestServer> = extra
+        .iter()
+        .map(|extra| TestServer::start_with(|_| format!("{}\n{extra}\n", etcd_config(&endpoints, LOCK))))
+        .collect();
+    let init = nodes[0].init(3, 2);
+    (nodes, init)
 }
 
 fn leader_view(node: &TestServer) -> Option<Value> {
@@ -51,22 +62,43 @@ fn wait_for_one_active(nodes: &[TestServer], running: &[usize], within: Duration
     }
 }
 
-/// A client that does not follow redirects, to see a standby's 307 itself.
+/// A client that does not follow redirects, to see a standby's own answer.
 fn no_redirects() -> reqwest::blocking::Client {
+    client_from(std::net::Ipv4Addr::LOCALHOST)
+}
+
+/// [`no_redirects`] from another loopback address, to tell the client from the nodes.
+fn client_from(source: std::net::Ipv4Addr) -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .local_address(std::net::IpAddr::V4(source))
         .timeout(Duration::from_secs(30))
         .build()
         .expect("client")
 }
 
+/// The audit log's response entries for `path`.
+fn audited_responses(log: &std::path::Path, path: &str) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|entry| entry["type"] == json!("response") && entry["request"]["path"] == json!(path))
+        .collect()
+}
+
 #[test]
-fn one_active_standbys_redirect_and_a_killed_active_hands_over() {
+fn one_active_standbys_forward_and_a_killed_active_hands_over() {
     let rt = runtime();
     let cluster = rt.block_on(EtcdCluster::start(1));
-    let (mut nodes, root) = three_nodes(&cluster);
-    let active = wait_for_one_active(&nodes, &[0, 1, 2], Duration::from_secs(20));
-    let standby = (active + 1) % 3;
+    // The third node redirects instead of forwarding, and unseals last, so it is a standby.
+    let (mut nodes, init) = three_nodes_sealed(&cluster, ["", "", "disable_clustering = true"]);
+    let root = init.root_token.clone();
+    nodes[0].unseal(&init.keys[..2]);
+    nodes[1].unseal(&init.keys[..2]);
+    let active = wait_for_one_active(&nodes, &[0, 1], Duration::from_secs(20));
+    nodes[2].unseal(&init.keys[..2]);
+    let standby = 1 - active;
 
     let (status, body) = nodes[active].request(
         "POST",
@@ -75,11 +107,18 @@ fn one_active_standbys_redirect_and_a_killed_active_hands_over() {
         Some(&json!({"type": "kv", "options": {"version": "2"}})),
     );
     assert_eq!(status, 204, "{body}");
+    let audit_log = nodes[active].dir.path().join("audit.log");
+    let (status, body) = nodes[active].put(
+        "sys/audit/file",
+        Some(&root),
+        json!({"type": "file", "options": {"file_path": audit_log.display().to_string()}}),
+    );
+    assert_eq!(status, 204, "{body}");
     let (status, body) = nodes[active].put("secret/data/app", Some(&root), json!({"data": {"v": "before failover"}}));
     assert_eq!(status, 200, "{body}");
 
     // A standby as Vault's: health 429 (200 with standbyok), sealed false, sys/leader names the
-    // active, and every other request is sent to the active.
+    // active.
     let (status, health) = nodes[standby].get("sys/health", None);
     assert_eq!((status, health["standby"].clone(), health["sealed"].clone()), (429, json!(true), json!(false)));
     assert_eq!(nodes[standby].get("sys/health?standbyok=true", None).0, 200);
@@ -87,8 +126,49 @@ fn one_active_standbys_redirect_and_a_killed_active_hands_over() {
     let view = leader_view(&nodes[standby]).expect("sys/leader on a standby");
     assert_eq!((view["ha_enabled"].clone(), view["is_self"].clone()), (json!(true), json!(false)));
     assert_eq!(view["leader_address"], json!(nodes[active].addr));
-    let redirected = no_redirects()
+
+    // Everything else is forwarded: the client gets the active's answer itself (no redirect),
+    // and the active audits the client's address, not the standby's.
+    let client_ip = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let forwarded = client_from(client_ip)
         .get(format!("{}/v1/secret/data/app?version=1", nodes[standby].addr))
+        .header("X-Vault-Token", &root)
+        .send()
+        .expect("request to a standby");
+    assert_eq!(forwarded.status().as_u16(), 200);
+    assert_eq!(
+        forwarded.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        Some("application/json"),
+        "the active's headers come back"
+    );
+    let body: Value = forwarded.json().expect("json");
+    assert_eq!(body["data"]["data"]["v"], json!("before failover"), "{body}");
+    let (status, body) =
+        nodes[standby].put("secret/data/written-via-standby", Some(&root), json!({"data": {"v": "w"}}));
+    assert_eq!((status, body["data"]["version"].clone()), (200, json!(1)), "{body}");
+    let (status, body) = nodes[standby].get("secret/data/missing", Some(&root));
+    assert_eq!(status, 404, "the active's status comes back unchanged: {body}");
+    let audited = audited_responses(&audit_log, "secret/data/app");
+    assert!(!audited.is_empty(), "the active audited no read of secret/data/app");
+    assert_eq!(audited.last().expect("entry")["request"]["remote_address"], json!(client_ip.to_string()));
+
+    // A client cannot claim another address: a forwarding header it made is refused.
+    let spoofed = client_from(client_ip)
+        .get(format!("{}/v1/secret/data/app", nodes[active].addr))
+        .header("X-Vault-Token", &root)
+        .header(
+            "X-Arcanum-Forwarded-For",
+            format!("10.1.2.3:1 {} {}", arcanum_contract::clock::unix_now(), "0".repeat(64)),
+        )
+        .send()
+        .expect("request to the active");
+    assert_eq!(spoofed.status().as_u16(), 400);
+    let body: Value = spoofed.json().expect("json");
+    assert!(body["errors"][0].as_str().unwrap_or_default().contains("does not verify"), "{body}");
+
+    // With disable_clustering, Vault's 307 to the active's api_addr instead.
+    let redirected = no_redirects()
+        .get(format!("{}/v1/secret/data/app?version=1", nodes[2].addr))
         .header("X-Vault-Token", &root)
         .send()
         .expect("request to a standby");
@@ -96,7 +176,7 @@ fn one_active_standbys_redirect_and_a_killed_active_hands_over() {
     let location = redirected.headers().get("location").and_then(|l| l.to_str().ok()).unwrap_or_default().to_owned();
     assert_eq!(location, format!("{}/v1/secret/data/app?version=1", nodes[active].addr));
     // A client that follows redirects (hvac, the Go client) gets the active's answer.
-    let (status, body) = nodes[standby].get("secret/data/app", Some(&root));
+    let (status, body) = nodes[2].get("secret/data/app", Some(&root));
     assert_eq!((status, body["data"]["data"]["v"].clone()), (200, json!("before failover")));
 
     // Every node's heartbeat shows in sys/ha-status (each writes one when it unseals and when
@@ -142,7 +222,9 @@ fn one_active_standbys_redirect_and_a_killed_active_hands_over() {
 fn a_paused_active_is_fenced_and_storage_holds_only_what_the_new_active_acknowledged() {
     let rt = runtime();
     let cluster = rt.block_on(EtcdCluster::start(1));
-    let (nodes, root) = three_nodes(&cluster);
+    // Standbys redirect here, so that the resumed node's own answer shows (forwarded, its write
+    // would be the new active's, acknowledged by it).
+    let (nodes, root) = three_nodes(&cluster, "disable_clustering = true");
     let old = wait_for_one_active(&nodes, &[0, 1, 2], Duration::from_secs(20));
     let (status, body) = nodes[old].request(
         "POST",

@@ -17,6 +17,7 @@ use serde_json::{json, Map, Value};
 
 use arcanum_contract::path::{normalize_path, percent_decode};
 
+use crate::forward::{self, Forwarder};
 use crate::router;
 use arcanum_contract::logical::{ApiError, LogicalResponse, Operation, Request, Response};
 use arcanum_core::Core;
@@ -28,24 +29,46 @@ struct HttpState {
     core: Arc<Core>,
     /// `None`: no limit (a negative `max_request_size` in Vault's listener config).
     max_request_size: Option<u64>,
+    /// How an HA standby passes requests to the active node.
+    forwarder: Arc<Forwarder>,
 }
 
 /// The axum application for one listener.
-pub fn app(core: Arc<Core>, max_request_size: Option<u64>) -> axum::Router {
-    axum::Router::new().fallback(serve_request).with_state(HttpState { core, max_request_size })
+pub fn app(core: Arc<Core>, max_request_size: Option<u64>, forwarder: Arc<Forwarder>) -> axum::Router {
+    axum::Router::new().fallback(serve_request).with_state(HttpState { core, max_request_size, forwarder })
 }
 
 async fn serve_request(State(state): State<HttpState>, request: axum::extract::Request) -> axum::response::Response {
     let (parts, body) = request.into_parts();
-    let remote = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
+    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
     let started = Instant::now();
     let method = metrics::method_label(parts.method.as_str());
+    if state.core.is_standby() && !standby_serves(&parts.uri) {
+        let outcome = forward::to_the_active(
+            &state.forwarder,
+            &state.core,
+            parts.method.clone(),
+            &parts.uri,
+            &parts.headers,
+            body,
+            peer,
+            state.max_request_size,
+        )
+        .await;
+        let response = match outcome {
+            forward::Outcome::Answered(response) => response,
+            forward::Outcome::Redirect(location) => render(Ok(Response::Redirect { location }), ""),
+            forward::Outcome::Refused(error) => render(Err(error), ""),
+        };
+        metrics::global().observe_request(method, "forwarded", response.status().as_u16(), started.elapsed());
+        return response;
+    }
+    let remote = match client_address(&state.core, &parts, peer) {
+        Ok(remote) => remote,
+        Err(error) => return render(Err(error), ""),
+    };
     let (result, request_id, mount, headers) =
         match parse(&state, &parts.method, &parts.uri, &parts.headers, body).await {
-            Ok(req) if state.core.is_standby() && !standby_serves(&req.path) => {
-                let result = to_the_active(&state.core, &parts.uri);
-                (result, req.id.clone(), "standby".to_owned(), Vec::new())
-            }
             Ok(req) => {
                 tracing::debug!(operation = ?req.operation, path = %req.path, "request");
                 let request_id = req.id.clone();
@@ -86,32 +109,37 @@ async fn serve_request(State(state): State<HttpState>, request: axum::extract::R
     response
 }
 
-/// The paths a standby answers itself, as Vault's do; everything else goes to the active node.
-fn standby_serves(path: &str) -> bool {
-    matches!(path.trim_end_matches('/'), "sys/health" | "sys/seal-status" | "sys/leader" | "sys/unseal" | "sys/init")
+/// Whether a standby answers this request itself, as Vault's do (`sys/health`, `sys/seal-status`,
+/// `sys/leader`, `sys/unseal`, `sys/init`, and paths it refuses anyway); everything else goes to
+/// the active node.
+fn standby_serves(uri: &axum::http::Uri) -> bool {
+    let Some(raw_path) = uri.path().strip_prefix("/v1/") else { return true };
+    match normalize_path(raw_path) {
+        Ok(path) => {
+            matches!(
+                path.trim_end_matches('/'),
+                "sys/health" | "sys/seal-status" | "sys/leader" | "sys/unseal" | "sys/init"
+            )
+        }
+        Err(_) => true,
+    }
 }
 
-/// A standby's answer to a request the active node must serve: Vault's 307 to the active
-/// node's `api_addr` (same path and query; method and body are kept by 307), or a 503 while no
-/// active node is known. Sealing a standby through the API is not supported: it would need the
-/// caller's token checked by the active node.
-fn to_the_active(core: &Core, uri: &axum::http::Uri) -> Result<Response, ApiError> {
-    let metrics = arcanum_metrics::global();
-    if uri.path().trim_end_matches('/') == "/v1/sys/seal" {
-        return Err(ApiError::bad_request(
-            "this node is a standby: sealing a standby is not supported; restart it (it comes up sealed) or seal the active node",
-        ));
-    }
-    let leader = match core.ha().map(|ha| ha.role()) {
-        Some(arcanum_core::ha::Role::Standby { leader: Some(leader) }) => leader,
-        _ => {
-            metrics.ha_forwarded_requests.with_label_values(&["failed"]).inc();
-            return Err(ApiError::new(503, "this node is a standby and no active node is known yet; retry"));
-        }
-    };
-    metrics.ha_forwarded_requests.with_label_values(&["redirected"]).inc();
-    let target = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
-    Ok(Response::Redirect { location: format!("{}{target}", leader.api_addr.trim_end_matches('/')) })
+/// The client's address: the TCP peer's, or for a request an HA standby forwarded, the address
+/// the standby signed. A forwarding header that does not verify is refused: only a standby of
+/// this cluster can make one.
+fn client_address(
+    core: &Core,
+    parts: &axum::http::request::Parts,
+    peer: Option<SocketAddr>,
+) -> Result<Option<SocketAddr>, ApiError> {
+    let Some(value) = parts.headers.get(arcanum_core::ha::FORWARDED_HEADER) else { return Ok(peer) };
+    let refused = |why: &str| ApiError::bad_request(format!("{}: {why}", arcanum_core::ha::FORWARDED_HEADER));
+    let Some(ha) = core.ha() else { return Err(refused("this server is not part of an HA cluster")) };
+    let value = value.to_str().map_err(|_| refused("malformed"))?;
+    let target = parts.uri.path_and_query().map_or(parts.uri.path(), |pq| pq.as_str());
+    let client = ha.verify_forwarded(value, parts.method.as_str(), target).map_err(refused)?;
+    Ok(client.parse().ok())
 }
 
 async fn parse(

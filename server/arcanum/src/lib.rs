@@ -6,18 +6,20 @@
 //!
 //! # Layout
 //! - [`catalog`]: the engine types this program offers; the core builds mounts through it.
-//! - [`http`]: Vault's `/v1/` wire protocol on axum.
+//! - [`http`]: Vault's `/v1/` wire protocol on axum; [`forward`]: an HA standby passes requests
+//!   to the active node.
 //! - [`router`]: the order a request passes through the core (sealed gate, token, audit, handler).
 //! - [`sys`]: the `sys/` endpoints; [`token_api`]: `auth/token/*`.
 //! - [`serve`]: listeners, TLS, graceful shutdown; [`hardening`]: process hardening at start.
 //! - [`cli`]: the `arcanum` command line (server and client commands).
 //!
-//! Inside this crate the arrows run one way too: `cli -> serve -> http -> router -> sys,
+//! Inside this crate the arrows run one way too: `cli -> serve -> http -> {forward, router}`, `router -> sys,
 //! token_api`; `sys` and `token_api` import neither the router nor `http` (what they share
 //! with them, such as [`arcanum_core::Caller`], lives below).
 
 pub mod catalog;
 pub mod cli;
+pub mod forward;
 pub mod hardening;
 pub mod http;
 pub mod router;

@@ -147,14 +147,15 @@ fn tls_config(tls: &arcanum_config::Tls) -> anyhow::Result<rustls::ServerConfig>
 pub async fn serve(
     core: Arc<Core>,
     listeners: Vec<BoundListener>,
+    forwarder: Arc<crate::forward::Forwarder>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let handle = axum_server::Handle::new();
     let mut servers = tokio::task::JoinSet::new();
     for listener in listeners {
         // With the peer address, for the audit entries' `remote_address`.
-        let app =
-            http::app(Arc::clone(&core), listener.max_request_size).into_make_service_with_connect_info::<SocketAddr>();
+        let app = http::app(Arc::clone(&core), listener.max_request_size, Arc::clone(&forwarder))
+            .into_make_service_with_connect_info::<SocketAddr>();
         let handle = handle.clone();
         match listener.tls {
             Some(tls) => {

@@ -37,6 +37,16 @@ const POLL: Duration = Duration::from_millis(250);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 const HEARTBEAT_TTL: Duration = Duration::from_secs(8);
 
+/// The header a standby adds when it forwards a request: the client's address, when, and a MAC
+/// over both and the request line, keyed by a key derived from the root key (which every
+/// unsealed node of the cluster holds and no client does). The active node believes the address
+/// only when the MAC verifies within [`FORWARDED_WINDOW`]; a client cannot put another address
+/// in the active node's audit log, quotas or CIDR checks.
+pub const FORWARDED_HEADER: &str = "x-arcanum-forwarded-for";
+/// How old a forwarded request's signature may be (both clocks come from the same hosts' NTP).
+pub const FORWARDED_WINDOW: i64 = 30;
+const FORWARDING_KEY_LABEL: &[u8] = b"arcanum ha request forwarding v1";
+
 /// This node's part in an HA cluster, from the server config.
 #[derive(Debug, Clone)]
 pub struct HaConfig {
@@ -83,6 +93,8 @@ pub struct Ha {
     pub config: HaConfig,
     /// The root key while unsealed: what a takeover opens the keyring with.
     root_key: Mutex<Option<Key256>>,
+    /// Derived from the root key: signs and checks forwarded client addresses.
+    forwarding_key: Mutex<Option<Key256>>,
     /// The lock while active.
     held: Mutex<Option<HeldLock>>,
     /// Unix second this node became active.
@@ -109,6 +121,7 @@ impl Ha {
             backend,
             config,
             root_key: Mutex::new(None),
+            forwarding_key: Mutex::new(None),
             held: Mutex::new(None),
             active_since: Mutex::new(None),
             leader: Mutex::new(None),
@@ -141,6 +154,8 @@ impl Ha {
 
     /// The unsealed node's root key arrives: it becomes a standby and campaigns.
     pub(crate) fn unsealed(&self, root_key: Key256) {
+        let derived = arcanum_crypto::hmac_sha256(root_key.as_bytes(), FORWARDING_KEY_LABEL);
+        *lock(&self.forwarding_key) = Key256::from_slice(&derived).ok();
         *lock(&self.root_key) = Some(root_key);
         self.backend.fence(None);
         self.wake.notify_one();
@@ -150,6 +165,7 @@ impl Ha {
     /// Sealing: forget the key and stop campaigning (the caller steps down first).
     pub(crate) fn sealed(&self) {
         *lock(&self.root_key) = None;
+        *lock(&self.forwarding_key) = None;
         *lock(&self.leader) = None;
         self.wake.notify_one();
     }
@@ -163,6 +179,35 @@ impl Ha {
     /// paused or cut off): it must stop at once.
     pub(crate) fn lock_lapsed(&self) -> bool {
         lock(&self.held).as_ref().is_some_and(|held| !held.is_valid())
+    }
+
+    /// The [`FORWARDED_HEADER`] value for a request from `client` that this standby forwards;
+    /// `None` while sealed.
+    pub fn sign_forwarded(&self, client: &str, method: &str, target: &str) -> Option<String> {
+        let key = lock(&self.forwarding_key).clone()?;
+        let at = unix_now();
+        let mac = forwarding_mac(&key, client, at, method, target);
+        Some(format!("{client} {at} {}", hex::encode(mac)))
+    }
+
+    /// Checks a [`FORWARDED_HEADER`] value against the request it came with; the client's
+    /// address when it verifies, else why not (the reason names no secret).
+    pub fn verify_forwarded(&self, header: &str, method: &str, target: &str) -> Result<String, &'static str> {
+        let key = lock(&self.forwarding_key).clone().ok_or("this node is sealed")?;
+        let mut parts = header.split(' ');
+        let (Some(client), Some(at), Some(mac), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return Err("malformed");
+        };
+        let at: i64 = at.parse().map_err(|_| "malformed")?;
+        let mac = hex::decode(mac).map_err(|_| "malformed")?;
+        let expected = forwarding_mac(&key, client, at, method, target);
+        if !arcanum_crypto::constant_time_eq(&mac, &expected) {
+            return Err("the signature does not verify");
+        }
+        if (unix_now() - at).abs() > FORWARDED_WINDOW {
+            return Err("the signature is too old");
+        }
+        Ok(client.to_owned())
     }
 
     fn advertisement(&self, active_since: Option<i64>) -> Advertisement {
@@ -271,6 +316,11 @@ impl Core {
             ApiError::internal()
         })
     }
+}
+
+fn forwarding_mac(key: &Key256, client: &str, at: i64, method: &str, target: &str) -> [u8; 32] {
+    let message = format!("{client}\n{at}\n{method}\n{target}");
+    arcanum_crypto::hmac_sha256(key.as_bytes(), message.as_bytes())
 }
 
 /// The election: while unsealed, take the lock when it is free and serve as active while it

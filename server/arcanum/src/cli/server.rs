@@ -107,7 +107,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
         println!("arcanum: listening on {}", listener.url());
     }
     println!("\n==> Arcanum server started! Log data will stream in below:\n");
-    serve::serve(core, listeners, serve::shutdown_signal()).await?;
+    serve::serve(core, listeners, Arc::new(forwarder(&config)?), serve::shutdown_signal()).await?;
     Ok(0)
 }
 
@@ -142,6 +142,22 @@ async fn dev_initialise(
     let unsealed = core.unsealed().map_err(|err| anyhow::anyhow!("dev server did not unseal: {err}"))?;
     unsealed.mounts.enable(secret).await.map_err(|err| anyhow::anyhow!("mounting secret/: {err}"))?;
     Ok((unseal_key, output.root_token))
+}
+
+/// How a standby passes requests on: forwarded to the active node, trusting the listeners'
+/// certificates as well as the public roots, or with `disable_clustering` Vault's 307.
+fn forwarder(config: &Config) -> anyhow::Result<crate::forward::Forwarder> {
+    if config.disable_clustering {
+        return Ok(crate::forward::Forwarder::redirect_only());
+    }
+    let mut roots = Vec::new();
+    for tls in config.listeners.iter().filter_map(|listener| listener.tls.as_ref()) {
+        roots.push(
+            std::fs::read(&tls.cert_file)
+                .with_context(|| format!("reading tls_cert_file {}", tls.cert_file.display()))?,
+        );
+    }
+    crate::forward::Forwarder::new(&roots).context("building the client that forwards standby requests")
 }
 
 /// This node's HA identity: `api_addr` (else the first listener's URL), `cluster_addr` (else
