@@ -364,3 +364,41 @@ impl TestServer {
 pub fn pg_addr() -> String {
     std::env::var("ARCANUM_TEST_PG_ADDR").unwrap_or_else(|_| "127.0.0.1:5432".into())
 }
+
+/// Runs SQL on PostgreSQL as `user` (trust auth) and returns the first column of each row as text.
+pub fn pg_as(user: &str, sql: &str) -> Result<Vec<String>, String> {
+    let addr = pg_addr();
+    let (host, port) = addr.split_once(':').expect("host:port");
+    let conn = format!("host={host} port={port} user={user} dbname=test connect_timeout=5");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async move {
+        let (client, connection) =
+            tokio_postgres::connect(&conn, tokio_postgres::NoTls).await.map_err(|err| err.to_string())?;
+        let driver = tokio::spawn(connection);
+        let rows = client.simple_query(sql).await.map_err(|err| match err.as_db_error() {
+            Some(db) => db.message().to_owned(),
+            None => err.to_string(),
+        })?;
+        drop(client);
+        let _ = driver.await;
+        Ok(rows
+            .into_iter()
+            .filter_map(|message| match message {
+                tokio_postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).unwrap_or_default().to_owned()),
+                _ => None,
+            })
+            .collect())
+    })
+}
+
+/// [`pg_as`] as `postgres`; fails with a clear message when PostgreSQL is unreachable.
+pub fn pg(sql: &str) -> Vec<String> {
+    pg_as("postgres", sql).unwrap_or_else(|err| {
+        panic!("PostgreSQL at {} is required for this test (user postgres, db test): {err}", pg_addr())
+    })
+}
+
+/// Whether PostgreSQL has a role of this name.
+pub fn pg_role_exists(name: &str) -> bool {
+    pg(&format!("SELECT count(*) FROM pg_roles WHERE rolname = '{name}'")) == ["1"]
+}

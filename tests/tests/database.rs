@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use arcanum_tests::{pg_addr, TestServer};
+use arcanum_tests::{pg, pg_addr, pg_as, pg_role_exists, TestServer};
 use serde_json::{json, Value};
 
 fn mysql_addr() -> String {
@@ -13,41 +13,6 @@ fn mysql_addr() -> String {
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
-}
-
-/// Runs SQL on PostgreSQL as `user` (trust auth) and returns the first column of each row as text.
-fn pg_as(user: &str, sql: &str) -> Result<Vec<String>, String> {
-    let addr = pg_addr();
-    let (host, port) = addr.split_once(':').expect("host:port");
-    let conn = format!("host={host} port={port} user={user} dbname=test connect_timeout=5");
-    runtime().block_on(async move {
-        let (client, connection) =
-            tokio_postgres::connect(&conn, tokio_postgres::NoTls).await.map_err(|err| err.to_string())?;
-        let driver = tokio::spawn(connection);
-        let rows = client.simple_query(sql).await.map_err(|err| match err.as_db_error() {
-            Some(db) => db.message().to_owned(),
-            None => err.to_string(),
-        })?;
-        drop(client);
-        let _ = driver.await;
-        Ok(rows
-            .into_iter()
-            .filter_map(|message| match message {
-                tokio_postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).unwrap_or_default().to_owned()),
-                _ => None,
-            })
-            .collect())
-    })
-}
-
-fn pg(sql: &str) -> Vec<String> {
-    pg_as("postgres", sql).unwrap_or_else(|err| {
-        panic!("PostgreSQL at {} is required for this test (user postgres, db test): {err}", pg_addr())
-    })
-}
-
-fn pg_role_exists(name: &str) -> bool {
-    pg(&format!("SELECT count(*) FROM pg_roles WHERE rolname = '{name}'")) == ["1"]
 }
 
 /// Runs SQL on MariaDB as `user`/`password`; returns the first column of each row.

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use arcanum_storage::etcd_harness::EtcdCluster;
-use arcanum_tests::{etcd_config, TestServer};
+use arcanum_tests::{etcd_config, pg, pg_addr, pg_role_exists, TestServer};
 use serde_json::{json, Value};
 
 /// The lock TTL of these tests: short, so that a failover takes seconds.
@@ -261,4 +261,94 @@ fn a_paused_active_is_fenced_and_storage_holds_only_what_the_new_active_acknowle
     assert_eq!((status, body["data"]["data"]["v"].clone()), (200, json!("1")), "{body}");
     let (status, body) = nodes[new].get("kv/data/by-new", Some(&root));
     assert_eq!((status, body["data"]["data"]["v"].clone()), (200, json!("2")), "{body}");
+}
+
+#[test]
+fn a_takeover_serves_everything_the_old_active_wrote_and_revokes_its_leases_on_time() {
+    let rt = runtime();
+    let cluster = rt.block_on(EtcdCluster::start(1));
+    let (mut nodes, root) = three_nodes(&cluster, "");
+    let old = wait_for_one_active(&nodes, &[0, 1, 2], Duration::from_secs(20));
+    let a = &nodes[old];
+    let shared = tempfile::tempdir().expect("tempdir");
+    let audit_log = shared.path().join("audit.log");
+    let ok = |(status, body): (u16, Value)| assert!(status == 200 || status == 204, "{status} {body}");
+    ok(a.request("POST", "sys/mounts/secret", Some(&root), Some(&json!({"type": "kv", "options": {"version": "2"}}))));
+    ok(a.put(
+        "sys/policies/acl/reader",
+        Some(&root),
+        json!({"policy": "path \"secret/data/*\" { capabilities = [\"read\"] }"}),
+    ));
+    ok(a.put("sys/auth/userpass", Some(&root), json!({"type": "userpass"})));
+    ok(a.put(
+        "auth/userpass/users/alice",
+        Some(&root),
+        json!({"password": "correct horse", "token_policies": "reader"}),
+    ));
+    ok(a.put(
+        "sys/audit/file",
+        Some(&root),
+        json!({"type": "file", "options": {"file_path": audit_log.display().to_string()}}),
+    ));
+    let (status, body) = a.put("auth/token/create", Some(&root), json!({"policies": ["reader"], "ttl": "1h"}));
+    assert_eq!(status, 200, "{body}");
+    let reader = body["auth"]["client_token"].as_str().expect("token").to_owned();
+    // A keyring rotation by the old active, and a record sealed under the new term.
+    ok(a.put("sys/rotate", Some(&root), json!({})));
+    ok(a.put("secret/data/after-rotation", Some(&root), json!({"data": {"v": "sealed under term 2"}})));
+
+    // A database lease created on the old active, expiring after the failover.
+    ok(a.put("sys/mounts/database", Some(&root), json!({"type": "database"})));
+    ok(a.put(
+        "database/config/pg",
+        Some(&root),
+        json!({
+            "plugin_name": "postgresql-database-plugin",
+            "connection_url": format!("postgresql://{{{{username}}}}:{{{{password}}}}@{}/test?sslmode=disable", pg_addr()),
+            "username": "postgres",
+            "password": "unused-with-trust-auth",
+            "allowed_roles": "*",
+        }),
+    ));
+    pg("CREATE TABLE IF NOT EXISTS arcanum_probe (v int)");
+    ok(a.put(
+        "database/roles/short",
+        Some(&root),
+        json!({"db_name": "pg", "default_ttl": "8s", "max_ttl": "8s", "creation_statements":
+            [r#"CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT SELECT ON arcanum_probe TO "{{name}}";"#]}),
+    ));
+    let (status, body) = a.get("database/creds/short", Some(&root));
+    assert_eq!(status, 200, "{body}");
+    let created = Instant::now();
+    let username = body["data"]["username"].as_str().expect("username").to_owned();
+    let lease_id = body["lease_id"].as_str().expect("lease_id").to_owned();
+    assert!(pg_role_exists(&username));
+
+    nodes[old].kill();
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != old).collect();
+    let new = wait_for_one_active(&nodes, &survivors, Duration::from_secs(15));
+    let b = &nodes[new];
+
+    // The keyring as rotated, the policies, the token store, the auth methods, the audit device.
+    let (status, body) = b.get("sys/key-status", Some(&root));
+    assert_eq!((status, body["term"].clone()), (200, json!(2)), "{body}");
+    let (status, body) = b.get("secret/data/after-rotation", Some(&reader));
+    assert_eq!((status, body["data"]["data"]["v"].clone()), (200, json!("sealed under term 2")), "{body}");
+    let (status, body) = b.put("secret/data/after-rotation", Some(&reader), json!({"data": {"v": "no"}}));
+    assert_eq!(status, 403, "the reader policy was not loaded: {body}");
+    let (status, body) = b.put("auth/userpass/login/alice", None, json!({"password": "correct horse"}));
+    assert_eq!(status, 200, "{body}");
+    let audited = audited_responses(&audit_log, "auth/userpass/login/alice");
+    assert_eq!(audited.len(), 1, "the new active's audit device did not record the login");
+
+    // The lease the old active created is revoked by the new one when it expires, and the
+    // PostgreSQL role is really dropped.
+    let deadline = created + Duration::from_secs(8 + 20);
+    while pg_role_exists(&username) {
+        assert!(Instant::now() < deadline, "{username} still exists 20 s after its lease expired");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(created.elapsed() >= Duration::from_secs(7), "the lease was revoked before it expired");
+    let (status, body) = b.put("sys/leases/lookup", Some(&root), json!({"lease_id": lease_id}));
+    assert_eq!(status, 400, "the revoked lease is still known: {body}");
 }
