@@ -201,7 +201,11 @@ pub mod http_request {
                     .enable(MountEntry::new(MountTableKind::Auth, "userpass/", "userpass", ""))
                     .await
                     .unwrap();
-                let app = arcanum::http::app(Arc::clone(&core), Some(1 << 20));
+                let app = arcanum::http::app(
+                    Arc::clone(&core),
+                    Some(1 << 20),
+                    Arc::new(arcanum::forward::Forwarder::redirect_only()),
+                );
                 let root = output.root_token.to_string();
                 let write = |path: &str, body: serde_json::Value| {
                     Request::put(format!("/v1/{path}"))

@@ -20,7 +20,12 @@ fn runtime() -> tokio::runtime::Runtime {
 /// Three HA nodes on `cluster`, initialised through the first and each unsealed; returns them
 /// with the root token.
 fn three_nodes(cluster: &EtcdCluster, extra: &str) -> (Vec<TestServer>, String) {
-    let (nodes, init) = three_nodes_sealed(cluster, [extra; 3]);
+    three_nodes_with(cluster, LOCK, extra)
+}
+
+/// [`three_nodes`] with `storage` inside the storage block.
+fn three_nodes_with(cluster: &EtcdCluster, storage: &str, extra: &str) -> (Vec<TestServer>, String) {
+    let (nodes, init) = three_nodes_sealed(cluster, storage, [extra; 3]);
     for node in &nodes {
         node.unseal(&init.keys[..2]);
     }
@@ -29,11 +34,15 @@ fn three_nodes(cluster: &EtcdCluster, extra: &str) -> (Vec<TestServer>, String) 
 
 /// Three HA nodes on `cluster`, initialised, all sealed; `extra[i]` goes at the top level of
 /// node i's config.
-fn three_nodes_sealed(cluster: &EtcdCluster, extra: [&str; 3]) -> (Vec<TestServer>, arcanum_tests::Init) {
+fn three_nodes_sealed(
+    cluster: &EtcdCluster,
+    storage: &str,
+    extra: [&str; 3],
+) -> (Vec<TestServer>, arcanum_tests::Init) {
     let endpoints = cluster.endpoints();
     let nodes: Vec<TestServer> = extra
         .iter()
-        .map(|extra| TestServer::start_with(|_| format!("{}\n{extra}\n", etcd_config(&endpoints, LOCK))))
+        .map(|extra| TestServer::start_with(|_| format!("{}\n{extra}\n", etcd_config(&endpoints, storage))))
         .collect();
     let init = nodes[0].init(3, 2);
     (nodes, init)
@@ -92,7 +101,7 @@ fn one_active_standbys_forward_and_a_killed_active_hands_over() {
     let rt = runtime();
     let cluster = rt.block_on(EtcdCluster::start(1));
     // The third node redirects instead of forwarding, and unseals last, so it is a standby.
-    let (mut nodes, init) = three_nodes_sealed(&cluster, ["", "", "disable_clustering = true"]);
+    let (mut nodes, init) = three_nodes_sealed(&cluster, LOCK, ["", "", "disable_clustering = true"]);
     let root = init.root_token.clone();
     nodes[0].unseal(&init.keys[..2]);
     nodes[1].unseal(&init.keys[..2]);
@@ -126,6 +135,18 @@ fn one_active_standbys_forward_and_a_killed_active_hands_over() {
     let view = leader_view(&nodes[standby]).expect("sys/leader on a standby");
     assert_eq!((view["ha_enabled"].clone(), view["is_self"].clone()), (json!(true), json!(false)));
     assert_eq!(view["leader_address"], json!(nodes[active].addr));
+    let (code, stdout, stderr) = nodes[standby].cli(&["status"], None);
+    assert_eq!(code, 0, "{stderr}");
+    let row = |name: &str, stdout: &str| {
+        stdout.lines().find_map(|line| line.strip_prefix(name).map(|rest| rest.trim().to_owned())).unwrap_or_default()
+    };
+    assert_eq!(row("HA Enabled", &stdout), "true", "{stdout}");
+    assert_eq!(row("HA Mode", &stdout), "standby", "{stdout}");
+    assert_eq!(row("Active Node Address", &stdout), nodes[active].addr, "{stdout}");
+    let (code, stdout, stderr) = nodes[active].cli(&["status"], None);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(row("HA Mode", &stdout), "active", "{stdout}");
+    assert!(!row("Active Since", &stdout).is_empty(), "{stdout}");
 
     // Everything else is forwarded: the client gets the active's answer itself (no redirect),
     // and the active audits the client's address, not the standby's.
@@ -175,6 +196,18 @@ fn one_active_standbys_forward_and_a_killed_active_hands_over() {
     assert_eq!(redirected.status().as_u16(), 307);
     let location = redirected.headers().get("location").and_then(|l| l.to_str().ok()).unwrap_or_default().to_owned();
     assert_eq!(location, format!("{}/v1/secret/data/app?version=1", nodes[active].addr));
+    // So does a client that asks for it with Vault's header.
+    let redirected = no_redirects()
+        .get(format!("{}/v1/secret/data/app", nodes[standby].addr))
+        .header("X-Vault-Token", &root)
+        .header("X-Vault-No-Request-Forwarding", "true")
+        .send()
+        .expect("request to a standby");
+    assert_eq!(redirected.status().as_u16(), 307);
+    // A standby cannot check a token: sealing it is refused as Vault refuses it.
+    let (status, body) = nodes[standby].put("sys/seal", Some(&root), json!({}));
+    assert_eq!(status, 500, "{body}");
+    assert!(body["errors"][0].as_str().unwrap_or_default().contains("standby"), "{body}");
     // A client that follows redirects (hvac, the Go client) gets the active's answer.
     let (status, body) = nodes[2].get("secret/data/app", Some(&root));
     assert_eq!((status, body["data"]["data"]["v"].clone()), (200, json!("before failover")));
@@ -351,4 +384,227 @@ fn a_takeover_serves_everything_the_old_active_wrote_and_revokes_its_leases_on_t
     assert!(created.elapsed() >= Duration::from_secs(7), "the lease was revoked before it expired");
     let (status, body) = b.put("sys/leases/lookup", Some(&root), json!({"lease_id": lease_id}));
     assert_eq!(status, 400, "the revoked lease is still known: {body}");
+}
+
+/// A client writing `kv/data/w<i % KEYS>` = i, one write after another, to the nodes in turn
+/// (standbys forward); on an error it tries the next node with the same write. It records, per
+/// key, the last value acknowledged and the last attempted.
+struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    progress: std::sync::Arc<std::sync::Mutex<WriterProgress>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default, Clone)]
+struct WriterProgress {
+    acknowledged: u64,
+    failed: u64,
+    /// The first few failures, as status and body.
+    failures: Vec<String>,
+    /// Per key: (last value acknowledged, last value attempted).
+    keys: std::collections::BTreeMap<u64, (Option<u64>, u64)>,
+}
+
+const KEYS: u64 = 100;
+
+impl Writer {
+    /// Writes through the nodes at `addrs` (kept current by the test) until stopped.
+    fn start(addrs: std::sync::Arc<std::sync::Mutex<Vec<String>>>, token: String) -> Writer {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let progress = std::sync::Arc::new(std::sync::Mutex::new(WriterProgress::default()));
+        let thread = {
+            let (stop, progress) = (std::sync::Arc::clone(&stop), std::sync::Arc::clone(&progress));
+            std::thread::spawn(move || {
+                let client = no_redirects();
+                let mut i = 0u64;
+                let mut node = 0usize;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let key = i % KEYS;
+                    progress.lock().expect("progress").keys.entry(key).or_insert((None, i)).1 = i;
+                    let addr = addrs.lock().expect("addrs")[node % 3].clone();
+                    let (status, answer) = client
+                        .put(format!("{addr}/v1/kv/data/w{key}"))
+                        .header("X-Vault-Token", &token)
+                        .json(&json!({"data": {"v": i}}))
+                        .send()
+                        .map(|r| (r.status().as_u16(), r.text().unwrap_or_default()))
+                        .unwrap_or_else(|err| (0, err.to_string()));
+                    let mut p = progress.lock().expect("progress");
+                    if status == 200 {
+                        p.acknowledged += 1;
+                        p.keys.get_mut(&key).expect("key").0 = Some(i);
+                        i += 1;
+                    } else {
+                        p.failed += 1;
+                        if p.failures.len() < 5 {
+                            p.failures.push(format!("{status} {answer}"));
+                        }
+                        node += 1;
+                    }
+                }
+            })
+        };
+        Writer { stop, progress, thread: Some(thread) }
+    }
+
+    fn acknowledged(&self) -> u64 {
+        self.progress.lock().expect("progress").acknowledged
+    }
+
+    /// Waits until `more` further writes are acknowledged.
+    fn wait_for(&self, more: u64, within: Duration) {
+        let target = self.acknowledged() + more;
+        let started = Instant::now();
+        while self.acknowledged() < target {
+            assert!(started.elapsed() < within, "the writer made no progress for {within:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn finish(mut self) -> WriterProgress {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().expect("thread").join().expect("writer thread");
+        self.progress.lock().expect("progress").clone()
+    }
+}
+
+/// Every key holds its last acknowledged value or a later attempted one: nothing acknowledged
+/// was lost.
+fn assert_nothing_acknowledged_lost(node: &TestServer, token: &str, progress: &WriterProgress) {
+    for (key, (acknowledged, attempted)) in &progress.keys {
+        let (status, body) = node.get(&format!("kv/data/w{key}"), Some(token));
+        let Some(acknowledged) = acknowledged else { continue };
+        assert_eq!(status, 200, "w{key}: {body}");
+        let stored = body["data"]["data"]["v"].as_u64().expect("v");
+        assert!(
+            stored >= *acknowledged && stored <= *attempted,
+            "w{key} holds {stored}, but {acknowledged} was acknowledged (last attempted {attempted})"
+        );
+    }
+}
+
+fn mount_kv(node: &TestServer, token: &str) {
+    let (status, body) =
+        node.request("POST", "sys/mounts/kv", Some(token), Some(&json!({"type": "kv", "options": {"version": "2"}})));
+    assert_eq!(status, 204, "{body}");
+}
+
+#[test]
+fn thirty_kills_of_the_active_under_writes_lose_no_acknowledged_write() {
+    let rt = runtime();
+    let cluster = rt.block_on(EtcdCluster::start(3));
+    let (mut nodes, init) = three_nodes_sealed(&cluster, LOCK, [""; 3]);
+    let root = init.root_token.clone();
+    for node in &nodes {
+        node.unseal(&init.keys[..2]);
+    }
+    let first = wait_for_one_active(&nodes, &[0, 1, 2], Duration::from_secs(20));
+    mount_kv(&nodes[first], &root);
+    let addrs = std::sync::Arc::new(std::sync::Mutex::new(nodes.iter().map(|n| n.addr.clone()).collect::<Vec<_>>()));
+    let writer = Writer::start(std::sync::Arc::clone(&addrs), root.clone());
+    for _cycle in 0..30 {
+        writer.wait_for(3, Duration::from_secs(30));
+        let active = wait_for_one_active(&nodes, &[0, 1, 2], Duration::from_secs(20));
+        nodes[active].kill();
+        let others: Vec<usize> = (0..3).filter(|&i| i != active).collect();
+        wait_for_one_active(&nodes, &others, Duration::from_secs(20));
+        nodes[active].launch();
+        nodes[active].unseal(&init.keys[..2]);
+        addrs.lock().expect("addrs")[active] = nodes[active].addr.clone();
+    }
+    writer.wait_for(3, Duration::from_secs(30));
+    let progress = writer.finish();
+    let active = wait_for_one_active(&nodes, &[0, 1, 2], Duration::from_secs(20));
+    eprintln!(
+        "30 kills: {} writes acknowledged, {} attempts failed, the first: {:?}",
+        progress.acknowledged, progress.failed, progress.failures
+    );
+    assert_nothing_acknowledged_lost(&nodes[active], &root, &progress);
+}
+
+#[test]
+fn step_down_and_sigterm_hand_over_without_a_failed_request() {
+    let rt = runtime();
+    let cluster = rt.block_on(EtcdCluster::start(1));
+    let (mut nodes, root) = three_nodes(&cluster, "");
+    let first = wait_for_one_active(&nodes, &[0, 1, 2], Duration::from_secs(20));
+    mount_kv(&nodes[first], &root);
+    // The client talks to one standby throughout; the handovers happen behind it.
+    let through = (first + 1) % 3;
+    let addrs = std::sync::Arc::new(std::sync::Mutex::new(vec![nodes[through].addr.clone(); 3]));
+    let writer = Writer::start(std::sync::Arc::clone(&addrs), root.clone());
+    writer.wait_for(20, Duration::from_secs(30));
+
+    // Step-downs until the active is neither `through` nor the first (one or two hand-overs).
+    let mut active = first;
+    while active == first || active == through {
+        let (status, body) = nodes[active].put("sys/step-down", Some(&root), json!({}));
+        assert_eq!(status, 204, "{body}");
+        let others: Vec<usize> = (0..3).filter(|&i| i != active).collect();
+        active = wait_for_one_active(&nodes, &others, Duration::from_secs(20));
+        writer.wait_for(20, Duration::from_secs(30));
+    }
+    // A graceful shutdown of the active hands over too.
+    let status = nodes[active].stop();
+    assert!(status.success(), "{status}");
+    let others: Vec<usize> = (0..3).filter(|&i| i != active).collect();
+    let last = wait_for_one_active(&nodes, &others, Duration::from_secs(20));
+    writer.wait_for(20, Duration::from_secs(30));
+    let progress = writer.finish();
+    assert_eq!(
+        progress.failed, 0,
+        "requests failed during the hand-overs ({} acknowledged): {:?}",
+        progress.acknowledged, progress.failures
+    );
+    assert_nothing_acknowledged_lost(&nodes[last], &root, &progress);
+}
+
+#[test]
+fn etcd_member_loss_changes_nothing_and_quorum_loss_fails_cleanly_then_recovers() {
+    let rt = runtime();
+    let mut cluster = rt.block_on(EtcdCluster::start(3));
+    // A lock TTL that outlasts an etcd election (the default, 15 s, does by far).
+    let (nodes, root) =
+        three_nodes_with(&cluster, "ha_enabled = \"true\"\n  lock_timeout = \"6s\"\n  request_timeout = \"3s\"", "");
+    let active = wait_for_one_active(&nodes, &[0, 1, 2], Duration::from_secs(20));
+    mount_kv(&nodes[active], &root);
+
+    // One member down (etcd's leader): the same node stays active and writes go on.
+    let etcd_leader = rt.block_on(cluster.leader_index());
+    cluster.kill_member(etcd_leader);
+    for i in 0..20 {
+        let (status, body) =
+            nodes[(active + i) % 3].put(&format!("kv/data/one-down-{i}"), Some(&root), json!({"data": {"v": i}}));
+        assert_eq!(status, 200, "write {i} with one etcd member down: {body}");
+    }
+    assert_eq!(wait_for_one_active(&nodes, &[0, 1, 2], Duration::from_secs(5)), active);
+
+    // Quorum lost: a write fails with a clear error within the request timeout, and the active
+    // gives up its role within the lock TTL.
+    let second = (etcd_leader + 1) % 3;
+    cluster.kill_member(second);
+    let started = Instant::now();
+    let (status, body) = nodes[active].put("kv/data/no-quorum", Some(&root), json!({"data": {"v": 0}}));
+    assert_eq!(status, 503, "{body}");
+    assert!(body["errors"][0].is_string(), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(15), "a write without quorum took {:?}", started.elapsed());
+    let started = Instant::now();
+    while leader_view(&nodes[active]).is_some_and(|view| view["is_self"] == json!(true)) {
+        assert!(started.elapsed() < Duration::from_secs(10), "the active kept its role without etcd quorum");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, health) = nodes[active].get("sys/health", None);
+    assert_eq!((status, health["sealed"].clone()), (429, json!(false)), "it stands by, unsealed: {health}");
+
+    // Quorum back: service resumes by itself, with everything acknowledged before.
+    cluster.start_member(etcd_leader);
+    cluster.start_member(second);
+    rt.block_on(cluster.wait_ready());
+    let now_active = wait_for_one_active(&nodes, &[0, 1, 2], Duration::from_secs(30));
+    let (status, body) = nodes[now_active].put("kv/data/after-quorum", Some(&root), json!({"data": {"v": 1}}));
+    assert_eq!(status, 200, "{body}");
+    for i in 0..20 {
+        let (status, body) = nodes[now_active].get(&format!("kv/data/one-down-{i}"), Some(&root));
+        assert_eq!((status, body["data"]["data"]["v"].clone()), (200, json!(i)), "{body}");
+    }
 }

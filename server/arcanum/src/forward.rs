@@ -19,6 +19,15 @@ use arcanum_contract::logical::ApiError;
 use arcanum_core::ha::{Role, FORWARDED_HEADER};
 use arcanum_core::Core;
 
+/// How long a standby holds a request while the active node changes.
+pub const HOLD: Duration = Duration::from_secs(10);
+/// Marks a standby's refusal of a request another standby forwarded to it: nothing was
+/// applied, and the forwarding node may send it on once it knows the new active node.
+pub const STANDBY_MARKER: &str = "x-arcanum-standby";
+
+/// Vault's header asking a standby for its 307 rather than forwarding.
+const NO_FORWARDING: &str = "x-vault-no-request-forwarding";
+
 /// How long a forwarded request may take, end to end.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(90);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -62,6 +71,10 @@ pub enum Outcome {
     Redirect(String),
     /// Neither: the client gets this error.
     Refused(ApiError),
+    /// A forwarded request reached a standby: 503 with [`STANDBY_MARKER`].
+    NotActive,
+    /// This node became active while it held the request: serve it here (the body, read).
+    ServeHere(axum::body::Bytes),
 }
 
 /// Headers that belong to one hop and are not passed on.
@@ -81,7 +94,9 @@ fn hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
-/// A standby's answer to a request the active node must serve.
+/// A standby's answer to a request the active node must serve. While the active node changes
+/// (none known, the one known refuses as a standby, or it cannot be reached: in every case
+/// nothing was applied) the request is held for up to [`HOLD`] and sent to the next one.
 #[allow(clippy::too_many_arguments)] // the parts of one HTTP request, taken apart by axum
 pub async fn to_the_active(
     forwarder: &Forwarder,
@@ -98,25 +113,24 @@ pub async fn to_the_active(
         metrics.ha_forwarded_requests.with_label_values(&["failed"]).inc();
         Outcome::Refused(error)
     };
-    if uri.path().trim_end_matches('/') == "/v1/sys/seal" {
-        return failed(ApiError::bad_request(
-            "this node is a standby: sealing a standby is not supported; restart it (it comes up sealed) or seal the active node",
-        ));
-    }
     if headers.contains_key(FORWARDED_HEADER) {
         // The node that forwarded this took us for the active one: leadership is changing.
-        return failed(ApiError::new(503, "this node is a standby too (the active node is changing); retry"));
+        metrics.ha_forwarded_requests.with_label_values(&["failed"]).inc();
+        return Outcome::NotActive;
     }
     let Some(ha) = core.ha() else { return failed(ApiError::internal()) };
-    let leader = match ha.role() {
-        Role::Standby { leader: Some(leader) } if leader.node_id != ha.config.node_id => leader,
-        _ => return failed(ApiError::new(503, "this node is a standby and no active node is known yet; retry")),
-    };
     let target = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
-    let location = format!("{}{target}", leader.api_addr.trim_end_matches('/'));
-    let Some(client) = &forwarder.client else {
-        metrics.ha_forwarded_requests.with_label_values(&["redirected"]).inc();
-        return Outcome::Redirect(location);
+    // Vault's opt-out: the client wants the 307 and goes to the active node itself.
+    let no_forwarding = headers.get(NO_FORWARDING).is_some_and(|value| !value.is_empty());
+    let client = forwarder.client.as_ref().filter(|_| !no_forwarding);
+    let Some(client) = client else {
+        return match known_leader(core) {
+            Some(leader) => {
+                metrics.ha_forwarded_requests.with_label_values(&["redirected"]).inc();
+                Outcome::Redirect(format!("{}{target}", leader.api_addr.trim_end_matches('/')))
+            }
+            None => failed(ApiError::new(503, "this node is a standby and no active node is known yet; retry")),
+        };
     };
     let limit = max_request_size.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
     let body = match axum::body::to_bytes(body, limit).await {
@@ -124,35 +138,75 @@ pub async fn to_the_active(
         Err(_) => return failed(ApiError::new(413, "http: request body too large")),
     };
     let client_addr = remote.map_or_else(|| "unknown".to_owned(), |addr| addr.to_string());
-    let Some(signature) = ha.sign_forwarded(&client_addr, method.as_str(), target) else {
-        return failed(ApiError::sealed());
-    };
     let mut outgoing = HeaderMap::new();
     for (name, value) in headers {
-        if !hop_by_hop(name) && name.as_str() != FORWARDED_HEADER {
+        if !hop_by_hop(name) {
             outgoing.append(name.clone(), value.clone());
         }
     }
-    if let Ok(value) = HeaderValue::from_str(&signature) {
-        outgoing.insert(HeaderName::from_static(FORWARDED_HEADER), value);
+    let deadline = tokio::time::Instant::now() + HOLD;
+    let mut leadership = ha.watch_leadership();
+    let mut unreachable = None;
+    loop {
+        leadership.borrow_and_update();
+        let leader = known_leader(core);
+        if let Some(leader) = &leader {
+            let location = format!("{}{target}", leader.api_addr.trim_end_matches('/'));
+            let Some(signature) = ha.sign_forwarded(&client_addr, method.as_str(), target) else {
+                return failed(ApiError::sealed());
+            };
+            match HeaderValue::from_str(&signature) {
+                Ok(value) => outgoing.insert(HeaderName::from_static(FORWARDED_HEADER), value),
+                Err(_) => return failed(ApiError::internal()),
+            };
+            let sent =
+                client.request(method.clone(), &location).headers(outgoing.clone()).body(body.clone()).send().await;
+            match sent {
+                Ok(answer) if answer.status().as_u16() == 503 && answer.headers().contains_key(STANDBY_MARKER) => {
+                    tracing::debug!(node = %leader.api_addr, "the node taken for the active one is a standby; holding the request");
+                }
+                Ok(answer) => return answered(answer, &leader.api_addr).await,
+                Err(err) if err.is_connect() => {
+                    tracing::debug!(active = %leader.api_addr, error = %err, "cannot reach the active node; holding the request");
+                    unreachable = Some(location);
+                }
+                Err(err) => {
+                    tracing::warn!(active = %leader.api_addr, error = %err, "forwarding to the active node failed");
+                    return failed(ApiError::new(
+                        502,
+                        "forwarding to the active node failed after the request was sent; whether it was applied is unknown",
+                    ));
+                }
+            }
+        }
+        // Nothing was applied: wait for the leadership to change, then try the next active node.
+        if tokio::time::timeout_at(deadline, leadership.changed()).await.is_err() {
+            if let Some(location) = unreachable {
+                // The client may reach what this node cannot (api_addr behind a load balancer).
+                metrics.ha_forwarded_requests.with_label_values(&["redirected"]).inc();
+                return Outcome::Redirect(location);
+            }
+            return failed(ApiError::new(503, "this node is a standby and no active node took over in time; retry"));
+        }
+        if core.ha().is_some_and(|ha| ha.is_active()) {
+            // This node took over while the request waited: the caller serves it here.
+            return Outcome::ServeHere(body);
+        }
     }
-    let sent = client.request(method, &location).headers(outgoing).body(body).send().await;
-    let answer = match sent {
-        Ok(answer) => answer,
-        Err(err) if err.is_connect() => {
-            // Nothing reached the active node: the client may safely go there itself.
-            tracing::warn!(active = %leader.api_addr, error = %err, "cannot reach the active node; redirecting the client");
-            metrics.ha_forwarded_requests.with_label_values(&["redirected"]).inc();
-            return Outcome::Redirect(location);
-        }
-        Err(err) => {
-            tracing::warn!(active = %leader.api_addr, error = %err, "forwarding to the active node failed");
-            return failed(ApiError::new(
-                502,
-                "forwarding to the active node failed after the request was sent; whether it was applied is unknown",
-            ));
-        }
-    };
+}
+
+/// The leader this standby knows, unless it is itself (a stale view).
+fn known_leader(core: &Core) -> Option<arcanum_core::ha::Advertisement> {
+    let ha = core.ha()?;
+    match ha.role() {
+        Role::Standby { leader: Some(leader) } if leader.node_id != ha.config.node_id => Some(leader),
+        _ => None,
+    }
+}
+
+/// The active node's answer, as the client gets it.
+async fn answered(answer: reqwest::Response, active: &str) -> Outcome {
+    let metrics = arcanum_metrics::global();
     let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut returned = HeaderMap::new();
     for (name, value) in answer.headers() {
@@ -163,8 +217,9 @@ pub async fn to_the_active(
     let body = match answer.bytes().await {
         Ok(body) => body,
         Err(err) => {
-            tracing::warn!(active = %leader.api_addr, error = %err, "the active node's answer broke off");
-            return failed(ApiError::new(
+            tracing::warn!(active, error = %err, "the active node's answer broke off");
+            metrics.ha_forwarded_requests.with_label_values(&["failed"]).inc();
+            return Outcome::Refused(ApiError::new(
                 502,
                 "the active node's answer broke off; whether the request was applied is unknown",
             ));

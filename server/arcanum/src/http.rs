@@ -43,7 +43,7 @@ async fn serve_request(State(state): State<HttpState>, request: axum::extract::R
     let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
     let started = Instant::now();
     let method = metrics::method_label(parts.method.as_str());
-    if state.core.is_standby() && !standby_serves(&parts.uri) {
+    let body = if state.core.is_standby() && !standby_serves(&state.core, &parts.uri) {
         let outcome = forward::to_the_active(
             &state.forwarder,
             &state.core,
@@ -56,13 +56,28 @@ async fn serve_request(State(state): State<HttpState>, request: axum::extract::R
         )
         .await;
         let response = match outcome {
-            forward::Outcome::Answered(response) => response,
-            forward::Outcome::Redirect(location) => render(Ok(Response::Redirect { location }), ""),
-            forward::Outcome::Refused(error) => render(Err(error), ""),
+            // This node took over while the request waited for an active node.
+            forward::Outcome::ServeHere(read) => Err(Body::from(read)),
+            forward::Outcome::Answered(response) => Ok(response),
+            forward::Outcome::Redirect(location) => Ok(render(Ok(Response::Redirect { location }), "")),
+            forward::Outcome::Refused(error) => Ok(render(Err(error), "")),
+            forward::Outcome::NotActive => {
+                let error = ApiError::new(503, "this node is a standby too (the active node is changing); retry");
+                let mut response = render(Err(error), "");
+                response.headers_mut().insert(forward::STANDBY_MARKER, HeaderValue::from_static("true"));
+                Ok(response)
+            }
         };
-        metrics::global().observe_request(method, "forwarded", response.status().as_u16(), started.elapsed());
-        return response;
-    }
+        match response {
+            Ok(response) => {
+                metrics::global().observe_request(method, "forwarded", response.status().as_u16(), started.elapsed());
+                return response;
+            }
+            Err(body) => body,
+        }
+    } else {
+        body
+    };
     let remote = match client_address(&state.core, &parts, peer) {
         Ok(remote) => remote,
         Err(error) => return render(Err(error), ""),
@@ -99,7 +114,11 @@ async fn serve_request(State(state): State<HttpState>, request: axum::extract::R
             }
             Err(err) => (Err(err), uuid::Uuid::new_v4().to_string(), "unmounted".to_owned(), Vec::new()),
         };
+    let not_active = matches!(&result, Err(err) if err.status == 503 && err.errors.first().is_some_and(|e| e == arcanum_core::ha::NOT_ACTIVE));
     let mut response = render(result, &request_id);
+    if not_active {
+        response.headers_mut().insert(forward::STANDBY_MARKER, HeaderValue::from_static("true"));
+    }
     for (name, value) in headers {
         if let Ok(value) = HeaderValue::from_str(&value) {
             response.headers_mut().insert(name, value);
@@ -110,17 +129,16 @@ async fn serve_request(State(state): State<HttpState>, request: axum::extract::R
 }
 
 /// Whether a standby answers this request itself, as Vault's do (`sys/health`, `sys/seal-status`,
-/// `sys/leader`, `sys/unseal`, `sys/init`, and paths it refuses anyway); everything else goes to
-/// the active node.
-fn standby_serves(uri: &axum::http::Uri) -> bool {
+/// `sys/leader`, `sys/unseal`, `sys/init`, `sys/seal`, its own `sys/metrics` when they need no
+/// token, and paths it refuses anyway); everything else goes to the active node.
+fn standby_serves(core: &Core, uri: &axum::http::Uri) -> bool {
     let Some(raw_path) = uri.path().strip_prefix("/v1/") else { return true };
     match normalize_path(raw_path) {
-        Ok(path) => {
-            matches!(
-                path.trim_end_matches('/'),
-                "sys/health" | "sys/seal-status" | "sys/leader" | "sys/unseal" | "sys/init"
-            )
-        }
+        Ok(path) => match path.trim_end_matches('/') {
+            "sys/health" | "sys/seal-status" | "sys/leader" | "sys/unseal" | "sys/init" | "sys/seal" => true,
+            "sys/metrics" => core.config.unauthenticated_metrics_access,
+            _ => false,
+        },
         Err(_) => true,
     }
 }

@@ -180,6 +180,9 @@ pub async fn serve(
     loop {
         tokio::select! {
             () = &mut shutdown => {
+                // An active HA node hands over first; its own clients keep being served (now
+                // forwarded) until the others know the new active node.
+                core.hand_over().await;
                 tracing::info!("shutdown requested; draining connections");
                 handle.graceful_shutdown(Some(DRAIN_TIMEOUT));
                 break;

@@ -31,11 +31,19 @@ use crate::{barrier, expiration::Expiration, Core, Unsealed};
 /// How long a node waits after stepping down before it campaigns again, so that another node
 /// takes the lock (Vault waits 10 s).
 const AFTER_STEP_DOWN: Duration = Duration::from_secs(2);
+/// How long a stepping-down node lets requests it already serves finish.
+const IN_FLIGHT_DRAIN: Duration = Duration::from_secs(5);
+/// How long a shutting-down active node waits for another to take over.
+const HAND_OVER_WAIT: Duration = Duration::from_secs(5);
 /// How often a standby looks whether the lock is free.
 const POLL: Duration = Duration::from_millis(250);
 /// How often a node says it is alive, and how long that lasts.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 const HEARTBEAT_TTL: Duration = Duration::from_secs(8);
+
+/// What a node that stopped being active answers a request it was given as the active one: it
+/// served nothing of it (the services are gone), so whoever forwarded it may send it on.
+pub const NOT_ACTIVE: &str = "this node is not the active node (any more): nothing was done; retry";
 
 /// The header a standby adds when it forwards a request: the client's address, when, and a MAC
 /// over both and the request line, keyed by a key derived from the root key (which every
@@ -109,6 +117,9 @@ pub struct Ha {
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Asks for a heartbeat now (the node's role changed).
     beat: Notify,
+    /// Bumped whenever this node's role or the leader it knows changes: what a forwarded request
+    /// held during a failover waits on.
+    leadership: tokio::sync::watch::Sender<u64>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -129,6 +140,7 @@ impl Ha {
             step_down: tokio::sync::watch::Sender::new(0),
             task: Mutex::new(None),
             beat: Notify::new(),
+            leadership: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -168,6 +180,27 @@ impl Ha {
         *lock(&self.forwarding_key) = None;
         *lock(&self.leader) = None;
         self.wake.notify_one();
+    }
+
+    /// Changes whenever this node's role or the leader it knows changes.
+    pub fn watch_leadership(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.leadership.subscribe()
+    }
+
+    fn leadership_changed(&self) {
+        self.leadership.send_modify(|epoch| *epoch += 1);
+    }
+
+    /// Notes who holds the lock, as a standby read it.
+    fn saw_leader(&self, leader: Option<Advertisement>) {
+        let mut known = lock(&self.leader);
+        let changed = known.as_ref().map(|l| (&l.node_id, l.active_since))
+            != leader.as_ref().map(|l| (&l.node_id, l.active_since));
+        *known = leader;
+        drop(known);
+        if changed {
+            self.leadership_changed();
+        }
     }
 
     /// Asks the active node to hand over at once.
@@ -261,6 +294,7 @@ impl Core {
         *lock(&ha.held) = Some(held.clone());
         *lock(&ha.leader) = None;
         ha.beat.notify_one();
+        ha.leadership_changed();
         let metrics = arcanum_metrics::global();
         metrics.ha_active.set(1);
         metrics.ha_leadership_changes.inc();
@@ -277,6 +311,12 @@ impl Core {
         *lock(&ha.active_since) = None;
         if let Some(unsealed) = taken {
             unsealed.expiration.stop_reaper();
+            // New requests find no services now (and a forwarding standby sends them on); the
+            // ones already running finish while the lock still holds, within a bound.
+            let drained = tokio::time::Instant::now() + IN_FLIGHT_DRAIN;
+            while Arc::strong_count(&unsealed) > 1 && tokio::time::Instant::now() < drained {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             // While the lock still holds (a requested step-down), these last writes go through.
             unsealed.audit.persist_heads().await;
             if let Err(err) = unsealed.barrier.persist_stats().await {
@@ -292,12 +332,37 @@ impl Core {
             }
             held.mark_lost();
             ha.beat.notify_one();
+            ha.leadership_changed();
             arcanum_metrics::global().ha_active.set(0);
             tracing::warn!("stepped down: this node is a standby now");
         }
         if let Err(err) = ha.backend.reset().await {
             tracing::debug!(error = %err, "storage reset at step-down failed; the next takeover resets again");
         }
+    }
+
+    /// Before a graceful shutdown: an active node steps down and waits until another node leads
+    /// (bounded), and a little longer, so that standbys send requests there and not to a node
+    /// about to close its connections.
+    pub async fn hand_over(&self) {
+        let Some(ha) = &self.ha else { return };
+        if !ha.is_active() {
+            return;
+        }
+        ha.request_step_down();
+        let mut leadership = ha.watch_leadership();
+        let deadline = tokio::time::Instant::now() + HAND_OVER_WAIT;
+        loop {
+            if matches!(ha.role(), Role::Standby { leader: Some(ref leader) } if leader.node_id != ha.config.node_id) {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, leadership.changed()).await.is_err() {
+                tracing::warn!("no other node took over before shutdown");
+                return;
+            }
+        }
+        // The other standbys learn the new leader within one poll.
+        tokio::time::sleep(POLL * 2).await;
     }
 
     /// Reads the keyring from storage with the root key (a takeover sees the last rotation).
@@ -326,45 +391,48 @@ fn forwarding_mac(key: &Key256, client: &str, at: i64, method: &str, target: &st
 /// The election: while unsealed, take the lock when it is free and serve as active while it
 /// holds; otherwise note who leads and look again shortly.
 async fn campaign(core: Weak<Core>, ha: Arc<Ha>) {
+    // After stepping down a node lets the others take the lock first; it still watches who leads.
+    let mut campaign_from = tokio::time::Instant::now();
     loop {
         if !ha.is_unsealed() {
             ha.wake.notified().await;
             continue;
         }
-        let advertisement = ha.advertisement(Some(unix_now()));
-        let value = serde_json::to_vec(&advertisement).unwrap_or_default();
-        match ha.backend.try_acquire(value, ha.config.lock_ttl).await {
-            Ok(Some(held)) => {
-                let Some(node) = core.upgrade() else { return };
-                match node.take_over(&ha, &held).await {
-                    Ok(()) => serve_as_active(&node, &ha, &held).await,
-                    Err(err) => {
-                        tracing::error!(status = err.status, error = %err, "takeover failed; handing the lock back")
+        if tokio::time::Instant::now() >= campaign_from {
+            let advertisement = ha.advertisement(Some(unix_now()));
+            let value = serde_json::to_vec(&advertisement).unwrap_or_default();
+            match ha.backend.try_acquire(value, ha.config.lock_ttl).await {
+                Ok(Some(held)) => {
+                    let Some(node) = core.upgrade() else { return };
+                    match node.take_over(&ha, &held).await {
+                        Ok(()) => serve_as_active(&node, &ha, &held).await,
+                        Err(err) => {
+                            tracing::error!(status = err.status, error = %err, "takeover failed; handing the lock back")
+                        }
                     }
+                    node.step_down_now(&ha).await;
+                    campaign_from = tokio::time::Instant::now() + AFTER_STEP_DOWN;
+                    continue;
                 }
-                node.step_down_now(&ha).await;
-                drop(node);
-                tokio::select! {
-                    () = tokio::time::sleep(AFTER_STEP_DOWN) => {}
-                    () = ha.wake.notified() => {}
-                }
-            }
-            Ok(None) => {
-                if let Ok(Some(raw)) = ha.backend.holder().await {
-                    *lock(&ha.leader) = serde_json::from_slice(&raw).ok();
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(POLL) => {}
-                    () = ha.wake.notified() => {}
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not reach the HA lock; trying again");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        () = ha.wake.notified() => {}
+                    }
+                    continue;
                 }
             }
-            Err(err) => {
-                tracing::warn!(error = %err, "could not reach the HA lock; trying again");
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    () = ha.wake.notified() => {}
-                }
-            }
+        }
+        match ha.backend.holder().await {
+            Ok(Some(raw)) => ha.saw_leader(serde_json::from_slice(&raw).ok()),
+            Ok(None) => ha.saw_leader(None),
+            Err(_) => {}
+        }
+        tokio::select! {
+            () = tokio::time::sleep(POLL) => {}
+            () = ha.wake.notified() => {}
         }
     }
 }

@@ -419,7 +419,7 @@ impl Core {
                 if ha.lock_lapsed() {
                     ha.request_step_down();
                 }
-                Err(ApiError::new(503, "this node is a standby: the request goes to the active node"))
+                Err(ApiError::new(503, ha::NOT_ACTIVE))
             }
             (_, Some(unsealed)) if self.ha.is_none() => Ok(unsealed),
             _ => Err(ApiError::sealed()),

@@ -363,37 +363,47 @@ impl EtcdBackend {
     }
 
     /// One etcd call, bounded by the request timeout. When a member cannot take it (refused,
-    /// reset, no leader, no answer) the call moves on to the next member; after every member
-    /// has failed, or the time is up, etcd is unavailable. `attempt` makes the call on the
-    /// member it is given.
+    /// reset, no leader, no answer) the call moves on to the next member, round after round
+    /// with a short pause between rounds, so that it outlasts an etcd election (a second or
+    /// two after the leader dies); when the time is up, etcd is unavailable. `attempt` makes the
+    /// call on the member it is given.
     async fn failover<T, F, Fut>(&self, what: &str, attempt: F) -> Result<T, StorageError>
     where
         F: Fn(usize) -> Fut,
         Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
     {
+        const BETWEEN_ROUNDS: Duration = Duration::from_millis(100);
         let deadline = Instant::now() + self.timeout;
         let count = self.members.len();
         let mut last_error = None;
-        for tried in 0..count {
-            let index = self.current.load(Ordering::Relaxed) % count;
-            // The time left, shared among the members not tried yet.
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
+        'rounds: loop {
+            for tried in 0..count {
+                let index = self.current.load(Ordering::Relaxed) % count;
+                // The time left, shared among the members not tried yet in this round.
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                if remaining.is_zero() {
+                    break 'rounds;
+                }
+                let share = remaining / u32::try_from(count - tried).unwrap_or(1);
+                let error = match tokio::time::timeout(share, attempt(index)).await {
+                    Ok(Ok(value)) => return Ok(value),
+                    Ok(Err(err)) if !member_failure(&err) => return Err(self.error(what, err)),
+                    Ok(Err(err)) => self.error(what, err),
+                    Err(_) => StorageError::Unavailable(format!(
+                        "etcd at {} did not answer a {what}",
+                        self.members[index].url
+                    )),
+                };
+                tracing::debug!(member = %self.members[index].url, error = %error, "moving on to the next etcd member");
+                // Concurrent callers that saw the same member fail move on once, not once each.
+                let _ = self.current.compare_exchange(index, (index + 1) % count, Ordering::Relaxed, Ordering::Relaxed);
+                last_error = Some(error);
+            }
+            let pause = BETWEEN_ROUNDS.min(deadline.saturating_duration_since(Instant::now()));
+            if pause.is_zero() {
                 break;
             }
-            let share = remaining / u32::try_from(count - tried).unwrap_or(1);
-            let error = match tokio::time::timeout(share, attempt(index)).await {
-                Ok(Ok(value)) => return Ok(value),
-                Ok(Err(err)) if !member_failure(&err) => return Err(self.error(what, err)),
-                Ok(Err(err)) => self.error(what, err),
-                Err(_) => {
-                    StorageError::Unavailable(format!("etcd at {} did not answer a {what}", self.members[index].url))
-                }
-            };
-            tracing::debug!(member = %self.members[index].url, error = %error, "moving on to the next etcd member");
-            // Concurrent callers that saw the same member fail move on once, not once each.
-            let _ = self.current.compare_exchange(index, (index + 1) % count, Ordering::Relaxed, Ordering::Relaxed);
-            last_error = Some(error);
+            tokio::time::sleep(pause).await;
         }
         Err(last_error.unwrap_or_else(|| {
             StorageError::Unavailable(format!(

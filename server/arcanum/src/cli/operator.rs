@@ -115,9 +115,21 @@ pub async fn run(command: OperatorCommand, args: &ClientArgs) -> anyhow::Result<
 /// `arcanum status`: exit 0 unsealed, 2 sealed, 1 error.
 pub async fn status(args: &ClientArgs) -> anyhow::Result<u8> {
     let client = Client::new(args)?;
-    let status = client.request(Method::GET, "sys/seal-status", None).await.context("checking seal status")?;
+    let mut status = client.request(Method::GET, "sys/seal-status", None).await.context("checking seal status")?;
+    let sealed = status["sealed"].as_bool().unwrap_or(true);
+    if !sealed {
+        // The HA lines, from sys/leader (unauthenticated, answered by standbys themselves).
+        let leader = client.request(Method::GET, "sys/leader", None).await.context("reading sys/leader")?;
+        if let (Some(status), Some(leader)) = (status.as_object_mut(), leader.as_object()) {
+            for key in ["ha_enabled", "is_self", "active_time", "leader_address", "leader_cluster_address"] {
+                if let Some(value) = leader.get(key) {
+                    status.insert(key.to_owned(), value.clone());
+                }
+            }
+        }
+    }
     print_seal_status(args.format, &status);
-    Ok(if status["sealed"].as_bool().unwrap_or(true) { 2 } else { 0 })
+    Ok(if sealed { 2 } else { 0 })
 }
 
 async fn init_command(client: &Client, format: Format, init: InitArgs) -> anyhow::Result<u8> {
@@ -238,7 +250,18 @@ fn print_seal_status(format: Format, status: &Value) {
         rows.push(("Cluster Name", text("cluster_name")));
         rows.push(("Cluster ID", text("cluster_id")));
     }
-    rows.push(("HA Enabled", "false".into()));
+    let ha_enabled = status["ha_enabled"].as_bool().unwrap_or(false);
+    rows.push(("HA Enabled", ha_enabled.to_string()));
+    if ha_enabled {
+        rows.push(("HA Cluster", text("leader_cluster_address")));
+        if status["is_self"].as_bool().unwrap_or(false) {
+            rows.push(("HA Mode", "active".into()));
+            rows.push(("Active Since", text("active_time")));
+        } else {
+            rows.push(("HA Mode", "standby".into()));
+            rows.push(("Active Node Address", text("leader_address")));
+        }
+    }
     print_table(&rows);
 }
 

@@ -26,6 +26,10 @@ pub async fn handle_unauthenticated(core: &Core, req: &Request) -> Option<Result
         ("sys/unseal", Update) => unseal(core, req).await,
         ("sys/health", Read | Header) => health(core, req).await,
         ("sys/leader", Read) => leader(core),
+        // As Vault's: a standby has no token store to check the caller against.
+        ("sys/seal", _) if core.is_standby() => {
+            Err(ApiError::new(500, "cannot seal when in standby mode; please restart instead"))
+        }
         ("sys/rekey/init", Read) => Ok(Response::raw(rekey_status_json(core).await)),
         ("sys/rekey/init", Update) => rekey_init(core, req).await,
         ("sys/rekey/init", Delete) => core.rekey_cancel().await.map(|()| Response::NoContent),
