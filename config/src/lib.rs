@@ -60,6 +60,8 @@ pub struct Config {
     /// Vault's `disable_clustering`: HA standbys answer with a 307 to the active node instead
     /// of forwarding requests to it.
     pub disable_clustering: bool,
+    /// `service_registration "kubernetes"`: the node keeps Vault's labels on its own pod.
+    pub service_registration: Option<KubernetesRegistration>,
     /// One line per Vault setting that was accepted but has no effect in Arcanum.
     pub warnings: Vec<String>,
 }
@@ -90,6 +92,7 @@ impl Config {
             cache_size: None,
             disable_cache: false,
             disable_clustering: false,
+            service_registration: None,
             warnings: Vec::new(),
         }
     }
@@ -230,6 +233,23 @@ impl Config {
         if let Some(cluster_addr) = url("VAULT_CLUSTER_ADDR", "cluster_addr")? {
             self.cluster_addr = Some(cluster_addr);
         }
+        if let Some(registration) = &mut self.service_registration {
+            for (variable, key, field) in [
+                ("VAULT_K8S_NAMESPACE", "namespace", &mut registration.namespace),
+                ("VAULT_K8S_POD_NAME", "pod_name", &mut registration.pod_name),
+            ] {
+                if let Some(value) = lookup(variable).filter(|v| !v.is_empty()) {
+                    *field = Some(value);
+                }
+                if field.as_deref().is_none_or(str::is_empty) {
+                    return Err(ConfigError::Invalid {
+                        origin: origin.to_string(),
+                        key: format!("service_registration.kubernetes.{key}"),
+                        message: format!("missing; set it here or in {variable}"),
+                    });
+                }
+            }
+        }
         let Storage::Etcd(etcd) = &mut self.storage else { return Ok(()) };
         let invalid = |key: &str, message: String| ConfigError::Invalid {
             origin: origin.to_string(),
@@ -287,6 +307,14 @@ pub fn parse_migration(source: &str, format: Format, origin: &str) -> Result<Mig
         }
     }
     Ok(config)
+}
+
+/// `service_registration "kubernetes"`: which pod this node labels. Both are required once the
+/// environment (`VAULT_K8S_NAMESPACE`, `VAULT_K8S_POD_NAME`, which win) is applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KubernetesRegistration {
+    pub namespace: Option<String>,
+    pub pod_name: Option<String>,
 }
 
 /// A TCP listener.
@@ -487,6 +515,7 @@ mod tests {
             cache_size: None,
             disable_cache: false,
             disable_clustering: false,
+            service_registration: None,
             warnings: vec![],
         };
         assert_eq!(config, expected);
@@ -583,6 +612,7 @@ raw_storage_endpoint = "true"
             cache_size: None,
             disable_cache: false,
             disable_clustering: false,
+            service_registration: None,
             warnings: [
                 "listener.tcp[0].cluster_address",
                 "telemetry.disable_hostname",
@@ -1028,6 +1058,47 @@ cluster_cipher_suites = "x"
             let source = format!("storage \"etcd\" {{\n address = \"http://e:2379\"\n path = \"{written}\"\n}}\n");
             assert_eq!(etcd(&source).unwrap().path, normalised);
         }
+    }
+
+    #[test]
+    fn kubernetes_service_registration_from_the_file_and_the_environment() {
+        let with_env = |source: &str, env: &[(&str, &str)]| {
+            let mut config = parse(source, Format::Hcl, "c.hcl")?;
+            config.apply_env("c.hcl", |name| env.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_string()))?;
+            Ok::<_, ConfigError>(config.service_registration)
+        };
+        let base = "storage \"inmem\" {}\n";
+        let file = format!(
+            "{base}service_registration \"kubernetes\" {{\n  namespace = \"vault\"\n  pod_name = \"arcanum-0\"\n}}\n"
+        );
+        let registration = with_env(&file, &[]).unwrap().expect("registration");
+        assert_eq!(
+            (registration.namespace.as_deref(), registration.pod_name.as_deref()),
+            (Some("vault"), Some("arcanum-0"))
+        );
+        let overridden = with_env(&file, &[("VAULT_K8S_POD_NAME", "arcanum-2")]).unwrap().expect("registration");
+        assert_eq!(overridden.pod_name.as_deref(), Some("arcanum-2"));
+        let bare = format!("{base}service_registration \"kubernetes\" {{}}\n");
+        let err = with_env(&bare, &[("VAULT_K8S_NAMESPACE", "vault")]).unwrap_err().to_string();
+        assert!(
+            err.contains("service_registration.kubernetes.pod_name") && err.contains("VAULT_K8S_POD_NAME"),
+            "{err}"
+        );
+        let from_env = with_env(&bare, &[("VAULT_K8S_NAMESPACE", "vault"), ("VAULT_K8S_POD_NAME", "p")])
+            .unwrap()
+            .expect("registration");
+        assert_eq!(from_env.namespace.as_deref(), Some("vault"));
+        let err = with_env(&format!("{base}service_registration \"zookeeper\" {{}}\n"), &[]).unwrap_err().to_string();
+        assert!(err.contains("unsupported service registration type"), "{err}");
+        let err = with_env(&format!("{base}service_registration \"kubernetes\" {{ pod = \"x\" }}\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("service_registration.kubernetes.pod") && err.contains("pod_name"), "{err}");
+        assert_eq!(
+            with_env(base, &[("VAULT_K8S_POD_NAME", "p")]).unwrap(),
+            None,
+            "the variables alone register nothing"
+        );
     }
 
     #[test]

@@ -8,8 +8,8 @@ use serde_json::{Map, Value};
 
 use crate::duration::parse_duration_value;
 use crate::{
-    quote, Config, ConfigError, EtcdStorage, Listener, LogLevel, MigrationConfig, Storage, Tls, TlsVersion,
-    DEFAULT_ADDRESS, DEFAULT_MAX_REQUEST_SIZE, ETCD_DEFAULT_LOCK_TIMEOUT, ETCD_DEFAULT_MAX_REQUEST_BYTES,
+    quote, Config, ConfigError, EtcdStorage, KubernetesRegistration, Listener, LogLevel, MigrationConfig, Storage, Tls,
+    TlsVersion, DEFAULT_ADDRESS, DEFAULT_MAX_REQUEST_SIZE, ETCD_DEFAULT_LOCK_TIMEOUT, ETCD_DEFAULT_MAX_REQUEST_BYTES,
     ETCD_DEFAULT_MAX_TXN_OPS, ETCD_DEFAULT_PATH, ETCD_DEFAULT_REQUEST_TIMEOUT,
 };
 
@@ -32,6 +32,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "cache_size",
     "disable_cache",
     "disable_clustering",
+    "service_registration",
 ];
 
 /// Valid Vault server settings that Arcanum has no use for.
@@ -76,7 +77,6 @@ const IGNORED_TOP_LEVEL: &[&str] = &[
     "post_unseal_trace_directory",
     "remove_irrevocable_lease_after",
     "seal",
-    "service_registration",
     "user_lockout",
 ];
 
@@ -267,6 +267,7 @@ impl Walker<'_> {
         let mut cluster_addr = None;
         let mut disable_cache = false;
         let mut disable_clustering = false;
+        let mut service_registration = None;
         for (key, value) in top {
             match canonical(key, TOP_LEVEL_ALIASES).as_str() {
                 "storage" => storage_blocks.push((key, value)),
@@ -287,6 +288,7 @@ impl Walker<'_> {
                 "cache_size" => cache_size = Some(self.positive(value, key)?),
                 "disable_cache" => disable_cache = self.boolean(value, key)?,
                 "disable_clustering" => disable_clustering = self.boolean(value, key)?,
+                "service_registration" => service_registration = self.service_registration(value, key)?,
                 k if IGNORED_TOP_LEVEL.contains(&k) => self.ignore(key),
                 _ => return Err(self.unknown(key, "", TOP_LEVEL_KEYS)),
             }
@@ -338,6 +340,7 @@ impl Walker<'_> {
             cache_size,
             disable_cache,
             disable_clustering,
+            service_registration,
             warnings: std::mem::take(&mut self.warnings),
         })
     }
@@ -393,6 +396,50 @@ impl Walker<'_> {
                 Err(self.invalid(&format!("{path}.path"), "missing; expected the directory where sled keeps its data"))
             }
         }
+    }
+
+    /// `service_registration "kubernetes" { namespace, pod_name }`; Vault's `consul` is noted
+    /// and ignored.
+    fn service_registration(
+        &mut self,
+        value: &Value,
+        key: &str,
+    ) -> Result<Option<KubernetesRegistration>, ConfigError> {
+        let mut found = None;
+        for (path, types) in self.blocks(value, key)? {
+            for (kind, body) in types {
+                let kind_path = format!("{path}.{}", short(kind));
+                match kind.to_ascii_lowercase().as_str() {
+                    "kubernetes" => {}
+                    "consul" => {
+                        self.ignore(&kind_path);
+                        continue;
+                    }
+                    other => {
+                        return Err(self.invalid(
+                            &kind_path,
+                            format!("unsupported service registration type {}; supported: kubernetes", quote(other)),
+                        ))
+                    }
+                }
+                if found.is_some() {
+                    return Err(self.invalid(&kind_path, "only one service_registration block is allowed"));
+                }
+                let mut registration = KubernetesRegistration::default();
+                for (body_path, body) in self.blocks(body, &kind_path)? {
+                    for (k, v) in body {
+                        let key_path = format!("{body_path}.{}", short(k));
+                        match k.to_ascii_lowercase().as_str() {
+                            "namespace" => registration.namespace = Some(self.string(v, &key_path)?.to_owned()),
+                            "pod_name" => registration.pod_name = Some(self.string(v, &key_path)?.to_owned()),
+                            _ => return Err(self.unknown(k, &body_path, &["namespace", "pod_name"])),
+                        }
+                    }
+                }
+                found = Some(registration);
+            }
+        }
+        Ok(found)
     }
 
     fn etcd(&mut self, path: &str, body: &Object) -> Result<EtcdStorage, ConfigError> {

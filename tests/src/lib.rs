@@ -68,6 +68,12 @@ impl TestServer {
 
     /// Starts a server with the config text `make_config(data_dir)`.
     pub fn start_with(make_config: impl FnOnce(&Path) -> String) -> TestServer {
+        Self::start_with_config_and_env(make_config, &[])
+    }
+
+    /// [`TestServer::start_with`], with extra environment variables for the server process
+    /// (kept for relaunches).
+    pub fn start_with_config_and_env(make_config: impl FnOnce(&Path) -> String, env: &[(&str, &str)]) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("config.hcl");
         std::fs::write(&config_path, make_config(dir.path())).expect("write config");
@@ -79,7 +85,7 @@ impl TestServer {
             stdout_lines: Default::default(),
             http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
             ca_cert: None,
-            server_env: Vec::new(),
+            server_env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
         };
         server.launch();
         server

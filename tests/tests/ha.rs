@@ -608,3 +608,89 @@ fn etcd_member_loss_changes_nothing_and_quorum_loss_fails_cleanly_then_recovers(
         assert_eq!((status, body["data"]["data"]["v"].clone()), (200, json!(i)), "{body}");
     }
 }
+
+#[path = "kubernetes/standin.rs"]
+mod standin;
+
+/// The labels the stand-in API server holds for pod `vault/<name>`.
+fn pod_labels(api: &standin::FakeApi, name: &str) -> serde_json::Map<String, Value> {
+    api.state().pods.get(&("vault".to_owned(), name.to_owned())).cloned().unwrap_or_default()
+}
+
+/// Waits until `check` holds for the pods' labels.
+fn wait_for_labels(api: &standin::FakeApi, what: &str, check: impl Fn(&[serde_json::Map<String, Value>; 2]) -> bool) {
+    let started = Instant::now();
+    loop {
+        let labels = [pod_labels(api, "arcanum-0"), pod_labels(api, "arcanum-1")];
+        if check(&labels) {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "{what}: the pods' labels are {labels:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn each_node_labels_its_own_pod_and_the_active_label_follows_the_lock() {
+    let api = standin::FakeApi::start();
+    for pod in ["arcanum-0", "arcanum-1"] {
+        api.state().pods.insert(("vault".to_owned(), pod.to_owned()), serde_json::Map::new());
+    }
+    let sa_dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(sa_dir.path().join("token"), standin::sa_jwt("vault", "arcanum")).expect("token");
+    std::fs::write(sa_dir.path().join("ca.crt"), &api.ca_pem).expect("ca");
+    let port = api.addr.port().to_string();
+    let sa_path = sa_dir.path().display().to_string();
+    let rt = runtime();
+    let cluster = rt.block_on(EtcdCluster::start(1));
+    let endpoints = cluster.endpoints();
+    let nodes: Vec<TestServer> = ["arcanum-0", "arcanum-1"]
+        .iter()
+        .map(|pod| {
+            TestServer::start_with_config_and_env(
+                |_| {
+                    format!(
+                        "{}\nservice_registration \"kubernetes\" {{\n  namespace = \"vault\"\n}}\n",
+                        etcd_config(&endpoints, LOCK)
+                    )
+                },
+                &[
+                    ("KUBERNETES_SERVICE_HOST", "127.0.0.1"),
+                    ("KUBERNETES_SERVICE_PORT", &port),
+                    ("ARCANUM_K8S_SA_DIR", &sa_path),
+                    ("VAULT_K8S_POD_NAME", pod),
+                ],
+            )
+        })
+        .collect();
+    let is = |labels: &serde_json::Map<String, Value>, name: &str, value: &str| labels.get(name) == Some(&json!(value));
+
+    wait_for_labels(&api, "sealed and uninitialised", |pods| {
+        pods.iter().all(|l| {
+            is(l, "vault-sealed", "true") && is(l, "vault-initialized", "false") && is(l, "vault-active", "false")
+        })
+    });
+    let init = nodes[0].init(1, 1);
+    for node in &nodes {
+        node.unseal(&init.keys[..1]);
+    }
+    let active = wait_for_one_active(&nodes, &[0, 1], Duration::from_secs(20));
+    wait_for_labels(&api, "one active, both unsealed", |pods| {
+        pods.iter().all(|l| is(l, "vault-sealed", "false") && is(l, "vault-initialized", "true"))
+            && is(&pods[active], "vault-active", "true")
+            && is(&pods[1 - active], "vault-active", "false")
+    });
+    let labels = pod_labels(&api, "arcanum-0");
+    assert!(labels["vault-version"].as_str().is_some_and(|v| !v.is_empty()), "{labels:?}");
+    assert_eq!(labels["vault-perf-standby"], json!("false"));
+
+    // A step-down moves the active label to the other pod.
+    let (status, body) = nodes[active].put("sys/step-down", Some(&init.root_token), json!({}));
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(wait_for_one_active(&nodes, &[1 - active], Duration::from_secs(15)), 1 - active);
+    wait_for_labels(&api, "the active label moved", |pods| {
+        is(&pods[1 - active], "vault-active", "true") && is(&pods[active], "vault-active", "false")
+    });
+    let patches = api.state().patches.len();
+    assert!(patches >= 4, "{patches} patches");
+}

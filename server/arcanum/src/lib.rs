@@ -11,6 +11,7 @@
 //! - [`router`]: the order a request passes through the core (sealed gate, token, audit, handler).
 //! - [`sys`]: the `sys/` endpoints; [`token_api`]: `auth/token/*`.
 //! - [`serve`]: listeners, TLS, graceful shutdown; [`hardening`]: process hardening at start.
+//! - [`service_registration`]: a node's labels on its own Kubernetes pod.
 //! - [`cli`]: the `arcanum` command line (server and client commands).
 //!
 //! Inside this crate the arrows run one way too: `cli -> serve -> http -> {forward, router}`, `router -> sys,
@@ -24,5 +25,6 @@ pub mod hardening;
 pub mod http;
 pub mod router;
 pub mod serve;
+pub mod service_registration;
 pub mod sys;
 pub mod token_api;

@@ -109,6 +109,10 @@ pub(crate) struct ApiState {
     /// Reviews answered, and the time spent answering them (for the benchmark's share of time).
     pub(crate) reviews: u64,
     pub(crate) review_time: Duration,
+    /// Pods by (namespace, name), each with its labels; a PATCH to a pod not here is a 404.
+    pub(crate) pods: std::collections::BTreeMap<(String, String), serde_json::Map<String, Value>>,
+    /// Pod PATCHes received, as (namespace, name, body).
+    pub(crate) patches: Vec<(String, String, Value)>,
 }
 
 impl Default for ApiState {
@@ -122,6 +126,8 @@ impl Default for ApiState {
             record: true,
             reviews: 0,
             review_time: Duration::ZERO,
+            pods: std::collections::BTreeMap::new(),
+            patches: Vec::new(),
         }
     }
 }
@@ -143,6 +149,7 @@ impl FakeApi {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let app = Router::new()
             .route("/apis/authentication.k8s.io/v1/tokenreviews", post(token_review))
+            .route("/api/v1/namespaces/{namespace}/pods/{name}", axum::routing::patch(patch_pod))
             .with_state(Arc::clone(&state));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -169,6 +176,62 @@ impl FakeApi {
     pub(crate) fn state(&self) -> std::sync::MutexGuard<'_, ApiState> {
         self.state.lock().unwrap()
     }
+}
+
+/// A JSON Patch of a pod's labels, as the API server takes it: the caller must present a valid
+/// service-account token, the body must be `application/json-patch+json`, the pod must exist;
+/// `add`/`replace`/`remove` on `/metadata/labels/<key>` (`~1` is `/`).
+pub(crate) async fn patch_pod(
+    State(state): State<Arc<Mutex<ApiState>>>,
+    axum::extract::Path((namespace, name)): axum::extract::Path<(String, String)>,
+    headers: HeaderMap,
+    body: String,
+) -> (StatusCode, Json<Value>) {
+    let status = |code: StatusCode, message: &str| {
+        (code, Json(json!({"kind": "Status", "status": "Failure", "message": message, "code": code.as_u16()})))
+    };
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_owned();
+    let mut state = state.lock().unwrap();
+    if bearer.is_empty() || verify_sa_token(&state, &bearer).is_err() {
+        return status(StatusCode::UNAUTHORIZED, "Unauthorized");
+    }
+    if headers.get("content-type").and_then(|v| v.to_str().ok()) != Some("application/json-patch+json") {
+        return status(StatusCode::UNSUPPORTED_MEDIA_TYPE, "the body must be application/json-patch+json");
+    }
+    let Ok(Value::Array(ops)) = serde_json::from_str::<Value>(&body) else {
+        return status(StatusCode::BAD_REQUEST, "the body is not a JSON Patch array");
+    };
+    state.patches.push((namespace.clone(), name.clone(), Value::Array(ops.clone())));
+    let Some(labels) = state.pods.get_mut(&(namespace, name)) else {
+        return status(StatusCode::NOT_FOUND, "pods not found");
+    };
+    let mut patched = labels.clone();
+    for op in &ops {
+        let path = op["path"].as_str().unwrap_or_default();
+        let Some(key) = path.strip_prefix("/metadata/labels/") else {
+            return status(StatusCode::UNPROCESSABLE_ENTITY, "only labels may be patched here");
+        };
+        let key = key.replace("~1", "/").replace("~0", "~");
+        match (op["op"].as_str(), &op["value"]) {
+            (Some("add"), Value::String(value)) => {
+                patched.insert(key, Value::String(value.clone()));
+            }
+            (Some("replace"), Value::String(value)) if patched.contains_key(&key) => {
+                patched.insert(key, Value::String(value.clone()));
+            }
+            (Some("remove"), _) if patched.contains_key(&key) => {
+                patched.remove(&key);
+            }
+            _ => return status(StatusCode::UNPROCESSABLE_ENTITY, "the patch does not apply"),
+        }
+    }
+    *labels = patched.clone();
+    (StatusCode::OK, Json(json!({"kind": "Pod", "metadata": {"labels": patched}})))
 }
 
 /// What Kubernetes does with a TokenReview: check the caller, verify the token's signature

@@ -80,6 +80,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     }
     let core = Arc::new(core);
     core.start_ha();
+    if let Some(registration) = &config.service_registration {
+        crate::service_registration::start(Arc::clone(&core), registration)?;
+    }
 
     println!("==> Arcanum server configuration:\n");
     println!("{:>20}: {}", "Storage", describe_storage(&config.storage));
