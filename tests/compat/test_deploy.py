@@ -5,10 +5,15 @@
   sys/health so that liveness tolerates a sealed or uninitialised server and readiness does not.
 - The ConfigMap's arcanum.hcl starts the real server (ARCANUM_BIN) unchanged but for the
   storage path and the listener address, and the probe URLs answer as the StatefulSet expects
-  when uninitialised, sealed and unsealed.
+  when uninitialised, sealed and unsealed; the server exports the metric names listed here.
+- deploy/kubernetes-ha, the three-node variant on etcd: the same checks where they apply, and
+  that readiness lets standbys in, the arcanum-active Service selects the pod labelled
+  vault-active=true, the Role lets every pod get and patch its own pod, each pod's api_addr,
+  pod name and namespace come from the downward API, and the real server accepts the
+  ConfigMap's HA config with the pod's environment (up to opening etcd, which is not run here).
 - deploy/monitoring: promtool accepts the rules and their unit tests pass, the scrape configs
-  ask for format=prometheus, and the rules and the Grafana dashboard use only the metric names
-  the server exports.
+  ask for format=prometheus (for the pods of either variant), and the rules and the Grafana
+  dashboard use only the metric names the server exports.
 
 promtool comes from env PROMTOOL or PATH; without it these tests fail (never skip).
 """
@@ -18,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -30,6 +36,9 @@ import yaml
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 KUBERNETES = os.path.join(ROOT, "deploy", "kubernetes")
+KUBERNETES_HA = os.path.join(ROOT, "deploy", "kubernetes-ha")
+# Tests that hold for both variants run once per directory.
+VARIANTS = pytest.mark.parametrize("directory", [KUBERNETES, KUBERNETES_HA], ids=["single", "ha"])
 MONITORING = os.path.join(ROOT, "deploy", "monitoring")
 RULES = os.path.join(MONITORING, "arcanum-rules.yml")
 RULES_TEST = os.path.join(MONITORING, "arcanum-rules.test.yml")
@@ -72,18 +81,31 @@ METRICS = {
     "arcanum_audit_failures_total",
     "arcanum_barrier_encryptions_total",
     "arcanum_quota_rejections_total",
+    "arcanum_ha_active",
+    "arcanum_ha_leadership_changes_total",
+    "arcanum_ha_forwarded_requests_total",
 }
 # Histograms exist only as their _bucket, _sum and _count series.
-HISTOGRAMS = {"arcanum_http_request_duration_seconds", "arcanum_storage_operation_duration_seconds"}
+HISTOGRAMS = {
+    "arcanum_http_request_duration_seconds",
+    "arcanum_storage_operation_duration_seconds",
+    "arcanum_ha_takeover_duration_seconds",
+}
+# The HA instruments without labels, which every server exports from the start (0 when not HA),
+# so that rules and dashboards see the same series on every node.
+HA_UNLABELLED = {"arcanum_ha_active", "arcanum_ha_leadership_changes_total", "arcanum_ha_takeover_duration_seconds"}
+# The labels service_registration "kubernetes" keeps on each node's pod
+# (server/arcanum/src/service_registration.rs, fn labels).
+POD_LABELS = {"vault-active", "vault-initialized", "vault-perf-standby", "vault-sealed", "vault-version"}
 HISTOGRAM_SERIES = {f"{h}{suffix}" for h in HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")}
 
 
 # --- Kubernetes manifests ------------------------------------------------------------------
 
 
-def _manifests():
-    paths = sorted(glob.glob(os.path.join(KUBERNETES, "**", "*.y*ml"), recursive=True))
-    assert paths, "no manifests in deploy/kubernetes"
+def _manifests(directory=KUBERNETES):
+    paths = sorted(glob.glob(os.path.join(directory, "**", "*.y*ml"), recursive=True))
+    assert paths, f"no manifests in {os.path.relpath(directory, ROOT)}"
     docs = []
     for path in paths:
         with open(path) as f:
@@ -156,7 +178,7 @@ def test_manifests_have_the_right_kinds_and_api_versions():
         assert subject["namespace"] == NAMESPACE
 
     statefulset = _statefulset(docs)
-    assert statefulset["spec"]["replicas"] == 1, "Arcanum has no HA: exactly one replica"
+    assert statefulset["spec"]["replicas"] == 1, "sled is one server's store: exactly one replica"
     claims = statefulset["spec"]["volumeClaimTemplates"]
     assert claims and all(c["spec"]["resources"]["requests"]["storage"] for c in claims)
 
@@ -219,8 +241,9 @@ def _probes(docs):
     return _probe_query(container["livenessProbe"], ports), _probe_query(container["readinessProbe"], ports)
 
 
-def test_liveness_tolerates_sealed_and_uninitialised_but_readiness_does_not():
-    (_, liveness), (_, readiness) = _probes(_manifests())
+@VARIANTS
+def test_liveness_tolerates_sealed_and_uninitialised_but_readiness_does_not(directory):
+    (_, liveness), (_, readiness) = _probes(_manifests(directory))
     # Kubernetes counts 200-399 as success.
     assert 200 <= int(liveness["sealedcode"]) < 400
     assert 200 <= int(liveness["uninitcode"]) < 400
@@ -230,8 +253,9 @@ def test_liveness_tolerates_sealed_and_uninitialised_but_readiness_does_not():
     assert int(readiness.get("uninitcode", 501)) >= 400
 
 
-def test_pod_is_locked_down_and_annotated_for_prometheus():
-    statefulset = _statefulset(_manifests())
+@VARIANTS
+def test_pod_is_locked_down_and_annotated_for_prometheus(directory):
+    statefulset = _statefulset(_manifests(directory))
     pod = statefulset["spec"]["template"]
     container = _container(statefulset)
     pod_security = pod["spec"].get("securityContext", {})
@@ -249,8 +273,9 @@ def test_pod_is_locked_down_and_annotated_for_prometheus():
     assert int(annotations["prometheus.io/port"]) == 8200
 
 
-def test_config_lets_prometheus_scrape_without_a_token():
-    docs = _manifests()
+@VARIANTS
+def test_config_lets_prometheus_scrape_without_a_token(directory):
+    docs = _manifests(directory)
     hcl = _config_hcl(docs, _statefulset(docs))
     listener = re.search(r'listener\s+"tcp"\s*\{(.*?)\n\}', hcl, flags=re.S)
     assert listener, hcl
@@ -326,6 +351,17 @@ def test_server_runs_with_the_config_map_and_answers_the_probes():
             assert unseal.status_code == 200 and unseal.json()["sealed"] is False, unseal.text
             assert requests.get(url + liveness, timeout=10).status_code == 200
             assert requests.get(url + readiness, timeout=10).status_code == 200
+
+            # The names the rules and the dashboard are checked against are the server's own.
+            # Families with labels appear once used, so only the listed names are compared.
+            families, text = _scrape(url)
+            unlisted = {n for n in families if n.startswith("arcanum_")} - METRICS - HISTOGRAMS
+            assert not unlisted, f"exported but missing from METRICS/HISTOGRAMS here: {unlisted}"
+            for name, kind in families.items():
+                if name in METRICS | HISTOGRAMS:
+                    assert (kind == "histogram") == (name in HISTOGRAMS), (name, kind)
+            assert HA_UNLABELLED <= set(families), f"a server without HA does not export {HA_UNLABELLED - set(families)}"
+            assert re.search(r"^arcanum_ha_active 0$", text, flags=re.M), "a server without HA is never active"
         finally:
             # What the kubelet sends on pod shutdown; the StatefulSet allows 30 s.
             proc.terminate()
@@ -339,6 +375,246 @@ def test_server_runs_with_the_config_map_and_answers_the_probes():
             log = re.sub(r"\x1b\[[0-9;]*m", "", f.read())  # colours, if any
         # Arcanum warns about Vault settings it accepts but ignores: the ConfigMap has none.
         assert not re.search(r"\bWARN\b", log), log
+
+
+def _scrape(url):
+    """The metric families (name: type) and the text of the server's Prometheus exposition."""
+    answer = requests.get(url + "/v1/sys/metrics", params={"format": "prometheus"}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return dict(re.findall(r"^# TYPE (\S+) (\S+)$", answer.text, flags=re.M)), answer.text
+
+
+# --- The HA variant --------------------------------------------------------------------------
+
+# What the downward API gives a pod, for the fieldRefs the StatefulSet uses.
+POD_FIELDS = {"status.podIP": "192.0.2.10", "metadata.name": "arcanum-1", "metadata.namespace": NAMESPACE}
+
+
+def _pod_env(container):
+    """The container's environment as Kubernetes sets it in the pod with POD_FIELDS: fieldRefs
+    resolved, and $(NAME) expanded only for variables defined earlier in the list."""
+    env = {}
+    for var in container.get("env", []):
+        if "valueFrom" in var:
+            source = var["valueFrom"]
+            if "fieldRef" not in source:
+                continue  # Secrets, commented out or the operator's own
+            env[var["name"]] = POD_FIELDS[source["fieldRef"]["fieldPath"]]
+        else:
+            env[var["name"]] = re.sub(
+                r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), var["value"]
+            )
+    return env
+
+
+def _labels_beyond_template(selector, pod):
+    """The part of a Service selector that the pod template does not set: labels the server keeps."""
+    return {k: v for k, v in selector.items() if pod["metadata"]["labels"].get(k) != v}
+
+
+def test_ha_manifests_have_the_right_kinds_and_api_versions():
+    docs = _manifests(KUBERNETES_HA)
+    expected_api = {
+        "Namespace": "v1",
+        "ServiceAccount": "v1",
+        "ClusterRoleBinding": "rbac.authorization.k8s.io/v1",
+        "Role": "rbac.authorization.k8s.io/v1",
+        "RoleBinding": "rbac.authorization.k8s.io/v1",
+        "ConfigMap": "v1",
+        "StatefulSet": "apps/v1",
+        "Service": "v1",
+        "PodDisruptionBudget": "policy/v1",
+    }
+    for doc in docs:
+        assert doc.get("kind") in expected_api, f"unexpected object {doc.get('kind')}"
+        assert doc["apiVersion"] == expected_api[doc["kind"]], doc["metadata"]
+        assert doc["metadata"]["name"]
+        if doc["kind"] in ("Namespace", "ClusterRoleBinding"):
+            assert "namespace" not in doc["metadata"], f"{doc['kind']} is cluster-scoped"
+        else:
+            assert doc["metadata"].get("namespace") == NAMESPACE, doc["metadata"]
+    assert {d["kind"] for d in docs} == set(expected_api)
+    assert _one(docs, "Namespace")["metadata"]["name"] == NAMESPACE
+    assert len([d for d in docs if d["kind"] == "Service"]) == 3
+
+    # The same objects as the single-node variant keep their names, so that the monitoring
+    # files and the README's commands serve both.
+    single = {(d["kind"], d["metadata"]["name"]) for d in _manifests(KUBERNETES)}
+    assert single <= {(d["kind"], d["metadata"]["name"]) for d in docs}, single - {
+        (d["kind"], d["metadata"]["name"]) for d in docs
+    }
+
+    statefulset = _statefulset(docs)
+    assert statefulset["spec"]["replicas"] == 3
+    assert statefulset["spec"].get("podManagementPolicy") == "Parallel", "a sealed pod would hold back the next"
+    assert "volumeClaimTemplates" not in statefulset["spec"], "etcd holds the data: no per-pod volume"
+
+    # Evictions take one pod at a time: each comes back sealed.
+    pod = statefulset["spec"]["template"]
+    budget = _one(docs, "PodDisruptionBudget")
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert budget["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    spread = pod["spec"]["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert any(t["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname" for t in spread)
+
+
+def test_ha_statefulset_references_resolve():
+    docs = _manifests(KUBERNETES_HA)
+    statefulset = _statefulset(docs)
+    pod = statefulset["spec"]["template"]
+    container = _container(statefulset)
+
+    _one(docs, "ServiceAccount", pod["spec"]["serviceAccountName"])
+    assert pod["spec"].get("automountServiceAccountToken", True) is True, "labelling needs the pod's token"
+    assert statefulset["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    headless = _one(docs, "Service", statefulset["spec"]["serviceName"])
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"].get("publishNotReadyAddresses") is True, "operators reach sealed pods by name"
+
+    assert container["command"][:2] == ["arcanum", "server"]
+    _config_hcl(docs, statefulset)
+    volumes = {v["name"] for v in pod["spec"]["volumes"]}
+    for mount in container["volumeMounts"]:
+        assert mount["name"] in volumes, f"volume {mount['name']} (mounted at {mount['mountPath']}) is not defined"
+    for volume in pod["spec"]["volumes"]:
+        if "configMap" in volume:
+            _one(docs, "ConfigMap", volume["configMap"]["name"])
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 8200}
+    for service in (d for d in docs if d["kind"] == "Service"):
+        for port in service["spec"]["ports"]:
+            assert port["port"] == 8200 and port["targetPort"] in ports
+
+    # Each node advertises its own pod IP (standbys forward to it, so it must be reachable
+    # from the other pods) and labels its own pod.
+    env = _pod_env(container)
+    assert env["VAULT_API_ADDR"] == f"http://{POD_FIELDS['status.podIP']}:{ports['http']}", env
+    assert env["VAULT_K8S_POD_NAME"] == POD_FIELDS["metadata.name"]
+    assert env["VAULT_K8S_NAMESPACE"] == NAMESPACE
+    assert env["ARCANUM_ADDR"] == "http://127.0.0.1:8200"
+
+
+def test_ha_readiness_lets_standbys_in():
+    (_, liveness), (path, readiness) = _probes(_manifests(KUBERNETES_HA))
+    # A standby answers 429 without standbyok; it forwards to the active node, so it is ready.
+    assert readiness == {"standbyok": "true"}, path
+    assert liveness.get("standbyok") == "true"
+
+
+def test_ha_services_reach_ready_pods_and_the_active_one():
+    docs = _manifests(KUBERNETES_HA)
+    statefulset = _statefulset(docs)
+    pod = statefulset["spec"]["template"]
+    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    headless = services.pop(statefulset["spec"]["serviceName"])
+    active = services.pop("arcanum-active")
+    (client,) = services.values()
+
+    for service in (client, headless):
+        assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items(), service["metadata"]
+    assert client["metadata"]["name"] == "arcanum"
+    assert client["spec"].get("type", "ClusterIP") == "ClusterIP"
+    assert not client["spec"].get("publishNotReadyAddresses"), "clients must not reach sealed pods"
+
+    selector = active["spec"]["selector"]
+    assert active["spec"].get("type", "ClusterIP") == "ClusterIP"
+    assert not active["spec"].get("publishNotReadyAddresses")
+    assert statefulset["spec"]["selector"]["matchLabels"].items() <= selector.items(), "selects other pods too"
+    # A bare true in YAML is a boolean, which Kubernetes refuses as a label value.
+    assert _labels_beyond_template(selector, pod) == {"vault-active": "true"}, selector
+    assert set(_labels_beyond_template(selector, pod)) <= POD_LABELS
+    for key in POD_LABELS:
+        assert key not in pod["metadata"]["labels"], f"{key} is the server's to set"
+
+
+def test_ha_rbac_lets_each_pod_label_itself():
+    docs = _manifests(KUBERNETES_HA)
+    statefulset = _statefulset(docs)
+    account = statefulset["spec"]["template"]["spec"]["serviceAccountName"]
+
+    binding = _one(docs, "RoleBinding")
+    assert binding["roleRef"]["apiGroup"] == "rbac.authorization.k8s.io" and binding["roleRef"]["kind"] == "Role"
+    role = _one(docs, "Role", binding["roleRef"]["name"])
+    assert {"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE} in binding["subjects"]
+
+    pods = {f"{statefulset['metadata']['name']}-{i}" for i in range(statefulset["spec"]["replicas"])}
+    allowed = set()
+    for rule in role["rules"]:
+        assert rule["apiGroups"] == [""] and rule["resources"] == ["pods"], f"more than pods: {rule}"
+        assert set(rule["verbs"]) <= {"get", "patch"}, f"more than get and patch: {rule}"
+        names = set(rule.get("resourceNames", pods))
+        assert pods <= names, f"pods {pods - names} cannot label themselves"
+        allowed |= set(rule["verbs"])
+    assert allowed == {"get", "patch"}
+
+    # TokenReview for the Kubernetes auth method, as in the single-node variant.
+    tokenreview = _one(docs, "ClusterRoleBinding")
+    assert tokenreview["roleRef"]["name"] == "system:auth-delegator"
+    assert {"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE} in tokenreview["subjects"]
+
+
+def _ha_hcl():
+    docs = _manifests(KUBERNETES_HA)
+    return _config_hcl(docs, _statefulset(docs))
+
+
+def test_ha_config_enables_ha_and_service_registration():
+    hcl = _ha_hcl()
+    code = "\n".join(line.split("#", 1)[0] for line in hcl.splitlines())
+    assert not re.search(r'storage\s+"(?!etcd")', code), "the nodes share etcd; no other storage"
+    etcd = re.search(r'storage\s+"etcd"\s*\{([^}]*)\}', code)
+    assert etcd, hcl
+    assert re.search(r'^\s*ha_enabled\s*=\s*"?true"?\s*$', etcd.group(1), flags=re.M)
+    addresses = re.search(r'^\s*address\s*=\s*"([^"]+)"', etcd.group(1), flags=re.M).group(1).split(",")
+    assert addresses and all(re.fullmatch(r"https?://[^/,]+:\d+", a.strip()) for a in addresses), addresses
+    assert re.search(r'^\s*lock_timeout\s*=\s*"\d+s"', etcd.group(1), flags=re.M)
+    # The pod's name and namespace come from the environment (VAULT_K8S_*), so the block is empty.
+    assert re.search(r'service_registration\s+"kubernetes"\s*\{\s*\}', code), hcl
+    # A file-wide api_addr would send every standby's forwards to one address; it is per pod.
+    assert not re.search(r"^\s*api_addr\s*=", code, flags=re.M)
+
+
+def _closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ha_config_map_is_accepted_by_the_server():
+    """Starts the real server with the ConfigMap's HA config and the environment the pod gets.
+    No etcd runs here, so it must get as far as opening etcd and stop there; the same run
+    without the pod name fails on the config, which shows that this test can tell the two."""
+    docs = _manifests(KUBERNETES_HA)
+    statefulset = _statefulset(docs)
+    binary = os.environ.get("ARCANUM_BIN")
+    assert binary and os.path.exists(binary), "ARCANUM_BIN must point at the arcanum binary"
+    etcd_url = f"http://127.0.0.1:{_closed_port()}"
+    hcl, n_etcd = re.subn(r'(storage\s+"etcd"\s*\{[^}]*?address\s*=\s*)"[^"]*"', rf'\1"{etcd_url}"', _ha_hcl())
+    hcl, n_listener = re.subn(r'(address\s*=\s*)"0\.0\.0\.0:8200"', r'\1"127.0.0.1:0"', hcl)
+    assert (n_etcd, n_listener) == (1, 1), "etcd address or listener address not found in arcanum.hcl"
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "ETCD_", "KUBERNETES_"))}
+    pod_env = _pod_env(_container(statefulset))
+
+    def run(env):
+        result = subprocess.run(
+            [binary, "server", f"-config={config_path}"], env=env, capture_output=True, text=True, timeout=60
+        )
+        return result.returncode, re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + result.stderr)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config_path = os.path.join(tmp, "arcanum.hcl")
+        with open(config_path, "w") as f:
+            f.write(hcl)
+        code, out = run({**base_env, **pod_env})
+        assert code != 0, out
+        assert f"opening etcd storage at {etcd_url}" in out, f"the server refused the config:\n{out}"
+        # Arcanum warns about Vault settings it accepts but ignores: the ConfigMap has none.
+        assert not re.search(r"\bWARN\b", out), out
+
+        without_pod_name = {k: v for k, v in pod_env.items() if k != "VAULT_K8S_POD_NAME"}
+        code, out = run({**base_env, **without_pod_name})
+        assert code != 0 and "service_registration.kubernetes.pod_name" in out, out
+        assert "opening etcd storage" not in out, out
 
 
 # --- Prometheus ------------------------------------------------------------------------------
@@ -385,6 +661,8 @@ def test_rules_cover_the_required_alerts():
         "ArcanumLeasesIrrevocable",
         "ArcanumLoginFailureSpike",
         "ArcanumUnusualReadRate",
+        "ArcanumNoActiveNode",
+        "ArcanumLeadershipFlapping",
     }
     assert required <= set(alerts), required - set(alerts)
     for name, rule in alerts.items():
@@ -447,7 +725,8 @@ def _meta_name(name):
     return re.sub(r"[^A-Za-z0-9_]", "_", name)
 
 
-def test_scrape_config_asks_for_the_prometheus_format():
+@VARIANTS
+def test_scrape_config_asks_for_the_prometheus_format(directory):
     with open(SCRAPE_CONFIG) as f:
         config = yaml.safe_load(f)
     assert config["rule_files"] == [os.path.basename(RULES)]
@@ -456,7 +735,7 @@ def test_scrape_config_asks_for_the_prometheus_format():
     assert job["params"] == {"format": ["prometheus"]}
 
     # Discover the StatefulSet's pod as Kubernetes pod discovery would, and relabel it.
-    statefulset = _statefulset(_manifests())
+    statefulset = _statefulset(_manifests(directory))
     pod = statefulset["spec"]["template"]
     meta = {
         "__address__": "192.0.2.15:8200",
@@ -488,7 +767,8 @@ def test_scrape_config_asks_for_the_prometheus_format():
         _run_promtool("check", "config", os.path.join(tmp, "prometheus.yml"))
 
 
-def test_service_monitor_scrapes_the_client_service_with_the_prometheus_format():
+@VARIANTS
+def test_service_monitor_scrapes_the_client_service_with_the_prometheus_format(directory):
     with open(SERVICE_MONITOR) as f:
         monitor = yaml.safe_load(f)
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1" and monitor["kind"] == "ServiceMonitor"
@@ -496,7 +776,7 @@ def test_service_monitor_scrapes_the_client_service_with_the_prometheus_format()
     selector = monitor["spec"]["selector"]["matchLabels"]
     services = [
         d
-        for d in _manifests()
+        for d in _manifests(directory)
         if d["kind"] == "Service" and selector.items() <= d["metadata"].get("labels", {}).items()
     ]
     assert len(services) == 1, "the ServiceMonitor must select exactly one Service, or pods are scraped twice"
@@ -552,7 +832,20 @@ def test_dashboard_uses_only_known_metric_names():
     missing |= {h for h in HISTOGRAMS if f"{h}_bucket" not in used}
     assert not missing, f"no panel shows {missing}"
     titles = " | ".join(title.lower() for title, _ in exprs)
-    for word in ("seal", "unseal progress", "latency", "quota", "audit", "login", "lease", "token"):
+    for word in (
+        "seal",
+        "unseal progress",
+        "latency",
+        "quota",
+        "audit",
+        "login",
+        "lease",
+        "token",
+        "active node",
+        "leadership",
+        "takeover",
+        "forwarded",
+    ):
         assert word in titles, f"no panel about {word}"
 
 
