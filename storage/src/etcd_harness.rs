@@ -7,6 +7,7 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long a cluster may take to elect a leader and answer.
@@ -32,17 +33,55 @@ pub struct EtcdCluster {
     dir: tempfile::TempDir,
 }
 
+/// Ports handed to etcd come from below Linux's ephemeral range (32768 and up). A port the kernel
+/// picks with `bind(0)` is free only until the next outgoing connection or `bind(0)` takes it, and
+/// the tests running beside this one make thousands of both; below that range only explicit binds
+/// compete.
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// Where the next search for a free port starts: spread over the range by the process id and the
+/// clock so that test processes started together do not walk the same ports.
+static NEXT_PORT: AtomicU32 = AtomicU32::new(0);
+
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).expect("a free loopback port").port()
+    let span = u32::from(PORTS.end - PORTS.start);
+    let seed = std::process::id().wrapping_mul(7919)
+        ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let _ = NEXT_PORT.compare_exchange(0, seed % span + 1, Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..span {
+        let offset = NEXT_PORT.fetch_add(1, Ordering::SeqCst) % span;
+        let port = PORTS.start + u16::try_from(offset).expect("offset within the range");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {PORTS:?}")
 }
+
+/// How many times a cluster is started afresh when a member found its port taken.
+const START_ATTEMPTS: usize = 3;
 
 fn etcd_binary() -> String {
     std::env::var("ETCD_BIN").unwrap_or_else(|_| "etcd".to_owned())
 }
 
 impl EtcdCluster {
-    /// Starts `size` members and waits until the cluster answers a read.
+    /// Starts `size` members and waits until the cluster answers a read. A member that could not
+    /// bind its port (another process took it between the check and etcd's bind) makes the whole
+    /// cluster start again on fresh ports.
     pub async fn start(size: usize) -> EtcdCluster {
+        for _ in 1..START_ATTEMPTS {
+            let mut cluster = EtcdCluster::launch(size);
+            if cluster.wait_until_ready_or_port_clash().await.is_ok() {
+                return cluster;
+            }
+        }
+        let cluster = EtcdCluster::launch(size);
+        cluster.wait_ready().await;
+        cluster
+    }
+
+    fn launch(size: usize) -> EtcdCluster {
         let dir = tempfile::tempdir().expect("temporary directory for etcd");
         let mut members = Vec::with_capacity(size);
         for i in 0..size {
@@ -62,8 +101,38 @@ impl EtcdCluster {
         for i in 0..size {
             cluster.start_member(i);
         }
-        cluster.wait_ready().await;
         cluster
+    }
+
+    /// Like [`EtcdCluster::wait_ready`], but gives up with `Err` as soon as a member has exited
+    /// because its address was in use.
+    async fn wait_until_ready_or_port_clash(&mut self) -> Result<(), ()> {
+        let started = Instant::now();
+        for i in 0..self.members.len() {
+            loop {
+                if self.exited_on_a_taken_port(i) {
+                    return Err(());
+                }
+                match read_through(&self.members[i].client_url).await {
+                    Ok(()) => break,
+                    Err(err) if started.elapsed() > READY_WITHIN => {
+                        panic!(
+                            "etcd member {} not ready within {READY_WITHIN:?}: {err}\n{}",
+                            self.members[i].name,
+                            self.logs()
+                        )
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn exited_on_a_taken_port(&mut self, i: usize) -> bool {
+        let member = &mut self.members[i];
+        let exited = member.child.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(Some(_))));
+        exited && std::fs::read_to_string(&member.log).is_ok_and(|log| log.contains("address already in use"))
     }
 
     /// The client URLs of every member, running or not.

@@ -563,13 +563,14 @@ fn step_down_and_sigterm_hand_over_without_a_failed_request() {
 fn etcd_member_loss_changes_nothing_and_quorum_loss_fails_cleanly_then_recovers() {
     let rt = runtime();
     let mut cluster = rt.block_on(EtcdCluster::start(3));
-    // A lock TTL that outlasts an etcd election (the default, 15 s, does by far).
-    let (nodes, root) =
-        three_nodes_with(&cluster, "ha_enabled = \"true\"\n  lock_timeout = \"6s\"\n  request_timeout = \"3s\"", "");
+    // A lock TTL that outlasts an etcd election (the default, 15 s, does by far); the default
+    // request timeout (5 s) lets a write outlast one too.
+    let (nodes, root) = three_nodes_with(&cluster, "ha_enabled = \"true\"\n  lock_timeout = \"6s\"", "");
     let active = wait_for_one_active(&nodes, &[0, 1, 2], Duration::from_secs(20));
     mount_kv(&nodes[active], &root);
 
-    // One member down (etcd's leader): the same node stays active and writes go on.
+    // One member down (etcd's leader): the same node stays active and writes go on, the first
+    // of them while the other two members elect a new leader.
     let etcd_leader = rt.block_on(cluster.leader_index());
     cluster.kill_member(etcd_leader);
     for i in 0..20 {

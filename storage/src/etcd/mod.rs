@@ -373,18 +373,23 @@ impl EtcdBackend {
         Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
     {
         const BETWEEN_ROUNDS: Duration = Duration::from_millis(100);
+        const SLOW_MEMBER_PATIENCE: Duration = Duration::from_secs(2);
         let deadline = Instant::now() + self.timeout;
         let count = self.members.len();
         let mut last_error = None;
         'rounds: loop {
             for tried in 0..count {
                 let index = self.current.load(Ordering::Relaxed) % count;
-                // The time left, shared among the members not tried yet in this round.
+                // The time left, shared among the members not tried yet in this round, so that
+                // one that hangs (partitioned) leaves time for the others; but never so little
+                // that a healthy member slowed by load is given up on while it commits (dead
+                // members and members without a leader answer at once).
                 let remaining = deadline.saturating_duration_since(Instant::now());
                 if remaining.is_zero() {
                     break 'rounds;
                 }
-                let share = remaining / u32::try_from(count - tried).unwrap_or(1);
+                let share =
+                    (remaining / u32::try_from(count - tried).unwrap_or(1)).max(remaining.min(SLOW_MEMBER_PATIENCE));
                 let error = match tokio::time::timeout(share, attempt(index)).await {
                     Ok(Ok(value)) => return Ok(value),
                     Ok(Err(err)) if !member_failure(&err) => return Err(self.error(what, err)),
