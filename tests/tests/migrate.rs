@@ -232,3 +232,38 @@ fn the_migration_lock_holds_off_migrations_and_servers_until_reset() {
     let (_, status) = server.get("sys/seal-status", None);
     assert_eq!(status["initialized"], json!(true));
 }
+
+#[test]
+fn an_etcd_source_with_an_active_ha_node_is_refused_until_it_stops() {
+    let rt = runtime();
+    let cluster = rt.block_on(EtcdCluster::start(1));
+    let work = tempfile::tempdir().expect("tempdir");
+    let endpoints = cluster.endpoints();
+    let mut server = TestServer::start_with(|_| etcd_config(&endpoints, "ha_enabled = \"true\""));
+    let init = server.init(1, 1);
+    server.unseal(&init.keys);
+    let started = std::time::Instant::now();
+    while server.get("sys/leader", None).1["is_self"] != json!(true) {
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "the node never became active");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    let to_sled = format!(
+        "{}{}",
+        etcd_block("storage_source", &cluster.endpoints()),
+        sled_block("storage_destination", &work.path().join("d"))
+    );
+    let (code, _, stderr) = migrate(work.path(), &to_sled, &[]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("an Arcanum node is active on the source")
+            && stderr.contains(server.addr.trim_start_matches("http://")),
+        "{stderr}"
+    );
+    assert!(!work.path().join("d").exists(), "the refused migration touched the destination");
+
+    // A graceful stop gives the lock up: the migration goes ahead.
+    server.stop();
+    let (code, stdout, stderr) = migrate(work.path(), &to_sled, &[]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+}

@@ -5,7 +5,8 @@
 //! The source carries a lock for the length of the copy (`core/migration`, Vault's key): a
 //! second migration refuses to start, and so does a server on that storage, until the copy
 //! ends or `-reset` clears the lock an interrupted run left. A sled source is refused while a
-//! server holds it (sled locks its directory).
+//! server holds it (sled locks its directory), and an etcd source while an HA node holds its
+//! lock (an active node writes on while the copy runs).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -60,6 +61,7 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<u8> {
         println!("Success! The migration lock on the source ({}) is gone.", describe(&config.source));
         return Ok(0);
     }
+    refuse_while_a_node_is_active(&config.source).await?;
     if let Some(lock) = source.get(MIGRATION_LOCK).await.context("reading the source")? {
         bail!(
             "a migration from this source is already running, or was interrupted ({}); \
@@ -112,6 +114,25 @@ async fn open(block: &str, storage: &Storage) -> anyhow::Result<Arc<dyn Backend>
         Storage::Sled { .. } => format!("{block}: is a server running on it? stop it first"),
         _ => format!("{block}: opening {}", describe(storage)),
     })
+}
+
+/// On etcd the HA lock tells whether an HA node is active on the store; its advertisement says
+/// which. (A server without `ha_enabled` takes no lock, so nothing here can see it.)
+async fn refuse_while_a_node_is_active(source: &Storage) -> anyhow::Result<()> {
+    let Storage::Etcd(etcd) = source else { return Ok(()) };
+    let lock_view = Storage::Etcd(Box::new(arcanum_config::EtcdStorage { ha_enabled: true, ..(**etcd).clone() }));
+    let (_, ha) = serve::open_storage(&lock_view, 0).await.context("storage_source: opening etcd")?;
+    let Some(ha) = ha else { return Ok(()) };
+    if let Some(holder) = ha.holder().await.context("storage_source: reading the HA lock")? {
+        let node = serde_json::from_slice::<arcanum_core::ha::Advertisement>(&holder)
+            .map_or_else(|_| "a node whose advertisement is unreadable".to_owned(), |holder| holder.api_addr);
+        bail!(
+            "an Arcanum node is active on the source ({}): {node} holds its HA lock; \
+             stop every node on this storage before migrating it",
+            describe(source)
+        );
+    }
+    Ok(())
 }
 
 fn describe(storage: &Storage) -> String {
