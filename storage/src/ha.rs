@@ -23,8 +23,15 @@ pub trait HaBackend: Send + Sync + std::fmt::Debug {
     /// Gives the lock up at once (step-down, seal, shutdown), so another node can take it.
     async fn release(&self, held: &HeldLock) -> Result<(), StorageError>;
 
-    /// The current holder's advertisement, if anyone holds the lock.
-    async fn holder(&self) -> Result<Option<Vec<u8>>, StorageError>;
+    /// The current holder's advertisement, if anyone holds the lock, and the store's revision
+    /// the answer is true at (for [`HaBackend::lock_changed`]).
+    async fn holder(&self) -> Result<LockHolder, StorageError>;
+
+    /// Returns when the lock changes (taken, released, expired) after `revision`, or when
+    /// `within` has passed, whichever is first; a standby then reads the holder again at once
+    /// rather than on its next poll. An error (a member down, a revision compacted away) comes
+    /// back at once: the caller falls back to polling.
+    async fn lock_changed(&self, revision: i64, within: Duration) -> Result<(), StorageError>;
 
     /// Several nodes use this store: until this one holds the lock it must read everything
     /// from the store itself (no cache, no shortcut that assumes it wrote the last value).
@@ -47,6 +54,17 @@ pub trait HaBackend: Send + Sync + std::fmt::Debug {
 
     /// The heartbeats of every node that renewed within its TTL.
     async fn heartbeats(&self) -> Result<Vec<Vec<u8>>, StorageError>;
+}
+
+/// Who holds the lock, as of one revision of the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockHolder {
+    /// The holder's advertisement; `None` when the lock is free.
+    pub advertisement: Option<Vec<u8>>,
+    /// Tells one holding of the lock from the next, even by the same node within a second
+    /// (on etcd, the lock key's creation revision; 0 when free).
+    pub term: i64,
+    pub revision: i64,
 }
 
 /// The lock as its holder sees it. Cheap to clone; every clone is the same lock.

@@ -21,6 +21,9 @@ use arcanum_core::Core;
 
 /// How long a standby holds a request while the active node changes.
 pub const HOLD: Duration = Duration::from_secs(10);
+/// How soon a request refused by the node that holds the lock is sent there again: that node is
+/// still opening its services, and becoming active changes nothing in the lock to wake on.
+const TAKING_OVER_RETRY: Duration = Duration::from_millis(50);
 /// Marks a standby's refusal of a request another standby forwarded to it: nothing was
 /// applied, and the forwarding node may send it on once it knows the new active node.
 pub const STANDBY_MARKER: &str = "x-arcanum-standby";
@@ -148,6 +151,7 @@ pub async fn to_the_active(
     let mut leadership = ha.watch_leadership();
     let mut unreachable = None;
     loop {
+        let mut taking_over = false;
         leadership.borrow_and_update();
         let leader = known_leader(core);
         if let Some(leader) = &leader {
@@ -164,6 +168,7 @@ pub async fn to_the_active(
             match sent {
                 Ok(answer) if answer.status().as_u16() == 503 && answer.headers().contains_key(STANDBY_MARKER) => {
                     tracing::debug!(node = %leader.api_addr, "the node taken for the active one is a standby; holding the request");
+                    taking_over = true;
                 }
                 Ok(answer) => return answered(answer, &leader.api_addr).await,
                 Err(err) if err.is_connect() => {
@@ -179,8 +184,19 @@ pub async fn to_the_active(
                 }
             }
         }
-        // Nothing was applied: wait for the leadership to change, then try the next active node.
-        if tokio::time::timeout_at(deadline, leadership.changed()).await.is_err() {
+        // Nothing was applied: wait for the leadership to change (or, while the lock holder is
+        // still taking over, a moment), then try the active node again.
+        let next_try = async {
+            if taking_over {
+                tokio::select! {
+                    _ = leadership.changed() => {}
+                    () = tokio::time::sleep(TAKING_OVER_RETRY) => {}
+                }
+            } else {
+                let _ = leadership.changed().await;
+            }
+        };
+        if tokio::time::timeout_at(deadline, next_try).await.is_err() {
             if let Some(location) = unreachable {
                 // The client may reach what this node cannot (api_addr behind a load balancer).
                 metrics.ha_forwarded_requests.with_label_values(&["redirected"]).inc();

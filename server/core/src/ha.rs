@@ -29,14 +29,19 @@ use tokio::sync::Notify;
 use crate::{barrier, expiration::Expiration, Core, Unsealed};
 
 /// How long a node waits after stepping down before it campaigns again, so that another node
-/// takes the lock (Vault waits 10 s).
-const AFTER_STEP_DOWN: Duration = Duration::from_secs(2);
+/// takes the lock (Vault waits 10 s). The wait ends as soon as another node has: standbys hear
+/// of the free lock through their watch within milliseconds, so this only delays a node that
+/// no other could relieve.
+const AFTER_STEP_DOWN: Duration = Duration::from_secs(1);
 /// How long a stepping-down node lets requests it already serves finish.
 const IN_FLIGHT_DRAIN: Duration = Duration::from_secs(5);
 /// How long a shutting-down active node waits for another to take over.
 const HAND_OVER_WAIT: Duration = Duration::from_secs(5);
-/// How often a standby looks whether the lock is free.
+/// How long a standby waits before it reads the lock again when it cannot watch it.
 const POLL: Duration = Duration::from_millis(250);
+/// How long a standby watching the lock goes without reading it again (a watch that silently
+/// broke costs no more than this).
+const RECHECK: Duration = Duration::from_secs(5);
 /// How often a node says it is alive, and how long that lasts.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 const HEARTBEAT_TTL: Duration = Duration::from_secs(8);
@@ -109,8 +114,12 @@ pub struct Ha {
     active_since: Mutex<Option<i64>>,
     /// The last leader a standby saw.
     leader: Mutex<Option<Advertisement>>,
+    /// Which holding of the lock that leader's is (see [`arcanum_storage::LockHolder::term`]).
+    leader_term: std::sync::atomic::AtomicI64,
     /// Wakes the election task: unsealed, sealed, or asked to step down.
     wake: Notify,
+    /// Set before a graceful shutdown: the node steps down and never campaigns again.
+    retiring: std::sync::atomic::AtomicBool,
     /// Bumped by each step-down request; the active node watches it from its takeover on, so
     /// a request made while it was a standby never counts.
     step_down: tokio::sync::watch::Sender<u64>,
@@ -136,7 +145,9 @@ impl Ha {
             held: Mutex::new(None),
             active_since: Mutex::new(None),
             leader: Mutex::new(None),
+            leader_term: std::sync::atomic::AtomicI64::new(0),
             wake: Notify::new(),
+            retiring: std::sync::atomic::AtomicBool::new(false),
             step_down: tokio::sync::watch::Sender::new(0),
             task: Mutex::new(None),
             beat: Notify::new(),
@@ -191,11 +202,14 @@ impl Ha {
         self.leadership.send_modify(|epoch| *epoch += 1);
     }
 
-    /// Notes who holds the lock, as a standby read it.
-    fn saw_leader(&self, leader: Option<Advertisement>) {
+    /// Notes who holds the lock, as a standby read it. A new `term` is a change even when the
+    /// same node leads again (within the same second).
+    fn saw_leader(&self, leader: Option<Advertisement>, term: i64) {
         let mut known = lock(&self.leader);
-        let changed = known.as_ref().map(|l| (&l.node_id, l.active_since))
-            != leader.as_ref().map(|l| (&l.node_id, l.active_since));
+        let previous_term = self.leader_term.swap(term, std::sync::atomic::Ordering::SeqCst);
+        let changed = previous_term != term
+            || known.as_ref().map(|l| (&l.node_id, l.active_since))
+                != leader.as_ref().map(|l| (&l.node_id, l.active_since));
         *known = leader;
         drop(known);
         if changed {
@@ -346,6 +360,7 @@ impl Core {
     /// about to close its connections.
     pub async fn hand_over(&self) {
         let Some(ha) = &self.ha else { return };
+        ha.retiring.store(true, std::sync::atomic::Ordering::SeqCst);
         if !ha.is_active() {
             return;
         }
@@ -361,7 +376,8 @@ impl Core {
                 return;
             }
         }
-        // The other standbys learn the new leader within one poll.
+        // The other standbys learn the new leader through their watch (or, without one, within
+        // a poll) before this node closes its connections.
         tokio::time::sleep(POLL * 2).await;
     }
 
@@ -389,16 +405,18 @@ fn forwarding_mac(key: &Key256, client: &str, at: i64, method: &str, target: &st
 }
 
 /// The election: while unsealed, take the lock when it is free and serve as active while it
-/// holds; otherwise note who leads and look again shortly.
+/// holds; otherwise note who leads and wait, watching the lock, until it changes.
 async fn campaign(core: Weak<Core>, ha: Arc<Ha>) {
-    // After stepping down a node lets the others take the lock first; it still watches who leads.
+    // After stepping down a node lets the others take the lock first; it still watches who
+    // leads, and campaigns again once another node has led (or no other did, in time).
     let mut campaign_from = tokio::time::Instant::now();
     loop {
         if !ha.is_unsealed() {
             ha.wake.notified().await;
             continue;
         }
-        if tokio::time::Instant::now() >= campaign_from {
+        let retiring = ha.retiring.load(std::sync::atomic::Ordering::SeqCst);
+        if !retiring && tokio::time::Instant::now() >= campaign_from {
             let advertisement = ha.advertisement(Some(unix_now()));
             let value = serde_json::to_vec(&advertisement).unwrap_or_default();
             match ha.backend.try_acquire(value, ha.config.lock_ttl).await {
@@ -425,13 +443,43 @@ async fn campaign(core: Weak<Core>, ha: Arc<Ha>) {
                 }
             }
         }
-        match ha.backend.holder().await {
-            Ok(Some(raw)) => ha.saw_leader(serde_json::from_slice(&raw).ok()),
-            Ok(None) => ha.saw_leader(None),
-            Err(_) => {}
-        }
+        let seen = match ha.backend.holder().await {
+            Ok(holder) => {
+                let leader: Option<Advertisement> =
+                    holder.advertisement.as_deref().and_then(|raw| serde_json::from_slice(raw).ok());
+                if leader.as_ref().is_some_and(|leader| leader.node_id != ha.config.node_id) {
+                    // Another node took over: the back-off has done its work.
+                    campaign_from = tokio::time::Instant::now();
+                }
+                let free = holder.advertisement.is_none();
+                ha.saw_leader(leader, holder.term);
+                Some((holder.revision, free))
+            }
+            Err(_) => None,
+        };
+        let now = tokio::time::Instant::now();
+        let wait_until = match seen {
+            // Free and this node may take it: try again at once (another node won the race
+            // just now, or let it go since).
+            Some((_, true)) if !retiring && now >= campaign_from => continue,
+            Some(_) if now < campaign_from => campaign_from.min(now + RECHECK),
+            Some(_) => now + RECHECK,
+            None => now + POLL,
+        };
+        let changed = async {
+            match seen {
+                Some((revision, _)) => {
+                    let within = wait_until.saturating_duration_since(tokio::time::Instant::now());
+                    if let Err(err) = ha.backend.lock_changed(revision, within).await {
+                        tracing::debug!(error = %err, "cannot watch the HA lock; polling it");
+                        tokio::time::sleep_until(wait_until.min(tokio::time::Instant::now() + POLL)).await;
+                    }
+                }
+                None => tokio::time::sleep_until(wait_until).await,
+            }
+        };
         tokio::select! {
-            () = tokio::time::sleep(POLL) => {}
+            () = changed => {}
             () = ha.wake.notified() => {}
         }
     }

@@ -6,10 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, WatchOptions};
 
 use super::EtcdBackend;
-use crate::ha::{HaBackend, HeldLock};
+use crate::ha::{HaBackend, HeldLock, LockHolder};
 use crate::StorageError;
 
 /// The fence writes carry: the lock key and the creation revision it must still have.
@@ -124,7 +124,7 @@ impl HaBackend for EtcdBackend {
         self.revoke(held.lease()).await
     }
 
-    async fn holder(&self) -> Result<Option<Vec<u8>>, StorageError> {
+    async fn holder(&self) -> Result<LockHolder, StorageError> {
         // Linearizable: a standby must not name a leader etcd has already replaced.
         let key = self.lock_key();
         let mut response = self
@@ -136,7 +136,38 @@ impl HaBackend for EtcdBackend {
                 }
             })
             .await?;
-        Ok(response.take_kvs().into_iter().next().map(|kv| kv.into_key_value().1))
+        let revision = response.header().map_or(0, |header| header.revision());
+        let lock = response.take_kvs().into_iter().next();
+        let term = lock.as_ref().map_or(0, |kv| kv.create_revision());
+        let advertisement = lock.map(|kv| kv.into_key_value().1);
+        Ok(LockHolder { advertisement, term, revision })
+    }
+
+    async fn lock_changed(&self, revision: i64, within: Duration) -> Result<(), StorageError> {
+        let key = self.lock_key();
+        let index = self.current.load(std::sync::atomic::Ordering::Relaxed) % self.members.len();
+        let watch = async {
+            let mut client = self.member_client(index).await.map_err(|err| self.error("lock watch", err))?;
+            let options = WatchOptions::new().with_start_revision(revision + 1);
+            // Dropping the stream ends the watch.
+            let mut stream =
+                client.watch(key.as_bytes(), Some(options)).await.map_err(|err| self.error("lock watch", err))?;
+            loop {
+                match stream.message().await.map_err(|err| self.error("lock watch", err))? {
+                    Some(response) if response.canceled() => {
+                        return Err(StorageError::Unavailable(format!(
+                            "etcd lock watch: cancelled ({})",
+                            response.cancel_reason()
+                        )))
+                    }
+                    Some(response) if !response.events().is_empty() => return Ok(()),
+                    // The confirmation that the watch is in place, or progress.
+                    Some(_) => {}
+                    None => return Err(StorageError::Unavailable("etcd lock watch: the stream ended".into())),
+                }
+            }
+        };
+        tokio::time::timeout(within, watch).await.unwrap_or(Ok(()))
     }
 
     fn share(&self) {
@@ -221,7 +252,7 @@ mod against_etcd {
 
         let held_a = a.try_acquire(b"node a".to_vec(), ttl).await.unwrap().expect("a takes the free lock");
         assert!(b.try_acquire(b"node b".to_vec(), ttl).await.unwrap().is_none(), "b must not take a held lock");
-        assert_eq!(b.holder().await.unwrap().as_deref(), Some(&b"node a"[..]));
+        assert_eq!(b.holder().await.unwrap().advertisement.as_deref(), Some(&b"node a"[..]));
         a.fence(Some(&held_a));
         b.fence(None);
         a.put("ha/by-a", b"1".to_vec()).await.expect("the holder writes");
@@ -240,7 +271,7 @@ mod against_etcd {
         assert!(matches!(a.renew(&held_a).await, Err(StorageError::Fenced)));
         held_a.lost().await;
         assert_eq!(b.get("ha/by-a").await.unwrap().as_deref(), Some(&b"1"[..]), "the deposed write left nothing");
-        assert_eq!(b.holder().await.unwrap().as_deref(), Some(&b"node b"[..]));
+        assert_eq!(b.holder().await.unwrap().advertisement.as_deref(), Some(&b"node b"[..]));
 
         // A release hands over at once.
         b.release(&held_b).await.unwrap();
@@ -249,6 +280,37 @@ mod against_etcd {
         a.fence(Some(&again));
         a.reset().await.unwrap();
         a.put("ha/by-a", b"3".to_vec()).await.expect("the holder again");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lock_watch_hears_every_change_after_the_revision_it_read() {
+        let cluster = EtcdCluster::start(1).await;
+        let (a, b) = (node(&cluster).await, node(&cluster).await);
+        let free = b.holder().await.unwrap();
+        assert_eq!(free.advertisement, None);
+        // Nothing changes: the wait lasts its bound and is no error.
+        let started = Instant::now();
+        b.lock_changed(free.revision, Duration::from_millis(300)).await.unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(300), "returned after {:?}", started.elapsed());
+
+        // Changes made after the read and before the watch began are heard too.
+        let held = a.try_acquire(b"node a".to_vec(), Duration::from_secs(30)).await.unwrap().expect("free lock");
+        let heard =
+            tokio::time::timeout(Duration::from_secs(5), b.lock_changed(free.revision, Duration::from_secs(60)));
+        heard.await.expect("the take was heard").unwrap();
+        let taken = b.holder().await.unwrap();
+        assert_eq!(taken.advertisement.as_deref(), Some(&b"node a"[..]));
+        // And so is a change made while the watch is in place (the release comes a moment
+        // after the watch began; were it earlier, the watch would hear it from history).
+        let release = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            a.release(&held).await.unwrap();
+        };
+        let heard =
+            tokio::time::timeout(Duration::from_secs(5), b.lock_changed(taken.revision, Duration::from_secs(60)));
+        let (heard, ()) = tokio::join!(heard, release);
+        heard.expect("the release was heard").unwrap();
+        assert_eq!(b.holder().await.unwrap().advertisement, None);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -123,7 +123,8 @@ async fn refuse_while_a_node_is_active(source: &Storage) -> anyhow::Result<()> {
     let lock_view = Storage::Etcd(Box::new(arcanum_config::EtcdStorage { ha_enabled: true, ..(**etcd).clone() }));
     let (_, ha) = serve::open_storage(&lock_view, 0).await.context("storage_source: opening etcd")?;
     let Some(ha) = ha else { return Ok(()) };
-    if let Some(holder) = ha.holder().await.context("storage_source: reading the HA lock")? {
+    let holder = ha.holder().await.context("storage_source: reading the HA lock")?;
+    if let Some(holder) = holder.advertisement {
         let node = serde_json::from_slice::<arcanum_core::ha::Advertisement>(&holder)
             .map_or_else(|_| "a node whose advertisement is unreadable".to_owned(), |holder| holder.api_addr);
         bail!(
