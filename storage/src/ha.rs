@@ -29,9 +29,10 @@ pub trait HaBackend: Send + Sync + std::fmt::Debug {
 
     /// Returns when the lock changes (taken, released, expired) after `revision`, or when
     /// `within` has passed, whichever is first; a standby then reads the holder again at once
-    /// rather than on its next poll. An error (a member down, a revision compacted away) comes
-    /// back at once: the caller falls back to polling.
-    async fn lock_changed(&self, revision: i64, within: Duration) -> Result<(), StorageError>;
+    /// rather than on its next poll. `true` when some node took the lock after `revision` (it
+    /// may have let it go again since). An error (a member down, a revision compacted away)
+    /// comes back at once: the caller falls back to polling.
+    async fn lock_changed(&self, revision: i64, within: Duration) -> Result<bool, StorageError>;
 
     /// Several nodes use this store: until this one holds the lock it must read everything
     /// from the store itself (no cache, no shortcut that assumes it wrote the last value).

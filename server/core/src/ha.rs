@@ -470,9 +470,14 @@ async fn campaign(core: Weak<Core>, ha: Arc<Ha>) {
             match seen {
                 Some((revision, _)) => {
                     let within = wait_until.saturating_duration_since(tokio::time::Instant::now());
-                    if let Err(err) = ha.backend.lock_changed(revision, within).await {
-                        tracing::debug!(error = %err, "cannot watch the HA lock; polling it");
-                        tokio::time::sleep_until(wait_until.min(tokio::time::Instant::now() + POLL)).await;
+                    match ha.backend.lock_changed(revision, within).await {
+                        // Another node led since this one stepped down, however briefly.
+                        Ok(true) => campaign_from = campaign_from.min(tokio::time::Instant::now()),
+                        Ok(false) => {}
+                        Err(err) => {
+                            tracing::debug!(error = %err, "cannot watch the HA lock; polling it");
+                            tokio::time::sleep_until(wait_until.min(tokio::time::Instant::now() + POLL)).await;
+                        }
                     }
                 }
                 None => tokio::time::sleep_until(wait_until).await,

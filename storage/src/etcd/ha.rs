@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, WatchOptions};
+use etcd_client::{Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions};
 
 use super::EtcdBackend;
 use crate::ha::{HaBackend, HeldLock, LockHolder};
@@ -143,7 +143,7 @@ impl HaBackend for EtcdBackend {
         Ok(LockHolder { advertisement, term, revision })
     }
 
-    async fn lock_changed(&self, revision: i64, within: Duration) -> Result<(), StorageError> {
+    async fn lock_changed(&self, revision: i64, within: Duration) -> Result<bool, StorageError> {
         let key = self.lock_key();
         let index = self.current.load(std::sync::atomic::Ordering::Relaxed) % self.members.len();
         let watch = async {
@@ -160,14 +160,17 @@ impl HaBackend for EtcdBackend {
                             response.cancel_reason()
                         )))
                     }
-                    Some(response) if !response.events().is_empty() => return Ok(()),
+                    Some(response) if !response.events().is_empty() => {
+                        let taken = response.events().iter().any(|event| event.event_type() == EventType::Put);
+                        return Ok(taken);
+                    }
                     // The confirmation that the watch is in place, or progress.
                     Some(_) => {}
                     None => return Err(StorageError::Unavailable("etcd lock watch: the stream ended".into())),
                 }
             }
         };
-        tokio::time::timeout(within, watch).await.unwrap_or(Ok(()))
+        tokio::time::timeout(within, watch).await.unwrap_or(Ok(false))
     }
 
     fn share(&self) {
@@ -290,14 +293,14 @@ mod against_etcd {
         assert_eq!(free.advertisement, None);
         // Nothing changes: the wait lasts its bound and is no error.
         let started = Instant::now();
-        b.lock_changed(free.revision, Duration::from_millis(300)).await.unwrap();
+        assert!(!b.lock_changed(free.revision, Duration::from_millis(300)).await.unwrap(), "nobody took it");
         assert!(started.elapsed() >= Duration::from_millis(300), "returned after {:?}", started.elapsed());
 
         // Changes made after the read and before the watch began are heard too.
         let held = a.try_acquire(b"node a".to_vec(), Duration::from_secs(30)).await.unwrap().expect("free lock");
         let heard =
             tokio::time::timeout(Duration::from_secs(5), b.lock_changed(free.revision, Duration::from_secs(60)));
-        heard.await.expect("the take was heard").unwrap();
+        assert!(heard.await.expect("the take was heard").unwrap(), "a take is reported as one");
         let taken = b.holder().await.unwrap();
         assert_eq!(taken.advertisement.as_deref(), Some(&b"node a"[..]));
         // And so is a change made while the watch is in place (the release comes a moment
@@ -309,8 +312,11 @@ mod against_etcd {
         let heard =
             tokio::time::timeout(Duration::from_secs(5), b.lock_changed(taken.revision, Duration::from_secs(60)));
         let (heard, ()) = tokio::join!(heard, release);
-        heard.expect("the release was heard").unwrap();
+        assert!(!heard.expect("the release was heard").unwrap(), "a release is no take");
         assert_eq!(b.holder().await.unwrap().advertisement, None);
+        // Taken and let go again since a read that saw it free: still reported as taken (so a
+        // node that stepped down knows another led meanwhile).
+        assert!(b.lock_changed(free.revision, Duration::from_secs(5)).await.unwrap());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
