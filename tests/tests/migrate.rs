@@ -42,6 +42,11 @@ fn etcd_block(kind: &str, endpoints: &[String]) -> String {
     format!("{kind} \"etcd\" {{\n  address = \"{}\"\n}}\n", endpoints.join(","))
 }
 
+/// A migration config from `cluster` into a sled store at `destination`.
+fn etcd_to_sled(cluster: &EtcdCluster, destination: &Path) -> String {
+    format!("{}{}", etcd_block("storage_source", &cluster.endpoints()), sled_block("storage_destination", destination))
+}
+
 /// What the source server held, to be found again after each migration.
 struct Expected {
     root: String,
@@ -169,8 +174,7 @@ fn sled_to_etcd_to_sled_keeps_everything_and_unseals_with_the_same_keys() {
     on_etcd.stop();
 
     let back = work.path().join("back");
-    let to_sled =
-        format!("{}{}", etcd_block("storage_source", &cluster.endpoints()), sled_block("storage_destination", &back));
+    let to_sled = etcd_to_sled(&cluster, &back);
     let (code, stdout, stderr) = migrate(work.path(), &to_sled, &["-max-parallel=4"]);
     assert_eq!(code, 0, "etcd -> sled: {stdout}{stderr}");
     let mut on_sled = TestServer::start_with(|dir| {
@@ -197,11 +201,7 @@ fn the_migration_lock_holds_off_migrations_and_servers_until_reset() {
         client.put("/arcanum/core/migration", r#"{"start":"2026-12-04T10:00:00Z"}"#, None).await.expect("put lock");
     });
 
-    let to_sled = format!(
-        "{}{}",
-        etcd_block("storage_source", &cluster.endpoints()),
-        sled_block("storage_destination", &work.path().join("d"))
-    );
+    let to_sled = etcd_to_sled(&cluster, &work.path().join("d"));
     let (code, _, stderr) = migrate(work.path(), &to_sled, &[]);
     assert_ne!(code, 0);
     assert!(stderr.contains("already running, or was interrupted") && stderr.contains("-reset"), "{stderr}");
@@ -248,11 +248,7 @@ fn an_etcd_source_with_an_active_ha_node_is_refused_until_it_stops() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 
-    let to_sled = format!(
-        "{}{}",
-        etcd_block("storage_source", &cluster.endpoints()),
-        sled_block("storage_destination", &work.path().join("d"))
-    );
+    let to_sled = etcd_to_sled(&cluster, &work.path().join("d"));
     let (code, _, stderr) = migrate(work.path(), &to_sled, &[]);
     assert_ne!(code, 0);
     assert!(

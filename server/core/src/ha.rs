@@ -99,6 +99,14 @@ pub enum Role {
     Active { since: i64 },
 }
 
+/// The leader a standby last read from the lock, and which holding of the lock it was (see
+/// [`arcanum_storage::LockHolder::term`]; 0: none known).
+#[derive(Debug, Default)]
+struct KnownLeader {
+    advertisement: Option<Advertisement>,
+    term: i64,
+}
+
 /// The HA state of a core.
 #[derive(Debug)]
 pub struct Ha {
@@ -113,9 +121,7 @@ pub struct Ha {
     /// Unix second this node became active.
     active_since: Mutex<Option<i64>>,
     /// The last leader a standby saw.
-    leader: Mutex<Option<Advertisement>>,
-    /// Which holding of the lock that leader's is (see [`arcanum_storage::LockHolder::term`]).
-    leader_term: std::sync::atomic::AtomicI64,
+    leader: Mutex<KnownLeader>,
     /// Wakes the election task: unsealed, sealed, or asked to step down.
     wake: Notify,
     /// Set before a graceful shutdown: the node steps down and never campaigns again.
@@ -144,8 +150,7 @@ impl Ha {
             forwarding_key: Mutex::new(None),
             held: Mutex::new(None),
             active_since: Mutex::new(None),
-            leader: Mutex::new(None),
-            leader_term: std::sync::atomic::AtomicI64::new(0),
+            leader: Mutex::new(KnownLeader::default()),
             wake: Notify::new(),
             retiring: std::sync::atomic::AtomicBool::new(false),
             step_down: tokio::sync::watch::Sender::new(0),
@@ -171,7 +176,7 @@ impl Ha {
         }
         match *lock(&self.active_since) {
             Some(since) if self.is_active() => Role::Active { since },
-            _ => Role::Standby { leader: lock(&self.leader).clone() },
+            _ => Role::Standby { leader: lock(&self.leader).advertisement.clone() },
         }
     }
 
@@ -189,7 +194,7 @@ impl Ha {
     pub(crate) fn sealed(&self) {
         *lock(&self.root_key) = None;
         *lock(&self.forwarding_key) = None;
-        *lock(&self.leader) = None;
+        *lock(&self.leader) = KnownLeader::default();
         self.wake.notify_one();
     }
 
@@ -205,13 +210,9 @@ impl Ha {
     /// Notes who holds the lock, as a standby read it. A new `term` is a change even when the
     /// same node leads again (within the same second).
     fn saw_leader(&self, leader: Option<Advertisement>, term: i64) {
-        let mut known = lock(&self.leader);
-        let previous_term = self.leader_term.swap(term, std::sync::atomic::Ordering::SeqCst);
-        let changed = previous_term != term
-            || known.as_ref().map(|l| (&l.node_id, l.active_since))
-                != leader.as_ref().map(|l| (&l.node_id, l.active_since));
-        *known = leader;
-        drop(known);
+        // Each holding of the lock has its own term, so the term alone tells a change.
+        let previous = std::mem::replace(&mut *lock(&self.leader), KnownLeader { advertisement: leader, term });
+        let changed = previous.term != term;
         if changed {
             self.leadership_changed();
         }
@@ -306,7 +307,7 @@ impl Core {
         *self.unsealed.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(unsealed);
         *lock(&ha.active_since) = Some(since);
         *lock(&ha.held) = Some(held.clone());
-        *lock(&ha.leader) = None;
+        *lock(&ha.leader) = KnownLeader::default();
         ha.beat.notify_one();
         ha.leadership_changed();
         let metrics = arcanum_metrics::global();
