@@ -10,4 +10,5 @@ pub mod cubbyhole;
 pub mod database;
 pub mod kubernetes;
 pub mod kv;
+pub mod transit;
 pub mod userpass;
