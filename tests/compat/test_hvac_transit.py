@@ -123,3 +123,52 @@ def test_key_lifecycle_batches_and_helpers_through_hvac(transit):
 def test_encrypting_with_a_new_name_creates_the_key(transit):
     transit.encrypt_data(name="upserted", plaintext=b64("x"))
     assert transit.read_key(name="upserted")["data"]["latest_version"] == 1
+
+
+@pytest.mark.parametrize(
+    "key_type,curve_hash",
+    [("ecdsa-p256", "sha2-256"), ("ecdsa-p384", "sha2-384"), ("ecdsa-p521", "sha2-256")],
+)
+def test_ecdsa_signatures_cross_with_an_independent_implementation(transit, key_type, curve_hash):
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, utils
+
+    transit.create_key(name="ec", key_type=key_type, exportable=True)
+    hash_cls = {"sha2-256": hashes.SHA256, "sha2-384": hashes.SHA384}[curve_hash]
+    signed = transit.sign_data(name="ec", hash_input=b64("invoice"), hash_algorithm=curve_hash)["data"]
+    public_pem = transit.read_key(name="ec")["data"]["keys"]["1"]["public_key"]
+    public = serialization.load_pem_public_key(public_pem.encode())
+    der = unb64(signed["signature"].split(":", 2)[2])
+    public.verify(der, b"invoice", ec.ECDSA(hash_cls()))
+    with pytest.raises(InvalidSignature):
+        public.verify(der, b"invoicf", ec.ECDSA(hash_cls()))
+
+    # JWS: r || s, base64url without padding.
+    jws = transit.sign_data(name="ec", hash_input=b64("invoice"), hash_algorithm=curve_hash, marshaling_algorithm="jws")
+    raw = base64.urlsafe_b64decode(jws["data"]["signature"].split(":", 2)[2] + "==")
+    half = len(raw) // 2
+    r, s = int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big")
+    public.verify(utils.encode_dss_signature(r, s), b"invoice", ec.ECDSA(hash_cls()))
+
+    # A signature made elsewhere with the exported private key verifies here.
+    pem = transit.export_key(name="ec", key_type="signing-key", version="1")["data"]["keys"]["1"]
+    private = serialization.load_pem_private_key(pem.encode(), password=None)
+    foreign = "vault:v1:" + b64(private.sign(b"from outside", ec.ECDSA(hash_cls())))
+    verified = transit.verify_signed_data(name="ec", hash_input=b64("from outside"), signature=foreign, hash_algorithm=curve_hash)
+    assert verified["data"]["valid"] is True
+
+
+def test_ed25519_signatures_and_derived_keys_cross_with_an_independent_implementation(transit):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+    transit.create_key(name="ed", key_type="ed25519", derived=True, exportable=True)
+    signed = transit.sign_data(name="ed", hash_input=b64("msg"), context=b64("tenant"))["data"]
+    exported = unb64(transit.export_key(name="ed", key_type="signing-key")["data"]["keys"]["1"])
+    assert len(exported) == 64
+    # Vault derives the seed by HKDF-SHA256 over the stored 64 bytes, with the context as info.
+    seed = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"tenant").derive(exported)
+    derived = Ed25519PrivateKey.from_private_bytes(seed).public_key()
+    raw_public = derived.public_bytes_raw()
+    assert unb64(signed["public_key"]) == raw_public
+    Ed25519PublicKey.from_public_bytes(raw_public).verify(unb64(signed["signature"].split(":", 2)[2]), b"msg")

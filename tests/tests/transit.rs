@@ -336,3 +336,88 @@ fn keys_survive_a_restart_and_nothing_secret_is_stored_or_audited_in_clear() {
     let (status, opened) = decrypt(&server, &root, "vault", &ciphertext);
     assert_eq!((status, plaintext_of(&opened)), (200, secret.to_owned()));
 }
+
+#[test]
+fn signing_keys_sign_and_verify_singly_and_in_batches() {
+    let (server, root) = ready();
+    let r = Some(root.as_str());
+    assert_eq!(server.put("transit/keys/ec", r, json!({ "type": "ecdsa-p256" })).0, 200);
+    let (_, info) = server.get("transit/keys/ec", r);
+    let version = &info["data"]["keys"]["1"];
+    assert_eq!(version["name"], "P-256");
+    assert!(version["public_key"].as_str().unwrap().starts_with("-----BEGIN PUBLIC KEY-----"), "{info}");
+    assert!(version["creation_time"].as_str().unwrap().contains('T'), "{info}");
+    assert_eq!(info["data"]["supports_signing"], true);
+
+    let (status, signed) = server.put("transit/sign/ec/sha2-384", r, json!({ "input": b64("invoice 17") }));
+    assert_eq!(status, 200, "{signed}");
+    let signature = signed["data"]["signature"].as_str().unwrap().to_owned();
+    assert!(signature.starts_with("vault:v1:"), "{signature}");
+    assert_eq!(signed["data"]["key_version"], 1);
+    let verify = |path: &str, input: &str, signature: &str| {
+        let (status, body) = server.put(path, r, json!({ "input": b64(input), "signature": signature }));
+        assert_eq!(status, 200, "{body}");
+        body["data"]["valid"].clone()
+    };
+    assert_eq!(verify("transit/verify/ec/sha2-384", "invoice 17", &signature), json!(true));
+    assert_eq!(verify("transit/verify/ec/sha2-384", "invoice 18", &signature), json!(false));
+    assert_eq!(verify("transit/verify/ec", "invoice 17", &signature), json!(false), "hashed with sha2-256 instead");
+    let (status, body) = server.put("transit/verify/ec", r, json!({ "input": b64("x"), "signature": "vault:v1:!!" }));
+    assert_eq!(status, 400, "a malformed signature is an error, not a false: {body}");
+
+    let (status, batch) = server.put(
+        "transit/sign/ec",
+        r,
+        json!({ "marshaling_algorithm": "jws", "batch_input": [
+            { "input": b64("a"), "reference": "first" },
+            { "input": "%%%", "reference": "broken" },
+        ]}),
+    );
+    assert_eq!(status, 200, "{batch}");
+    let results = batch["data"]["batch_results"].as_array().unwrap();
+    assert_eq!(results[0]["reference"], "first");
+    assert!(results[1]["error"].as_str().unwrap().contains("base64"), "{batch}");
+    let (_, checked) = server.put(
+        "transit/verify/ec",
+        r,
+        json!({ "marshaling_algorithm": "jws", "batch_input": [
+            { "input": b64("a"), "signature": results[0]["signature"] },
+            { "input": b64("b"), "signature": results[0]["signature"] },
+        ]}),
+    );
+    let valid: Vec<Value> =
+        checked["data"]["batch_results"].as_array().unwrap().iter().map(|i| i["valid"].clone()).collect();
+    assert_eq!(valid, [json!(true), json!(false)]);
+
+    // A derived ed25519 key signs with the key of the context, and shows its public key.
+    assert_eq!(server.put("transit/keys/ed", r, json!({ "type": "ed25519", "derived": true })).0, 200);
+    let (status, body) = server.put("transit/sign/ed", r, json!({ "input": b64("m") }));
+    assert_eq!(status, 400);
+    assert!(body["errors"][0].as_str().unwrap().starts_with("missing 'context'"), "{body}");
+    let (_, signed) = server.put("transit/sign/ed", r, json!({ "input": b64("m"), "context": b64("tenant") }));
+    let (_, info) = server.get(&format!("transit/keys/ed?context={}", b64("tenant")), r);
+    assert_eq!(signed["data"]["public_key"], info["data"]["keys"]["1"]["public_key"], "{signed} {info}");
+    let (_, without) = server.get("transit/keys/ed", r);
+    assert_eq!(without["data"]["keys"]["1"]["public_key"], "");
+
+    // Public keys export without `exportable`; private ones do not.
+    let (status, public) = server.get("transit/export/public-key/ec/1", r);
+    assert_eq!(status, 200, "{public}");
+    assert_eq!(public["data"]["keys"]["1"], info_public(&server, r));
+    assert_eq!(server.get("transit/export/signing-key/ec", r).0, 400);
+
+    let (status, body) = server.put("transit/sign/nothing", r, json!({ "input": b64("m") }));
+    assert_eq!((status, body["errors"][0].as_str()), (400, Some("signing key not found")));
+    assert_eq!(server.put("transit/keys/sym", r, json!({})).0, 200);
+    let (status, body) = server.put("transit/sign/sym", r, json!({ "input": b64("m") }));
+    assert_eq!((status, body["errors"][0].as_str()), (400, Some("key type aes256-gcm96 does not support signing")));
+    let (status, body) = server.put("transit/encrypt/ec", r, json!({ "plaintext": b64("m") }));
+    assert_eq!(
+        (status, body["errors"][0].as_str()),
+        (400, Some("message encryption not supported for key type ecdsa-p256"))
+    );
+}
+
+fn info_public(server: &TestServer, token: Option<&str>) -> Value {
+    server.get("transit/keys/ec", token).1["data"]["keys"]["1"]["public_key"].clone()
+}

@@ -18,6 +18,8 @@ macro_rules! mac {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HashAlgorithm {
+    /// For signatures only (Vault's `sha1`); `hash` and `hmac` do not offer it.
+    Sha1,
     Sha2_224,
     Sha2_256,
     Sha2_384,
@@ -52,8 +54,18 @@ impl HashAlgorithm {
             .ok_or_else(|| ApiError::bad_request(format!("unsupported algorithm {name}")))
     }
 
+    /// The algorithm a signature hashes with: Vault's names plus `sha1`; `none` is `None`.
+    pub fn parse_for_signing(name: &str) -> Result<Option<HashAlgorithm>, ApiError> {
+        match name {
+            "none" => Ok(None),
+            "sha1" => Ok(Some(HashAlgorithm::Sha1)),
+            other => HashAlgorithm::parse(other).map(Some),
+        }
+    }
+
     pub fn digest(self, input: &[u8]) -> Vec<u8> {
         match self {
+            HashAlgorithm::Sha1 => sha1::Sha1::digest(input).to_vec(),
             HashAlgorithm::Sha2_224 => Sha224::digest(input).to_vec(),
             HashAlgorithm::Sha2_256 => Sha256::digest(input).to_vec(),
             HashAlgorithm::Sha2_384 => Sha384::digest(input).to_vec(),
@@ -67,6 +79,7 @@ impl HashAlgorithm {
 
     pub fn hmac(self, key: &[u8], input: &[u8]) -> Vec<u8> {
         match self {
+            HashAlgorithm::Sha1 => mac!(sha1::Sha1, key, input),
             HashAlgorithm::Sha2_224 => mac!(Sha224, key, input),
             HashAlgorithm::Sha2_256 => mac!(Sha256, key, input),
             HashAlgorithm::Sha2_384 => mac!(Sha384, key, input),

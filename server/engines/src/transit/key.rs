@@ -17,6 +17,7 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use super::hashing::HashAlgorithm;
+use super::signing::{self, Marshaling};
 use arcanum_contract::logical::ApiError;
 
 /// Length of the nonce every AEAD here uses (96 bits, as Vault's).
@@ -268,7 +269,7 @@ impl KeyPolicy {
             }
             _ => 0,
         };
-        if !matches!(spec.kind, KeyType::Hmac) && !spec.kind.is_symmetric() {
+        if spec.kind.is_rsa() {
             return Err(ApiError::bad_request(format!(
                 "key type {} is not supported by this server yet",
                 spec.kind.name()
@@ -290,15 +291,16 @@ impl KeyPolicy {
             key_size,
             versions: BTreeMap::new(),
         };
-        policy.rotate(now);
+        policy.rotate(now)?;
         Ok(policy)
     }
 
     /// Adds a new latest version.
-    pub fn rotate(&mut self, now: i64) {
+    pub fn rotate(&mut self, now: i64) -> Result<(), ApiError> {
         let key = match self.kind {
             KeyType::Hmac => Material::random(self.key_size),
-            kind => Material::random(kind.aead_key_len()),
+            kind if kind.is_symmetric() => Material::random(kind.aead_key_len()),
+            kind => signing::generate(kind)?,
         };
         let version = KeyVersion {
             key,
@@ -308,6 +310,7 @@ impl KeyPolicy {
         };
         self.latest_version += 1;
         self.versions.insert(self.latest_version, version);
+        Ok(())
     }
 
     /// Whether `auto_rotate_period` has passed since the latest version was made.
@@ -348,10 +351,7 @@ impl KeyPolicy {
             return Ok((entry.key.clone(), None));
         }
         if context.is_empty() {
-            return Err(ApiError::bad_request(
-                "missing 'context' for key derivation; the key was created using a derived key, which means \
-                 additional, per-request information must be included in order to perform operations with the key",
-            ));
+            return Err(missing_context());
         }
         let extra = if entry.convergent_version >= 3 { 32 } else { 0 };
         let mut derived = Zeroizing::new(vec![0u8; key_len + extra]);
@@ -504,6 +504,61 @@ impl KeyPolicy {
         Ok(arcanum_crypto::constant_time_eq(computed.as_bytes(), canonical.as_bytes()))
     }
 
+    /// Signs with `version`: ed25519 the raw input, ECDSA the digest. Returns
+    /// `vault:v<N>:<signature>`.
+    pub fn sign(
+        &self,
+        version: u32,
+        input: &[u8],
+        digest: &[u8],
+        context: &[u8],
+        marshaling: Marshaling,
+    ) -> Result<String, ApiError> {
+        let entry = self.version(version)?;
+        let signature = signing::sign(self.kind, &entry.key, input, digest, self.derivation(context)?, marshaling)?;
+        Ok(format!("vault:v{version}:{signature}"))
+    }
+
+    /// Whether `signature` (`vault:v<N>:...`) is valid for `input`/`digest`.
+    pub fn verify_signature(
+        &self,
+        input: &[u8],
+        digest: &[u8],
+        context: &[u8],
+        marshaling: Marshaling,
+        signature: &str,
+    ) -> Result<bool, ApiError> {
+        let (version, body) = self.parse_versioned(signature, "signature")?;
+        let entry = self.version(version)?;
+        signing::verify(self.kind, &entry.key, input, digest, self.derivation(context)?, marshaling, body)
+    }
+
+    /// The context a derived signing key needs (refused when missing), `None` for others.
+    fn derivation<'a>(&self, context: &'a [u8]) -> Result<Option<&'a [u8]>, ApiError> {
+        if !self.derived {
+            return Ok(None);
+        }
+        if context.is_empty() {
+            return Err(missing_context());
+        }
+        Ok(Some(context))
+    }
+
+    /// `version`'s public key and its kind's name; an empty key for a derived key read
+    /// without a context, as in Vault.
+    pub fn public_key(&self, version: u32, context: &[u8]) -> Result<(String, &'static str), ApiError> {
+        let entry = self.version(version)?;
+        if self.derived && context.is_empty() {
+            return Ok((String::new(), "ed25519"));
+        }
+        signing::public_key(self.kind, &entry.key, self.derivation(context)?)
+    }
+
+    /// `version`'s private signing key as `export/signing-key` gives it.
+    pub fn export_signing_key(&self, version: u32) -> Result<Zeroizing<String>, ApiError> {
+        signing::export_private(self.kind, &self.version(version)?.key)
+    }
+
     /// `version`'s AEAD key (or its HMAC key) in base64, for `export/`.
     pub fn export_material(&self, version: u32, hmac: bool) -> Result<String, ApiError> {
         let material = if hmac { self.hmac_key(version)? } else { &self.version(version)?.key };
@@ -514,6 +569,13 @@ impl KeyPolicy {
         let entry = self.version(version)?;
         Ok(if self.kind == KeyType::Hmac { &entry.key } else { &entry.hmac_key })
     }
+}
+
+fn missing_context() -> ApiError {
+    ApiError::bad_request(
+        "missing 'context' for key derivation; the key was created using a derived key, which means \
+         additional, per-request information must be included in order to perform operations with the key",
+    )
 }
 
 /// A caller's nonce is only for convergent keys of scheme 1, which do not store it.
@@ -633,7 +695,7 @@ mod tests {
     #[test]
     fn an_aes128_vector_decrypts_under_its_version() {
         let mut aes = fixed(KeyType::Aes128Gcm96, false, false);
-        aes.rotate(1_700_000_100);
+        aes.rotate(1_700_000_100).unwrap();
         // Version 2 gets the vector's key; version 1 the random one rotation made.
         let fixed_key = aes.versions[&1].clone();
         let random_key = aes.versions[&2].clone();
@@ -677,7 +739,7 @@ mod tests {
             let first = policy.encrypt(1, PLAINTEXT, b"", &[], &[]).unwrap();
             // Random nonces: the same plaintext never gives the same ciphertext twice.
             assert_ne!(first, policy.encrypt(1, PLAINTEXT, b"", &[], &[]).unwrap());
-            policy.rotate(2);
+            policy.rotate(2).unwrap();
             let second = policy.encrypt(policy.encryption_version(0).unwrap(), PLAINTEXT, b"", &[], &[]).unwrap();
             assert!(second.starts_with("vault:v2:"), "{second}");
             assert_eq!(policy.decrypt(&first, b"", &[], b"").unwrap().1, 1);

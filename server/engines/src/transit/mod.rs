@@ -9,6 +9,7 @@
 mod hashing;
 mod key;
 mod ops;
+mod signing;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -126,7 +127,7 @@ impl Transit {
 }
 
 /// `keys/:name` read: Vault's description of a key, without any secret material.
-fn key_info(policy: &KeyPolicy) -> Map<String, Value> {
+fn key_info(policy: &KeyPolicy, context: &[u8]) -> Result<Map<String, Value>, ApiError> {
     let kind = policy.kind;
     let mut data = Map::new();
     data.insert("name".into(), json!(policy.name));
@@ -159,8 +160,23 @@ fn key_info(policy: &KeyPolicy) -> Map<String, Value> {
         let versions: Map<String, Value> =
             policy.versions.iter().map(|(version, entry)| (version.to_string(), json!(entry.creation_time))).collect();
         data.insert("keys".into(), Value::Object(versions));
+    } else if kind.supports_signing() {
+        let mut versions = Map::new();
+        for (version, entry) in &policy.versions {
+            let (public_key, name) = policy.public_key(*version, context)?;
+            versions.insert(
+                version.to_string(),
+                json!({
+                    "name": name,
+                    "public_key": public_key,
+                    "certificate_chain": "",
+                    "creation_time": arcanum_contract::clock::rfc3339(entry.creation_time),
+                }),
+            );
+        }
+        data.insert("keys".into(), Value::Object(versions));
     }
-    data
+    Ok(data)
 }
 
 fn boolean(req: &BackendRequest<'_>, name: &str) -> Result<Option<bool>, ApiError> {
@@ -206,7 +222,7 @@ impl Transit {
             key_size: fields::non_negative(req.field("key_size"), "key_size")?.unwrap_or(0) as usize,
         };
         let (policy, created) = self.create(req.storage, name, &spec).await?;
-        let mut response = LogicalResponse { data: Some(key_info(&policy)), ..Default::default() };
+        let mut response = LogicalResponse { data: Some(key_info(&policy, &[])?), ..Default::default() };
         if !created {
             response.warnings.push(format!("key {name} already existed"));
         }
@@ -290,7 +306,7 @@ impl Transit {
             })
             .await?;
         Ok(Response::Logical(Box::new(LogicalResponse {
-            data: Some(key_info(&policy)),
+            data: Some(key_info(&policy, &[])?),
             warnings,
             ..Default::default()
         })))
@@ -327,7 +343,7 @@ impl Transit {
                 Ok(())
             })
             .await?;
-        Ok(Response::data(key_info(&policy)))
+        Ok(Response::data(key_info(&policy, &[])?))
     }
 
     async fn delete_key(&self, req: &BackendRequest<'_>, name: &str) -> Result<Response, ApiError> {
@@ -353,16 +369,18 @@ impl Transit {
         version: Option<&str>,
     ) -> Result<Response, ApiError> {
         let policy = self.require(req.storage, name).await?;
-        if !policy.exportable {
+        // Public keys are not secret; everything else needs `exportable`.
+        if !policy.exportable && kind != "public-key" {
             return Err(ApiError::bad_request("private key material is not exportable"));
         }
-        match (kind, policy.kind) {
-            ("encryption-key", k) if k.is_symmetric() => {}
-            ("hmac-key", _) => {}
-            ("encryption-key" | "signing-key", k) => {
-                return Err(ApiError::bad_request(format!("{kind} not supported for key type {}", k.name())));
-            }
+        let supported = match kind {
+            "encryption-key" => policy.kind.is_symmetric(),
+            "signing-key" | "public-key" => policy.kind.supports_signing(),
+            "hmac-key" => true,
             _ => return Err(ApiError::bad_request(format!("invalid export type: {kind}"))),
+        };
+        if !supported {
+            return Err(ApiError::bad_request(format!("{kind} not supported for key type {}", policy.kind.name())));
         }
         let versions: Vec<u32> = match version {
             None | Some("") => {
@@ -381,7 +399,11 @@ impl Transit {
         };
         let mut keys = Map::new();
         for v in versions {
-            let material = policy.export_material(v, kind == "hmac-key")?;
+            let material = match kind {
+                "signing-key" => policy.export_signing_key(v)?.to_string(),
+                "public-key" => policy.public_key(v, &[])?.0,
+                _ => policy.export_material(v, kind == "hmac-key")?,
+            };
             keys.insert(v.to_string(), Value::String(material));
         }
         let mut data = Map::new();
@@ -403,7 +425,7 @@ impl Transit {
                 .change(storage, &name, key_not_found, |policy| {
                     // Checked again under the lock: a manual rotation may have just happened.
                     if policy.rotation_due(now) {
-                        policy.rotate(now);
+                        policy.rotate(now)?;
                     }
                     Ok(())
                 })
@@ -428,16 +450,17 @@ impl LogicalBackend for Transit {
                 Response::list(names)
             }
             ["keys", name] if write => self.create_key(&req, name).await,
-            ["keys", name] if read => Ok(Response::data(key_info(&*self.require_for_read(&req, name).await?))),
+            ["keys", name] if read => {
+                let policy = self.require_for_read(&req, name).await?;
+                let context = ops::base64_field(req.data, "context")?;
+                Ok(Response::data(key_info(&policy, &context)?))
+            }
             ["keys", name] if op == Operation::Delete => self.delete_key(&req, name).await,
             ["keys", name, "config"] if write => self.configure_key(&req, name).await,
             ["keys", name, "rotate"] if write => {
                 let missing = || ApiError::bad_request("key not found");
-                let policy = self.change(req.storage, name, missing, |policy| {
-                    policy.rotate(unix_now());
-                    Ok(())
-                });
-                Ok(Response::data(key_info(&*policy.await?)))
+                let policy = self.change(req.storage, name, missing, |policy| policy.rotate(unix_now()));
+                Ok(Response::data(key_info(&*policy.await?, &[])?))
             }
             ["keys", name, "trim"] if write => self.trim_key(&req, name).await,
             ["export", kind, name] if read => self.export(&req, kind, name, None).await,
@@ -481,10 +504,8 @@ impl LogicalBackend for Transit {
             ["hash", algorithm] if write => ops::hash(&req, Some(algorithm)),
             ["hmac", name] if write => ops::hmac(self, &req, name, None).await,
             ["hmac", name, algorithm] if write => ops::hmac(self, &req, name, Some(algorithm)).await,
-            ["sign", name] | ["sign", name, _] if write => {
-                let policy = self.require(req.storage, name).await?;
-                Err(ApiError::bad_request(format!("key type {} does not support signing", policy.kind.name())))
-            }
+            ["sign", name] if write => ops::sign(self, &req, name, None).await,
+            ["sign", name, algorithm] if write => ops::sign(self, &req, name, Some(algorithm)).await,
             ["verify", name] if write => ops::verify(self, &req, name, None).await,
             ["verify", name, algorithm] if write => ops::verify(self, &req, name, Some(algorithm)).await,
             _ => Err(ApiError::unsupported_operation()),

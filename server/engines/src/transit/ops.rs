@@ -8,6 +8,7 @@ use rand::RngCore;
 use serde_json::{json, Map, Value};
 use zeroize::Zeroizing;
 
+use super::signing::Marshaling;
 use super::{fields, key_not_found, HashAlgorithm, KeyPolicy, KeySpec, KeyType, Transit};
 use arcanum_contract::backend::BackendRequest;
 use arcanum_contract::logical::{ApiError, LogicalResponse, Response};
@@ -50,7 +51,7 @@ fn text(item: &Map<String, Value>, name: &str) -> Result<String, ApiError> {
 }
 
 /// A base64 field, decoded; absent is empty.
-fn base64_field(item: &Map<String, Value>, name: &str) -> Result<Zeroizing<Vec<u8>>, ApiError> {
+pub(super) fn base64_field(item: &Map<String, Value>, name: &str) -> Result<Zeroizing<Vec<u8>>, ApiError> {
     let encoded = Zeroizing::new(text(item, name)?);
     B64.decode(encoded.as_bytes())
         .map(Zeroizing::new)
@@ -382,10 +383,10 @@ pub(super) async fn verify(
     if with_hmac + with_signature == 0 {
         return Err(ApiError::bad_request("neither a 'signature' nor an 'hmac' were given to verify"));
     }
-    let policy = transit.require(req.storage, name).await?;
     if with_signature > 0 {
-        return Err(ApiError::bad_request(format!("key type {} does not support verification", policy.kind.name())));
+        return verify_signatures(transit, req, name, url, &items).await;
     }
+    let policy = transit.require(req.storage, name).await?;
     respond(req, &items, Batch::AlwaysOk, |item| {
         if field(item, "input").is_none() {
             return Err(ApiError::bad_request("missing input"));
@@ -398,5 +399,119 @@ pub(super) async fn verify(
         let valid = policy.verify_hmac(algorithm, &input, &expected)?;
         // Vault's HMAC batch items leave `valid` out when it is false.
         Ok(if valid || !items.batch { Map::from_iter([("valid".into(), json!(valid))]) } else { Map::new() })
+    })
+}
+
+/// What a signature hashes and how it is laid out, from the URL and the body.
+struct SignatureOptions {
+    /// `None`: Vault's `none`, for prehashed input only.
+    hash: Option<HashAlgorithm>,
+    prehashed: bool,
+    marshaling: Marshaling,
+}
+
+impl SignatureOptions {
+    fn read(req: &BackendRequest<'_>, url: Option<&str>, policy: &KeyPolicy) -> Result<SignatureOptions, ApiError> {
+        let named = match url {
+            Some(name) => name.to_owned(),
+            None => match fields::string(req.field("hash_algorithm"), "hash_algorithm")? {
+                named if named.is_empty() => fields::string(req.field("algorithm"), "algorithm")?,
+                named => named,
+            },
+        };
+        let hash =
+            if named.is_empty() { Some(HashAlgorithm::Sha2_256) } else { HashAlgorithm::parse_for_signing(&named)? };
+        let prehashed = fields::boolean(req.field("prehashed"), "prehashed")?.unwrap_or(false);
+        let marshaling =
+            Marshaling::parse(&fields::string(req.field("marshaling_algorithm"), "marshaling_algorithm")?)?;
+        let ecdsa = matches!(policy.kind, KeyType::EcdsaP256 | KeyType::EcdsaP384 | KeyType::EcdsaP521);
+        if marshaling == Marshaling::Jws && !ecdsa {
+            return Err(ApiError::bad_request("marshaling type jws is only supported for ECDSA keys"));
+        }
+        if hash.is_none() {
+            return Err(ApiError::bad_request(
+                "hash algorithm none is only valid for prehashed input to RSA PKCS#1 v1.5 signatures",
+            ));
+        }
+        Ok(SignatureOptions { hash, prehashed, marshaling })
+    }
+
+    /// The digest an ECDSA key signs (ed25519 signs the input itself).
+    fn digest(&self, input: &[u8]) -> Vec<u8> {
+        match self.hash {
+            Some(hash) if !self.prehashed => hash.digest(input),
+            _ => input.to_vec(),
+        }
+    }
+}
+
+/// The signing key `name`, refused when missing or when its type cannot sign.
+async fn signing_key(
+    transit: &Transit,
+    req: &BackendRequest<'_>,
+    name: &str,
+    verb: &str,
+) -> Result<std::sync::Arc<KeyPolicy>, ApiError> {
+    let policy =
+        transit.load(req.storage, name).await?.ok_or_else(|| ApiError::bad_request("signing key not found"))?;
+    if !policy.kind.supports_signing() {
+        return Err(ApiError::bad_request(format!("key type {} does not support {verb}", policy.kind.name())));
+    }
+    Ok(policy)
+}
+
+/// An item's `context`, or the request's when the item has none.
+fn context_of(item: &Map<String, Value>, top: &Map<String, Value>) -> Result<Zeroizing<Vec<u8>>, ApiError> {
+    if field(item, "context").is_some() {
+        base64_field(item, "context")
+    } else {
+        base64_field(top, "context")
+    }
+}
+
+pub(super) async fn sign(
+    transit: &Transit,
+    req: &BackendRequest<'_>,
+    name: &str,
+    url: Option<&str>,
+) -> Result<Response, ApiError> {
+    let items = items(req)?;
+    let policy = signing_key(transit, req, name, "signing").await?;
+    let options = SignatureOptions::read(req, url, &policy)?;
+    let version = policy.encryption_version(item_version(req.data, req.data)?)?;
+    respond(req, &items, Batch::AlwaysOk, |item| {
+        let input = input_field(item)?;
+        let context = context_of(item, req.data)?;
+        let signature = policy.sign(version, &input, &options.digest(&input), &context, options.marshaling)?;
+        let mut result =
+            Map::from_iter([("signature".into(), json!(signature)), ("key_version".into(), json!(version))]);
+        if policy.derived {
+            // Vault names it `public_key` in a single answer and `publickey` in batch items.
+            let field_name = if items.batch { "publickey" } else { "public_key" };
+            result.insert(field_name.into(), json!(policy.public_key(version, &context)?.0));
+        }
+        Ok(result)
+    })
+}
+
+async fn verify_signatures(
+    transit: &Transit,
+    req: &BackendRequest<'_>,
+    name: &str,
+    url: Option<&str>,
+    items: &Items,
+) -> Result<Response, ApiError> {
+    let policy = signing_key(transit, req, name, "verification").await?;
+    let options = SignatureOptions::read(req, url, &policy)?;
+    respond(req, items, Batch::AlwaysOk, |item| {
+        let input = input_field(item)?;
+        let context = context_of(item, req.data)?;
+        let signature = text(item, "signature")?;
+        if signature.is_empty() {
+            return Err(ApiError::bad_request("missing signature"));
+        }
+        let valid =
+            policy.verify_signature(&input, &options.digest(&input), &context, options.marshaling, &signature)?;
+        Ok(Map::from_iter([("valid".into(), json!(valid))]))
     })
 }
