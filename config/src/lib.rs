@@ -62,6 +62,9 @@ pub struct Config {
     pub disable_clustering: bool,
     /// `service_registration "kubernetes"`: the node keeps Vault's labels on its own pod.
     pub service_registration: Option<KubernetesRegistration>,
+    /// The `seal` blocks as written: none (Shamir), one, or two while migrating (the old one
+    /// marked `disabled`).
+    pub seals: Vec<SealBlock>,
     /// One line per Vault setting that was accepted but has no effect in Arcanum.
     pub warnings: Vec<String>,
 }
@@ -93,6 +96,7 @@ impl Config {
             disable_cache: false,
             disable_clustering: false,
             service_registration: None,
+            seals: Vec::new(),
             warnings: Vec::new(),
         }
     }
@@ -309,6 +313,57 @@ pub fn parse_migration(source: &str, format: Format, origin: &str) -> Result<Mig
     Ok(config)
 }
 
+/// One `seal` block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealBlock {
+    pub kind: SealKind,
+    /// `disabled = "true"`: the seal being migrated away from.
+    pub disabled: bool,
+}
+
+/// The seal types Arcanum implements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SealKind {
+    Shamir,
+    Transit(Box<TransitSeal>),
+}
+
+/// `seal "transit"`: the root key is protected by a Transit key on another server. Every
+/// field is as written; the `VAULT_*` environment is applied where the server starts.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct TransitSeal {
+    pub address: Option<String>,
+    pub token: Option<String>,
+    pub key_name: Option<String>,
+    pub mount_path: Option<String>,
+    pub namespace: Option<String>,
+    pub disable_renewal: Option<bool>,
+    pub tls_ca_cert: Option<String>,
+    pub tls_client_cert: Option<String>,
+    pub tls_client_key: Option<String>,
+    pub tls_server_name: Option<String>,
+    pub tls_skip_verify: Option<bool>,
+}
+
+// Written by hand so that the seal's token never reaches a log line.
+impl std::fmt::Debug for TransitSeal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransitSeal")
+            .field("address", &self.address)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("key_name", &self.key_name)
+            .field("mount_path", &self.mount_path)
+            .field("namespace", &self.namespace)
+            .field("disable_renewal", &self.disable_renewal)
+            .field("tls_ca_cert", &self.tls_ca_cert)
+            .field("tls_client_cert", &self.tls_client_cert)
+            .field("tls_client_key", &self.tls_client_key)
+            .field("tls_server_name", &self.tls_server_name)
+            .field("tls_skip_verify", &self.tls_skip_verify)
+            .finish()
+    }
+}
+
 /// `service_registration "kubernetes"`: which pod this node labels. Both are required once the
 /// environment (`VAULT_K8S_NAMESPACE`, `VAULT_K8S_POD_NAME`, which win) is applied.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -493,6 +548,40 @@ mod tests {
     }
 
     #[test]
+    fn seal_blocks() {
+        let base = "storage \"inmem\" {}\n";
+        let config = hcl(&format!(
+            "{base}seal \"transit\" {{\n  address = \"https://unsealer:8200\"\n  token = \"s.secret\"\n  key_name = \"autounseal\"\n  mount_path = \"transit/\"\n  tls_skip_verify = \"true\"\n  disable_renewal = \"false\"\n}}\n"
+        ));
+        let [SealBlock { kind: SealKind::Transit(transit), disabled: false }] = config.seals.as_slice() else {
+            panic!("{:?}", config.seals)
+        };
+        assert_eq!(transit.key_name.as_deref(), Some("autounseal"));
+        assert_eq!((transit.tls_skip_verify, transit.disable_renewal), (Some(true), Some(false)));
+        let shown = format!("{transit:?}");
+        assert!(!shown.contains("s.secret") && shown.contains("redacted"), "{shown}");
+
+        // Migrating: the old seal disabled, the new one enabled.
+        let config = hcl(&format!("{base}seal \"transit\" {{\n  disabled = \"true\"\n}}\nseal \"shamir\" {{}}\n"));
+        assert_eq!(config.seals.len(), 2);
+        let old = config.seals.iter().find(|seal| seal.disabled).expect("the disabled seal");
+        assert!(matches!(old.kind, SealKind::Transit(_)), "{:?}", config.seals);
+        assert!(config.seals.iter().any(|seal| !seal.disabled && seal.kind == SealKind::Shamir));
+
+        for (extra, expected) in [
+            (
+                "seal \"awskms\" {\n  region = \"us-east-1\"\n}\n",
+                "unsupported seal type \"awskms\"; supported: shamir, transit",
+            ),
+            ("seal \"transit\" {}\nseal \"shamir\" {}\n", "only allowed while migrating"),
+            ("seal \"transit\" {\n  key = \"x\"\n}\n", "key"),
+        ] {
+            let refused = parse(&format!("{base}{extra}"), Format::Hcl, "config.hcl").expect_err(extra);
+            assert!(refused.to_string().contains(expected), "{extra}: {refused}");
+        }
+    }
+
+    #[test]
     fn vault_json_config() {
         let config = json(
             r#"{"backend":{"inmem":{}},"listener":{"tcp":{"address":"127.0.0.1:8201","tls_disable":true}},"disable_mlock":true,"default_lease_ttl":"768h","max_lease_ttl":"768h"}"#,
@@ -516,6 +605,7 @@ mod tests {
             disable_cache: false,
             disable_clustering: false,
             service_registration: None,
+            seals: Vec::new(),
             warnings: vec![],
         };
         assert_eq!(config, expected);
@@ -613,6 +703,7 @@ raw_storage_endpoint = "true"
             disable_cache: false,
             disable_clustering: false,
             service_registration: None,
+            seals: Vec::new(),
             warnings: [
                 "listener.tcp[0].cluster_address",
                 "telemetry.disable_hostname",
@@ -827,10 +918,6 @@ listener "tcp" {
     unauthenticated_metrics_access = true
   }
 }
-seal "awskms" {
-  region = "us-east-1"
-  kms_key_id = "secret-ish"
-}
 ha_storage "consul" {}
 pid_file = "/run/vault.pid"
 cluster_name = "c"
@@ -858,7 +945,6 @@ cluster_cipher_suites = "x"
             "listener.tcp.x_forwarded_for_authorized_addrs",
             "listener.tcp.proxy_protocol_behavior",
             "listener.tcp.http_read_timeout",
-            "seal",
             "ha_storage",
             "pid_file",
             "cluster_name",

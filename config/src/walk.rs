@@ -8,9 +8,10 @@ use serde_json::{Map, Value};
 
 use crate::duration::parse_duration_value;
 use crate::{
-    quote, Config, ConfigError, EtcdStorage, KubernetesRegistration, Listener, LogLevel, MigrationConfig, Storage, Tls,
-    TlsVersion, DEFAULT_ADDRESS, DEFAULT_MAX_REQUEST_SIZE, ETCD_DEFAULT_LOCK_TIMEOUT, ETCD_DEFAULT_MAX_REQUEST_BYTES,
-    ETCD_DEFAULT_MAX_TXN_OPS, ETCD_DEFAULT_PATH, ETCD_DEFAULT_REQUEST_TIMEOUT,
+    quote, Config, ConfigError, EtcdStorage, KubernetesRegistration, Listener, LogLevel, MigrationConfig, SealBlock,
+    SealKind, Storage, Tls, TlsVersion, TransitSeal, DEFAULT_ADDRESS, DEFAULT_MAX_REQUEST_SIZE,
+    ETCD_DEFAULT_LOCK_TIMEOUT, ETCD_DEFAULT_MAX_REQUEST_BYTES, ETCD_DEFAULT_MAX_TXN_OPS, ETCD_DEFAULT_PATH,
+    ETCD_DEFAULT_REQUEST_TIMEOUT,
 };
 
 const TOP_LEVEL_KEYS: &[&str] = &[
@@ -33,6 +34,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "disable_cache",
     "disable_clustering",
     "service_registration",
+    "seal",
 ];
 
 /// Valid Vault server settings that Arcanum has no use for.
@@ -76,8 +78,23 @@ const IGNORED_TOP_LEVEL: &[&str] = &[
     "plugin_tmpdir",
     "post_unseal_trace_directory",
     "remove_irrevocable_lease_after",
-    "seal",
     "user_lockout",
+];
+
+/// What `seal "transit"` takes (Vault's names).
+const TRANSIT_SEAL_KEYS: &[&str] = &[
+    "address",
+    "token",
+    "key_name",
+    "mount_path",
+    "namespace",
+    "disable_renewal",
+    "tls_ca_cert",
+    "tls_client_cert",
+    "tls_client_key",
+    "tls_server_name",
+    "tls_skip_verify",
+    "disabled",
 ];
 
 const STORAGE_TYPES: &str = "sled, etcd, inmem";
@@ -268,6 +285,7 @@ impl Walker<'_> {
         let mut disable_cache = false;
         let mut disable_clustering = false;
         let mut service_registration = None;
+        let mut seals = Vec::new();
         for (key, value) in top {
             match canonical(key, TOP_LEVEL_ALIASES).as_str() {
                 "storage" => storage_blocks.push((key, value)),
@@ -289,6 +307,7 @@ impl Walker<'_> {
                 "disable_cache" => disable_cache = self.boolean(value, key)?,
                 "disable_clustering" => disable_clustering = self.boolean(value, key)?,
                 "service_registration" => service_registration = self.service_registration(value, key)?,
+                "seal" => self.seals(value, key, &mut seals)?,
                 k if IGNORED_TOP_LEVEL.contains(&k) => self.ignore(key),
                 _ => return Err(self.unknown(key, "", TOP_LEVEL_KEYS)),
             }
@@ -341,6 +360,7 @@ impl Walker<'_> {
             disable_cache,
             disable_clustering,
             service_registration,
+            seals,
             warnings: std::mem::take(&mut self.warnings),
         })
     }
@@ -440,6 +460,61 @@ impl Walker<'_> {
             }
         }
         Ok(found)
+    }
+
+    /// `seal "shamir"` and `seal "transit"`. Any other type is refused by name: a server that
+    /// silently fell back to Shamir would leave the operator's auto-unseal unconfigured.
+    fn seals(&mut self, value: &Value, key: &str, out: &mut Vec<SealBlock>) -> Result<(), ConfigError> {
+        for (path, types) in self.blocks(value, key)? {
+            for (kind, body) in types {
+                let kind_path = format!("{path}.{}", short(kind));
+                let mut transit = TransitSeal::default();
+                let mut disabled = false;
+                let is_transit = match kind.to_ascii_lowercase().as_str() {
+                    "transit" => true,
+                    "shamir" => false,
+                    other => {
+                        return Err(self.invalid(
+                            &kind_path,
+                            format!("unsupported seal type {}; supported: shamir, transit", quote(other)),
+                        ))
+                    }
+                };
+                for (body_path, body) in self.blocks(body, &kind_path)? {
+                    for (k, v) in body {
+                        let key_path = format!("{body_path}.{}", short(k));
+                        let text = |walker: &Self| walker.string(v, &key_path).map(|s| Some(s.to_owned()));
+                        match (is_transit, k.to_ascii_lowercase().as_str()) {
+                            (_, "disabled") => disabled = self.boolean(v, &key_path)?,
+                            (true, "address") => transit.address = text(self)?,
+                            (true, "token") => transit.token = text(self)?,
+                            (true, "key_name") => transit.key_name = text(self)?,
+                            (true, "mount_path") => transit.mount_path = text(self)?,
+                            (true, "namespace") => transit.namespace = text(self)?,
+                            (true, "disable_renewal") => transit.disable_renewal = Some(self.boolean(v, &key_path)?),
+                            (true, "tls_ca_cert") => transit.tls_ca_cert = text(self)?,
+                            (true, "tls_client_cert") => transit.tls_client_cert = text(self)?,
+                            (true, "tls_client_key") => transit.tls_client_key = text(self)?,
+                            (true, "tls_server_name") => transit.tls_server_name = text(self)?,
+                            (true, "tls_skip_verify") => transit.tls_skip_verify = Some(self.boolean(v, &key_path)?),
+                            (true, _) => return Err(self.unknown(k, &body_path, TRANSIT_SEAL_KEYS)),
+                            (false, _) => return Err(self.unknown(k, &body_path, &["disabled"])),
+                        }
+                    }
+                }
+                let kind = if is_transit { SealKind::Transit(Box::new(transit)) } else { SealKind::Shamir };
+                out.push(SealBlock { kind, disabled });
+            }
+        }
+        match (out.len(), out.iter().filter(|seal| !seal.disabled).count()) {
+            (0 | 1, _) => Ok(()),
+            (2, 1) => Ok(()),
+            (2, _) => Err(self.invalid(
+                key,
+                "two seal blocks are only allowed while migrating, with the old one marked disabled = \"true\"",
+            )),
+            _ => Err(self.invalid(key, "at most two seal blocks are allowed (the old one, disabled, and the new one)")),
+        }
     }
 
     fn etcd(&mut self, path: &str, body: &Object) -> Result<EtcdStorage, ConfigError> {

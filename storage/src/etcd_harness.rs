@@ -43,7 +43,7 @@ const PORTS: std::ops::Range<u16> = 20_000..32_000;
 /// clock so that test processes started together do not walk the same ports.
 static NEXT_PORT: AtomicU32 = AtomicU32::new(0);
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let span = u32::from(PORTS.end - PORTS.start);
     let seed = std::process::id().wrapping_mul(7919)
         ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());

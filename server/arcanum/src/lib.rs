@@ -12,6 +12,8 @@
 //! - [`sys`]: the `sys/` endpoints; [`token_api`]: `auth/token/*`.
 //! - [`serve`]: listeners, TLS, graceful shutdown; [`hardening`]: process hardening at start.
 //! - [`service_registration`]: a node's labels on its own Kubernetes pod.
+//! - [`transit_seal`]: `seal "transit"`, the client that wraps the root key with another
+//!   server's Transit key.
 //! - [`cli`]: the `arcanum` command line (server and client commands).
 //!
 //! Inside this crate the arrows run one way too: `cli -> serve -> http -> {forward, router}`, `router -> sys,
@@ -28,3 +30,4 @@ pub mod serve;
 pub mod service_registration;
 pub mod sys;
 pub mod token_api;
+pub mod transit_seal;

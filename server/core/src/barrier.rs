@@ -27,7 +27,8 @@ pub(crate) const SEAL_CONFIG_PATH: &str = "core/seal-config";
 pub(crate) const ROOT_KEY_PATH: &str = "core/root-key";
 /// The keyring, sealed under the root key, so that rotation needs no unseal key.
 pub(crate) const KEYRING_PATH: &str = "core/keyring";
-const PHYSICAL_ONLY: [&str; 3] = [SEAL_CONFIG_PATH, ROOT_KEY_PATH, KEYRING_PATH];
+const PHYSICAL_ONLY: [&str; 5] =
+    [SEAL_CONFIG_PATH, ROOT_KEY_PATH, KEYRING_PATH, crate::seal::RECOVERY_CONFIG_PATH, crate::seal::RECOVERY_KEY_PATH];
 
 /// Encryption counts per term, kept through the barrier itself.
 const STATS_PATH: &str = "core/barrier-stats";

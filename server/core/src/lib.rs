@@ -18,6 +18,7 @@ pub mod expiration;
 pub mod ha;
 pub mod mounts;
 pub mod policies;
+pub mod seal;
 pub mod token;
 
 use std::sync::{Arc, RwLock};
@@ -36,6 +37,7 @@ use arcanum_contract::Catalog;
 use arcanum_quotas::Quotas;
 use barrier::{Barrier, BarrierError, KEYRING_PATH, ROOT_KEY_PATH, SEAL_CONFIG_PATH};
 use expiration::{Expiration, LeaseSettings};
+use ha::lock;
 use mounts::MountTable;
 use policies::PolicyStore;
 use token::TokenStore;
@@ -84,6 +86,8 @@ pub struct SealConfig {
 #[serde(rename_all = "lowercase")]
 pub enum SealType {
     Shamir,
+    /// The root key is wrapped by another server's Transit key (always 1 share of 1).
+    Transit,
 }
 
 impl SealConfig {
@@ -122,7 +126,10 @@ pub struct ClusterInfo {
 
 /// What `sys/init` hands out, once.
 pub struct InitOutput {
+    /// Unseal key shares (none with an auto seal).
     pub shares: Vec<Zeroizing<Vec<u8>>>,
+    /// Recovery key shares (auto seal only).
+    pub recovery_shares: Vec<Zeroizing<Vec<u8>>>,
     pub root_token: Zeroizing<String>,
 }
 
@@ -177,6 +184,15 @@ pub struct RekeyAttempt {
     collection: ShareCollection,
 }
 
+/// Which key a rekey replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RekeyTarget {
+    /// The unseal key (Shamir seal): `sys/rekey`.
+    Barrier,
+    /// The recovery key (auto seal): `sys/rekey-recovery-key`.
+    Recovery,
+}
+
 /// Rekey progress as `sys/rekey/*` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RekeyStatus {
@@ -193,6 +209,12 @@ pub struct RekeyStatus {
 pub struct SealStatus {
     pub initialized: bool,
     pub sealed: bool,
+    /// `shamir`, or the auto seal's type.
+    pub kind: &'static str,
+    /// With an auto seal, `threshold` and `shares` are the recovery key's.
+    pub recovery_seal: bool,
+    /// Why the last auto-unseal attempt failed, while sealed.
+    pub seal_error: Option<String>,
     pub threshold: usize,
     pub shares: usize,
     pub progress: usize,
@@ -203,8 +225,14 @@ pub struct SealStatus {
 #[derive(Debug, Default)]
 struct SealState {
     config: Option<SealConfig>,
+    /// The recovery key's shares and threshold (auto seal only; `None` without a recovery key).
+    recovery: Option<SealConfig>,
     unseal: Option<ShareCollection>,
     rekey: Option<RekeyAttempt>,
+    /// `sys/rekey-recovery-key` in progress.
+    recovery_rekey: Option<RekeyAttempt>,
+    /// Sealed by `sys/seal`: the auto seal does not reopen it; recovery shares do.
+    manually_sealed: bool,
 }
 
 /// The services that exist only while unsealed; dropping this drops the keys.
@@ -359,27 +387,59 @@ pub struct Core {
     unsealed: RwLock<Option<Arc<Unsealed>>>,
     /// With `ha_enabled`: the election, and this node's part in it.
     ha: Option<Arc<ha::Ha>>,
+    /// `seal "transit"`: the seal that wraps the root key; `None` for Shamir.
+    auto_seal: Option<Arc<dyn seal::AutoSeal>>,
+    /// Why the last auto-unseal attempt failed (kept outside `state` so that seal-status
+    /// answers while an attempt waits on the seal).
+    seal_error: std::sync::Mutex<Option<String>>,
 }
 
 impl Core {
     /// Opens the core over `backend`; it starts sealed (or uninitialised). Mounts are served by
     /// the engines of `catalog`.
     pub async fn new(backend: Arc<dyn Backend>, config: CoreConfig, catalog: Catalog) -> Result<Core, BarrierError> {
-        let seal_config = match backend.get(SEAL_CONFIG_PATH).await? {
-            Some(raw) => Some(
-                serde_json::from_slice::<SealConfig>(&raw)
-                    .map_err(|err| BarrierError::Corrupt(format!("seal config: {err}")))?,
-            ),
-            None => None,
-        };
+        let seal_config = read_seal_config(backend.as_ref(), SEAL_CONFIG_PATH).await?;
+        let recovery = read_seal_config(backend.as_ref(), seal::RECOVERY_CONFIG_PATH).await?;
         Ok(Core {
             backend,
             config,
             catalog: Arc::new(catalog),
-            state: tokio::sync::Mutex::new(SealState { config: seal_config, ..SealState::default() }),
+            state: tokio::sync::Mutex::new(SealState { config: seal_config, recovery, ..SealState::default() }),
             unsealed: RwLock::new(None),
             ha: None,
+            auto_seal: None,
+            seal_error: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Protects the root key with `seal` instead of Shamir shares (`seal "transit"`).
+    pub fn with_auto_seal(mut self, seal: Arc<dyn seal::AutoSeal>) -> Core {
+        self.auto_seal = Some(seal);
+        self
+    }
+
+    /// Whether the root key is protected by an auto seal (recovery keys, not unseal keys).
+    pub fn has_auto_seal(&self) -> bool {
+        self.auto_seal.is_some()
+    }
+
+    /// Refuses to serve data sealed one way with a config that names another: a transit-sealed
+    /// store cannot be opened with shares, and a Shamir store is not silently re-sealed.
+    pub async fn check_seal_type(&self) -> Result<(), String> {
+        let stored = self.state.lock().await.config.map(|config| config.kind);
+        match (stored, &self.auto_seal) {
+            (Some(SealType::Transit), None) => {
+                Err("the data is sealed by a seal \"transit\" but the config has none; add the seal block back \
+                 (seal migration to Shamir is not supported yet)"
+                    .into())
+            }
+            (Some(SealType::Shamir), Some(seal)) => Err(format!(
+                "the data is sealed with Shamir key shares but the config has seal {:?}; remove the seal block \
+                 (seal migration from Shamir is not supported yet)",
+                seal.kind()
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Makes this an HA node: unsealing makes it a standby that campaigns for `backend`'s lock
@@ -454,6 +514,10 @@ impl Core {
             Ok(None) => state.config = None,
             Err(err) => tracing::warn!(error = %err, "could not read the seal config; using the last one read"),
         }
+        match read_seal_config(self.backend.as_ref(), seal::RECOVERY_CONFIG_PATH).await {
+            Ok(recovery) => state.recovery = recovery,
+            Err(err) => tracing::warn!(error = %err, "could not read the recovery config; using the last one read"),
+        }
     }
 
     pub async fn seal_status(&self) -> SealStatus {
@@ -461,14 +525,19 @@ impl Core {
         self.reload_seal_config(&mut state).await;
         let unsealed = self.unsealed.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
         let sealed = self.is_sealed();
-        let (threshold, shares) = state.config.map_or((0, 0), |c| (c.secret_threshold, c.secret_shares));
+        let counted = if self.auto_seal.is_some() { state.recovery } else { state.config };
+        let (threshold, shares) = counted.map_or((0, 0), |c| (c.secret_threshold, c.secret_shares));
         let (progress, nonce) = match &state.unseal {
             Some(attempt) if sealed => (attempt.shares.len(), attempt.nonce.clone()),
             _ => (0, String::new()),
         };
+        let seal_error = if sealed { lock(&self.seal_error).clone() } else { None };
         SealStatus {
             initialized: state.config.is_some(),
             sealed,
+            kind: self.auto_seal.as_ref().map_or("shamir", |seal| seal.kind()),
+            recovery_seal: self.auto_seal.is_some(),
+            seal_error,
             threshold,
             shares,
             progress,
@@ -488,6 +557,11 @@ impl Core {
         seal_config: SealConfig,
         root_token: Option<Zeroizing<String>>,
     ) -> Result<InitOutput, ApiError> {
+        if self.auto_seal.is_some() {
+            return Err(ApiError::bad_request(
+                "parameters secret_shares,secret_threshold not applicable to seal type transit",
+            ));
+        }
         let mut state = self.state.lock().await;
         if state.config.is_some() {
             return Err(ApiError::bad_request("Vault is already initialized"));
@@ -495,12 +569,72 @@ impl Core {
         let unseal_key = Key256::generate();
         let keyring = Keyring::generate(unix_now());
         let sealed_root_key = aead::seal(&unseal_key, keyring.root_key().as_bytes(), ROOT_KEY_AAD);
-        let sealed_keyring = keyring.seal_with_root();
         let shares = shamir::split(unseal_key.as_bytes(), seal_config.secret_shares, seal_config.secret_threshold)
             .map_err(|err| ApiError::bad_request(format!("invalid seal configuration: {err}")))?;
+        let root_token = self.write_initial_records(keyring.clone(), root_token).await?;
+        let config_json = serde_json::to_vec(&seal_config).map_err(|_| ApiError::internal())?;
+        self.backend
+            .batch(vec![
+                Op::Put { key: ROOT_KEY_PATH.into(), value: sealed_root_key },
+                Op::Put { key: KEYRING_PATH.into(), value: keyring.seal_with_root() },
+                Op::Put { key: SEAL_CONFIG_PATH.into(), value: config_json },
+            ])
+            .await
+            .map_err(internal("writing the seal config"))?;
+        state.config = Some(seal_config);
+        tracing::info!(shares = seal_config.secret_shares, threshold = seal_config.secret_threshold, "initialized");
+        Ok(InitOutput { shares, recovery_shares: Vec::new(), root_token })
+    }
 
-        // Barrier records first, seal config last: a crash in between leaves the server
-        // uninitialised rather than initialised without a root token.
+    /// `sys/init` with an auto seal: the root key is wrapped by the seal (nothing is written
+    /// if the seal refuses), recovery shares are handed out instead of unseal keys, and the
+    /// server unseals itself at once.
+    pub async fn initialize_auto(&self, recovery: Option<SealConfig>) -> Result<InitOutput, ApiError> {
+        let Some(auto_seal) = self.auto_seal.clone() else {
+            return Err(ApiError::bad_request(
+                "parameters recovery_shares,recovery_threshold not applicable to seal type shamir",
+            ));
+        };
+        let mut state = self.state.lock().await;
+        if state.config.is_some() {
+            return Err(ApiError::bad_request("Vault is already initialized"));
+        }
+        let keyring = Keyring::generate(unix_now());
+        let root_key = keyring.root_key().clone();
+        let wrapped_root = seal::wrap_root_key(auto_seal.as_ref(), &root_key).await?;
+        let mut records = vec![Op::Put { key: ROOT_KEY_PATH.into(), value: wrapped_root }];
+        let mut recovery_shares = Vec::new();
+        if let Some(recovery) = recovery {
+            let recovery_key = Key256::generate();
+            recovery_shares = shamir::split(recovery_key.as_bytes(), recovery.secret_shares, recovery.secret_threshold)
+                .map_err(|err| ApiError::bad_request(format!("invalid recovery configuration: {err}")))?;
+            let recovery_json = serde_json::to_vec(&recovery).map_err(|_| ApiError::internal())?;
+            records.push(Op::Put { key: seal::RECOVERY_KEY_PATH.into(), value: seal::recovery_check(&recovery_key) });
+            records.push(Op::Put { key: seal::RECOVERY_CONFIG_PATH.into(), value: recovery_json });
+        }
+        let root_token = self.write_initial_records(keyring.clone(), None).await?;
+        let barrier_config = SealConfig { kind: SealType::Transit, secret_shares: 1, secret_threshold: 1 };
+        records.push(Op::Put { key: KEYRING_PATH.into(), value: keyring.seal_with_root() });
+        records.push(Op::Put {
+            key: SEAL_CONFIG_PATH.into(),
+            value: serde_json::to_vec(&barrier_config).map_err(|_| ApiError::internal())?,
+        });
+        self.backend.batch(records).await.map_err(internal("writing the seal config"))?;
+        state.config = Some(barrier_config);
+        state.recovery = recovery;
+        tracing::info!(seal = auto_seal.kind(), recovery_shares = recovery_shares.len(), "initialized");
+        self.finish_unseal(&mut state, root_key).await?;
+        Ok(InitOutput { shares: Vec::new(), recovery_shares, root_token })
+    }
+
+    /// The barrier records every new server starts with (cluster identity, token salt, root
+    /// token, barrier stats). They are written before the seal config, so a crash in between
+    /// leaves the server uninitialised rather than initialised without a root token.
+    async fn write_initial_records(
+        &self,
+        keyring: Keyring,
+        root_token: Option<Zeroizing<String>>,
+    ) -> Result<Zeroizing<String>, ApiError> {
         let barrier = Barrier::open(Arc::clone(&self.backend), keyring, self.config.rotate_after)
             .await
             .map_err(internal("opening the barrier at init"))?;
@@ -515,18 +649,7 @@ impl Core {
             .map_err(internal("creating the token salt"))?;
         let root_token = tokens.create_root(root_token).await.map_err(internal("creating the root token"))?;
         barrier.persist_stats().await.map_err(internal("writing barrier stats"))?;
-        let config_json = serde_json::to_vec(&seal_config).map_err(|_| ApiError::internal())?;
-        self.backend
-            .batch(vec![
-                Op::Put { key: ROOT_KEY_PATH.into(), value: sealed_root_key },
-                Op::Put { key: KEYRING_PATH.into(), value: sealed_keyring },
-                Op::Put { key: SEAL_CONFIG_PATH.into(), value: config_json },
-            ])
-            .await
-            .map_err(internal("writing the seal config"))?;
-        state.config = Some(seal_config);
-        tracing::info!(shares = seal_config.secret_shares, threshold = seal_config.secret_threshold, "initialized");
-        Ok(InitOutput { shares, root_token })
+        Ok(root_token)
     }
 
     /// `sys/unseal` with a key share. Unseals once the threshold is reached.
@@ -539,26 +662,48 @@ impl Core {
         if !self.is_sealed() {
             return Ok(());
         }
+        // With an auto seal the shares are recovery shares: they are checked against the
+        // recovery key, and the seal still has to open the root key.
+        let threshold =
+            match (&self.auto_seal, state.recovery) {
+                (None, _) => config.secret_threshold,
+                (Some(_), Some(recovery)) => recovery.secret_threshold,
+                (Some(_), None) => return Err(ApiError::bad_request(
+                    "this server has no recovery key (initialised with recovery_shares=0); restart it to auto-unseal",
+                )),
+            };
         check_share_len(&share)?;
         let attempt = state.unseal.get_or_insert_with(ShareCollection::new);
         attempt.add(share);
-        if attempt.shares.len() < config.secret_threshold {
+        if attempt.shares.len() < threshold {
             return Ok(());
         }
         // Whatever happens next, this attempt is over (Vault resets progress on failure too).
         let Some(attempt) = state.unseal.take() else {
             return Ok(());
         };
-        let unseal_key = attempt.combine()?;
+        let key = attempt.combine()?;
+        let root_key = match &self.auto_seal {
+            None => self.unseal_root_key(&key).await?,
+            Some(auto_seal) => {
+                self.check_recovery_key(&key).await?;
+                self.root_key_from_seal(auto_seal.as_ref()).await?
+            }
+        };
+        self.finish_unseal(&mut state, root_key).await
+    }
+
+    /// Opens every service with the root key (a standby keeps only the root key; the
+    /// election opens the rest at takeover).
+    async fn finish_unseal(&self, state: &mut SealState, root_key: Key256) -> Result<(), ApiError> {
+        let keyring = self.open_keyring_with_root(&root_key).await?;
+        state.manually_sealed = false;
+        *lock(&self.seal_error) = None;
         if let Some(ha) = &self.ha {
-            // A standby keeps only the root key; the election opens the rest at takeover.
-            let root_key = self.unseal_root_key(&unseal_key).await?;
-            self.open_keyring_with_root(&root_key).await?;
             ha.unsealed(root_key);
             tracing::info!("unsealed as a standby; campaigning for the active role");
             return Ok(());
         }
-        let keyring = self.open_keyring(&unseal_key).await?;
         let barrier = Barrier::open(Arc::clone(&self.backend), keyring, self.config.rotate_after)
             .await
             .map_err(internal("opening the barrier"))?;
@@ -569,10 +714,56 @@ impl Core {
         Ok(())
     }
 
-    /// Opens root key and keyring with a candidate unseal key; a wrong key is a 400.
-    async fn open_keyring(&self, unseal_key: &Key256) -> Result<Keyring, ApiError> {
-        let root_key = self.unseal_root_key(unseal_key).await?;
-        self.open_keyring_with_root(&root_key).await
+    /// The root key record as stored (sealed by the unseal key, or wrapped by the auto seal).
+    async fn stored_root_key(&self) -> Result<Vec<u8>, ApiError> {
+        self.backend.get(ROOT_KEY_PATH).await.map_err(internal("reading the root key"))?.ok_or_else(ApiError::internal)
+    }
+
+    /// The root key, unwrapped by the auto seal.
+    async fn root_key_from_seal(&self, auto_seal: &dyn seal::AutoSeal) -> Result<Key256, ApiError> {
+        let stored = self.stored_root_key().await?;
+        seal::unwrap_root_key(auto_seal, &stored).await
+    }
+
+    /// Refuses a combined recovery key that is not the stored one.
+    async fn check_recovery_key(&self, candidate: &Key256) -> Result<(), ApiError> {
+        let check = self
+            .backend
+            .get(seal::RECOVERY_KEY_PATH)
+            .await
+            .map_err(internal("reading the recovery key check"))?
+            .ok_or_else(|| ApiError::bad_request("this server has no recovery key"))?;
+        if !seal::recovery_key_matches(candidate, &check) {
+            return Err(ApiError::bad_request("the recovery key shares are incorrect (message authentication failed)"));
+        }
+        Ok(())
+    }
+
+    /// Unseals with the auto seal, unless the server is unsealed, uninitialised, sealed by hand
+    /// (`sys/seal`; recovery shares reopen it) or has no auto seal. The seal is asked without
+    /// holding the seal-state lock, so seal-status keeps answering while it waits. A failure
+    /// is kept for `sys/seal-status` and returned; the caller retries.
+    pub async fn auto_unseal(&self) -> Result<bool, ApiError> {
+        let Some(auto_seal) = self.auto_seal.clone() else { return Ok(false) };
+        {
+            let mut state = self.state.lock().await;
+            self.reload_seal_config(&mut state).await;
+            if state.config.is_none() || !self.is_sealed() || state.manually_sealed {
+                return Ok(false);
+            }
+        }
+        let root_key = match self.root_key_from_seal(auto_seal.as_ref()).await {
+            Ok(root_key) => root_key,
+            Err(err) => {
+                *lock(&self.seal_error) = Some(err.errors.join("; "));
+                return Err(err);
+            }
+        };
+        let mut state = self.state.lock().await;
+        if !self.is_sealed() || state.manually_sealed {
+            return Ok(false);
+        }
+        self.finish_unseal(&mut state, root_key).await.map(|()| true)
     }
 
     /// Opens the root key with a candidate unseal key; a wrong key is a 400.
@@ -582,12 +773,7 @@ impl Core {
                 "unseal failed: the key shares do not open the root key (message authentication failed)",
             )
         };
-        let sealed_root = self
-            .backend
-            .get(ROOT_KEY_PATH)
-            .await
-            .map_err(internal("reading the root key"))?
-            .ok_or_else(ApiError::internal)?;
+        let sealed_root = self.stored_root_key().await?;
         let root_bytes = Zeroizing::new(aead::open(unseal_key, &sealed_root, ROOT_KEY_AAD).map_err(|_| wrong())?);
         Key256::from_slice(&root_bytes).map_err(|_| ApiError::internal())
     }
@@ -608,6 +794,7 @@ impl Core {
     /// `sys/seal`: drops every key. Idempotent. An active HA node hands the lock over first.
     pub async fn seal(&self) -> Result<(), ApiError> {
         let mut state = self.state.lock().await;
+        state.manually_sealed = self.auto_seal.is_some();
         if let Some(ha) = &self.ha {
             self.step_down_now(ha).await;
             ha.sealed();
@@ -630,10 +817,19 @@ impl Core {
         Ok(())
     }
 
-    pub async fn rekey_status(&self) -> RekeyStatus {
-        let state = self.state.lock().await;
-        let required = state.config.map_or(0, |c| c.secret_threshold);
-        match &state.rekey {
+    /// The attempt slot and the current config a rekey of `target` works with.
+    fn rekey_slot(state: &mut SealState, target: RekeyTarget) -> (&mut Option<RekeyAttempt>, Option<SealConfig>) {
+        match target {
+            RekeyTarget::Barrier => (&mut state.rekey, state.config),
+            RekeyTarget::Recovery => (&mut state.recovery_rekey, state.recovery),
+        }
+    }
+
+    pub async fn rekey_status(&self, target: RekeyTarget) -> RekeyStatus {
+        let mut state = self.state.lock().await;
+        let (slot, current) = Self::rekey_slot(&mut state, target);
+        let required = current.map_or(0, |c| c.secret_threshold);
+        match slot {
             Some(attempt) => RekeyStatus {
                 started: true,
                 nonce: attempt.collection.nonce.clone(),
@@ -653,32 +849,54 @@ impl Core {
         }
     }
 
-    /// `sys/rekey/init`: start collecting current shares for new `config`.
-    pub async fn rekey_init(&self, config: SealConfig) -> Result<(), ApiError> {
+    /// `sys/rekey/init` (new unseal key shares) or `sys/rekey-recovery-key/init` (new recovery
+    /// key shares): start collecting current shares for new `config`.
+    pub async fn rekey_init(&self, target: RekeyTarget, config: SealConfig) -> Result<(), ApiError> {
         self.unsealed()?;
+        match (target, &self.auto_seal) {
+            (RekeyTarget::Barrier, Some(auto_seal)) => {
+                return Err(ApiError::bad_request(format!(
+                    "the root key is protected by the {} seal, not by unseal keys; rekey the recovery key with \
+                     sys/rekey-recovery-key",
+                    auto_seal.kind()
+                )))
+            }
+            (RekeyTarget::Recovery, None) => {
+                return Err(ApiError::bad_request("recovery keys are not supported with a shamir seal"))
+            }
+            _ => {}
+        }
         let mut state = self.state.lock().await;
-        if state.rekey.is_some() {
+        if target == RekeyTarget::Recovery && state.recovery.is_none() {
+            return Err(ApiError::bad_request("this server has no recovery key to rekey"));
+        }
+        let (slot, _) = Self::rekey_slot(&mut state, target);
+        if slot.is_some() {
             return Err(ApiError::bad_request("rekey already in progress"));
         }
-        state.rekey = Some(RekeyAttempt { config, collection: ShareCollection::new() });
+        *slot = Some(RekeyAttempt { config, collection: ShareCollection::new() });
         Ok(())
     }
 
-    pub async fn rekey_cancel(&self) -> Result<(), ApiError> {
-        self.state.lock().await.rekey = None;
+    pub async fn rekey_cancel(&self, target: RekeyTarget) -> Result<(), ApiError> {
+        let mut state = self.state.lock().await;
+        *Self::rekey_slot(&mut state, target).0 = None;
         Ok(())
     }
 
-    /// `sys/rekey/update`: one current share. Returns the new shares once complete.
+    /// `sys/rekey/update` or `sys/rekey-recovery-key/update`: one current share. Returns the
+    /// new shares once complete.
     pub async fn rekey_update(
         &self,
+        target: RekeyTarget,
         share: Zeroizing<Vec<u8>>,
         nonce: &str,
     ) -> Result<Option<Vec<Zeroizing<Vec<u8>>>>, ApiError> {
         self.unsealed()?;
         let mut state = self.state.lock().await;
-        let threshold = state.config.map_or(0, |c| c.secret_threshold);
-        let Some(attempt) = state.rekey.as_mut() else {
+        let (slot, current) = Self::rekey_slot(&mut state, target);
+        let threshold = current.map_or(0, |c| c.secret_threshold);
+        let Some(attempt) = slot.as_mut() else {
             return Err(ApiError::bad_request("no rekey in progress"));
         };
         if !arcanum_crypto::constant_time_eq(attempt.collection.nonce.as_bytes(), nonce.as_bytes()) {
@@ -692,34 +910,45 @@ impl Core {
         if attempt.collection.shares.len() < threshold {
             return Ok(None);
         }
-        let Some(attempt) = state.rekey.take() else {
+        let Some(attempt) = slot.take() else {
             return Ok(None);
         };
         let current_key = attempt.collection.combine()?;
-        let sealed_root = self
-            .backend
-            .get(ROOT_KEY_PATH)
-            .await
-            .map_err(internal("reading the root key"))?
-            .ok_or_else(ApiError::internal)?;
-        let root_bytes = Zeroizing::new(aead::open(&current_key, &sealed_root, ROOT_KEY_AAD).map_err(|_| {
-            ApiError::bad_request("rekey failed: the key shares are incorrect (message authentication failed)")
-        })?);
         let new_key = Key256::generate();
         let new_shares =
             shamir::split(new_key.as_bytes(), attempt.config.secret_shares, attempt.config.secret_threshold)
                 .map_err(|err| ApiError::bad_request(format!("invalid seal configuration: {err}")))?;
         let config_json = serde_json::to_vec(&attempt.config).map_err(|_| ApiError::internal())?;
-        // Root key and seal config change together or not at all.
-        self.backend
-            .batch(vec![
-                Op::Put { key: ROOT_KEY_PATH.into(), value: aead::seal(&new_key, &root_bytes, ROOT_KEY_AAD) },
-                Op::Put { key: SEAL_CONFIG_PATH.into(), value: config_json },
-            ])
-            .await
-            .map_err(internal("writing the rekeyed root key"))?;
-        state.config = Some(attempt.config);
+        // The new key's record and its config change together or not at all.
+        let records = match target {
+            RekeyTarget::Barrier => {
+                let sealed_root = self.stored_root_key().await?;
+                let root_bytes =
+                    Zeroizing::new(aead::open(&current_key, &sealed_root, ROOT_KEY_AAD).map_err(|_| {
+                        ApiError::bad_request(
+                            "rekey failed: the key shares are incorrect (message authentication failed)",
+                        )
+                    })?);
+                vec![
+                    Op::Put { key: ROOT_KEY_PATH.into(), value: aead::seal(&new_key, &root_bytes, ROOT_KEY_AAD) },
+                    Op::Put { key: SEAL_CONFIG_PATH.into(), value: config_json },
+                ]
+            }
+            RekeyTarget::Recovery => {
+                self.check_recovery_key(&current_key).await?;
+                vec![
+                    Op::Put { key: seal::RECOVERY_KEY_PATH.into(), value: seal::recovery_check(&new_key) },
+                    Op::Put { key: seal::RECOVERY_CONFIG_PATH.into(), value: config_json },
+                ]
+            }
+        };
+        self.backend.batch(records).await.map_err(internal("writing the rekeyed key"))?;
+        match target {
+            RekeyTarget::Barrier => state.config = Some(attempt.config),
+            RekeyTarget::Recovery => state.recovery = Some(attempt.config),
+        }
         tracing::info!(
+            ?target,
             shares = attempt.config.secret_shares,
             threshold = attempt.config.secret_threshold,
             "rekey complete"
@@ -769,6 +998,16 @@ fn entity_id(cluster_id: &str, mount_accessor: &str, alias_name: &str) -> String
     uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
 }
 
+/// A stored seal or recovery config (plaintext JSON), if there is one.
+async fn read_seal_config(backend: &dyn Backend, path: &str) -> Result<Option<SealConfig>, BarrierError> {
+    match backend.get(path).await? {
+        Some(raw) => serde_json::from_slice::<SealConfig>(&raw)
+            .map(Some)
+            .map_err(|err| BarrierError::Corrupt(format!("{path}: {err}"))),
+        None => Ok(None),
+    }
+}
+
 fn check_share_len(share: &[u8]) -> Result<(), ApiError> {
     if share.len() != SHARE_LEN {
         return Err(ApiError::bad_request(format!(
@@ -812,7 +1051,7 @@ mod tests {
         let core = Core::new(Arc::new(InmemBackend::new()), CoreConfig::default(), catalog()).await.unwrap();
         let output = core.initialize(SealConfig::new(3, 2).unwrap()).await.unwrap();
         core.submit_unseal_share(output.shares[0].clone()).await.unwrap();
-        core.rekey_status().await;
+        core.rekey_status(RekeyTarget::Barrier).await;
         let secrets: Vec<String> = output
             .shares
             .iter()
@@ -821,8 +1060,14 @@ mod tests {
             .collect();
         let partial = format!("{core:?} {output:?}");
         core.submit_unseal_share(output.shares[1].clone()).await.unwrap();
-        core.rekey_init(SealConfig::new(2, 2).unwrap()).await.unwrap();
-        core.rekey_update(output.shares[2].clone(), &core.rekey_status().await.nonce).await.unwrap();
+        core.rekey_init(RekeyTarget::Barrier, SealConfig::new(2, 2).unwrap()).await.unwrap();
+        core.rekey_update(
+            RekeyTarget::Barrier,
+            output.shares[2].clone(),
+            &core.rekey_status(RekeyTarget::Barrier).await.nonce,
+        )
+        .await
+        .unwrap();
         let unsealed = format!("{core:?}");
         for text in [&partial, &unsealed] {
             for secret in &secrets {

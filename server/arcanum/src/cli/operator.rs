@@ -32,6 +32,12 @@ pub struct InitArgs {
     /// Number of shares needed to unseal.
     #[arg(long = "key-threshold", default_value_t = 3)]
     key_threshold: i64,
+    /// With an auto seal (`seal "transit"`): number of recovery key shares to create.
+    #[arg(long = "recovery-shares", default_value_t = 5)]
+    recovery_shares: i64,
+    /// With an auto seal: number of recovery shares needed to reopen a sealed node.
+    #[arg(long = "recovery-threshold", default_value_t = 3)]
+    recovery_threshold: i64,
     /// Only report whether the server is initialised (exit 0 yes, 2 no).
     #[arg(long)]
     status: bool,
@@ -139,20 +145,45 @@ async fn init_command(client: &Client, format: Format, init: InitArgs) -> anyhow
         println!("{}", if initialized { "Arcanum is initialized" } else { "Arcanum is not initialized" });
         return Ok(if initialized { 0 } else { 2 });
     }
-    let body = json!({ "secret_shares": init.key_shares, "secret_threshold": init.key_threshold });
+    // As Vault's CLI: an auto-sealed server gets recovery shares instead of unseal shares.
+    let seal = client.request(Method::GET, "sys/seal-status", None).await.context("checking the seal type")?;
+    let recovery = seal["recovery_seal"].as_bool().unwrap_or(false);
+    let body = if recovery {
+        json!({ "recovery_shares": init.recovery_shares, "recovery_threshold": init.recovery_threshold })
+    } else {
+        json!({ "secret_shares": init.key_shares, "secret_threshold": init.key_threshold })
+    };
     let out = client.request(Method::PUT, "sys/init", Some(body)).await.context("initializing")?;
+    let (unseal_counts, recovery_counts) = if recovery {
+        ((0, 0), (init.recovery_shares, init.recovery_threshold))
+    } else {
+        ((init.key_shares, init.key_threshold), (0, 0))
+    };
     match format {
         Format::Json => print_json(&json!({
             "unseal_keys_b64": out["keys_base64"],
             "unseal_keys_hex": out["keys"],
-            "unseal_shares": init.key_shares,
-            "unseal_threshold": init.key_threshold,
-            "recovery_keys_b64": [],
-            "recovery_keys_hex": [],
-            "recovery_keys_shares": 0,
-            "recovery_keys_threshold": 0,
+            "unseal_shares": unseal_counts.0,
+            "unseal_threshold": unseal_counts.1,
+            "recovery_keys_b64": out.get("recovery_keys_base64").cloned().unwrap_or(json!([])),
+            "recovery_keys_hex": out.get("recovery_keys").cloned().unwrap_or(json!([])),
+            "recovery_keys_shares": recovery_counts.0,
+            "recovery_keys_threshold": recovery_counts.1,
             "root_token": out["root_token"],
         })),
+        Format::Table if recovery => {
+            for (index, key) in out["recovery_keys_base64"].as_array().into_iter().flatten().enumerate() {
+                println!("Recovery Key {}: {}", index + 1, key.as_str().unwrap_or_default());
+            }
+            println!("\nInitial Root Token: {}\n", out["root_token"].as_str().unwrap_or_default());
+            println!(
+                "Success! Arcanum is initialized and unsealed by its seal.\n\n\
+                 Recovery key initialized with {} key shares and a key threshold of {}. Please\n\
+                 securely distribute the key shares printed above. They reopen a node sealed by hand\n\
+                 and authorise rekeying the recovery key; they cannot decrypt data by themselves.",
+                init.recovery_shares, init.recovery_threshold
+            );
+        }
         Format::Table => {
             for (index, key) in out["keys_base64"].as_array().into_iter().flatten().enumerate() {
                 println!("Unseal Key {}: {}", index + 1, key.as_str().unwrap_or_default());

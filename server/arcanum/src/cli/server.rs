@@ -78,8 +78,19 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     if let (Some(ha_backend), Storage::Etcd(etcd)) = (ha_backend, &config.storage) {
         core = core.with_ha(ha_backend, ha_config(&config, etcd, &listeners)?);
     }
+    let transit_seal = transit_seal(&config).await?;
+    if let Some(seal) = &transit_seal {
+        core = core.with_auto_seal(Arc::clone(seal) as Arc<dyn arcanum_core::seal::AutoSeal>);
+    }
+    if let Err(mismatch) = core.check_seal_type().await {
+        anyhow::bail!("{mismatch}");
+    }
     let core = Arc::new(core);
     core.start_ha();
+    if let Some(seal) = transit_seal {
+        seal.keep_token_renewed();
+        start_auto_unseal(Arc::clone(&core));
+    }
     if let Some(registration) = &config.service_registration {
         crate::service_registration::start(Arc::clone(&core), registration)?;
     }
@@ -112,6 +123,41 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     println!("\n==> Arcanum server started! Log data will stream in below:\n");
     serve::serve(core, listeners, Arc::new(forwarder(&config)?), serve::shutdown_signal()).await?;
     Ok(0)
+}
+
+/// The `seal "transit"` block's seal, if the config has one. Migration between seals (an old
+/// block marked `disabled`) is not built yet and is refused rather than half-done.
+async fn transit_seal(config: &Config) -> anyhow::Result<Option<Arc<crate::transit_seal::TransitSeal>>> {
+    use arcanum_config::SealKind;
+    if config.seals.iter().any(|seal| seal.disabled) {
+        anyhow::bail!("seal migration (a seal block marked disabled) is not supported by Arcanum yet");
+    }
+    let Some(SealKind::Transit(block)) = config.seals.first().map(|seal| &seal.kind) else { return Ok(None) };
+    let settings = crate::transit_seal::Settings::resolve(block, |name| std::env::var(name).ok())?;
+    tracing::info!(address = %settings.address, mount_path = %settings.mount_path, key_name = %settings.key_name, "seal \"transit\" configured");
+    Ok(Some(Arc::new(crate::transit_seal::TransitSeal::new(settings).await?)))
+}
+
+/// How often a sealed node with an auto seal asks the seal again (Vault's 5 s).
+const AUTO_UNSEAL_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Unseals with the auto seal at start, and again whenever an attempt failed (the transit
+/// server was down, the token was refused): every [`AUTO_UNSEAL_RETRY`] while sealed.
+fn start_auto_unseal(core: Arc<Core>) {
+    tokio::spawn(async move {
+        loop {
+            match core.auto_unseal().await {
+                Ok(true) => tracing::info!("unsealed by the seal"),
+                Ok(false) => {}
+                Err(err) => tracing::warn!(
+                    error = %err,
+                    "auto-unseal failed; the server stays sealed and tries again in {}s",
+                    AUTO_UNSEAL_RETRY.as_secs()
+                ),
+            }
+            tokio::time::sleep(AUTO_UNSEAL_RETRY).await;
+        }
+    });
 }
 
 fn dev_config(args: &ServerArgs) -> Config {

@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 use arcanum_contract::clock::rfc3339;
 use arcanum_contract::logical::{ApiError, Operation, Request, Response};
 use arcanum_core::ha::Role;
-use arcanum_core::{Core, SealConfig, SealStatus};
+use arcanum_core::{Core, RekeyTarget, SealConfig, SealStatus};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -30,13 +30,28 @@ pub async fn handle_unauthenticated(core: &Core, req: &Request) -> Option<Result
         ("sys/seal", _) if core.is_standby() => {
             Err(ApiError::new(500, "cannot seal when in standby mode; please restart instead"))
         }
-        ("sys/rekey/init", Read) => Ok(Response::raw(rekey_status_json(core).await)),
-        ("sys/rekey/init", Update) => rekey_init(core, req).await,
-        ("sys/rekey/init", Delete) => core.rekey_cancel().await.map(|()| Response::NoContent),
-        ("sys/rekey/update", Update) => rekey_update(core, req).await,
+        ("sys/rekey/init", Read) => Ok(Response::raw(rekey_status_json(core, RekeyTarget::Barrier).await)),
+        ("sys/rekey/init", Update) => rekey_init(core, req, RekeyTarget::Barrier).await,
+        ("sys/rekey/init", Delete) => core.rekey_cancel(RekeyTarget::Barrier).await.map(|()| Response::NoContent),
+        ("sys/rekey/update", Update) => rekey_update(core, req, RekeyTarget::Barrier).await,
+        ("sys/rekey-recovery-key/init", Read) => {
+            Ok(Response::raw(rekey_status_json(core, RekeyTarget::Recovery).await))
+        }
+        ("sys/rekey-recovery-key/init", Update) => rekey_init(core, req, RekeyTarget::Recovery).await,
+        ("sys/rekey-recovery-key/init", Delete) => {
+            core.rekey_cancel(RekeyTarget::Recovery).await.map(|()| Response::NoContent)
+        }
+        ("sys/rekey-recovery-key/update", Update) => rekey_update(core, req, RekeyTarget::Recovery).await,
         (
-            "sys/init" | "sys/seal-status" | "sys/unseal" | "sys/health" | "sys/leader" | "sys/rekey/init"
-            | "sys/rekey/update",
+            "sys/init"
+            | "sys/seal-status"
+            | "sys/unseal"
+            | "sys/health"
+            | "sys/leader"
+            | "sys/rekey/init"
+            | "sys/rekey/update"
+            | "sys/rekey-recovery-key/init"
+            | "sys/rekey-recovery-key/update",
             _,
         ) => Err(ApiError::unsupported_operation()),
         _ => return None,
@@ -126,18 +141,59 @@ fn seal_config_from(req: &Request) -> Result<SealConfig, ApiError> {
 
 async fn init(core: &Core, req: &Request) -> Result<Response, ApiError> {
     let req = case_insensitive(req);
+    let hex_list = |shares: &[Zeroizing<Vec<u8>>]| shares.iter().map(|s| hex::encode(s.as_slice())).collect::<Vec<_>>();
+    let b64_list = |shares: &[Zeroizing<Vec<u8>>]| {
+        shares.iter().map(|s| base64::engine::general_purpose::STANDARD.encode(s.as_slice())).collect::<Vec<_>>()
+    };
+    if core.has_auto_seal() {
+        let output = core.initialize_auto(recovery_config_from(&req)?).await?;
+        return Ok(Response::raw(json!({
+            "keys": [],
+            "keys_base64": [],
+            "recovery_keys": hex_list(&output.recovery_shares),
+            "recovery_keys_base64": b64_list(&output.recovery_shares),
+            "root_token": output.root_token.as_str(),
+        })));
+    }
+    for auto_only in ["recovery_shares", "recovery_threshold"] {
+        if int_field(&req, auto_only)?.is_some_and(|n| n != 0) {
+            return Err(ApiError::bad_request(
+                "parameters recovery_shares,recovery_threshold not applicable to seal type shamir",
+            ));
+        }
+    }
     let config = seal_config_from(&req)?;
     let output = core.initialize(config).await?;
     Ok(Response::raw(json!({
-        "keys": output.shares.iter().map(|s| hex::encode(s.as_slice())).collect::<Vec<_>>(),
-        "keys_base64": output.shares.iter().map(|s| base64::engine::general_purpose::STANDARD.encode(s.as_slice())).collect::<Vec<_>>(),
+        "keys": hex_list(&output.shares),
+        "keys_base64": b64_list(&output.shares),
         "root_token": output.root_token.as_str(),
     })))
 }
 
+/// `recovery_shares`/`recovery_threshold` at init with an auto seal; 0 shares (or none given)
+/// keeps no recovery key, as in Vault. Unseal-key parameters are refused, as Vault does.
+fn recovery_config_from(req: &Request) -> Result<Option<SealConfig>, ApiError> {
+    if int_field(req, "secret_shares")?.is_some_and(|n| n != 0)
+        || int_field(req, "secret_threshold")?.is_some_and(|n| n != 0)
+    {
+        return Err(ApiError::bad_request(
+            "parameters secret_shares,secret_threshold not applicable to seal type transit",
+        ));
+    }
+    let shares = int_field(req, "recovery_shares")?.unwrap_or(0);
+    let threshold = int_field(req, "recovery_threshold")?.unwrap_or(0);
+    if shares == 0 && threshold == 0 {
+        return Ok(None);
+    }
+    SealConfig::new(shares, threshold).map(Some).map_err(|err| {
+        ApiError::bad_request(err.errors.join("; ").replace("seal configuration", "recovery configuration"))
+    })
+}
+
 pub fn seal_status_json(core: &Core, status: &SealStatus) -> Value {
     let mut body = json!({
-        "type": "shamir",
+        "type": status.kind,
         "initialized": status.initialized,
         "sealed": status.sealed,
         "t": status.threshold,
@@ -147,9 +203,18 @@ pub fn seal_status_json(core: &Core, status: &SealStatus) -> Value {
         "version": VERSION,
         "build_date": "",
         "migration": false,
-        "recovery_seal": false,
+        "recovery_seal": status.recovery_seal,
         "storage_type": core.storage_type(),
     });
+    if let Value::Object(map) = &mut body {
+        if status.recovery_seal {
+            map.insert("recovery_seal_type".into(), json!("shamir"));
+        }
+        // Not in Vault's shape: why this node, with an auto seal, is still sealed.
+        if let Some(error) = &status.seal_error {
+            map.insert("seal_error".into(), json!(error));
+        }
+    }
     if let (Some(cluster), Value::Object(map)) = (&status.cluster, &mut body) {
         map.insert("cluster_name".into(), json!(cluster.name));
         map.insert("cluster_id".into(), json!(cluster.id));
@@ -302,8 +367,8 @@ fn leader(core: &Core) -> Result<Response, ApiError> {
     })))
 }
 
-async fn rekey_status_json(core: &Core) -> Value {
-    let status = core.rekey_status().await;
+async fn rekey_status_json(core: &Core, target: RekeyTarget) -> Value {
+    let status = core.rekey_status(target).await;
     json!({
         "started": status.started,
         "nonce": status.nonce,
@@ -317,7 +382,7 @@ async fn rekey_status_json(core: &Core) -> Value {
     })
 }
 
-async fn rekey_init(core: &Core, req: &Request) -> Result<Response, ApiError> {
+async fn rekey_init(core: &Core, req: &Request, target: RekeyTarget) -> Result<Response, ApiError> {
     let req = case_insensitive(req);
     if bool_field(&req, "backup")? {
         return Err(ApiError::bad_request("backup is not supported by Arcanum (it requires pgp_keys)"));
@@ -326,11 +391,11 @@ async fn rekey_init(core: &Core, req: &Request) -> Result<Response, ApiError> {
         return Err(ApiError::bad_request("require_verification is not supported by Arcanum yet"));
     }
     let config = seal_config_from(&req)?;
-    core.rekey_init(config).await?;
-    Ok(Response::raw(rekey_status_json(core).await))
+    core.rekey_init(target, config).await?;
+    Ok(Response::raw(rekey_status_json(core, target).await))
 }
 
-async fn rekey_update(core: &Core, req: &Request) -> Result<Response, ApiError> {
+async fn rekey_update(core: &Core, req: &Request, target: RekeyTarget) -> Result<Response, ApiError> {
     let req = case_insensitive(req);
     let key = match req.field("key") {
         Some(Value::String(key)) if !key.is_empty() => key,
@@ -341,8 +406,8 @@ async fn rekey_update(core: &Core, req: &Request) -> Result<Response, ApiError> 
         _ => return Err(ApiError::bad_request("'nonce' must be specified in request body as JSON")),
     };
     let share = decode_share(key)?;
-    match core.rekey_update(share, nonce).await? {
-        None => Ok(Response::raw(rekey_status_json(core).await)),
+    match core.rekey_update(target, share, nonce).await? {
+        None => Ok(Response::raw(rekey_status_json(core, target).await)),
         Some(shares) => Ok(Response::raw(json!({
             "complete": true,
             "nonce": nonce,
