@@ -172,3 +172,45 @@ def test_ed25519_signatures_and_derived_keys_cross_with_an_independent_implement
     raw_public = derived.public_bytes_raw()
     assert unb64(signed["public_key"]) == raw_public
     Ed25519PublicKey.from_public_bytes(raw_public).verify(unb64(signed["signature"].split(":", 2)[2]), b"msg")
+
+
+def test_rsa_keys_cross_with_an_independent_implementation(transit):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    transit.create_key(name="rsa", key_type="rsa-2048", exportable=True)
+    info = transit.read_key(name="rsa")["data"]
+    assert info["supports_encryption"] and info["supports_signing"]
+    assert info["keys"]["1"]["name"] == "rsa-2048"
+    public = serialization.load_pem_public_key(info["keys"]["1"]["public_key"].encode())
+    private_pem = transit.export_key(name="rsa", key_type="signing-key", version="1")["data"]["keys"]["1"]
+    private = serialization.load_pem_private_key(private_pem.encode(), password=None)
+    oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+
+    # Encrypted elsewhere with the public key, decrypted here; and the other way round.
+    foreign = "vault:v1:" + b64(public.encrypt(b"from outside", oaep))
+    assert unb64(transit.decrypt_data(name="rsa", ciphertext=foreign)["data"]["plaintext"]) == b"from outside"
+    ours = transit.encrypt_data(name="rsa", plaintext=b64("from arcanum"))["data"]["ciphertext"]
+    assert private.decrypt(unb64(ours.split(":", 2)[2]), oaep) == b"from arcanum"
+
+    # PSS with Vault's default salt (the longest) and PKCS#1 v1.5 verify with OpenSSL.
+    pss = transit.sign_data(name="rsa", hash_input=b64("invoice"), hash_algorithm="sha2-256", signature_algorithm="pss")
+    public.verify(
+        unb64(pss["data"]["signature"].split(":", 2)[2]),
+        b"invoice",
+        padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.MAX_LENGTH),
+        hashes.SHA256(),
+    )
+    v15 = transit.sign_data(name="rsa", hash_input=b64("invoice"), hash_algorithm="sha2-512", signature_algorithm="pkcs1v15")
+    public.verify(unb64(v15["data"]["signature"].split(":", 2)[2]), b"invoice", padding.PKCS1v15(), hashes.SHA512())
+
+    # A PSS signature with the hash-length salt (what most libraries make) verifies here.
+    theirs = private.sign(b"elsewhere", padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32), hashes.SHA256())
+    verified = transit.verify_signed_data(
+        name="rsa", hash_input=b64("elsewhere"), signature="vault:v1:" + b64(theirs), signature_algorithm="pss"
+    )
+    assert verified["data"]["valid"] is True
+
+    with pytest.raises(hvac.exceptions.InvalidRequest, match="RUSTSEC-2023-0071"):
+        root_adapter = transit._adapter
+        root_adapter.post("/v1/transit/decrypt/rsa", json={"ciphertext": ours, "padding_scheme": "pkcs1v15"})

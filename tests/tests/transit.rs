@@ -421,3 +421,41 @@ fn signing_keys_sign_and_verify_singly_and_in_batches() {
 fn info_public(server: &TestServer, token: Option<&str>) -> Value {
     server.get("transit/keys/ec", token).1["data"]["keys"]["1"]["public_key"].clone()
 }
+
+#[test]
+fn rsa_keys_encrypt_with_oaep_and_sign_with_pss_or_pkcs1v15() {
+    let (server, root) = ready();
+    let r = Some(root.as_str());
+    for kind in ["rsa-3072", "rsa-4096"] {
+        let (status, body) = server.put(&format!("transit/keys/{kind}"), r, json!({ "type": kind }));
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["data"]["keys"]["1"]["name"], kind);
+        let ciphertext = encrypt(&server, &root, kind, "card 4111");
+        assert_eq!(plaintext_of(&decrypt(&server, &root, kind, &ciphertext).1), "card 4111");
+    }
+    let (status, body) = server.put(
+        "transit/decrypt/rsa-3072",
+        r,
+        json!({ "ciphertext": encrypt(&server, &root, "rsa-3072", "x"), "padding_scheme": "pkcs1v15" }),
+    );
+    assert_eq!(status, 400);
+    assert!(body["errors"][0].as_str().unwrap().contains("RUSTSEC-2023-0071"), "{body}");
+    let (status, body) =
+        server.put("transit/encrypt/rsa-3072", r, json!({ "plaintext": b64("x"), "associated_data": b64("row") }));
+    assert_eq!(
+        (status, body["errors"][0].as_str()),
+        (400, Some("associated_data provided for non-AEAD cipher suite rsa-3072"))
+    );
+
+    // A prehashed digest signed with `none` (PKCS#1 v1.5 without DigestInfo), then verified.
+    let digest = B64.encode([7u8; 32]);
+    let body = json!({ "input": digest, "prehashed": true, "signature_algorithm": "pkcs1v15" });
+    let (status, signed) = server.put("transit/sign/rsa-3072/none", r, body.clone());
+    assert_eq!(status, 200, "{signed}");
+    let mut check = body.clone();
+    check["signature"] = signed["data"]["signature"].clone();
+    assert_eq!(server.put("transit/verify/rsa-3072/none", r, check).1["data"]["valid"], true);
+    // `none` without prehashed input, or with PSS, is refused.
+    let (status, _) = server.put("transit/sign/rsa-3072/none", r, json!({ "input": digest }));
+    assert_eq!(status, 400);
+}

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use super::asymmetric::{self, Scheme};
 use super::hashing::HashAlgorithm;
-use super::signing::{self, Marshaling};
 use arcanum_contract::logical::ApiError;
 
 /// Length of the nonce every AEAD here uses (96 bits, as Vault's).
@@ -269,12 +269,6 @@ impl KeyPolicy {
             }
             _ => 0,
         };
-        if spec.kind.is_rsa() {
-            return Err(ApiError::bad_request(format!(
-                "key type {} is not supported by this server yet",
-                spec.kind.name()
-            )));
-        }
         let mut policy = KeyPolicy {
             name: name.to_owned(),
             kind: spec.kind,
@@ -300,7 +294,7 @@ impl KeyPolicy {
         let key = match self.kind {
             KeyType::Hmac => Material::random(self.key_size),
             kind if kind.is_symmetric() => Material::random(kind.aead_key_len()),
-            kind => signing::generate(kind)?,
+            kind => asymmetric::generate(kind)?,
         };
         let version = KeyVersion {
             key,
@@ -369,6 +363,14 @@ impl KeyPolicy {
         nonce: &[u8],
         associated_data: &[u8],
     ) -> Result<String, ApiError> {
+        if self.kind.is_rsa() {
+            check_nonce(false, 0, nonce)?;
+            if !associated_data.is_empty() {
+                return Err(non_aead(self.kind));
+            }
+            let ciphertext = asymmetric::rsa_encrypt(&self.version(version)?.key, plaintext)?;
+            return Ok(format!("vault:v{version}:{}", B64.encode(ciphertext)));
+        }
         if !self.kind.is_symmetric() {
             return Err(ApiError::bad_request(format!(
                 "message encryption not supported for key type {}",
@@ -410,13 +412,22 @@ impl KeyPolicy {
         nonce: &[u8],
         associated_data: &[u8],
     ) -> Result<(Zeroizing<Vec<u8>>, u32), ApiError> {
-        if !self.kind.is_symmetric() {
+        if !self.kind.is_symmetric() && !self.kind.is_rsa() {
             return Err(ApiError::bad_request(format!(
                 "message decryption not supported for key type {}",
                 self.kind.name()
             )));
         }
         let (version, body) = self.parse_versioned(ciphertext, "ciphertext")?;
+        if self.kind.is_rsa() {
+            check_nonce(false, 0, nonce)?;
+            if !associated_data.is_empty() {
+                return Err(non_aead(self.kind));
+            }
+            let decoded =
+                B64.decode(body).map_err(|_| ApiError::bad_request("invalid ciphertext: could not decode base64"))?;
+            return Ok((asymmetric::rsa_decrypt(&self.version(version)?.key, &decoded)?, version));
+        }
         let entry = self.version(version)?;
         let convergent = self.convergent_encryption && entry.convergent_version > 0;
         check_nonce(convergent, entry.convergent_version, nonce)?;
@@ -506,16 +517,9 @@ impl KeyPolicy {
 
     /// Signs with `version`: ed25519 the raw input, ECDSA the digest. Returns
     /// `vault:v<N>:<signature>`.
-    pub fn sign(
-        &self,
-        version: u32,
-        input: &[u8],
-        digest: &[u8],
-        context: &[u8],
-        marshaling: Marshaling,
-    ) -> Result<String, ApiError> {
+    pub fn sign(&self, version: u32, input: &[u8], context: &[u8], scheme: &Scheme) -> Result<String, ApiError> {
         let entry = self.version(version)?;
-        let signature = signing::sign(self.kind, &entry.key, input, digest, self.derivation(context)?, marshaling)?;
+        let signature = asymmetric::sign(self.kind, &entry.key, input, self.derivation(context)?, scheme)?;
         Ok(format!("vault:v{version}:{signature}"))
     }
 
@@ -523,14 +527,13 @@ impl KeyPolicy {
     pub fn verify_signature(
         &self,
         input: &[u8],
-        digest: &[u8],
         context: &[u8],
-        marshaling: Marshaling,
+        scheme: &Scheme,
         signature: &str,
     ) -> Result<bool, ApiError> {
         let (version, body) = self.parse_versioned(signature, "signature")?;
         let entry = self.version(version)?;
-        signing::verify(self.kind, &entry.key, input, digest, self.derivation(context)?, marshaling, body)
+        asymmetric::verify(self.kind, &entry.key, input, self.derivation(context)?, scheme, body)
     }
 
     /// The context a derived signing key needs (refused when missing), `None` for others.
@@ -551,12 +554,12 @@ impl KeyPolicy {
         if self.derived && context.is_empty() {
             return Ok((String::new(), "ed25519"));
         }
-        signing::public_key(self.kind, &entry.key, self.derivation(context)?)
+        asymmetric::public_key(self.kind, &entry.key, self.derivation(context)?)
     }
 
     /// `version`'s private signing key as `export/signing-key` gives it.
     pub fn export_signing_key(&self, version: u32) -> Result<Zeroizing<String>, ApiError> {
-        signing::export_private(self.kind, &self.version(version)?.key)
+        asymmetric::export_private(self.kind, &self.version(version)?.key)
     }
 
     /// `version`'s AEAD key (or its HMAC key) in base64, for `export/`.
@@ -569,6 +572,10 @@ impl KeyPolicy {
         let entry = self.version(version)?;
         Ok(if self.kind == KeyType::Hmac { &entry.key } else { &entry.hmac_key })
     }
+}
+
+fn non_aead(kind: KeyType) -> ApiError {
+    ApiError::bad_request(format!("associated_data provided for non-AEAD cipher suite {}", kind.name()))
 }
 
 fn missing_context() -> ApiError {

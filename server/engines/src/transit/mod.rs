@@ -6,10 +6,10 @@
 //! record, and cached per mount after the first read. Every change to a key goes through one
 //! lock per mount and writes storage before the cache, so a failed write changes nothing.
 
+mod asymmetric;
 mod hashing;
 mod key;
 mod ops;
-mod signing;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

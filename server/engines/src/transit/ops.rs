@@ -8,7 +8,7 @@ use rand::RngCore;
 use serde_json::{json, Map, Value};
 use zeroize::Zeroizing;
 
-use super::signing::Marshaling;
+use super::asymmetric::{Marshaling, RsaPadding, SaltLength, Scheme};
 use super::{fields, key_not_found, HashAlgorithm, KeyPolicy, KeySpec, KeyType, Transit};
 use arcanum_contract::backend::BackendRequest;
 use arcanum_contract::logical::{ApiError, LogicalResponse, Response};
@@ -136,6 +136,7 @@ fn respond(
 }
 
 pub(super) async fn encrypt(transit: &Transit, req: &BackendRequest<'_>, name: &str) -> Result<Response, ApiError> {
+    check_padding_scheme(req)?;
     let items = items(req)?;
     if !items.batch && field(&items.items[0], "plaintext").is_none() {
         return Err(ApiError::bad_request("missing plaintext to encrypt"));
@@ -196,7 +197,20 @@ async fn upsert(
     Ok(policy)
 }
 
+/// `padding_scheme` for RSA keys: OAEP only (see docs/TRANSIT.md on RUSTSEC-2023-0071).
+fn check_padding_scheme(req: &BackendRequest<'_>) -> Result<(), ApiError> {
+    match fields::string(req.field("padding_scheme"), "padding_scheme")?.as_str() {
+        "" | "oaep" => Ok(()),
+        "pkcs1v15" => Err(ApiError::bad_request(
+            "padding_scheme pkcs1v15 is not offered: PKCS#1 v1.5 decryption is the oracle of the Marvin \
+             attack (RUSTSEC-2023-0071); use oaep",
+        )),
+        other => Err(ApiError::bad_request(format!("padding_scheme argument invalid: {other}"))),
+    }
+}
+
 pub(super) async fn decrypt(transit: &Transit, req: &BackendRequest<'_>, name: &str) -> Result<Response, ApiError> {
+    check_padding_scheme(req)?;
     let items = items(req)?;
     if !items.batch && field(&items.items[0], "ciphertext").is_none() {
         return Err(ApiError::bad_request("missing ciphertext to decrypt"));
@@ -373,7 +387,6 @@ pub(super) async fn verify(
     name: &str,
     url: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let algorithm = algorithm(req, url)?;
     let items = items(req)?;
     let with_hmac = items.items.iter().filter(|item| field(item, "hmac").is_some()).count();
     let with_signature = items.items.iter().filter(|item| field(item, "signature").is_some()).count();
@@ -386,6 +399,7 @@ pub(super) async fn verify(
     if with_signature > 0 {
         return verify_signatures(transit, req, name, url, &items).await;
     }
+    let algorithm = algorithm(req, url)?;
     let policy = transit.require(req.storage, name).await?;
     respond(req, &items, Batch::AlwaysOk, |item| {
         if field(item, "input").is_none() {
@@ -403,46 +417,37 @@ pub(super) async fn verify(
 }
 
 /// What a signature hashes and how it is laid out, from the URL and the body.
-struct SignatureOptions {
-    /// `None`: Vault's `none`, for prehashed input only.
-    hash: Option<HashAlgorithm>,
-    prehashed: bool,
-    marshaling: Marshaling,
-}
-
-impl SignatureOptions {
-    fn read(req: &BackendRequest<'_>, url: Option<&str>, policy: &KeyPolicy) -> Result<SignatureOptions, ApiError> {
-        let named = match url {
-            Some(name) => name.to_owned(),
-            None => match fields::string(req.field("hash_algorithm"), "hash_algorithm")? {
-                named if named.is_empty() => fields::string(req.field("algorithm"), "algorithm")?,
-                named => named,
-            },
-        };
-        let hash =
-            if named.is_empty() { Some(HashAlgorithm::Sha2_256) } else { HashAlgorithm::parse_for_signing(&named)? };
-        let prehashed = fields::boolean(req.field("prehashed"), "prehashed")?.unwrap_or(false);
-        let marshaling =
-            Marshaling::parse(&fields::string(req.field("marshaling_algorithm"), "marshaling_algorithm")?)?;
-        let ecdsa = matches!(policy.kind, KeyType::EcdsaP256 | KeyType::EcdsaP384 | KeyType::EcdsaP521);
-        if marshaling == Marshaling::Jws && !ecdsa {
-            return Err(ApiError::bad_request("marshaling type jws is only supported for ECDSA keys"));
-        }
-        if hash.is_none() {
-            return Err(ApiError::bad_request(
-                "hash algorithm none is only valid for prehashed input to RSA PKCS#1 v1.5 signatures",
-            ));
-        }
-        Ok(SignatureOptions { hash, prehashed, marshaling })
+fn signature_scheme(req: &BackendRequest<'_>, url: Option<&str>, policy: &KeyPolicy) -> Result<Scheme, ApiError> {
+    let named = match url {
+        Some(name) => name.to_owned(),
+        None => match fields::string(req.field("hash_algorithm"), "hash_algorithm")? {
+            named if named.is_empty() => fields::string(req.field("algorithm"), "algorithm")?,
+            named => named,
+        },
+    };
+    let hash = if named.is_empty() { Some(HashAlgorithm::Sha2_256) } else { HashAlgorithm::parse_for_signing(&named)? };
+    let prehashed = fields::boolean(req.field("prehashed"), "prehashed")?.unwrap_or(false);
+    let marshaling = Marshaling::parse(&fields::string(req.field("marshaling_algorithm"), "marshaling_algorithm")?)?;
+    let ecdsa = matches!(policy.kind, KeyType::EcdsaP256 | KeyType::EcdsaP384 | KeyType::EcdsaP521);
+    if marshaling == Marshaling::Jws && !ecdsa {
+        return Err(ApiError::bad_request("marshaling type jws is only supported for ECDSA keys"));
     }
-
-    /// The digest an ECDSA key signs (ed25519 signs the input itself).
-    fn digest(&self, input: &[u8]) -> Vec<u8> {
-        match self.hash {
-            Some(hash) if !self.prehashed => hash.digest(input),
-            _ => input.to_vec(),
-        }
+    let padding = match fields::string(req.field("signature_algorithm"), "signature_algorithm")?.as_str() {
+        "" | "pss" => RsaPadding::Pss,
+        "pkcs1v15" => RsaPadding::Pkcs1v15,
+        other => return Err(ApiError::bad_request(format!("unsupported rsa signature algorithm {other}"))),
+    };
+    let salt = match req.field("salt_length") {
+        None => SaltLength::Auto,
+        Some(Value::Number(n)) => SaltLength::parse(&n.to_string())?,
+        Some(value) => SaltLength::parse(&fields::string(Some(value), "salt_length")?)?,
+    };
+    if hash.is_none() && !(policy.kind.is_rsa() && padding == RsaPadding::Pkcs1v15 && prehashed) {
+        return Err(ApiError::bad_request(
+            "hash algorithm none is only valid for prehashed input to RSA PKCS#1 v1.5 signatures",
+        ));
     }
+    Ok(Scheme { hash, prehashed, marshaling, padding, salt })
 }
 
 /// The signing key `name`, refused when missing or when its type cannot sign.
@@ -477,12 +482,12 @@ pub(super) async fn sign(
 ) -> Result<Response, ApiError> {
     let items = items(req)?;
     let policy = signing_key(transit, req, name, "signing").await?;
-    let options = SignatureOptions::read(req, url, &policy)?;
+    let scheme = signature_scheme(req, url, &policy)?;
     let version = policy.encryption_version(item_version(req.data, req.data)?)?;
     respond(req, &items, Batch::AlwaysOk, |item| {
         let input = input_field(item)?;
         let context = context_of(item, req.data)?;
-        let signature = policy.sign(version, &input, &options.digest(&input), &context, options.marshaling)?;
+        let signature = policy.sign(version, &input, &context, &scheme)?;
         let mut result =
             Map::from_iter([("signature".into(), json!(signature)), ("key_version".into(), json!(version))]);
         if policy.derived {
@@ -502,7 +507,7 @@ async fn verify_signatures(
     items: &Items,
 ) -> Result<Response, ApiError> {
     let policy = signing_key(transit, req, name, "verification").await?;
-    let options = SignatureOptions::read(req, url, &policy)?;
+    let scheme = signature_scheme(req, url, &policy)?;
     respond(req, items, Batch::AlwaysOk, |item| {
         let input = input_field(item)?;
         let context = context_of(item, req.data)?;
@@ -510,8 +515,7 @@ async fn verify_signatures(
         if signature.is_empty() {
             return Err(ApiError::bad_request("missing signature"));
         }
-        let valid =
-            policy.verify_signature(&input, &options.digest(&input), &context, options.marshaling, &signature)?;
+        let valid = policy.verify_signature(&input, &context, &scheme, &signature)?;
         Ok(Map::from_iter([("valid".into(), json!(valid))]))
     })
 }
