@@ -214,3 +214,72 @@ def test_rsa_keys_cross_with_an_independent_implementation(transit):
     with pytest.raises(hvac.exceptions.InvalidRequest, match="RUSTSEC-2023-0071"):
         root_adapter = transit._adapter
         root_adapter.post("/v1/transit/decrypt/rsa", json={"ciphertext": ours, "padding_scheme": "pkcs1v15"})
+
+
+def _vault_backup(name, key_type_code, entry):
+    """A backup as Vault writes one (keysutil.KeyData): Python's json keeps big integers whole."""
+    import json
+
+    entry = {"hmac_key": b64(bytes(32)), "time": "2024-01-02T03:04:05Z", "creation_time": 1704164645, **entry}
+    policy = {
+        "name": name, "keys": {"1": entry}, "derived": False, "kdf": 0, "convergent_encryption": False,
+        "exportable": True, "min_decryption_version": 1, "min_encryption_version": 0, "latest_version": 1,
+        "archive_version": 1, "archive_min_version": 0, "min_available_version": 0, "deletion_allowed": False,
+        "convergent_version": 0, "type": key_type_code, "backup_info": None, "restore_info": None,
+        "allow_plaintext_backup": True, "version_template": "", "storage_prefix": "", "auto_rotate_period": 0,
+        "Imported": False, "AllowImportedKeyRotation": False,
+    }
+    empty = {"key": None, "hmac_key": None, "time": "0001-01-01T00:00:00Z", "creation_time": 0}
+    data = {"policy": policy, "archived_keys": {"keys": [empty, entry]}}
+    return base64.b64encode(json.dumps(data).encode()).decode()
+
+
+def test_backups_in_vaults_format_restore_and_round_trip(transit):
+    import json
+
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+    # An ECDSA key made elsewhere, in Vault's backup layout (ec_d/ec_x/ec_y as decimal integers).
+    private = ec.generate_private_key(ec.SECP384R1())
+    numbers = private.private_numbers()
+    ec_entry = {
+        "ec_d": numbers.private_value,
+        "ec_x": numbers.public_numbers.x,
+        "ec_y": numbers.public_numbers.y,
+    }
+    transit.restore_key(backup=_vault_backup("imported-ec", 6, ec_entry))
+    assert transit.read_key(name="imported-ec")["data"]["type"] == "ecdsa-p384"
+    signed = transit.sign_data(name="imported-ec", hash_input=b64("m"), hash_algorithm="sha2-384")["data"]["signature"]
+    private.public_key().verify(unb64(signed.split(":", 2)[2]), b"m", ec.ECDSA(hashes.SHA384()))
+
+    # An RSA key as Go's JSON for rsa.PrivateKey.
+    rsa_private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    n = rsa_private.private_numbers()
+    rsa_entry = {
+        "rsa_key": {
+            "N": n.public_numbers.n, "E": n.public_numbers.e, "D": n.d, "Primes": [n.p, n.q],
+            "Precomputed": {"Dp": n.dmp1, "Dq": n.dmq1, "Qinv": n.iqmp, "CRTValues": []},
+        },
+        "rsa_public_key": {"N": n.public_numbers.n, "E": n.public_numbers.e},
+    }
+    transit.restore_key(backup=_vault_backup("imported-rsa", 3, rsa_entry), name="renamed-rsa")
+    oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+    foreign = "vault:v1:" + b64(rsa_private.public_key().encrypt(b"to arcanum", oaep))
+    assert unb64(transit.decrypt_data(name="renamed-rsa", ciphertext=foreign)["data"]["plaintext"]) == b"to arcanum"
+
+    # Our own backups read as Vault's: the ECDSA scalar is the same integer, the type a number.
+    backup = transit.backup_key(name="imported-ec")["data"]["backup"]
+    data = json.loads(base64.b64decode(backup))
+    assert data["policy"]["type"] == 6
+    assert data["policy"]["keys"]["1"]["ec_d"] == numbers.private_value
+    assert transit.read_key(name="imported-ec")["data"]["backup_info"]["version"] == 1
+    with pytest.raises(hvac.exceptions.InvalidRequest, match="already exists"):
+        transit.restore_key(backup=backup)
+    transit.restore_key(backup=backup, force=True)
+    transit.restore_key(backup=backup, name="copy-ec")
+    again = transit.sign_data(name="copy-ec", hash_input=b64("m2"), hash_algorithm="sha2-384")["data"]["signature"]
+    private.public_key().verify(unb64(again.split(":", 2)[2]), b"m2", ec.ECDSA(hashes.SHA384()))
+
+    transit.create_key(name="locked")
+    with pytest.raises(hvac.exceptions.InvalidRequest, match="exporting is disallowed"):
+        transit.backup_key(name="locked")

@@ -279,7 +279,7 @@ macro_rules! with_digest {
     };
 }
 
-fn rsa_private(material: &Material) -> Result<rsa::RsaPrivateKey, ApiError> {
+pub(super) fn rsa_private(material: &Material) -> Result<rsa::RsaPrivateKey, ApiError> {
     use rsa::pkcs1::DecodeRsaPrivateKey;
     rsa::RsaPrivateKey::from_pkcs1_der(material.bytes()).map_err(|_| ApiError::internal())
 }
@@ -287,13 +287,29 @@ fn rsa_private(material: &Material) -> Result<rsa::RsaPrivateKey, ApiError> {
 /// A new RSA key of `bits`, as PKCS#1 DER. Generation takes a while (seconds for 4096 bits),
 /// so it leaves the async worker to the others meanwhile.
 fn rsa_generate(bits: usize) -> Result<Material, ApiError> {
-    use rsa::pkcs1::EncodeRsaPrivateKey;
     let generate = || rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, bits).map_err(|_| ApiError::internal());
     let multi_thread = tokio::runtime::Handle::try_current()
         .is_ok_and(|handle| handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
     let key = if multi_thread { tokio::task::block_in_place(generate)? } else { generate()? };
+    rsa_material(&key)
+}
+
+/// An RSA key as stored: PKCS#1 DER.
+pub(super) fn rsa_material(key: &rsa::RsaPrivateKey) -> Result<Material, ApiError> {
+    use rsa::pkcs1::EncodeRsaPrivateKey;
     let der = key.to_pkcs1_der().map_err(|_| ApiError::internal())?;
     Ok(Material::new(der.as_bytes().to_vec()))
+}
+
+/// An ECDSA key's public point, `(x, y)` as field-sized big-endian bytes.
+pub(super) fn ec_point(kind: KeyType, material: &Material) -> Result<(Vec<u8>, Vec<u8>), ApiError> {
+    with_curve!(kind, material.bytes(), |_sk, vk, _curve, _field| {
+        let point = vk.to_encoded_point(false);
+        match (point.x(), point.y()) {
+            (Some(x), Some(y)) => Ok((x.to_vec(), y.to_vec())),
+            _ => Err(ApiError::internal()),
+        }
+    })
 }
 
 /// The longest PSS salt a key of `modulus_bits` allows with a hash of `hash_len` bytes.

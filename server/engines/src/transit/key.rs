@@ -200,6 +200,20 @@ pub struct KeyPolicy {
     #[serde(default)]
     pub key_size: usize,
     pub versions: BTreeMap<u32, KeyVersion>,
+    /// When the last plaintext backup was taken, and of which latest version.
+    #[serde(default)]
+    pub backup_info: Option<VersionStamp>,
+    /// When this key was restored from a backup, and its latest version then.
+    #[serde(default)]
+    pub restore_info: Option<VersionStamp>,
+}
+
+/// Vault's `backup_info` and `restore_info`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionStamp {
+    /// RFC 3339.
+    pub time: String,
+    pub version: u32,
 }
 
 /// What a new key is asked to be.
@@ -284,6 +298,8 @@ impl KeyPolicy {
             auto_rotate_period: spec.auto_rotate_period,
             key_size,
             versions: BTreeMap::new(),
+            backup_info: None,
+            restore_info: None,
         };
         policy.rotate(now)?;
         Ok(policy)

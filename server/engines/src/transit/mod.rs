@@ -7,6 +7,7 @@
 //! lock per mount and writes storage before the cache, so a failed write changes nothing.
 
 mod asymmetric;
+mod backup;
 mod hashing;
 mod key;
 mod ops;
@@ -148,6 +149,11 @@ fn key_info(policy: &KeyPolicy, context: &[u8]) -> Result<Map<String, Value>, Ap
     data.insert("imported_key".into(), json!(false));
     if kind == KeyType::Hmac {
         data.insert("key_size".into(), json!(policy.key_size));
+    }
+    for (field, stamp) in [("backup_info", &policy.backup_info), ("restore_info", &policy.restore_info)] {
+        if let Some(stamp) = stamp {
+            data.insert(field.into(), json!({ "time": stamp.time, "version": stamp.version }));
+        }
     }
     if policy.derived {
         data.insert("kdf".into(), json!("hkdf_sha256"));
@@ -413,6 +419,50 @@ impl Transit {
         Ok(Response::data(data))
     }
 
+    /// `backup/:name`: Vault's plaintext backup, only for keys that are exportable and allow it.
+    async fn backup_key(&self, req: &BackendRequest<'_>, name: &str) -> Result<Response, ApiError> {
+        let now = unix_now();
+        let policy = self
+            .change(
+                req.storage,
+                name,
+                || ApiError::bad_request(format!("key {name:?} not found")),
+                |policy| {
+                    if !policy.exportable {
+                        return Err(ApiError::bad_request("exporting is disallowed on the policy"));
+                    }
+                    if !policy.allow_plaintext_backup {
+                        return Err(ApiError::bad_request("plaintext backup is disallowed on the policy"));
+                    }
+                    policy.backup_info = Some(key::VersionStamp {
+                        time: arcanum_contract::clock::rfc3339(now),
+                        version: policy.latest_version,
+                    });
+                    Ok(())
+                },
+            )
+            .await?;
+        let encoded = backup::backup(&policy)?;
+        Ok(Response::data(Map::from_iter([("backup".into(), json!(encoded.as_str()))])))
+    }
+
+    /// `restore(/:name)`: a backup from Vault or Arcanum becomes a key (the URL's name wins).
+    async fn restore_key(&self, req: &BackendRequest<'_>, name: &str) -> Result<Response, ApiError> {
+        let encoded = Zeroizing::new(fields::string(req.field("backup"), "backup")?);
+        if encoded.is_empty() {
+            return Err(ApiError::bad_request("'backup' must be supplied"));
+        }
+        let force = boolean(req, "force")?.unwrap_or(false);
+        let policy = backup::restore(&encoded, name, unix_now())?;
+        check_name(&policy.name)?;
+        let _guard = self.changes.lock().await;
+        if !force && self.load(req.storage, &policy.name).await?.is_some() {
+            return Err(ApiError::bad_request(format!("key {:?} already exists", policy.name)));
+        }
+        self.store(req.storage, policy).await?;
+        Ok(Response::NoContent)
+    }
+
     /// Rotates every key whose `auto_rotate_period` has passed.
     async fn rotate_due_keys(&self, storage: &StorageView) -> Result<(), ApiError> {
         let now = unix_now();
@@ -465,6 +515,9 @@ impl LogicalBackend for Transit {
             ["keys", name, "trim"] if write => self.trim_key(&req, name).await,
             ["export", kind, name] if read => self.export(&req, kind, name, None).await,
             ["export", kind, name, version] if read => self.export(&req, kind, name, Some(version)).await,
+            ["backup", name] if read => self.backup_key(&req, name).await,
+            ["restore"] if write => self.restore_key(&req, "").await,
+            ["restore", name] if write => self.restore_key(&req, name).await,
             ["config", "keys"] if read => {
                 let config = self.config(req.storage).await?;
                 Ok(Response::data(Map::from_iter([(
