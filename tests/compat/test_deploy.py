@@ -37,6 +37,7 @@ import yaml
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 KUBERNETES = os.path.join(ROOT, "deploy", "kubernetes")
 KUBERNETES_HA = os.path.join(ROOT, "deploy", "kubernetes-ha")
+KUBERNETES_HA_AUTOUNSEAL = os.path.join(ROOT, "deploy", "kubernetes-ha-autounseal")
 # Tests that hold for both variants run once per directory.
 VARIANTS = pytest.mark.parametrize("directory", [KUBERNETES, KUBERNETES_HA], ids=["single", "ha"])
 MONITORING = os.path.join(ROOT, "deploy", "monitoring")
@@ -614,6 +615,66 @@ def test_ha_config_map_is_accepted_by_the_server():
         without_pod_name = {k: v for k, v in pod_env.items() if k != "VAULT_K8S_POD_NAME"}
         code, out = run({**base_env, **without_pod_name})
         assert code != 0 and "service_registration.kubernetes.pod_name" in out, out
+        assert "opening etcd storage" not in out, out
+
+
+def _autounseal_hcl():
+    """The auto-unseal variant: the HA manifests with this folder's files applied over them."""
+    overrides = _manifests(KUBERNETES_HA_AUTOUNSEAL)
+    assert [(d["kind"], d["metadata"]["name"]) for d in overrides] == [("ConfigMap", "arcanum-config")]
+    assert overrides[0]["metadata"]["namespace"] == NAMESPACE
+    base = _manifests(KUBERNETES_HA)
+    docs = [d for d in base if d["kind"] != "ConfigMap"] + overrides
+    return _config_hcl(docs, _statefulset(docs))
+
+
+def test_autounseal_variant_adds_a_transit_seal_and_keeps_the_token_in_a_secret():
+    hcl = _autounseal_hcl()
+    code = "\n".join(line.split("#", 1)[0] for line in hcl.splitlines())
+    seal = re.search(r'seal\s+"transit"\s*\{([^}]*)\}', code)
+    assert seal, hcl
+    for key in ("address", "key_name", "mount_path"):
+        assert re.search(rf'^\s*{key}\s*=\s*"[^"]+"', seal.group(1), flags=re.M), f"seal has no {key}"
+    assert not re.search(r"^\s*token\s*=", seal.group(1), flags=re.M), "the token belongs in a Secret"
+    # Otherwise the same configuration as the Shamir HA variant.
+    strip = lambda text: re.sub(r'seal\s+"transit"\s*\{[^}]*\}', "", text)
+    lines = lambda text: [l for l in (x.split("#", 1)[0].strip() for x in strip(text).splitlines()) if l]
+    assert lines(code) == lines("\n".join(l.split("#", 1)[0] for l in _ha_hcl().splitlines()))
+
+    container = _container(_statefulset(_manifests(KUBERNETES_HA)))
+    token = next(var for var in container["env"] if var["name"] == "VAULT_TOKEN")
+    ref = token["valueFrom"]["secretKeyRef"]
+    assert (ref["name"], ref["key"], ref.get("optional")) == ("arcanum-transit-seal", "token", True)
+
+
+def test_autounseal_config_map_is_accepted_by_the_server():
+    """The auto-unseal config with the pod's environment gets as far as opening etcd (none
+    runs here); without the Secret's VAULT_TOKEN it stops on the seal, naming the token."""
+    statefulset = _statefulset(_manifests(KUBERNETES_HA))
+    binary = os.environ.get("ARCANUM_BIN")
+    assert binary and os.path.exists(binary), "ARCANUM_BIN must point at the arcanum binary"
+    etcd_url = f"http://127.0.0.1:{_closed_port()}"
+    hcl, n_etcd = re.subn(r'(storage\s+"etcd"\s*\{[^}]*?address\s*=\s*)"[^"]*"', rf'\1"{etcd_url}"', _autounseal_hcl())
+    hcl, n_listener = re.subn(r'(address\s*=\s*)"0\.0\.0\.0:8200"', r'\1"127.0.0.1:0"', hcl)
+    assert (n_etcd, n_listener) == (1, 1)
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "ETCD_", "KUBERNETES_"))}
+    pod_env = {k: v for k, v in _pod_env(_container(statefulset)).items() if k != "VAULT_TOKEN"}
+    with tempfile.TemporaryDirectory() as tmp:
+        config_path = os.path.join(tmp, "arcanum.hcl")
+        with open(config_path, "w") as f:
+            f.write(hcl)
+
+        def run(env):
+            result = subprocess.run(
+                [binary, "server", f"-config={config_path}"], env=env, capture_output=True, text=True, timeout=60
+            )
+            return result.returncode, re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + result.stderr)
+
+        code, out = run({**base_env, **pod_env, "VAULT_TOKEN": "unsealer-token"})
+        assert code != 0 and f"opening etcd storage at {etcd_url}" in out, f"the server refused the config:\n{out}"
+        assert "unsealer-token" not in out, "the seal token reached the output"
+        code, out = run({**base_env, **pod_env})
+        assert code != 0 and "token (or VAULT_TOKEN) is required" in out, out
         assert "opening etcd storage" not in out, out
 
 

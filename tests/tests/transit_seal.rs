@@ -126,6 +126,9 @@ fn a_node_unseals_itself_through_another_servers_transit_key() {
     };
     assert!(why.contains("transit seal") && why.contains(&unsealer.server.addr), "{why}");
     assert!(!why.contains(&token), "the seal token leaked into seal-status: {why}");
+    let (code, stdout, _) = node.cli(&["status"], None);
+    assert_eq!(code, 2, "sealed: {stdout}");
+    assert!(stdout.contains("Seal Error") && stdout.contains("transit seal"), "{stdout}");
     let (code, _) = node.get("secret/app", r);
     assert_eq!(code, 503);
     // ...and unseals by itself once the transit server is back (and unsealed).

@@ -263,17 +263,24 @@ fn print_seal_status(format: Format, status: &Value) {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    let mut rows = vec![
-        ("Seal Type", text("type")),
+    let recovery = status["recovery_seal"].as_bool().unwrap_or(false);
+    let mut rows = vec![("Seal Type", text("type"))];
+    if recovery {
+        rows.push(("Recovery Seal Type", text("recovery_seal_type")));
+    }
+    rows.extend([
         ("Initialized", text("initialized")),
         ("Sealed", text("sealed")),
-        ("Total Shares", text("n")),
+        (if recovery { "Total Recovery Shares" } else { "Total Shares" }, text("n")),
         ("Threshold", text("t")),
-    ];
+    ]);
     if status["sealed"].as_bool().unwrap_or(true) {
         rows.push(("Unseal Progress", format!("{}/{}", text("progress"), text("t"))));
         let nonce = text("nonce");
         rows.push(("Unseal Nonce", if nonce.is_empty() { "n/a".into() } else { nonce }));
+        if status["seal_error"].is_string() {
+            rows.push(("Seal Error", text("seal_error")));
+        }
     }
     rows.push(("Version", text("version")));
     rows.push(("Storage Type", text("storage_type")));

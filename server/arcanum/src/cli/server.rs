@@ -60,6 +60,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
         (false, None) => arcanum_storage::etcd::DEFAULT_CACHE_ENTRIES,
     };
     let listeners = serve::bind(&config.listeners)?;
+    // Before storage: a seal that is missing a setting is a config error, found at once.
+    let transit_seal = transit_seal(&config).await?;
     let (backend, ha_backend) = serve::open_storage(&config.storage, cache_entries).await?;
     if let Some(lock) = backend.get(super::migrate::MIGRATION_LOCK).await.context("reading storage")? {
         anyhow::bail!(
@@ -78,7 +80,6 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     if let (Some(ha_backend), Storage::Etcd(etcd)) = (ha_backend, &config.storage) {
         core = core.with_ha(ha_backend, ha_config(&config, etcd, &listeners)?);
     }
-    let transit_seal = transit_seal(&config).await?;
     if let Some(seal) = &transit_seal {
         core = core.with_auto_seal(Arc::clone(seal) as Arc<dyn arcanum_core::seal::AutoSeal>);
     }
