@@ -238,3 +238,66 @@ fn an_unimplemented_seal_type_stops_the_server_at_start() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("sealed by a seal \"transit\""), "{stderr}");
 }
+
+#[test]
+fn seals_migrate_from_shamir_to_transit_and_back_without_losing_data() {
+    let unsealer = Unsealer::start();
+    let token = unsealer.token();
+    let mut node = TestServer::start();
+    let init = node.init(3, 2);
+    node.unseal(&init.keys);
+    let r = Some(init.root_token.as_str());
+    assert_eq!(node.put("sys/mounts/secret", r, json!({ "type": "kv" })).0, 204);
+    assert_eq!(node.put("secret/app", r, json!({ "password": "hunter2" })).0, 204);
+    let read_back = |node: &TestServer| node.get("secret/app", r).1["data"]["password"].clone();
+
+    // Shamir -> transit: add the seal block, restart, give the unseal shares with migrate.
+    node.stop();
+    let base = std::fs::read_to_string(&node.config_path).unwrap();
+    std::fs::write(&node.config_path, format!("{base}{}", seal_block(&unsealer, &token, "autounseal"))).unwrap();
+    node.launch();
+    let (_, status) = node.get("sys/seal-status", None);
+    assert_eq!(
+        (status["migration"].clone(), status["sealed"].clone(), status["t"].clone()),
+        (json!(true), json!(true), json!(2))
+    );
+    let (code, body) = node.put("sys/unseal", None, json!({ "key": init.keys[0] }));
+    assert_eq!(code, 400, "a share without migrate is refused while migrating: {body}");
+    let (code, stdout, stderr) = node.cli(&["operator", "unseal", "-migrate", &init.keys[0]], None);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let (code, body) = node.put("sys/unseal", None, json!({ "key": init.keys[1], "migrate": true }));
+    assert_eq!((code, body["sealed"].clone()), (200, json!(false)), "{body}");
+    assert_eq!(
+        (body["type"].clone(), body["recovery_seal"].clone(), body["migration"].clone()),
+        (json!("transit"), json!(true), json!(false))
+    );
+    assert_eq!(read_back(&node), "hunter2");
+    // Now it unseals itself; the old unseal shares are its recovery shares.
+    node.restart();
+    wait_sealed(&node, false);
+    assert_eq!(read_back(&node), "hunter2");
+    assert_eq!(node.put("sys/seal", r, json!({})).0, 204);
+    node.unseal(&init.keys[1..]);
+    assert_eq!(read_back(&node), "hunter2");
+
+    // Transit -> Shamir: mark the block disabled, restart, give the recovery shares with migrate.
+    node.stop();
+    let disabled = seal_block(&unsealer, &token, "autounseal")
+        .replace("seal \"transit\" {", "seal \"transit\" {\n  disabled = \"true\"");
+    std::fs::write(&node.config_path, format!("{base}{disabled}")).unwrap();
+    node.launch();
+    let status = wait_sealed(&node, true);
+    assert_eq!(status["migration"], true, "{status}");
+    for key in &init.keys[..2] {
+        node.put("sys/unseal", None, json!({ "key": key, "migrate": true }));
+    }
+    let status = wait_sealed(&node, false);
+    assert_eq!((status["type"].clone(), status["recovery_seal"].clone()), (json!("shamir"), json!(false)));
+    assert_eq!(read_back(&node), "hunter2");
+    // Without any seal block, the same shares unseal it, with no unsealer involved.
+    node.stop();
+    std::fs::write(&node.config_path, &base).unwrap();
+    node.launch();
+    node.unseal(&init.keys[..2]);
+    assert_eq!(read_back(&node), "hunter2");
+}

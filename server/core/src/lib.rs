@@ -213,6 +213,8 @@ pub struct SealStatus {
     pub kind: &'static str,
     /// With an auto seal, `threshold` and `shares` are the recovery key's.
     pub recovery_seal: bool,
+    /// A seal migration is pending.
+    pub migration: bool,
     /// Why the last auto-unseal attempt failed, while sealed.
     pub seal_error: Option<String>,
     pub threshold: usize,
@@ -233,6 +235,17 @@ struct SealState {
     recovery_rekey: Option<RekeyAttempt>,
     /// Sealed by `sys/seal`: the auto seal does not reopen it; recovery shares do.
     manually_sealed: bool,
+    /// A seal migration the config asks for, pending until an unseal with `migrate`.
+    migration: Option<Migration>,
+}
+
+/// Which way a pending seal migration goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Migration {
+    /// Shamir data, an auto seal configured: the unseal key becomes the recovery key.
+    ToAutoSeal,
+    /// Auto-sealed data, the seal marked disabled: the recovery key becomes the unseal key.
+    ToShamir,
 }
 
 /// The services that exist only while unsealed; dropping this drops the keys.
@@ -389,6 +402,8 @@ pub struct Core {
     ha: Option<Arc<ha::Ha>>,
     /// `seal "transit"`: the seal that wraps the root key; `None` for Shamir.
     auto_seal: Option<Arc<dyn seal::AutoSeal>>,
+    /// A seal block marked `disabled`: the seal a pending migration moves away from.
+    old_seal: Option<Arc<dyn seal::AutoSeal>>,
     /// Why the last auto-unseal attempt failed (kept outside `state` so that seal-status
     /// answers while an attempt waits on the seal).
     seal_error: std::sync::Mutex<Option<String>>,
@@ -408,6 +423,7 @@ impl Core {
             unsealed: RwLock::new(None),
             ha: None,
             auto_seal: None,
+            old_seal: None,
             seal_error: std::sync::Mutex::new(None),
         })
     }
@@ -423,23 +439,37 @@ impl Core {
         self.auto_seal.is_some()
     }
 
-    /// Refuses to serve data sealed one way with a config that names another: a transit-sealed
-    /// store cannot be opened with shares, and a Shamir store is not silently re-sealed.
-    pub async fn check_seal_type(&self) -> Result<(), String> {
-        let stored = self.state.lock().await.config.map(|config| config.kind);
-        match (stored, &self.auto_seal) {
-            (Some(SealType::Transit), None) => {
-                Err("the data is sealed by a seal \"transit\" but the config has none; add the seal block back \
-                 (seal migration to Shamir is not supported yet)"
+    /// The seal the config marks `disabled = "true"`: the one a migration moves away from.
+    pub fn with_old_seal(mut self, seal: Arc<dyn seal::AutoSeal>) -> Core {
+        self.old_seal = Some(seal);
+        self
+    }
+
+    /// Compares the stored seal type with the config's: the same, or a migration the config
+    /// asks for (a new auto seal over Shamir data; the old auto seal marked disabled over
+    /// auto-sealed data), which is then pending until `sys/unseal` with `migrate`. Anything
+    /// else is refused: a transit-sealed store cannot be opened with shares alone.
+    pub async fn prepare_seal(&self) -> Result<(), String> {
+        let mut state = self.state.lock().await;
+        let stored = state.config.map(|config| config.kind);
+        state.migration = match (stored, &self.auto_seal, &self.old_seal) {
+            (Some(SealType::Shamir), Some(_), _) => Some(Migration::ToAutoSeal),
+            (Some(SealType::Transit), None, Some(_)) => Some(Migration::ToShamir),
+            (Some(SealType::Transit), None, None) => {
+                return Err("the data is sealed by a seal \"transit\" but the config has none; add the seal \
+                     block back, or mark it disabled = \"true\" to migrate to Shamir"
                     .into())
             }
-            (Some(SealType::Shamir), Some(seal)) => Err(format!(
-                "the data is sealed with Shamir key shares but the config has seal {:?}; remove the seal block \
-                 (seal migration from Shamir is not supported yet)",
-                seal.kind()
-            )),
-            _ => Ok(()),
+            _ => None,
+        };
+        if let Some(migration) = state.migration {
+            tracing::warn!(
+                ?migration,
+                "seal migration pending: unseal with `arcanum operator unseal -migrate` ({} shares)",
+                if migration == Migration::ToAutoSeal { "unseal key" } else { "recovery key" }
+            );
         }
+        Ok(())
     }
 
     /// Makes this an HA node: unsealing makes it a standby that campaigns for `backend`'s lock
@@ -525,7 +555,16 @@ impl Core {
         self.reload_seal_config(&mut state).await;
         let unsealed = self.unsealed.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
         let sealed = self.is_sealed();
-        let counted = if self.auto_seal.is_some() { state.recovery } else { state.config };
+        // Before a migration, the shares that count are the ones the data is sealed with now.
+        let counted = match (state.migration, &self.auto_seal) {
+            (Some(Migration::ToAutoSeal), _) => state.config,
+            (Some(Migration::ToShamir), _) | (None, Some(_)) => state.recovery,
+            (None, None) => state.config,
+        };
+        let auto_sealed = match state.config {
+            Some(config) => config.kind != SealType::Shamir,
+            None => self.auto_seal.is_some(),
+        };
         let (threshold, shares) = counted.map_or((0, 0), |c| (c.secret_threshold, c.secret_shares));
         let (progress, nonce) = match &state.unseal {
             Some(attempt) if sealed => (attempt.shares.len(), attempt.nonce.clone()),
@@ -535,8 +574,9 @@ impl Core {
         SealStatus {
             initialized: state.config.is_some(),
             sealed,
-            kind: self.auto_seal.as_ref().map_or("shamir", |seal| seal.kind()),
-            recovery_seal: self.auto_seal.is_some(),
+            kind: if auto_sealed { "transit" } else { "shamir" },
+            recovery_seal: auto_sealed,
+            migration: state.migration.is_some(),
             seal_error,
             threshold,
             shares,
@@ -654,7 +694,29 @@ impl Core {
 
     /// `sys/unseal` with a key share. Unseals once the threshold is reached.
     pub async fn submit_unseal_share(&self, share: Zeroizing<Vec<u8>>) -> Result<(), ApiError> {
+        self.submit_unseal_share_migrating(share, false).await
+    }
+
+    /// `sys/unseal` with `migrate`: while a seal migration is pending every share must carry it,
+    /// and reaching the threshold migrates the seal, then unseals.
+    pub async fn submit_unseal_share_migrating(
+        &self,
+        share: Zeroizing<Vec<u8>>,
+        migrate: bool,
+    ) -> Result<(), ApiError> {
         let mut state = self.state.lock().await;
+        match (state.migration, migrate) {
+            (Some(_), false) if self.is_sealed() => {
+                return Err(ApiError::bad_request(
+                    "migrate option not provided and seal migration is pending (arcanum operator unseal -migrate)",
+                ))
+            }
+            (None, true) => {
+                return Err(ApiError::bad_request("migrate option provided but seal migration is not in progress"))
+            }
+            (Some(migration), true) => return self.migrate_seal(&mut state, migration, share).await,
+            _ => {}
+        }
         self.reload_seal_config(&mut state).await;
         let Some(config) = state.config else {
             return Err(ApiError::bad_request("Vault is not initialized"));
@@ -691,6 +753,70 @@ impl Core {
             }
         };
         self.finish_unseal(&mut state, root_key).await
+    }
+
+    /// One share towards a seal migration; at the threshold the seal's records are rewritten
+    /// in one batch (nothing changes if the shares or the seal fail), then the node unseals.
+    async fn migrate_seal(
+        &self,
+        state: &mut SealState,
+        migration: Migration,
+        share: Zeroizing<Vec<u8>>,
+    ) -> Result<(), ApiError> {
+        let (Some(config), recovery) = (state.config, state.recovery) else {
+            return Err(ApiError::bad_request("Vault is not initialized"));
+        };
+        let counted = match migration {
+            Migration::ToAutoSeal => config,
+            Migration::ToShamir => recovery.ok_or_else(|| {
+                ApiError::bad_request("this server has no recovery key (recovery_shares=0): it cannot leave its seal")
+            })?,
+        };
+        check_share_len(&share)?;
+        let attempt = state.unseal.get_or_insert_with(ShareCollection::new);
+        attempt.add(share);
+        if attempt.shares.len() < counted.secret_threshold {
+            return Ok(());
+        }
+        let Some(attempt) = state.unseal.take() else { return Ok(()) };
+        let key = attempt.combine()?;
+        let (root_key, records, new_config, new_recovery) = match migration {
+            Migration::ToAutoSeal => {
+                let auto_seal = self.auto_seal.clone().ok_or_else(ApiError::internal)?;
+                // The unseal key becomes the recovery key; its shares become recovery shares.
+                let root_key = self.unseal_root_key(&key).await?;
+                let wrapped = seal::wrap_root_key(auto_seal.as_ref(), &root_key).await?;
+                let barrier = SealConfig { kind: SealType::Transit, secret_shares: 1, secret_threshold: 1 };
+                let recovery = config;
+                let records = vec![
+                    Op::Put { key: ROOT_KEY_PATH.into(), value: wrapped },
+                    Op::Put { key: seal::RECOVERY_KEY_PATH.into(), value: seal::recovery_check(&key) },
+                    Op::Put { key: seal::RECOVERY_CONFIG_PATH.into(), value: to_json(&recovery)? },
+                    Op::Put { key: SEAL_CONFIG_PATH.into(), value: to_json(&barrier)? },
+                ];
+                (root_key, records, barrier, Some(recovery))
+            }
+            Migration::ToShamir => {
+                let old_seal = self.old_seal.clone().ok_or_else(ApiError::internal)?;
+                // The recovery key becomes the unseal key; its shares become unseal shares.
+                self.check_recovery_key(&key).await?;
+                let root_key = self.root_key_from_seal(old_seal.as_ref()).await?;
+                let barrier = SealConfig { kind: SealType::Shamir, ..counted };
+                let records = vec![
+                    Op::Put { key: ROOT_KEY_PATH.into(), value: aead::seal(&key, root_key.as_bytes(), ROOT_KEY_AAD) },
+                    Op::Delete { key: seal::RECOVERY_KEY_PATH.into() },
+                    Op::Delete { key: seal::RECOVERY_CONFIG_PATH.into() },
+                    Op::Put { key: SEAL_CONFIG_PATH.into(), value: to_json(&barrier)? },
+                ];
+                (root_key, records, barrier, None)
+            }
+        };
+        self.backend.batch(records).await.map_err(internal("writing the migrated seal"))?;
+        state.config = Some(new_config);
+        state.recovery = new_recovery;
+        state.migration = None;
+        tracing::info!(?migration, "seal migrated");
+        self.finish_unseal(state, root_key).await
     }
 
     /// Opens every service with the root key (a standby keeps only the root key; the
@@ -748,7 +874,7 @@ impl Core {
         {
             let mut state = self.state.lock().await;
             self.reload_seal_config(&mut state).await;
-            if state.config.is_none() || !self.is_sealed() || state.manually_sealed {
+            if state.config.is_none() || !self.is_sealed() || state.manually_sealed || state.migration.is_some() {
                 return Ok(false);
             }
         }
@@ -996,6 +1122,10 @@ fn entity_id(cluster_id: &str, mount_accessor: &str, alias_name: &str) -> String
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
     uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
+}
+
+fn to_json(config: &SealConfig) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(config).map_err(|_| ApiError::internal())
 }
 
 /// A stored seal or recovery config (plaintext JSON), if there is one.

@@ -48,6 +48,10 @@ pub struct UnsealArgs {
     /// Forget the shares given so far.
     #[arg(long)]
     reset: bool,
+    /// Migrate the seal the config changed (a new `seal "transit"`, or the old one marked
+    /// `disabled`): give the current shares with this flag.
+    #[arg(long)]
+    migrate: bool,
     /// The key share, hex or base64.
     key: Option<String>,
 }
@@ -87,7 +91,7 @@ pub async fn run(command: OperatorCommand, args: &ClientArgs) -> anyhow::Result<
             let body = if unseal.reset {
                 json!({ "reset": true })
             } else {
-                json!({ "key": key_or_prompt(unseal.key, "Unseal Key (will be hidden): ")? })
+                json!({ "key": key_or_prompt(unseal.key, "Unseal Key (will be hidden): ")?, "migrate": unseal.migrate })
             };
             let status = client.request(Method::PUT, "sys/unseal", Some(body)).await.context("unsealing")?;
             print_seal_status(args.format, &status);
@@ -274,6 +278,9 @@ fn print_seal_status(format: Format, status: &Value) {
         (if recovery { "Total Recovery Shares" } else { "Total Shares" }, text("n")),
         ("Threshold", text("t")),
     ]);
+    if status["migration"].as_bool().unwrap_or(false) {
+        rows.push(("Seal Migration in Progress", "true".into()));
+    }
     if status["sealed"].as_bool().unwrap_or(true) {
         rows.push(("Unseal Progress", format!("{}/{}", text("progress"), text("t"))));
         let nonce = text("nonce");

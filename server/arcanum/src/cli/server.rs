@@ -61,7 +61,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     };
     let listeners = serve::bind(&config.listeners)?;
     // Before storage: a seal that is missing a setting is a config error, found at once.
-    let transit_seal = transit_seal(&config).await?;
+    let (transit_seal, old_seal) = transit_seals(&config).await?;
     let (backend, ha_backend) = serve::open_storage(&config.storage, cache_entries).await?;
     if let Some(lock) = backend.get(super::migrate::MIGRATION_LOCK).await.context("reading storage")? {
         anyhow::bail!(
@@ -83,7 +83,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     if let Some(seal) = &transit_seal {
         core = core.with_auto_seal(Arc::clone(seal) as Arc<dyn arcanum_core::seal::AutoSeal>);
     }
-    if let Err(mismatch) = core.check_seal_type().await {
+    if let Some(seal) = &old_seal {
+        core = core.with_old_seal(Arc::clone(seal) as Arc<dyn arcanum_core::seal::AutoSeal>);
+    }
+    if let Err(mismatch) = core.prepare_seal().await {
         anyhow::bail!("{mismatch}");
     }
     let core = Arc::new(core);
@@ -126,17 +129,31 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-/// The `seal "transit"` block's seal, if the config has one. Migration between seals (an old
-/// block marked `disabled`) is not built yet and is refused rather than half-done.
-async fn transit_seal(config: &Config) -> anyhow::Result<Option<Arc<crate::transit_seal::TransitSeal>>> {
+/// The seals of the config's `seal "transit"` blocks: the enabled one, and the one marked
+/// `disabled` (the seal a migration moves away from).
+type Seals = (Option<Arc<crate::transit_seal::TransitSeal>>, Option<Arc<crate::transit_seal::TransitSeal>>);
+
+async fn transit_seals(config: &Config) -> anyhow::Result<Seals> {
     use arcanum_config::SealKind;
-    if config.seals.iter().any(|seal| seal.disabled) {
-        anyhow::bail!("seal migration (a seal block marked disabled) is not supported by Arcanum yet");
+    let mut seals: Seals = (None, None);
+    for block in &config.seals {
+        let SealKind::Transit(transit) = &block.kind else { continue };
+        let settings = crate::transit_seal::Settings::resolve(transit, |name| std::env::var(name).ok())?;
+        tracing::info!(
+            address = %settings.address,
+            mount_path = %settings.mount_path,
+            key_name = %settings.key_name,
+            disabled = block.disabled,
+            "seal \"transit\" configured"
+        );
+        let seal = Some(Arc::new(crate::transit_seal::TransitSeal::new(settings).await?));
+        if block.disabled {
+            seals.1 = seal;
+        } else {
+            seals.0 = seal;
+        }
     }
-    let Some(SealKind::Transit(block)) = config.seals.first().map(|seal| &seal.kind) else { return Ok(None) };
-    let settings = crate::transit_seal::Settings::resolve(block, |name| std::env::var(name).ok())?;
-    tracing::info!(address = %settings.address, mount_path = %settings.mount_path, key_name = %settings.key_name, "seal \"transit\" configured");
-    Ok(Some(Arc::new(crate::transit_seal::TransitSeal::new(settings).await?)))
+    Ok(seals)
 }
 
 /// How often a sealed node with an auto seal asks the seal again (Vault's 5 s).

@@ -202,7 +202,7 @@ pub fn seal_status_json(core: &Core, status: &SealStatus) -> Value {
         "nonce": status.nonce,
         "version": VERSION,
         "build_date": "",
-        "migration": false,
+        "migration": status.migration,
         "recovery_seal": status.recovery_seal,
         "storage_type": core.storage_type(),
     });
@@ -248,7 +248,7 @@ async fn unseal(core: &Core, req: &Request) -> Result<Response, ApiError> {
             }
             Some(_) => return Err(ApiError::bad_request("'key' must be a string")),
         };
-        core.submit_unseal_share(decode_share(key)?).await?;
+        core.submit_unseal_share_migrating(decode_share(key)?, bool_field(&req, "migrate")?).await?;
     }
     Ok(Response::raw(seal_status_json(core, &core.seal_status().await)))
 }
