@@ -147,6 +147,17 @@ fn a_node_unseals_itself_through_another_servers_transit_key() {
     let (code, body) = node.put("sys/unseal", None, json!({ "key": recovery[1] }));
     assert_eq!((code, body["sealed"].clone()), (200, json!(false)), "{body}");
 
+    // Recovery shares authorise a new root token.
+    let (_, started) = node.put("sys/generate-root/attempt", None, json!({}));
+    let (otp, nonce) = (started["otp"].as_str().unwrap().to_owned(), started["nonce"].as_str().unwrap().to_owned());
+    node.put("sys/generate-root/update", None, json!({ "key": recovery[0], "nonce": nonce }));
+    let (_, done) = node.put("sys/generate-root/update", None, json!({ "key": recovery[2], "nonce": nonce }));
+    let encoded = done["encoded_token"].as_str().unwrap();
+    let (code, new_root, _) =
+        node.cli(&["operator", "generate-root", &format!("-decode={encoded}"), &format!("-otp={otp}")], None);
+    assert_eq!(code, 0);
+    assert_eq!(node.get("secret/app", Some(new_root.trim())).1["data"]["password"], "hunter2");
+
     // Rekeying the recovery key: the old shares stop working, the new ones work.
     let (code, body) =
         node.put("sys/rekey-recovery-key/init", None, json!({ "secret_shares": 2, "secret_threshold": 2 }));

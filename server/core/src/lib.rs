@@ -169,6 +169,25 @@ impl ShareCollection {
         }
     }
 
+    /// Checks `nonce` against the operation's and adds `share`; whether `threshold` are in.
+    fn offer(
+        &mut self,
+        share: Zeroizing<Vec<u8>>,
+        nonce: &str,
+        operation: &str,
+        threshold: usize,
+    ) -> Result<bool, ApiError> {
+        if !arcanum_crypto::constant_time_eq(self.nonce.as_bytes(), nonce.as_bytes()) {
+            return Err(ApiError::bad_request(format!(
+                "incorrect nonce supplied; nonce for this {operation} operation is {}",
+                self.nonce
+            )));
+        }
+        check_share_len(&share)?;
+        self.add(share);
+        Ok(self.shares.len() >= threshold)
+    }
+
     fn combine(&self) -> Result<Key256, ApiError> {
         let refs: Vec<&[u8]> = self.shares.iter().map(|share| share.as_slice()).collect();
         let secret =
@@ -237,7 +256,36 @@ struct SealState {
     manually_sealed: bool,
     /// A seal migration the config asks for, pending until an unseal with `migrate`.
     migration: Option<Migration>,
+    /// `sys/generate-root` in progress.
+    generate_root: Option<GenerateRootAttempt>,
 }
+
+/// A root token generation: the one-time pad the new token is encoded with, and the shares
+/// (unseal shares, or recovery shares with an auto seal) given so far.
+struct GenerateRootAttempt {
+    otp: Zeroizing<String>,
+    collection: ShareCollection,
+}
+
+impl std::fmt::Debug for GenerateRootAttempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GenerateRootAttempt").field("otp", &"<redacted>").field("collection", &self.collection).finish()
+    }
+}
+
+/// `sys/generate-root/attempt` as Vault reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerateRootStatus {
+    pub started: bool,
+    pub nonce: String,
+    pub progress: usize,
+    pub required: usize,
+    /// The OTP's length: the length of the root token that will be minted.
+    pub otp_length: usize,
+}
+
+/// Length of the tokens the token store mints, which a generate-root OTP must match.
+pub const ROOT_TOKEN_LEN: usize = token::TOKEN_PREFIX.len() + token::TOKEN_RANDOM_LEN;
 
 /// Which way a pending seal migration goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1025,15 +1073,7 @@ impl Core {
         let Some(attempt) = slot.as_mut() else {
             return Err(ApiError::bad_request("no rekey in progress"));
         };
-        if !arcanum_crypto::constant_time_eq(attempt.collection.nonce.as_bytes(), nonce.as_bytes()) {
-            return Err(ApiError::bad_request(format!(
-                "incorrect nonce supplied; nonce for this rekey operation is {}",
-                attempt.collection.nonce
-            )));
-        }
-        check_share_len(&share)?;
-        attempt.collection.add(share);
-        if attempt.collection.shares.len() < threshold {
+        if !attempt.collection.offer(share, nonce, "rekey", threshold)? {
             return Ok(None);
         }
         let Some(attempt) = slot.take() else {
@@ -1080,6 +1120,92 @@ impl Core {
             "rekey complete"
         );
         Ok(Some(new_shares))
+    }
+
+    /// The shares and threshold that authorise generate-root and recovery operations: the unseal
+    /// key's, or the recovery key's with an auto seal.
+    fn authorising_config(&self, state: &SealState) -> Option<SealConfig> {
+        if self.auto_seal.is_some() {
+            state.recovery
+        } else {
+            state.config
+        }
+    }
+
+    pub async fn generate_root_status(&self) -> GenerateRootStatus {
+        let state = self.state.lock().await;
+        let required = self.authorising_config(&state).map_or(0, |c| c.secret_threshold);
+        let (started, nonce, progress) = match &state.generate_root {
+            Some(attempt) => (true, attempt.collection.nonce.clone(), attempt.collection.shares.len()),
+            None => (false, String::new(), 0),
+        };
+        GenerateRootStatus { started, nonce, progress, required, otp_length: ROOT_TOKEN_LEN }
+    }
+
+    /// `sys/generate-root/attempt` PUT: starts a generation with `otp`, or with a fresh
+    /// base62 OTP that is returned (once) when none is given.
+    pub async fn generate_root_init(
+        &self,
+        otp: Option<Zeroizing<String>>,
+    ) -> Result<Option<Zeroizing<String>>, ApiError> {
+        self.unsealed()?;
+        let mut state = self.state.lock().await;
+        if state.generate_root.is_some() {
+            return Err(ApiError::bad_request("root generation already in progress"));
+        }
+        if self.authorising_config(&state).is_none() {
+            return Err(ApiError::bad_request("this server has no recovery key to authorise a root token"));
+        }
+        let (otp, generated) = match otp {
+            Some(otp) if otp.len() != ROOT_TOKEN_LEN => {
+                return Err(ApiError::bad_request("OTP string has incorrect length"));
+            }
+            Some(otp) => (otp, None),
+            None => {
+                let otp = Zeroizing::new(arcanum_crypto::token::generate("", ROOT_TOKEN_LEN));
+                (otp.clone(), Some(otp))
+            }
+        };
+        state.generate_root = Some(GenerateRootAttempt { otp, collection: ShareCollection::new() });
+        tracing::info!("root token generation started");
+        Ok(generated)
+    }
+
+    pub async fn generate_root_cancel(&self) -> Result<(), ApiError> {
+        self.state.lock().await.generate_root = None;
+        Ok(())
+    }
+
+    /// `sys/generate-root/update`: one share (an unseal share, or a recovery share with an auto
+    /// seal). At the threshold the shares are checked, a root token is created and returned
+    /// encoded: unpadded base64 of the token XOR the OTP.
+    pub async fn generate_root_update(
+        &self,
+        share: Zeroizing<Vec<u8>>,
+        nonce: &str,
+    ) -> Result<Option<String>, ApiError> {
+        let unsealed = self.unsealed()?;
+        let mut state = self.state.lock().await;
+        let threshold = self.authorising_config(&state).map_or(0, |c| c.secret_threshold);
+        let Some(attempt) = state.generate_root.as_mut() else {
+            return Err(ApiError::bad_request("no root generation in progress"));
+        };
+        if !attempt.collection.offer(share, nonce, "root generation", threshold)? {
+            return Ok(None);
+        }
+        let Some(attempt) = state.generate_root.take() else { return Ok(None) };
+        let key = attempt.collection.combine()?;
+        if self.auto_seal.is_some() {
+            self.check_recovery_key(&key).await?;
+        } else {
+            self.unseal_root_key(&key).await?;
+        }
+        let token = unsealed.tokens.create_root(None).await.map_err(internal("creating the root token"))?;
+        let encoded: Zeroizing<Vec<u8>> =
+            Zeroizing::new(token.bytes().zip(attempt.otp.bytes()).map(|(t, o)| t ^ o).collect());
+        tracing::info!("root token generated");
+        // Unpadded, as Go's `RawStdEncoding` in Vault.
+        Ok(Some(base64::Engine::encode(&base64::engine::general_purpose::STANDARD_NO_PAD, &*encoded)))
     }
 
     /// SIGHUP: audit devices reopen their files (a sealed server has none open).

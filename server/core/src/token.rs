@@ -30,7 +30,7 @@ const ROLE_PREFIX: &str = "sys/token/roles/";
 
 /// Service tokens look like Vault's (`hvs.` + base62), so existing secret scanners flag leaks.
 pub const TOKEN_PREFIX: &str = "hvs.";
-const TOKEN_RANDOM_LEN: usize = 24;
+pub const TOKEN_RANDOM_LEN: usize = 24;
 const ACCESSOR_LEN: usize = 24;
 
 pub use arcanum_contract::backend::SYSTEM_MAX_TTL;

@@ -20,6 +20,9 @@ pub enum OperatorCommand {
     Rekey(RekeyArgs),
     /// Add a new barrier key term (needs a root token).
     Rotate,
+    /// Generate a new root token from unseal key shares (recovery shares with an auto seal).
+    #[command(name = "generate-root")]
+    GenerateRoot(GenerateRootArgs),
     /// Copy all stored data, still encrypted, from one storage backend to another (offline).
     Migrate(super::migrate::MigrateArgs),
 }
@@ -78,6 +81,102 @@ pub struct RekeyArgs {
     key: Option<String>,
 }
 
+#[derive(Debug, Args)]
+pub struct GenerateRootArgs {
+    /// Start a root token generation (prints the nonce and, unless -otp is given, the OTP).
+    #[arg(long)]
+    init: bool,
+    /// The one-time pad to encode the new token with (as long as a token), for -init and -decode.
+    #[arg(long)]
+    otp: Option<String>,
+    /// Cancel the generation in progress.
+    #[arg(long)]
+    cancel: bool,
+    /// Print the generation's progress.
+    #[arg(long)]
+    status: bool,
+    /// Decode an encoded root token with -otp (offline: nothing is sent to the server).
+    #[arg(long)]
+    decode: Option<String>,
+    /// The nonce of the generation in progress (read from the server when omitted).
+    #[arg(long)]
+    nonce: Option<String>,
+    /// A key share, hex or base64 (prompted for when omitted).
+    key: Option<String>,
+}
+
+/// The token an `encoded_token` stands for: its unpadded base64 decoded and XORed with the OTP
+/// (Vault's scheme, so `vault operator generate-root -decode` agrees).
+pub fn decode_root_token(encoded: &str, otp: &str) -> anyhow::Result<String> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(encoded.trim().trim_end_matches('='))
+        .context("the encoded token is not base64")?;
+    anyhow::ensure!(
+        bytes.len() == otp.len(),
+        "the OTP's length ({}) differs from the token's ({})",
+        otp.len(),
+        bytes.len()
+    );
+    let token: Vec<u8> = bytes.iter().zip(otp.bytes()).map(|(t, o)| t ^ o).collect();
+    String::from_utf8(token).context("the OTP does not decode this token")
+}
+
+async fn generate_root_command(client: &Client, format: Format, generate: GenerateRootArgs) -> anyhow::Result<u8> {
+    if let Some(encoded) = &generate.decode {
+        let otp = generate.otp.as_deref().context("-decode needs -otp")?;
+        let token = decode_root_token(encoded, otp)?;
+        match format {
+            Format::Json => print_json(&json!({ "token": token })),
+            Format::Table => println!("{token}"),
+        }
+        return Ok(0);
+    }
+    let path = "sys/generate-root/attempt";
+    let status = if generate.cancel {
+        client.request(Method::DELETE, path, None).await.context("cancelling root generation")?;
+        println!("Success! Root token generation canceled (if it was started)");
+        return Ok(0);
+    } else if generate.init {
+        let body = json!({ "otp": generate.otp.clone().unwrap_or_default() });
+        client.request(Method::PUT, path, Some(body)).await.context("starting root generation")?
+    } else if generate.status {
+        client.request(Method::GET, path, None).await.context("reading root generation status")?
+    } else {
+        let nonce = match generate.nonce {
+            Some(nonce) => nonce,
+            None => client.request(Method::GET, path, None).await?["nonce"].as_str().unwrap_or_default().to_owned(),
+        };
+        let key = key_or_prompt(generate.key, "Unseal Key (will be hidden): ")?;
+        let body = json!({ "key": key, "nonce": nonce });
+        client.request(Method::PUT, "sys/generate-root/update", Some(body)).await.context("giving a key share")?
+    };
+    match format {
+        Format::Json => print_json(&status),
+        Format::Table => {
+            let text = |key: &str| match &status[key] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let mut rows = vec![
+                ("Nonce", text("nonce")),
+                ("Started", text("started")),
+                ("Progress", format!("{}/{}", text("progress"), text("required"))),
+                ("Complete", text("complete")),
+            ];
+            if !text("otp").is_empty() {
+                rows.push(("OTP", text("otp")));
+            }
+            rows.push(("OTP Length", text("otp_length")));
+            if !text("encoded_token").is_empty() {
+                rows.push(("Encoded Token", text("encoded_token")));
+            }
+            print_table(&rows);
+        }
+    }
+    Ok(0)
+}
+
 pub async fn run(command: OperatorCommand, args: &ClientArgs) -> anyhow::Result<u8> {
     let client = match command {
         // Offline: it talks to storage, not to a server.
@@ -119,6 +218,7 @@ pub async fn run(command: OperatorCommand, args: &ClientArgs) -> anyhow::Result<
             Ok(0)
         }
         OperatorCommand::Rekey(rekey) => rekey_command(&client, args.format, rekey).await,
+        OperatorCommand::GenerateRoot(generate) => generate_root_command(&client, args.format, generate).await,
     }
 }
 

@@ -42,6 +42,10 @@ pub async fn handle_unauthenticated(core: &Core, req: &Request) -> Option<Result
             core.rekey_cancel(RekeyTarget::Recovery).await.map(|()| Response::NoContent)
         }
         ("sys/rekey-recovery-key/update", Update) => rekey_update(core, req, RekeyTarget::Recovery).await,
+        ("sys/generate-root/attempt", Read) => Ok(Response::raw(generate_root_json(core, None, None).await)),
+        ("sys/generate-root/attempt", Update) => generate_root_init(core, req).await,
+        ("sys/generate-root/attempt", Delete) => core.generate_root_cancel().await.map(|()| Response::NoContent),
+        ("sys/generate-root/update", Update) => generate_root_update(core, req).await,
         (
             "sys/init"
             | "sys/seal-status"
@@ -51,7 +55,9 @@ pub async fn handle_unauthenticated(core: &Core, req: &Request) -> Option<Result
             | "sys/rekey/init"
             | "sys/rekey/update"
             | "sys/rekey-recovery-key/init"
-            | "sys/rekey-recovery-key/update",
+            | "sys/rekey-recovery-key/update"
+            | "sys/generate-root/attempt"
+            | "sys/generate-root/update",
             _,
         ) => Err(ApiError::unsupported_operation()),
         _ => return None,
@@ -395,7 +401,8 @@ async fn rekey_init(core: &Core, req: &Request, target: RekeyTarget) -> Result<R
     Ok(Response::raw(rekey_status_json(core, target).await))
 }
 
-async fn rekey_update(core: &Core, req: &Request, target: RekeyTarget) -> Result<Response, ApiError> {
+/// The `key` share and `nonce` of a rekey or generate-root update.
+fn share_and_nonce(req: &Request) -> Result<(Zeroizing<Vec<u8>>, String), ApiError> {
     let req = case_insensitive(req);
     let key = match req.field("key") {
         Some(Value::String(key)) if !key.is_empty() => key,
@@ -405,7 +412,12 @@ async fn rekey_update(core: &Core, req: &Request, target: RekeyTarget) -> Result
         Some(Value::String(nonce)) => nonce.as_str(),
         _ => return Err(ApiError::bad_request("'nonce' must be specified in request body as JSON")),
     };
-    let share = decode_share(key)?;
+    Ok((decode_share(key)?, nonce.to_owned()))
+}
+
+async fn rekey_update(core: &Core, req: &Request, target: RekeyTarget) -> Result<Response, ApiError> {
+    let (share, nonce) = share_and_nonce(req)?;
+    let nonce = nonce.as_str();
     match core.rekey_update(target, share, nonce).await? {
         None => Ok(Response::raw(rekey_status_json(core, target).await)),
         Some(shares) => Ok(Response::raw(json!({
@@ -418,6 +430,51 @@ async fn rekey_update(core: &Core, req: &Request, target: RekeyTarget) -> Result
             "verification_required": false,
         }))),
     }
+}
+
+/// `sys/generate-root/attempt` and `/update` answers: Vault's fields, with the OTP only in the
+/// answer that generated it and the encoded token only in the one that completed.
+async fn generate_root_json(core: &Core, otp: Option<&str>, encoded: Option<&str>) -> Value {
+    let status = core.generate_root_status().await;
+    json!({
+        "nonce": status.nonce,
+        "started": status.started,
+        "progress": status.progress,
+        "required": status.required,
+        "complete": encoded.is_some(),
+        "encoded_token": encoded.unwrap_or_default(),
+        "encoded_root_token": encoded.unwrap_or_default(),
+        "pgp_fingerprint": "",
+        "otp": otp.unwrap_or_default(),
+        "otp_length": status.otp_length,
+    })
+}
+
+async fn generate_root_init(core: &Core, req: &Request) -> Result<Response, ApiError> {
+    let req = case_insensitive(req);
+    if req.field("pgp_key").is_some_and(|key| key.as_str() != Some("")) {
+        return Err(ApiError::bad_request("pgp_key is not supported by Arcanum yet; use an OTP"));
+    }
+    let otp = match req.field("otp") {
+        None => None,
+        Some(Value::String(otp)) if otp.is_empty() => None,
+        Some(Value::String(otp)) => Some(Zeroizing::new(otp.clone())),
+        Some(_) => return Err(ApiError::bad_request("'otp' must be a string")),
+    };
+    let generated = core.generate_root_init(otp).await?;
+    Ok(Response::raw(generate_root_json(core, generated.as_deref().map(String::as_str), None).await))
+}
+
+async fn generate_root_update(core: &Core, req: &Request) -> Result<Response, ApiError> {
+    let (share, nonce) = share_and_nonce(req)?;
+    let nonce = nonce.as_str();
+    let encoded = core.generate_root_update(share, nonce).await?;
+    let mut body = generate_root_json(core, None, encoded.as_deref()).await;
+    if encoded.is_some() {
+        // The attempt is over; its nonce is the one the caller used.
+        body["nonce"] = json!(nonce);
+    }
+    Ok(Response::raw(body))
 }
 
 async fn rotate(core: &Core) -> Result<Response, ApiError> {
