@@ -187,33 +187,56 @@ impl TransitSeal {
         })
     }
 
-    /// Sends `body` to `path` (below `/v1/`); the answer's JSON, or why there is none.
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, SealError> {
+    /// Sends `body` to `path` (below `/v1/`); the answer, or why there is none. The answer's
+    /// bytes are zeroised once parsed (they may hold the root key).
+    async fn call<A: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&(impl serde::Serialize + ?Sized)>,
+    ) -> Result<A, SealError> {
         let url = format!("{}{path}", self.api);
         let mut request = self.client.request(method.clone(), &url).header("X-Vault-Token", self.token.as_str());
         if let Some(namespace) = &self.namespace {
             request = request.header("X-Vault-Namespace", namespace);
         }
         if let Some(body) = body {
-            request = request.json(&body);
+            request = request.json(body);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|err| SealError(format!("transit seal: {method} {url}: {}", describe(err))))?;
+        let unreachable = |err: reqwest::Error| {
+            let kind = if err.is_timeout() {
+                "timed out"
+            } else if err.is_connect() {
+                "could not connect"
+            } else {
+                "request failed"
+            };
+            SealError {
+                detail: format!("transit seal: {method} {url}: {}", describe(err)),
+                summary: format!("transit seal: the unsealer could not be reached ({kind})"),
+            }
+        };
+        let response = request.send().await.map_err(unreachable)?;
         let status = response.status();
-        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        let bytes = Zeroizing::new(response.bytes().await.map_err(unreachable)?.to_vec());
         if !status.is_success() {
+            let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             let errors = answer["errors"]
                 .as_array()
                 .map(|errors| errors.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; "));
-            return Err(SealError(format!(
-                "transit seal: {method} {url} answered {}: {}",
-                status.as_u16(),
-                errors.filter(|e| !e.is_empty()).unwrap_or_else(|| "no error message".into())
-            )));
+            return Err(SealError {
+                detail: format!(
+                    "transit seal: {method} {url} answered {}: {}",
+                    status.as_u16(),
+                    errors.filter(|e| !e.is_empty()).unwrap_or_else(|| "no error message".into())
+                ),
+                summary: format!("transit seal: the unsealer answered {}", status.as_u16()),
+            });
         }
-        Ok(answer)
+        serde_json::from_slice(&bytes).map_err(|_| SealError {
+            detail: format!("transit seal: {method} {url}: the answer is not what Transit answers"),
+            summary: "transit seal: the unsealer's answer was not understood".into(),
+        })
     }
 
     fn key_path(&self, operation: &str) -> String {
@@ -243,7 +266,9 @@ impl TransitSeal {
                     }
                 };
                 tokio::time::sleep(Duration::from_secs((ttl / 2).max(1))).await;
-                match self.call(reqwest::Method::POST, "auth/token/renew-self", Some(json!({}))).await {
+                let renewed: Result<serde::de::IgnoredAny, _> =
+                    self.call(reqwest::Method::POST, "auth/token/renew-self", Some(&json!({}))).await;
+                match renewed {
                     Ok(_) => tracing::debug!("seal \"transit\": token renewed"),
                     Err(err) => {
                         tracing::warn!(error = %err, "seal \"transit\": token renewal failed; retrying");
@@ -256,10 +281,10 @@ impl TransitSeal {
 
     /// The token's remaining TTL in seconds, `None` when it has none or cannot be renewed.
     async fn token_ttl(&self) -> Result<Option<u64>, SealError> {
-        let answer = self.call(reqwest::Method::GET, "auth/token/lookup-self", None).await?;
-        let data = &answer["data"];
-        let ttl = data["ttl"].as_u64().unwrap_or(0);
-        Ok((ttl > 0 && data["renewable"].as_bool() == Some(true)).then_some(ttl))
+        let answer: Answer<TokenData> =
+            self.call(reqwest::Method::GET, "auth/token/lookup-self", None::<&Value>).await?;
+        let ttl = answer.data.ttl;
+        Ok((ttl > 0 && answer.data.renewable).then_some(ttl))
     }
 }
 
@@ -282,27 +307,57 @@ impl AutoSeal for TransitSeal {
     }
 
     async fn encrypt(&self, plaintext: &[u8]) -> Result<String, SealError> {
-        let body = json!({ "plaintext": Zeroizing::new(B64.encode(plaintext)).as_str() });
-        let answer = self.call(reqwest::Method::POST, &self.key_path("encrypt"), Some(body)).await?;
-        answer["data"]["ciphertext"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| SealError("transit seal: the encrypt answer has no ciphertext".into()))
+        let encoded = Zeroizing::new(B64.encode(plaintext));
+        let body = EncryptRequest { plaintext: &encoded };
+        let answer: Answer<Ciphertext> =
+            self.call(reqwest::Method::POST, &self.key_path("encrypt"), Some(&body)).await?;
+        Ok(answer.data.ciphertext)
     }
 
     async fn decrypt(&self, wrapped: &str) -> Result<Zeroizing<Vec<u8>>, SealError> {
-        let answer =
-            self.call(reqwest::Method::POST, &self.key_path("decrypt"), Some(json!({ "ciphertext": wrapped }))).await?;
-        let plaintext = Zeroizing::new(
-            answer["data"]["plaintext"]
-                .as_str()
-                .ok_or_else(|| SealError("transit seal: the decrypt answer has no plaintext".into()))?
-                .to_owned(),
-        );
-        B64.decode(plaintext.as_bytes())
-            .map(Zeroizing::new)
-            .map_err(|_| SealError("transit seal: the decrypt answer is not base64".into()))
+        let body = DecryptRequest { ciphertext: wrapped };
+        let answer: Answer<Plaintext> =
+            self.call(reqwest::Method::POST, &self.key_path("decrypt"), Some(&body)).await?;
+        let encoded = Zeroizing::new(answer.data.plaintext);
+        B64.decode(encoded.as_bytes()).map(Zeroizing::new).map_err(|_| SealError {
+            detail: "transit seal: the decrypt answer is not base64".into(),
+            summary: "transit seal: the unsealer's answer was not understood".into(),
+        })
     }
+}
+
+/// The `data` of a Vault answer.
+#[derive(serde::Deserialize)]
+struct Answer<D> {
+    data: D,
+}
+
+#[derive(serde::Serialize)]
+struct EncryptRequest<'a> {
+    plaintext: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct DecryptRequest<'a> {
+    ciphertext: &'a str,
+}
+
+#[derive(serde::Deserialize)]
+struct Ciphertext {
+    ciphertext: String,
+}
+
+#[derive(serde::Deserialize)]
+struct Plaintext {
+    plaintext: String,
+}
+
+#[derive(serde::Deserialize)]
+struct TokenData {
+    #[serde(default)]
+    ttl: u64,
+    #[serde(default)]
+    renewable: bool,
 }
 
 #[cfg(test)]

@@ -500,6 +500,11 @@ impl Core {
     pub async fn prepare_seal(&self) -> Result<(), String> {
         let mut state = self.state.lock().await;
         let stored = state.config.map(|config| config.kind);
+        if self.auto_seal.is_some() && self.old_seal.is_some() {
+            return Err(
+                "migrating from one seal \"transit\" to another is not supported: keep one transit block".into()
+            );
+        }
         state.migration = match (stored, &self.auto_seal, &self.old_seal) {
             (Some(SealType::Shamir), Some(_), _) => Some(Migration::ToAutoSeal),
             (Some(SealType::Transit), None, Some(_)) => Some(Migration::ToShamir),
@@ -683,13 +688,18 @@ impl Core {
                 "parameters recovery_shares,recovery_threshold not applicable to seal type shamir",
             ));
         };
+        if self.state.lock().await.config.is_some() {
+            return Err(ApiError::bad_request("Vault is already initialized"));
+        }
+        // The seal is asked before the seal-state lock is taken, so seal-status and health
+        // keep answering while it waits; the lock is then taken and the check repeated.
+        let keyring = Keyring::generate(unix_now());
+        let root_key = keyring.root_key().clone();
+        let wrapped_root = seal::wrap_root_key(auto_seal.as_ref(), &root_key).await?;
         let mut state = self.state.lock().await;
         if state.config.is_some() {
             return Err(ApiError::bad_request("Vault is already initialized"));
         }
-        let keyring = Keyring::generate(unix_now());
-        let root_key = keyring.root_key().clone();
-        let wrapped_root = seal::wrap_root_key(auto_seal.as_ref(), &root_key).await?;
         let mut records = vec![Op::Put { key: ROOT_KEY_PATH.into(), value: wrapped_root }];
         let mut recovery_shares = Vec::new();
         if let Some(recovery) = recovery {
@@ -711,7 +721,11 @@ impl Core {
         state.config = Some(barrier_config);
         state.recovery = recovery;
         tracing::info!(seal = auto_seal.kind(), recovery_shares = recovery_shares.len(), "initialized");
-        self.finish_unseal(&mut state, root_key).await?;
+        // The node is initialised now: its root token and recovery shares must reach the caller
+        // even if unsealing fails here; the auto-unseal loop then tries again.
+        if let Err(err) = self.finish_unseal(&mut state, root_key).await {
+            tracing::error!(error = %err, "initialised, but unsealing right after init failed; retrying with the seal");
+        }
         Ok(InitOutput { shares: Vec::new(), recovery_shares, root_token })
     }
 
@@ -929,7 +943,7 @@ impl Core {
         let root_key = match self.root_key_from_seal(auto_seal.as_ref()).await {
             Ok(root_key) => root_key,
             Err(err) => {
-                *lock(&self.seal_error) = Some(err.errors.join("; "));
+                *lock(&self.seal_error) = Some(seal::public_reason(&err));
                 return Err(err);
             }
         };
@@ -969,6 +983,9 @@ impl Core {
     pub async fn seal(&self) -> Result<(), ApiError> {
         let mut state = self.state.lock().await;
         state.manually_sealed = self.auto_seal.is_some();
+        // Shares collected towards anything are forgotten with the keys.
+        state.recovery_rekey = None;
+        state.generate_root = None;
         if let Some(ha) = &self.ha {
             self.step_down_now(ha).await;
             ha.sealed();

@@ -35,16 +35,27 @@ pub trait AutoSeal: Send + Sync + Debug {
     async fn decrypt(&self, wrapped: &str) -> Result<Zeroizing<Vec<u8>>, SealError>;
 }
 
-/// Why the seal could not wrap or unwrap: says what was asked of whom and what came back,
-/// never a key or a token.
+/// Why the seal could not wrap or unwrap. `detail` says what was asked of whom and what came
+/// back (for the log); `summary` says only what kind of failure it was, for answers to
+/// callers without a token (`sys/init`, `sys/seal-status`), which must not learn where the
+/// unsealer is or which key it holds. Neither ever holds a key or a token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct SealError(pub String);
+#[error("{detail}")]
+pub struct SealError {
+    pub detail: String,
+    pub summary: String,
+}
 
 impl From<SealError> for ApiError {
     fn from(err: SealError) -> ApiError {
-        ApiError::new(500, format!("the seal could not be used: {err}"))
+        tracing::warn!(error = %err.detail, "the seal could not be used");
+        ApiError::new(500, format!("the seal could not be used: {}", err.summary))
     }
+}
+
+/// What an unauthenticated caller may learn of a failed auto-unseal.
+pub(crate) fn public_reason(err: &ApiError) -> String {
+    err.errors.join("; ")
 }
 
 /// The root key as an auto seal stores it at `core/root-key`.

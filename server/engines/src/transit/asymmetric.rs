@@ -312,6 +312,10 @@ pub(super) fn ec_point(kind: KeyType, material: &Material) -> Result<(Vec<u8>, V
     })
 }
 
+fn salt_too_long(longest: usize) -> ApiError {
+    ApiError::bad_request(format!("salt length is too long for this key and hash: at most {longest} bytes"))
+}
+
 /// The longest PSS salt a key of `modulus_bits` allows with a hash of `hash_len` bytes.
 fn max_salt(modulus_bits: usize, hash_len: usize) -> usize {
     (modulus_bits - 1).div_ceil(8).saturating_sub(hash_len + 2)
@@ -332,9 +336,11 @@ fn rsa_sign(material: &Material, digest: &[u8], scheme: &Scheme) -> Result<Vec<u
         (RsaPadding::Pss, None) => Err(ApiError::bad_request("PSS signatures need a hash algorithm")),
         (RsaPadding::Pss, Some(hash)) => {
             let hash_len = hash.digest(b"").len();
+            let longest = max_salt(key.n().bits(), hash_len);
             let salt = match scheme.salt {
-                SaltLength::Auto => max_salt(key.n().bits(), hash_len),
+                SaltLength::Auto => longest,
                 SaltLength::Hash => hash_len,
+                SaltLength::Bytes(bytes) if bytes > longest => return Err(salt_too_long(longest)),
                 SaltLength::Bytes(bytes) => bytes,
             };
             with_digest!(hash, |D| key
@@ -356,9 +362,11 @@ fn rsa_verify(material: &Material, digest: &[u8], scheme: &Scheme, signature: &[
         (RsaPadding::Pss, Some(hash)) => {
             let hash_len = hash.digest(b"").len();
             // `auto` accepts the two lengths signers use: the longest (Go, Vault) and the hash's.
+            let longest = max_salt(key.n().bits(), hash_len);
             let salts = match scheme.salt {
-                SaltLength::Auto => vec![max_salt(key.n().bits(), hash_len), hash_len],
+                SaltLength::Auto => vec![longest, hash_len],
                 SaltLength::Hash => vec![hash_len],
+                SaltLength::Bytes(bytes) if bytes > longest => return Err(salt_too_long(longest)),
                 SaltLength::Bytes(bytes) => vec![bytes],
             };
             salts.into_iter().any(|salt| {
@@ -536,6 +544,11 @@ mod tests {
         };
         let signature = sign(kind, &key, &[9; 32], None, &none).unwrap();
         assert!(verify(kind, &key, &[9; 32], None, &none, &signature).unwrap());
+
+        // A salt longer than the key allows is refused, not handed to the crate to allocate.
+        let huge = Scheme { salt: SaltLength::Bytes(usize::MAX), ..auto };
+        assert_eq!(sign(kind, &key, b"m", None, &huge).unwrap_err().status, 400);
+        assert_eq!(verify(kind, &key, b"m", None, &huge, &B64.encode([0u8; 256])).unwrap_err().status, 400);
 
         let ciphertext = rsa_encrypt(&key, b"secret").unwrap();
         assert_eq!(ciphertext.len(), 256);

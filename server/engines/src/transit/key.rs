@@ -318,7 +318,10 @@ impl KeyPolicy {
             creation_time: now,
             convergent_version: if self.convergent_encryption { CONVERGENT_VERSION } else { 0 },
         };
-        self.latest_version += 1;
+        self.latest_version = self
+            .latest_version
+            .checked_add(1)
+            .ok_or_else(|| ApiError::bad_request("the key has reached the highest version number"))?;
         self.versions.insert(self.latest_version, version);
         Ok(())
     }

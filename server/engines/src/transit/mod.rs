@@ -63,11 +63,26 @@ fn key_not_found() -> ApiError {
 }
 
 impl Transit {
-    /// The key `name`, from the cache or storage.
+    /// The key `name`, from the cache or storage. A miss fills the cache under the change
+    /// lock, so a read that raced a change (or a delete) can never put back the older key.
     async fn load(&self, storage: &StorageView, name: &str) -> Result<Option<Arc<KeyPolicy>>, ApiError> {
         check_name(name)?;
-        if let Some(policy) = self.cache.read().unwrap_or_else(|p| p.into_inner()).get(name) {
-            return Ok(Some(Arc::clone(policy)));
+        if let Some(policy) = self.cached(name) {
+            return Ok(Some(policy));
+        }
+        let _guard = self.changes.lock().await;
+        self.load_locked(storage, name).await
+    }
+
+    fn cached(&self, name: &str) -> Option<Arc<KeyPolicy>> {
+        self.cache.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    /// [`Transit::load`] for callers that hold the change lock.
+    async fn load_locked(&self, storage: &StorageView, name: &str) -> Result<Option<Arc<KeyPolicy>>, ApiError> {
+        check_name(name)?;
+        if let Some(policy) = self.cached(name) {
+            return Ok(Some(policy));
         }
         let Some(raw) = storage.get(&storage_key(name)).await?.map(Zeroizing::new) else { return Ok(None) };
         let policy: KeyPolicy = serde_json::from_slice(&raw).map_err(|err| {
@@ -101,7 +116,7 @@ impl Transit {
         change: impl FnOnce(&mut KeyPolicy) -> Result<(), ApiError>,
     ) -> Result<Arc<KeyPolicy>, ApiError> {
         let _guard = self.changes.lock().await;
-        let current = self.load(storage, name).await?.ok_or_else(missing)?;
+        let current = self.load_locked(storage, name).await?.ok_or_else(missing)?;
         let mut next = KeyPolicy::clone(&current);
         change(&mut next)?;
         self.store(storage, next).await
@@ -115,7 +130,7 @@ impl Transit {
         spec: &KeySpec,
     ) -> Result<(Arc<KeyPolicy>, bool), ApiError> {
         let _guard = self.changes.lock().await;
-        if let Some(existing) = self.load(storage, name).await? {
+        if let Some(existing) = self.load_locked(storage, name).await? {
             return Ok((existing, false));
         }
         let policy = KeyPolicy::create(name, spec, unix_now())?;
@@ -355,7 +370,7 @@ impl Transit {
     async fn delete_key(&self, req: &BackendRequest<'_>, name: &str) -> Result<Response, ApiError> {
         check_name(name)?;
         let _guard = self.changes.lock().await;
-        let refusal = match self.load(req.storage, name).await? {
+        let refusal = match self.load_locked(req.storage, name).await? {
             None => "could not delete key; not found",
             Some(policy) if !policy.deletion_allowed => "deletion is not allowed for this key",
             Some(_) => {
@@ -380,7 +395,7 @@ impl Transit {
             return Err(ApiError::bad_request("private key material is not exportable"));
         }
         let supported = match kind {
-            "encryption-key" => policy.kind.is_symmetric(),
+            "encryption-key" => policy.kind.is_symmetric() || policy.kind.is_rsa(),
             "signing-key" | "public-key" => policy.kind.supports_signing(),
             "hmac-key" => true,
             _ => return Err(ApiError::bad_request(format!("invalid export type: {kind}"))),
@@ -407,6 +422,8 @@ impl Transit {
         for v in versions {
             let material = match kind {
                 "signing-key" => policy.export_signing_key(v)?.to_string(),
+                // Vault exports an RSA key's private key (PKCS#1 PEM) as its encryption key.
+                "encryption-key" if policy.kind.is_rsa() => policy.export_signing_key(v)?.to_string(),
                 "public-key" => policy.public_key(v, &[])?.0,
                 _ => policy.export_material(v, kind == "hmac-key")?,
             };
@@ -456,7 +473,7 @@ impl Transit {
         let policy = backup::restore(&encoded, name, unix_now())?;
         check_name(&policy.name)?;
         let _guard = self.changes.lock().await;
-        if !force && self.load(req.storage, &policy.name).await?.is_some() {
+        if !force && self.load_locked(req.storage, &policy.name).await?.is_some() {
             return Err(ApiError::bad_request(format!("key {:?} already exists", policy.name)));
         }
         self.store(req.storage, policy).await?;
