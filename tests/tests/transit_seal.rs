@@ -314,3 +314,57 @@ fn seals_migrate_from_shamir_to_transit_and_back_without_losing_data() {
     node.unseal(&init.keys[..2]);
     assert_eq!(read_back(&node), "hunter2");
 }
+
+/// Whether `node` answers `sys/leader` as the active node.
+fn is_active(node: &TestServer) -> bool {
+    let (status, body) = node.get("sys/leader", None);
+    status == 200 && body["is_self"] == json!(true)
+}
+
+#[test]
+fn ha_nodes_on_etcd_unseal_themselves_and_fail_over() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let cluster = runtime.block_on(arcanum_storage::etcd_harness::EtcdCluster::start(1));
+    let unsealer = Unsealer::start();
+    let token = unsealer.token();
+    let storage = "ha_enabled = \"true\"\n  lock_timeout = \"3s\"\n  request_timeout = \"2s\"";
+    let config = format!(
+        "{}\n{}",
+        arcanum_tests::etcd_config(&cluster.endpoints(), storage),
+        seal_block(&unsealer, &token, "autounseal")
+    );
+    let mut nodes: Vec<TestServer> = (0..2).map(|_| TestServer::start_with(|_| config.clone())).collect();
+    let (_, root) = recovery_init(&nodes[0], 1, 1);
+    let r = Some(root.as_str());
+    // Both unseal without a share: the first at init, the second on its own next attempt.
+    for node in &nodes {
+        wait_sealed(node, false);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let active = loop {
+        match (is_active(&nodes[0]), is_active(&nodes[1])) {
+            (true, false) => break 0,
+            (false, true) => break 1,
+            (true, true) => panic!("two active nodes"),
+            (false, false) => {}
+        }
+        assert!(Instant::now() < deadline, "no node became active");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(nodes[active].put("sys/mounts/secret", r, json!({ "type": "kv" })).0, 204);
+    assert_eq!(nodes[active].put("secret/app", r, json!({ "password": "hunter2" })).0, 204);
+
+    // The active dies; the other takes over; the dead one restarts and unseals as a standby.
+    nodes[active].kill();
+    let survivor = 1 - active;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !is_active(&nodes[survivor]) {
+        assert!(Instant::now() < deadline, "the standby did not take over");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(nodes[survivor].get("secret/app", r).1["data"]["password"], "hunter2");
+    nodes[active].launch();
+    wait_sealed(&nodes[active], false);
+    assert_eq!(nodes[active].get("sys/health", None).0, 429, "the restarted node is a standby");
+    assert_eq!(nodes[active].get("secret/app", r).1["data"]["password"], "hunter2", "forwarded to the active");
+}
