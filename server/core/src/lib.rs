@@ -665,7 +665,7 @@ impl Core {
         let shares = shamir::split(unseal_key.as_bytes(), seal_config.secret_shares, seal_config.secret_threshold)
             .map_err(|err| ApiError::bad_request(format!("invalid seal configuration: {err}")))?;
         let root_token = self.write_initial_records(keyring.clone(), root_token).await?;
-        let config_json = serde_json::to_vec(&seal_config).map_err(|_| ApiError::internal())?;
+        let config_json = to_json(&seal_config)?;
         self.backend
             .batch(vec![
                 Op::Put { key: ROOT_KEY_PATH.into(), value: sealed_root_key },
@@ -706,17 +706,14 @@ impl Core {
             let recovery_key = Key256::generate();
             recovery_shares = shamir::split(recovery_key.as_bytes(), recovery.secret_shares, recovery.secret_threshold)
                 .map_err(|err| ApiError::bad_request(format!("invalid recovery configuration: {err}")))?;
-            let recovery_json = serde_json::to_vec(&recovery).map_err(|_| ApiError::internal())?;
+            let recovery_json = to_json(&recovery)?;
             records.push(Op::Put { key: seal::RECOVERY_KEY_PATH.into(), value: seal::recovery_check(&recovery_key) });
             records.push(Op::Put { key: seal::RECOVERY_CONFIG_PATH.into(), value: recovery_json });
         }
         let root_token = self.write_initial_records(keyring.clone(), None).await?;
         let barrier_config = SealConfig { kind: SealType::Transit, secret_shares: 1, secret_threshold: 1 };
         records.push(Op::Put { key: KEYRING_PATH.into(), value: keyring.seal_with_root() });
-        records.push(Op::Put {
-            key: SEAL_CONFIG_PATH.into(),
-            value: serde_json::to_vec(&barrier_config).map_err(|_| ApiError::internal())?,
-        });
+        records.push(Op::Put { key: SEAL_CONFIG_PATH.into(), value: to_json(&barrier_config)? });
         self.backend.batch(records).await.map_err(internal("writing the seal config"))?;
         state.config = Some(barrier_config);
         state.recovery = recovery;
@@ -780,22 +777,22 @@ impl Core {
             _ => {}
         }
         self.reload_seal_config(&mut state).await;
-        let Some(config) = state.config else {
+        if state.config.is_none() {
             return Err(ApiError::bad_request("Vault is not initialized"));
-        };
+        }
         if !self.is_sealed() {
             return Ok(());
         }
         // With an auto seal the shares are recovery shares: they are checked against the
         // recovery key, and the seal still has to open the root key.
-        let threshold =
-            match (&self.auto_seal, state.recovery) {
-                (None, _) => config.secret_threshold,
-                (Some(_), Some(recovery)) => recovery.secret_threshold,
-                (Some(_), None) => return Err(ApiError::bad_request(
+        let threshold = self
+            .authorising_config(&state)
+            .ok_or_else(|| {
+                ApiError::bad_request(
                     "this server has no recovery key (initialised with recovery_shares=0); restart it to auto-unseal",
-                )),
-            };
+                )
+            })?
+            .secret_threshold;
         check_share_len(&share)?;
         let attempt = state.unseal.get_or_insert_with(ShareCollection::new);
         attempt.add(share);
@@ -943,7 +940,7 @@ impl Core {
         let root_key = match self.root_key_from_seal(auto_seal.as_ref()).await {
             Ok(root_key) => root_key,
             Err(err) => {
-                *lock(&self.seal_error) = Some(seal::public_reason(&err));
+                *lock(&self.seal_error) = Some(err.errors.join("; "));
                 return Err(err);
             }
         };
@@ -1101,7 +1098,7 @@ impl Core {
         let new_shares =
             shamir::split(new_key.as_bytes(), attempt.config.secret_shares, attempt.config.secret_threshold)
                 .map_err(|err| ApiError::bad_request(format!("invalid seal configuration: {err}")))?;
-        let config_json = serde_json::to_vec(&attempt.config).map_err(|_| ApiError::internal())?;
+        let config_json = to_json(&attempt.config)?;
         // The new key's record and its config change together or not at all.
         let records = match target {
             RekeyTarget::Barrier => {
@@ -1267,6 +1264,7 @@ fn entity_id(cluster_id: &str, mount_accessor: &str, alias_name: &str) -> String
     uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
 }
 
+/// A seal or recovery config as stored (plaintext JSON).
 fn to_json(config: &SealConfig) -> Result<Vec<u8>, ApiError> {
     serde_json::to_vec(config).map_err(|_| ApiError::internal())
 }

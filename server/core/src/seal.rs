@@ -53,11 +53,6 @@ impl From<SealError> for ApiError {
     }
 }
 
-/// What an unauthenticated caller may learn of a failed auto-unseal.
-pub(crate) fn public_reason(err: &ApiError) -> String {
-    err.errors.join("; ")
-}
-
 /// The root key as an auto seal stores it at `core/root-key`.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct WrappedRootKey {

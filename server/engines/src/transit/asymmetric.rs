@@ -80,6 +80,15 @@ fn ecdsa_digest(digest: &[u8], field_len: usize) -> Vec<u8> {
     padded
 }
 
+/// Bytes of an ECDSA curve's field (and so of its private scalar and of `r` and `s`).
+pub(super) fn field_len(kind: KeyType) -> usize {
+    match kind {
+        KeyType::EcdsaP256 => 32,
+        KeyType::EcdsaP384 => 48,
+        _ => 66,
+    }
+}
+
 /// Runs `$body` with `$sk` (signing key), `$vk` (verifying key), `$sig` (the signature type)
 /// and `$field` (field bytes) bound for the ECDSA curve of `$kind`.
 macro_rules! with_curve {
@@ -89,21 +98,21 @@ macro_rules! with_curve {
                 use p256 as $curve;
                 let $sk = $curve::ecdsa::SigningKey::from_slice($material).map_err(|_| ApiError::internal())?;
                 let $vk = $curve::ecdsa::VerifyingKey::from(&$sk);
-                let $field = 32usize;
+                let $field = field_len(KeyType::EcdsaP256);
                 $body
             }
             KeyType::EcdsaP384 => {
                 use p384 as $curve;
                 let $sk = $curve::ecdsa::SigningKey::from_slice($material).map_err(|_| ApiError::internal())?;
                 let $vk = $curve::ecdsa::VerifyingKey::from(&$sk);
-                let $field = 48usize;
+                let $field = field_len(KeyType::EcdsaP384);
                 $body
             }
             KeyType::EcdsaP521 => {
                 use p521 as $curve;
                 let $sk = $curve::ecdsa::SigningKey::from_slice($material).map_err(|_| ApiError::internal())?;
                 let $vk = $curve::ecdsa::VerifyingKey::from(&$sk);
-                let $field = 66usize;
+                let $field = field_len(KeyType::EcdsaP521);
                 $body
             }
             _ => Err(ApiError::internal()),

@@ -185,14 +185,6 @@ fn number_bytes(raw: &RawValue, len: usize, what: &str) -> Result<Zeroizing<Vec<
     Ok(padded)
 }
 
-fn field_len(kind: KeyType) -> usize {
-    match kind {
-        KeyType::EcdsaP256 => 32,
-        KeyType::EcdsaP384 => 48,
-        _ => 66,
-    }
-}
-
 /// Vault's entry for one version.
 fn entry(policy: &KeyPolicy, version: &KeyVersion) -> Result<Entry, ApiError> {
     let kind = policy.kind;
@@ -308,7 +300,7 @@ fn material(kind: KeyType, entry: &Entry, version: u32) -> Result<Material, ApiE
     let material = match kind {
         KeyType::EcdsaP256 | KeyType::EcdsaP384 | KeyType::EcdsaP521 => {
             let d = entry.ec_d.as_deref().ok_or_else(|| corrupt(&what("ec_d")))?;
-            Material::new(number_bytes(d, field_len(kind), "ec_d")?.to_vec())
+            Material::new(number_bytes(d, super::asymmetric::field_len(kind), "ec_d")?.to_vec())
         }
         kind if kind.is_rsa() => {
             let key = entry.rsa_key.as_ref().ok_or_else(|| corrupt(&what("rsa_key")))?;

@@ -336,17 +336,21 @@ fn encoding(data: &Map<String, Value>, default: &str) -> Result<Encoding, ApiErr
     }
 }
 
-/// The hash algorithm named in the URL (which wins) or the body's `algorithm`.
-fn algorithm(req: &BackendRequest<'_>, url: Option<&str>) -> Result<HashAlgorithm, ApiError> {
-    // `verify` names it `hash_algorithm` (hvac sends that); `hmac` and `hash` say `algorithm`.
-    let named = match url {
+/// The hash algorithm's name: the URL's (which wins), else the body's `hash_algorithm`
+/// (`sign` and `verify` name it so, and hvac sends that), else `algorithm` (`hmac`, `hash`).
+fn algorithm_name(req: &BackendRequest<'_>, url: Option<&str>) -> Result<String, ApiError> {
+    Ok(match url {
         Some(name) => name.to_owned(),
         None => match fields::string(req.field("hash_algorithm"), "hash_algorithm")? {
             named if named.is_empty() => fields::string(req.field("algorithm"), "algorithm")?,
             named => named,
         },
-    };
-    HashAlgorithm::parse(&named)
+    })
+}
+
+/// The hash algorithm `hash`, `hmac` and HMAC verification use.
+fn algorithm(req: &BackendRequest<'_>, url: Option<&str>) -> Result<HashAlgorithm, ApiError> {
+    HashAlgorithm::parse(&algorithm_name(req, url)?)
 }
 
 pub(super) fn hash(req: &BackendRequest<'_>, url: Option<&str>) -> Result<Response, ApiError> {
@@ -418,13 +422,7 @@ pub(super) async fn verify(
 
 /// What a signature hashes and how it is laid out, from the URL and the body.
 fn signature_scheme(req: &BackendRequest<'_>, url: Option<&str>, policy: &KeyPolicy) -> Result<Scheme, ApiError> {
-    let named = match url {
-        Some(name) => name.to_owned(),
-        None => match fields::string(req.field("hash_algorithm"), "hash_algorithm")? {
-            named if named.is_empty() => fields::string(req.field("algorithm"), "algorithm")?,
-            named => named,
-        },
-    };
+    let named = algorithm_name(req, url)?;
     let hash = if named.is_empty() { Some(HashAlgorithm::Sha2_256) } else { HashAlgorithm::parse_for_signing(&named)? };
     let prehashed = fields::boolean(req.field("prehashed"), "prehashed")?.unwrap_or(false);
     let marshaling = Marshaling::parse(&fields::string(req.field("marshaling_algorithm"), "marshaling_algorithm")?)?;
