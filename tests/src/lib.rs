@@ -198,10 +198,25 @@ impl TestServer {
 
     /// Sends a request; returns status and JSON body (Null when empty).
     pub fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> (u16, Value) {
+        self.request_with_headers(method, path, token, &[], body)
+    }
+
+    /// [`TestServer::request`] with extra headers (`X-Vault-Wrap-TTL`, ...).
+    pub fn request_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut request = self.http.request(method, format!("{}/v1/{}", self.addr, path));
         if let Some(token) = token {
             request = request.header("X-Vault-Token", token);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         if let Some(body) = body {
             request = request.json(body);

@@ -19,7 +19,7 @@ use arcanum_contract::path::{normalize_path, percent_decode};
 
 use crate::forward::{self, Forwarder};
 use crate::router;
-use arcanum_contract::logical::{ApiError, LogicalResponse, Operation, Request, Response};
+use arcanum_contract::logical::{ApiError, Operation, Request, Response};
 use arcanum_core::Core;
 use arcanum_metrics as metrics;
 
@@ -221,7 +221,36 @@ async fn parse(
         data,
         client_token: client_token(headers),
         remote_addr: None,
+        wrap_ttl: wrap_ttl(headers)?,
     })
+}
+
+/// `X-Vault-Wrap-TTL` (seconds or a duration such as `5m`; 0 means no wrapping) and
+/// `X-Vault-Wrap-Format`, which may only ask for the token format.
+fn wrap_ttl(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    if let Some(format) = headers.get("x-vault-wrap-format") {
+        match format.to_str().map(str::trim) {
+            Ok("" | "token") => {}
+            Ok("jwt") => {
+                return Err(ApiError::bad_request(
+                    "X-Vault-Wrap-Format \"jwt\" is not supported by this server; use the token format",
+                ))
+            }
+            _ => return Err(ApiError::bad_request("invalid X-Vault-Wrap-Format header: expected \"token\"")),
+        }
+    }
+    let Some(value) = headers.get("x-vault-wrap-ttl") else { return Ok(None) };
+    let refused = |why: &str| ApiError::bad_request(format!("error parsing X-Vault-Wrap-TTL header: {why}"));
+    let text = value.to_str().map_err(|_| refused("not valid text"))?.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if text.starts_with('-') {
+        return Err(refused("the TTL must not be negative"));
+    }
+    let seconds =
+        arcanum_config::duration::parse_duration_value(&Value::String(text.to_owned())).map_err(|err| refused(&err))?;
+    Ok(Some(seconds.as_secs()).filter(|&ttl| ttl > 0))
 }
 
 fn parse_query(query: &str) -> Result<Map<String, Value>, ApiError> {
@@ -309,23 +338,8 @@ fn render(result: Result<Response, ApiError>, request_id: &str) -> axum::respons
             return response;
         }
         Ok(Response::Logical(logical)) => {
-            let LogicalResponse {
-                status, data, warnings, inject_data, auth, lease_id, lease_duration, renewable, ..
-            } = *logical;
-            let mut envelope = Map::new();
-            if let (true, Some(data)) = (inject_data, &data) {
-                envelope.extend(data.clone());
-            }
-            envelope.insert("request_id".into(), json!(request_id));
-            envelope.insert("lease_id".into(), json!(lease_id));
-            envelope.insert("renewable".into(), json!(renewable));
-            envelope.insert("lease_duration".into(), json!(lease_duration));
-            envelope.insert("data".into(), data.map_or(Value::Null, Value::Object));
-            envelope.insert("wrap_info".into(), Value::Null);
-            envelope.insert("warnings".into(), if warnings.is_empty() { Value::Null } else { json!(warnings) });
-            envelope.insert("auth".into(), auth.unwrap_or(Value::Null));
-            envelope.insert("mount_type".into(), json!(""));
-            (if status == 0 { 200 } else { status }, Some(Value::Object(envelope)))
+            let status = if logical.status == 0 { 200 } else { logical.status };
+            (status, Some(Value::Object(logical.envelope(request_id))))
         }
         Ok(Response::Login(_)) => {
             // The router always turns a login into a token before it gets here.

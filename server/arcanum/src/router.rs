@@ -62,7 +62,27 @@ pub async fn handle(core: &Core, req: Request) -> Result<Response, ApiError> {
         unsealed.mounts.resolve(&req.path).map(|(mount, _)| Arc::clone(&mount.entry))
     });
     let result = route(core, &unsealed, &req, &mut trail).await;
+    let result = wrap(&unsealed, &req, result).await;
     trail.finish(result).await
+}
+
+/// `X-Vault-Wrap-TTL`: a successful answer in Vault's envelope goes into a wrapping token's
+/// cubbyhole, and the client gets the token (`wrap_info`). Errors, 204s and bare bodies (seal
+/// status, init, an unwrapped answer) pass through unwrapped, as in Vault.
+async fn wrap(unsealed: &Unsealed, req: &Request, result: Result<Response, ApiError>) -> Result<Response, ApiError> {
+    let Some(ttl) = req.wrap_ttl else { return result };
+    let logical = match result {
+        Ok(Response::Logical(logical)) if matches!(logical.status, 0 | 200) && logical.wrap_info.is_none() => logical,
+        other => return other,
+    };
+    let wrapped_accessor = logical.auth.as_ref().and_then(|auth| auth.get("accessor")).and_then(|a| a.as_str());
+    let wrapped_accessor = wrapped_accessor.map(str::to_owned);
+    let answer = serde_json::Value::Object(logical.envelope(&req.id));
+    let info = unsealed.wrap_response(&answer, ttl, &req.path, wrapped_accessor.as_deref()).await?;
+    Ok(Response::Logical(Box::new(arcanum_contract::logical::LogicalResponse {
+        wrap_info: Some(info),
+        ..Default::default()
+    })))
 }
 
 /// Steps 3–7. Every way into a handler passes `trail.request(..).await?` first.
@@ -142,12 +162,9 @@ async fn authorize(
     };
     let acl = unsealed.policies.acl(&token.policies);
     let parameters = matches!(req.operation, Operation::Update | Operation::Patch).then_some(&req.data);
-    let decision = acl.check(&AclRequest {
-        path: &req.path,
-        operation,
-        parameters,
-        needs_sudo: needs_sudo(&req.path, req.operation),
-    });
+    let request =
+        AclRequest { path: &req.path, operation, parameters, needs_sudo: needs_sudo(&req.path, req.operation) };
+    let decision = acl.check_wrapped(&request, req.wrap_ttl.map(std::time::Duration::from_secs));
     Ok((create, acl, decision))
 }
 

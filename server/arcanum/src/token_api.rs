@@ -225,6 +225,11 @@ async fn create(
             _ => caller.token.policies.iter().filter(|p| !(no_default_policy && *p == "default")).cloned().collect(),
         },
     };
+    // Only the server makes wrapping tokens: a token with this policy could pass off an answer of
+    // its holder's choosing as a wrapped one.
+    if policies.iter().any(|p| p == arcanum_core::wrapping::RESPONSE_WRAPPING_POLICY) {
+        return Err(ApiError::bad_request("the \"response-wrapping\" policy cannot be assigned to a token"));
+    }
     if let Some(role) = &role {
         let matches_any = |policy: &str, exact: &[String], globs: &[String]| {
             exact.iter().any(|p| p == policy) || globs.iter().any(|g| arcanum_contract::glob::matches(g, policy))

@@ -105,6 +105,8 @@ pub struct RequestRecord {
     pub auth: Option<AuthRecord>,
     /// Why the request was refused before any handler ran (bad token, ACL).
     pub error: Option<String>,
+    /// `X-Vault-Wrap-TTL`, in seconds.
+    pub wrap_ttl: Option<u64>,
 }
 
 // By hand, so that the token and the data never reach a log line through `{:?}`.
@@ -185,6 +187,8 @@ struct RequestOut<'a> {
     remote_address: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     remote_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wrap_ttl: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -206,6 +210,9 @@ struct ResponseOut<'a> {
     data: Option<Redacted<'a>>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     warnings: &'a [String],
+    /// A wrapped answer: only the wrapping token's particulars, never the wrapped data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wrap_info: Option<Redacted<'a>>,
 }
 
 #[derive(Serialize)]
@@ -220,6 +227,8 @@ enum Redaction<'a> {
     Leaves(&'a [String]),
     /// A response's `auth` block: only `client_token` and `accessor`.
     AuthBlock,
+    /// A response's `wrap_info`: the token and the accessors hashed, the rest as it is.
+    WrapInfo,
     /// `log_raw`.
     Raw,
 }
@@ -260,6 +269,15 @@ impl Serialize for Redacted<'_> {
                         out.serialize_entry(key, &self.redactor.secret(token))?
                     }
                     ("accessor", Value::String(accessor)) if !accessor.is_empty() => {
+                        out.serialize_entry(key, &self.redactor.accessor(accessor))?
+                    }
+                    _ => out.serialize_entry(key, value)?,
+                },
+                Redaction::WrapInfo => match (key.as_str(), value) {
+                    ("token", Value::String(token)) if !token.is_empty() => {
+                        out.serialize_entry(key, &self.redactor.secret(token))?
+                    }
+                    ("accessor" | "wrapped_accessor", Value::String(accessor)) if !accessor.is_empty() => {
                         out.serialize_entry(key, &self.redactor.accessor(accessor))?
                     }
                     _ => out.serialize_entry(key, value)?,
@@ -390,6 +408,7 @@ fn request_out<'a>(
         }),
         remote_address: record.remote.map(|remote| remote.ip().to_string()),
         remote_port: record.remote.map(|remote| remote.port()),
+        wrap_ttl: record.wrap_ttl,
     }
 }
 
@@ -425,7 +444,9 @@ pub fn response_entry(
     let leaves = if redactor.log_raw { Redaction::Raw } else { Redaction::Leaves(keep) };
     let auth_block = if redactor.log_raw { Redaction::Raw } else { Redaction::AuthBlock };
     let elide = redactor.elide_list_responses && record.operation == "list";
-    let mut response = ResponseOut { mount: mount_out(record), auth: None, secret: None, data: None, warnings: &[] };
+    let wrap_info = if redactor.log_raw { Redaction::Raw } else { Redaction::WrapInfo };
+    let mut response =
+        ResponseOut { mount: mount_out(record), auth: None, secret: None, data: None, warnings: &[], wrap_info: None };
     match result {
         Ok(Response::Logical(logical)) => {
             if let Some(Value::Object(auth)) = &logical.auth {
@@ -438,6 +459,9 @@ pub fn response_entry(
                 response.data = Some(Redacted { map: data, redactor, how: leaves, elide });
             }
             response.warnings = &logical.warnings;
+            if let Some(info) = &logical.wrap_info {
+                response.wrap_info = Some(Redacted { map: info, redactor, how: wrap_info, elide: false });
+            }
         }
         Ok(Response::Raw { body: Value::Object(body), .. }) => {
             response.data = Some(Redacted { map: body, redactor, how: leaves, elide: false });
@@ -519,6 +543,7 @@ mod tests {
                 allowed: true,
             }),
             error: None,
+            wrap_ttl: None,
         }
     }
 

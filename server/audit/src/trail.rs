@@ -72,6 +72,7 @@ impl<'a> Trail<'a> {
             mount: mount(),
             auth: None,
             error: None,
+            wrap_ttl: req.wrap_ttl,
         });
         Trail { broker, devices, record, prepared: Vec::new(), operation: req.operation, state: State::Open }
     }

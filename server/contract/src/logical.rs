@@ -36,6 +36,9 @@ pub struct Request {
     pub client_token: Option<String>,
     /// The client's address, when the request came over a socket.
     pub remote_addr: Option<SocketAddr>,
+    /// `X-Vault-Wrap-TTL` in seconds: the answer goes into a wrapping token's cubbyhole and the
+    /// client gets the token. `None`: not wrapped.
+    pub wrap_ttl: Option<u64>,
 }
 
 // Written by hand so that a token never reaches a log line through `{:?}`.
@@ -47,6 +50,7 @@ impl fmt::Debug for Request {
             .field("path", &self.path)
             .field("data_keys", &self.data.keys().collect::<Vec<_>>())
             .field("client_token", &self.client_token.as_ref().map(|_| "<redacted>"))
+            .field("wrap_ttl", &self.wrap_ttl)
             .finish()
     }
 }
@@ -60,6 +64,7 @@ impl Request {
             data: Map::new(),
             client_token: None,
             remote_addr: None,
+            wrap_ttl: None,
         }
     }
 
@@ -105,6 +110,34 @@ pub struct LogicalResponse {
     /// Set by a backend whose answer must be revoked later (database credentials): the
     /// router records a lease and fills in `lease_id`, `lease_duration` and `renewable`.
     pub secret: Option<crate::backend::LeaseSpec>,
+    /// A wrapped answer: `token`, `accessor`, `ttl`, ... of the wrapping token that holds the
+    /// real answer. Everything else is then empty.
+    pub wrap_info: Option<Map<String, Value>>,
+}
+
+impl LogicalResponse {
+    /// Vault's envelope for this answer; `request_id` is the one the audit entries carry.
+    pub fn envelope(self, request_id: &str) -> Map<String, Value> {
+        let LogicalResponse {
+            data, warnings, inject_data, auth, lease_id, lease_duration, renewable, wrap_info, ..
+        } = self;
+        // A wrapped answer carries nothing of the request: its id is in the wrapped answer.
+        let request_id = if wrap_info.is_some() { "" } else { request_id };
+        let mut envelope = Map::new();
+        if let (true, Some(data)) = (inject_data, &data) {
+            envelope.extend(data.clone());
+        }
+        envelope.insert("request_id".into(), Value::from(request_id));
+        envelope.insert("lease_id".into(), Value::from(lease_id));
+        envelope.insert("renewable".into(), Value::from(renewable));
+        envelope.insert("lease_duration".into(), Value::from(lease_duration));
+        envelope.insert("data".into(), data.map_or(Value::Null, Value::Object));
+        envelope.insert("wrap_info".into(), wrap_info.map_or(Value::Null, Value::Object));
+        envelope.insert("warnings".into(), if warnings.is_empty() { Value::Null } else { Value::from(warnings) });
+        envelope.insert("auth".into(), auth.unwrap_or(Value::Null));
+        envelope.insert("mount_type".into(), Value::from(""));
+        envelope
+    }
 }
 
 /// What a login produced, before it becomes a token.

@@ -8,7 +8,7 @@ use arcanum_policy::Acl;
 use crate::token::TokenEntry;
 
 /// Who is asking, once the token and the ACL check have passed.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Caller {
     pub token: TokenEntry,
     /// The token value as presented (needed by lookup-self, which echoes it as `id`).
@@ -16,4 +16,15 @@ pub struct Caller {
     pub acl: Arc<Acl>,
     /// Whether the token holds `sudo` on the request path (root always does).
     pub sudo: bool,
+}
+
+// By hand, so that the token value never reaches a log line through `{:?}`.
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("token", &self.token)
+            .field("token_value", &"<redacted>")
+            .field("sudo", &self.sudo)
+            .finish()
+    }
 }

@@ -20,6 +20,7 @@ pub mod mounts;
 pub mod policies;
 pub mod seal;
 pub mod token;
+pub mod wrapping;
 
 use std::sync::{Arc, RwLock};
 

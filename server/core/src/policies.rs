@@ -1,8 +1,8 @@
 //! The policy store: ACL policies behind the barrier, parsed once and cached, and the
 //! compiled ACL of each distinct policy set.
 //!
-//! `root` is built in and never stored; `default` is written at first unseal, may be
-//! changed, and may not be deleted.
+//! `root` and `response-wrapping` are built in and never stored; `default` is written at first
+//! unseal, may be changed, and may not be deleted.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use arcanum_contract::logical::ApiError;
 use arcanum_contract::storage::StorageView;
+
+use crate::wrapping::{RESPONSE_WRAPPING_POLICY, RESPONSE_WRAPPING_POLICY_TEXT};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct StoredPolicy {
@@ -26,12 +28,21 @@ pub struct PolicyStore {
     policies: RwLock<HashMap<String, Arc<Policy>>>,
     /// Keyed by the sorted policy names of a token; cleared whenever a policy changes.
     acls: RwLock<HashMap<Vec<String>, Arc<Acl>>>,
+    /// The policy of wrapping tokens (see [`crate::wrapping`]).
+    response_wrapping: Arc<Policy>,
 }
 
 impl PolicyStore {
     /// Loads every stored policy; writes `default` if it is missing.
     pub async fn load(view: StorageView) -> Result<PolicyStore, ApiError> {
-        let store = PolicyStore { view, policies: RwLock::default(), acls: RwLock::default() };
+        let response_wrapping = Policy::parse(RESPONSE_WRAPPING_POLICY, RESPONSE_WRAPPING_POLICY_TEXT)
+            .map_err(|err| ApiError::new(500, format!("the built-in response-wrapping policy: {err}")))?;
+        let store = PolicyStore {
+            view,
+            policies: RwLock::default(),
+            acls: RwLock::default(),
+            response_wrapping: Arc::new(response_wrapping),
+        };
         for name in store.view.list("").await? {
             let Some(stored) = store.view.get_json::<StoredPolicy>(&name).await? else { continue };
             match Policy::parse(&stored.name, &stored.policy) {
@@ -68,8 +79,8 @@ impl PolicyStore {
     pub async fn put(&self, name: &str, text: &str) -> Result<(), ApiError> {
         let name = normalize_name(name);
         validate_name(&name)?;
-        if name == ROOT_POLICY {
-            return Err(ApiError::bad_request("cannot update \"root\" policy"));
+        if name == ROOT_POLICY || name == RESPONSE_WRAPPING_POLICY {
+            return Err(ApiError::bad_request(format!("cannot update {name:?} policy")));
         }
         if text.trim().is_empty() {
             return Err(ApiError::bad_request("'policy' parameter not supplied or empty"));
@@ -85,7 +96,9 @@ impl PolicyStore {
     pub async fn delete(&self, name: &str) -> Result<(), ApiError> {
         let name = normalize_name(name);
         match name.as_str() {
-            ROOT_POLICY => return Err(ApiError::bad_request("cannot delete \"root\" policy")),
+            ROOT_POLICY | RESPONSE_WRAPPING_POLICY => {
+                return Err(ApiError::bad_request(format!("cannot delete {name:?} policy")))
+            }
             DEFAULT_POLICY => return Err(ApiError::bad_request("cannot delete \"default\" policy")),
             _ => {}
         }
@@ -107,7 +120,13 @@ impl PolicyStore {
             Arc::new(Acl::root())
         } else {
             let policies = read(&self.policies);
-            let found: Vec<&Policy> = key.iter().filter_map(|n| policies.get(n)).map(|p| p.as_ref()).collect();
+            let found: Vec<&Policy> = key
+                .iter()
+                .filter_map(
+                    |n| if n == RESPONSE_WRAPPING_POLICY { Some(&self.response_wrapping) } else { policies.get(n) },
+                )
+                .map(|p| p.as_ref())
+                .collect();
             Arc::new(Acl::new(&found))
         };
         write(&self.acls).insert(key, Arc::clone(&acl));

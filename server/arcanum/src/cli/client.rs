@@ -12,11 +12,24 @@ use super::ClientArgs;
 pub const TOKEN_FILE: &str = ".arcanum-token";
 
 /// Connection settings resolved from flags and the environment.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     base: String,
     token: Option<String>,
+    /// `X-Vault-Wrap-TTL` for every request (`-wrap-ttl`).
+    wrap_ttl: Option<String>,
     http: reqwest::Client,
+}
+
+// By hand, so that the token never reaches a log line through `{:?}`.
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("wrap_ttl", &self.wrap_ttl)
+            .finish()
+    }
 }
 
 /// A non-2xx answer, printed the way Vault's CLI prints it.
@@ -87,11 +100,22 @@ impl Client {
             Some(token) => Some(token),
             None => stored_token()?,
         };
+        let wrap_ttl = args.wrap_ttl.clone().or_else(|| env(&["ARCANUM_WRAP_TTL", "VAULT_WRAP_TTL"]));
         Ok(Client {
             base: base.trim_end_matches('/').to_owned(),
             token,
+            wrap_ttl,
             http: builder.build().context("building the HTTP client")?,
         })
+    }
+
+    /// The same connection, with answers never wrapped (probes made on the user's behalf).
+    pub fn without_wrapping(&self) -> Client {
+        Client { wrap_ttl: None, ..self.clone() }
+    }
+
+    pub fn has_token(&self) -> bool {
+        self.token.as_deref().is_some_and(|t| !t.is_empty())
     }
 
     /// The same connection with another token (`login` checks a token before storing it).
@@ -146,6 +170,9 @@ impl Client {
         }
         if let Some(token) = &self.token {
             request = request.header("X-Vault-Token", token);
+        }
+        if let Some(wrap_ttl) = &self.wrap_ttl {
+            request = request.header("X-Vault-Wrap-TTL", wrap_ttl);
         }
         match body {
             Body::None => {}

@@ -42,6 +42,15 @@ pub struct ListArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct UnwrapArgs {
+    /// Print only this field of the answer.
+    #[arg(long)]
+    field: Option<String>,
+    /// The wrapping token; without it, the client's own token is the wrapping token.
+    token: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct DeleteArgs {
     /// The API path.
     path: String,
@@ -119,7 +128,7 @@ pub fn print_field(format: Format, secret: &Value, data: &Value, field: &str) ->
     let from_rows = || {
         secret_rows(secret)
             .into_iter()
-            .find(|(key, _)| key == field)
+            .find(|(key, _)| key.trim_end_matches(':') == field)
             .map(|(_, value)| auth_field(secret, field).unwrap_or(Value::String(value)))
     };
     let Some(value) = from_data.or_else(from_rows) else {
@@ -179,6 +188,28 @@ pub async fn write(args: &ClientArgs, write: WriteArgs) -> anyhow::Result<u8> {
         return Ok(0);
     }
     if let Some(field) = &write.field {
+        return Ok(print_field(args.format, &secret, &secret["data"], field));
+    }
+    print_secret(args.format, &secret);
+    Ok(0)
+}
+
+/// `arcanum unwrap [TOKEN]`, as the Go client does it: with a token of its own the client sends
+/// the wrapping token in the body, without one it sends it as the request's token.
+pub async fn unwrap(args: &ClientArgs, unwrap: UnwrapArgs) -> anyhow::Result<u8> {
+    let client = Client::new(args)?;
+    let (client, body) = match (unwrap.token, client.has_token()) {
+        (Some(token), true) => (client, Some(serde_json::json!({ "token": token }))),
+        (Some(token), false) => (client.with_token(Some(token)), None),
+        (None, true) => (client, None),
+        (None, false) => bail!("no wrapping token given, and no token is set to use as one"),
+    };
+    let secret = client.request(Method::PUT, "sys/wrapping/unwrap", body).await.context("unwrapping")?;
+    if secret.is_null() {
+        eprintln!("The wrapped answer was empty");
+        return Ok(0);
+    }
+    if let Some(field) = &unwrap.field {
         return Ok(print_field(args.format, &secret, &secret["data"], field));
     }
     print_secret(args.format, &secret);

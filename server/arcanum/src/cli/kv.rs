@@ -145,7 +145,9 @@ async fn resolve(client: &Client, target: &Target) -> anyhow::Result<KvPath> {
         }
         None => (path.clone(), path),
     };
+    // The probe is never wrapped (as the vault CLI does it): only the answer the user asked for.
     let info = client
+        .without_wrapping()
         .read(&format!("sys/internal/ui/mounts/{probe}"), &[])
         .await
         .with_context(|| format!("finding the mount of {full}"))?;
@@ -211,7 +213,7 @@ async fn kv_get(client: &Client, format: Format, get: GetArgs) -> anyhow::Result
     if let Some(field) = &get.field {
         return Ok(print_field(format, &secret, &data, field));
     }
-    if format == Format::Json || !kv.v2 {
+    if format == Format::Json || !kv.v2 || secret["wrap_info"].is_object() {
         print_secret(format, &secret);
         return Ok(0);
     }

@@ -51,6 +51,10 @@ pub struct ClientArgs {
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// Wrap the answer in a single-use token that lives this long (`30s`, `5m`); also
+    /// $VAULT_WRAP_TTL.
+    #[arg(long = "wrap-ttl", global = true)]
+    pub wrap_ttl: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -80,6 +84,8 @@ enum Command {
     List(generic::ListArgs),
     /// Delete any API path.
     Delete(generic::DeleteArgs),
+    /// Unwrap a wrapped answer (the given wrapping token, else the client's own token).
+    Unwrap(generic::UnwrapArgs),
     /// Key/value secrets, v1 or v2 (detected like the vault CLI).
     Kv {
         #[command(subcommand)]
@@ -168,6 +174,7 @@ pub fn main() -> ExitCode {
             Command::Write(write) => generic::write(&cli.client, write).await,
             Command::List(list) => generic::list(&cli.client, list).await,
             Command::Delete(delete) => generic::delete(&cli.client, delete).await,
+            Command::Unwrap(unwrap) => generic::unwrap(&cli.client, unwrap).await,
             Command::Kv { command } => kv::run(command, &cli.client).await,
             Command::Policy { command } => policy::run(command, &cli.client).await,
             Command::Token { command } => token::run(command, &cli.client).await,

@@ -134,6 +134,19 @@ pub fn data_rows(data: &Value) -> Vec<(String, String)> {
 /// Vault's `OutputSecret` in table form: lease fields, the auth block, then the data keys.
 pub fn secret_rows(secret: &Value) -> Vec<(String, String)> {
     let mut rows = Vec::new();
+    if let Some(wrap) = secret["wrap_info"].as_object() {
+        let text = |key: &str| wrap.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+        rows.push(("wrapping_token:".to_owned(), text("token")));
+        rows.push(("wrapping_accessor:".to_owned(), text("accessor")));
+        let ttl = wrap.get("ttl").and_then(Value::as_i64).unwrap_or(0);
+        rows.push(("wrapping_token_ttl:".to_owned(), human_duration(ttl)));
+        rows.push(("wrapping_token_creation_time:".to_owned(), text("creation_time")));
+        rows.push(("wrapping_token_creation_path:".to_owned(), text("creation_path")));
+        if !text("wrapped_accessor").is_empty() {
+            rows.push(("wrapped_accessor:".to_owned(), text("wrapped_accessor")));
+        }
+        return rows;
+    }
     let lease_duration = secret["lease_duration"].as_i64().unwrap_or(0);
     if lease_duration > 0 {
         let lease_id = secret["lease_id"].as_str().unwrap_or_default();

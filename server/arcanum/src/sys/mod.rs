@@ -12,6 +12,7 @@ mod password_policies;
 mod policies;
 mod quotas;
 pub mod seal;
+mod wrapping;
 
 use std::sync::Arc;
 
@@ -30,12 +31,16 @@ pub async fn handle_unauthenticated(core: &Core, req: &Request) -> Option<Result
     seal::handle_unauthenticated(core, req).await
 }
 
-/// `sys/internal/ui/mounts[/*]`: served without a token, but a token widens what is shown.
+/// `sys/internal/ui/mounts[/*]` (served without a token, but a token widens what is shown) and
+/// `sys/wrapping/lookup` (the token, if any, is the one looked up).
 pub async fn handle_optional_token(
     _core: &Core,
     unsealed: &Arc<Unsealed>,
     req: &Request,
 ) -> Option<Result<Response, ApiError>> {
+    if wrapping::is_lookup(&req.path) {
+        return Some(wrapping::lookup(unsealed, req).await);
+    }
     if takes_optional_token(&req.path) {
         return Some(mounts::internal_ui_mounts(unsealed, req).await);
     }
@@ -44,7 +49,7 @@ pub async fn handle_optional_token(
 
 /// The paths [`handle_optional_token`] serves (the router audits them before serving).
 pub fn takes_optional_token(path: &str) -> bool {
-    path == "sys/internal/ui/mounts" || path.starts_with("sys/internal/ui/mounts/")
+    path == "sys/internal/ui/mounts" || path.starts_with("sys/internal/ui/mounts/") || wrapping::is_lookup(path)
 }
 
 pub async fn handle_authenticated(
@@ -72,6 +77,9 @@ pub async fn handle_authenticated(
         return Some(result);
     }
     if let Some(result) = password_policies::handle(unsealed, req).await {
+        return Some(result);
+    }
+    if let Some(result) = wrapping::handle(unsealed, caller, req).await {
         return Some(result);
     }
     policies::handle(unsealed, caller, req).await
