@@ -49,6 +49,15 @@ fn a_new_root_token_comes_from_the_shares_and_decodes_with_the_otp() {
     assert_eq!(code, 0, "{stderr}");
     let token = token.trim().to_owned();
     assert!(token.starts_with("hvs.") && token != init.root_token, "{token}");
+    // The server decodes it the same way (`sys/decode-token`, Vault 1.10+).
+    let (status, decoded) =
+        server.put("sys/decode-token", Some(&init.root_token), json!({ "encoded_token": encoded, "otp": otp }));
+    assert_eq!((status, decoded["data"]["token"].as_str()), (200, Some(token.as_str())), "{decoded}");
+    let (status, refused) =
+        server.put("sys/decode-token", Some(&init.root_token), json!({ "encoded_token": encoded, "otp": "short" }));
+    assert_eq!(status, 400, "{refused}");
+    let (status, refused) = server.put("sys/decode-token", Some(&init.root_token), json!({ "otp": otp }));
+    assert_eq!((status, refused["errors"][0].as_str()), (400, Some("missing encoded_token")));
     let (status, me) = server.get("auth/token/lookup-self", Some(&token));
     assert_eq!((status, me["data"]["policies"].clone()), (200, json!(["root"])));
 

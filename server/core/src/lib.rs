@@ -288,6 +288,26 @@ pub struct GenerateRootStatus {
 /// Length of the tokens the token store mints, which a generate-root OTP must match.
 pub const ROOT_TOKEN_LEN: usize = token::TOKEN_PREFIX.len() + token::TOKEN_RANDOM_LEN;
 
+/// Vault's OTP scheme for generated root tokens: the token XOR the one-time pad (of equal
+/// length), in unpadded standard base64 (Go's `RawStdEncoding`).
+pub fn encode_root_token(token: &str, otp: &str) -> String {
+    let encoded: Zeroizing<Vec<u8>> = Zeroizing::new(token.bytes().zip(otp.bytes()).map(|(t, o)| t ^ o).collect());
+    base64::Engine::encode(&base64::engine::general_purpose::STANDARD_NO_PAD, &*encoded)
+}
+
+/// The token an `encoded_token` stands for (see [`encode_root_token`]); padding is tolerated.
+pub fn decode_root_token(encoded: &str, otp: &str) -> Result<Zeroizing<String>, String> {
+    let bytes = Zeroizing::new(
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD_NO_PAD, encoded.trim().trim_end_matches('='))
+            .map_err(|_| "the encoded token is not base64".to_owned())?,
+    );
+    if bytes.len() != otp.len() {
+        return Err(format!("the OTP's length ({}) differs from the token's ({})", otp.len(), bytes.len()));
+    }
+    let token: Vec<u8> = bytes.iter().zip(otp.bytes()).map(|(t, o)| t ^ o).collect();
+    String::from_utf8(token).map(Zeroizing::new).map_err(|_| "the OTP does not decode this token".to_owned())
+}
+
 /// Which way a pending seal migration goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Migration {
@@ -1216,11 +1236,8 @@ impl Core {
             self.unseal_root_key(&key).await?;
         }
         let token = unsealed.tokens.create_root(None).await.map_err(internal("creating the root token"))?;
-        let encoded: Zeroizing<Vec<u8>> =
-            Zeroizing::new(token.bytes().zip(attempt.otp.bytes()).map(|(t, o)| t ^ o).collect());
         tracing::info!("root token generated");
-        // Unpadded, as Go's `RawStdEncoding` in Vault.
-        Ok(Some(base64::Engine::encode(&base64::engine::general_purpose::STANDARD_NO_PAD, &*encoded)))
+        Ok(Some(encode_root_token(&token, &attempt.otp)))
     }
 
     /// SIGHUP: audit devices reopen their files (a sealed server has none open).

@@ -105,30 +105,13 @@ pub struct GenerateRootArgs {
     key: Option<String>,
 }
 
-/// The token an `encoded_token` stands for: its unpadded base64 decoded and XORed with the OTP
-/// (Vault's scheme, so `vault operator generate-root -decode` agrees).
-pub fn decode_root_token(encoded: &str, otp: &str) -> anyhow::Result<String> {
-    use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
-        .decode(encoded.trim().trim_end_matches('='))
-        .context("the encoded token is not base64")?;
-    anyhow::ensure!(
-        bytes.len() == otp.len(),
-        "the OTP's length ({}) differs from the token's ({})",
-        otp.len(),
-        bytes.len()
-    );
-    let token: Vec<u8> = bytes.iter().zip(otp.bytes()).map(|(t, o)| t ^ o).collect();
-    String::from_utf8(token).context("the OTP does not decode this token")
-}
-
 async fn generate_root_command(client: &Client, format: Format, generate: GenerateRootArgs) -> anyhow::Result<u8> {
     if let Some(encoded) = &generate.decode {
         let otp = generate.otp.as_deref().context("-decode needs -otp")?;
-        let token = decode_root_token(encoded, otp)?;
+        let token = arcanum_core::decode_root_token(encoded, otp).map_err(anyhow::Error::msg)?;
         match format {
-            Format::Json => print_json(&json!({ "token": token })),
-            Format::Table => println!("{token}"),
+            Format::Json => print_json(&json!({ "token": token.as_str() })),
+            Format::Table => println!("{}", token.as_str()),
         }
         return Ok(0);
     }

@@ -81,6 +81,8 @@ pub async fn handle_authenticated(core: &Core, req: &Request) -> Option<Result<R
             Ok(Response::NoContent)
         }
         ("sys/ha-status", Read) => ha_status(core).await,
+        ("sys/decode-token", Update) => decode_token(req),
+        ("sys/decode-token", _) => Err(ApiError::unsupported_operation()),
         ("sys/step-down" | "sys/ha-status", _) => Err(ApiError::unsupported_operation()),
         ("sys/seal" | "sys/rotate" | "sys/rotate/keyring" | "sys/key-status", _) => {
             Err(ApiError::unsupported_operation())
@@ -475,6 +477,20 @@ async fn generate_root_update(core: &Core, req: &Request) -> Result<Response, Ap
         body["nonce"] = json!(nonce);
     }
     Ok(Response::raw(body))
+}
+
+/// `sys/decode-token` (Vault 1.10+): what `operator generate-root -decode` does, on the server.
+fn decode_token(req: &Request) -> Result<Response, ApiError> {
+    let text = |name: &str| match req.field(name) {
+        Some(Value::String(value)) if !value.is_empty() => Ok(value.as_str()),
+        Some(Value::String(_)) | None => Err(ApiError::bad_request(format!("missing {name}"))),
+        Some(_) => Err(ApiError::bad_request(format!("{name} must be a string"))),
+    };
+    let (encoded, otp) = (text("encoded_token")?, text("otp")?);
+    let token = arcanum_core::decode_root_token(encoded, otp).map_err(ApiError::bad_request)?;
+    let mut data = Map::new();
+    data.insert("token".into(), json!(token.as_str()));
+    Ok(Response::data(data))
 }
 
 async fn rotate(core: &Core) -> Result<Response, ApiError> {
