@@ -453,3 +453,36 @@ fn vault_agent_sequence_and_cli_login() {
     assert_ne!(code, 0);
     assert!(err.contains("invalid role name"), "{err}");
 }
+
+#[test]
+fn escaped_newlines_in_pem_are_accepted_and_the_config_reads_back_as_written() {
+    let api = FakeApi::start();
+    let key = rcgen::KeyPair::generate().unwrap();
+    api.state().ec_public_pem = Some(key.public_key_pem());
+    let server = TestServer::start();
+    // As pasted through a JSON or shell layer: the line breaks are the two characters `\n`.
+    let escaped_ca = api.ca_pem.replace('\n', "\\n");
+    let escaped_key = key.public_key_pem().replace('\n', "\\n");
+    let written = json!({
+        "kubernetes_ca_cert": escaped_ca,
+        "token_reviewer_jwt": REVIEWER,
+        "pem_keys": [escaped_key],
+        "issuer": "https://kubernetes.default.svc.cluster.local",
+        "disable_local_ca_jwt": true,
+    });
+    let root = setup(&server, &api, written.clone());
+    let (status, config) = server.get("auth/kubernetes/config", Some(&root));
+    assert_eq!(status, 200, "{config}");
+    for field in ["kubernetes_ca_cert", "pem_keys", "issuer", "disable_local_ca_jwt"] {
+        assert_eq!(config["data"][field], written[field], "{field} reads back as written");
+    }
+    assert_eq!(config["data"]["kubernetes_host"], json!(api.host()));
+
+    // Both PEMs are in use: TLS to the stand-in verifies against the CA and the JWT's
+    // signature against the key.
+    let claims = projected("prod", "app-sa", json!("x"));
+    let encoding = EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
+    let jwt = jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &encoding).unwrap();
+    let (status, body) = login(&server, "app", &jwt);
+    assert_eq!(status, 200, "{body}");
+}

@@ -219,7 +219,7 @@ async fn parse(
         operation,
         path,
         data,
-        client_token: client_token(headers),
+        client_token: client_token(headers)?,
         remote_addr: None,
         wrap_ttl: wrap_ttl(headers)?,
     })
@@ -301,16 +301,28 @@ fn accepts_prometheus(headers: &HeaderMap) -> bool {
         .any(|accept| accept.contains("application/openmetrics-text") || accept.contains("prometheus/telemetry"))
 }
 
-fn client_token(headers: &HeaderMap) -> Option<String> {
-    if let Some(token) = headers.get("x-vault-token").and_then(|v| v.to_str().ok()) {
-        return Some(token.trim().to_owned());
+/// The token from `X-Vault-Token`, else `Authorization: Bearer`. A token header that is present
+/// but malformed (not printable ASCII, or with spaces inside) is refused rather than read as no
+/// token, so a client with a broken token gets told so instead of an anonymous answer.
+fn client_token(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let checked = |raw: &[u8], what: &str| -> Result<Option<String>, ApiError> {
+        let token = raw.trim_ascii();
+        if !token.iter().all(u8::is_ascii_graphic) {
+            return Err(ApiError::bad_request(format!(
+                "malformed {what} header: a token is printable ASCII without spaces"
+            )));
+        }
+        Ok(Some(String::from_utf8_lossy(token).into_owned()).filter(|t| !t.is_empty()))
+    };
+    if let Some(value) = headers.get("x-vault-token") {
+        return checked(value.as_bytes(), "X-Vault-Token");
     }
-    headers
-        .get_all(header::AUTHORIZATION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| v.strip_prefix("Bearer "))
-        .map(|token| token.trim().to_owned())
+    for value in headers.get_all(header::AUTHORIZATION) {
+        if let Some(token) = value.as_bytes().strip_prefix(b"Bearer ") {
+            return checked(token, "Authorization");
+        }
+    }
+    Ok(None)
 }
 
 /// Renders an answer; `request_id` is the one the audit entries carry.

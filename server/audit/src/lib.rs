@@ -394,7 +394,7 @@ impl AuditBroker {
         let device = devices
             .iter()
             .find(|d| d.entry.path == path)
-            .ok_or_else(|| ApiError::bad_request(format!("unknown audit device {path:?}")))?;
+            .ok_or_else(|| ApiError::bad_request(format!("unknown audit backend {path:?}")))?;
         Ok(device.redactor.hash(input))
     }
 

@@ -93,7 +93,19 @@ impl std::fmt::Debug for PemKey {
     }
 }
 
+/// PEM pasted through a JSON or shell layer often arrives with its line breaks as the two
+/// characters `\n`; such text is read as if the breaks were real (the stored value is kept as
+/// written).
+fn unescape_newlines(pem: &str) -> std::borrow::Cow<'_, str> {
+    if pem.contains("\\n") {
+        std::borrow::Cow::Owned(pem.replace("\\r\\n", "\n").replace("\\n", "\n"))
+    } else {
+        std::borrow::Cow::Borrowed(pem)
+    }
+}
+
 pub fn parse_pem_key(pem: &str) -> Result<PemKey, String> {
+    let pem = unescape_newlines(pem);
     if let Ok(key) = DecodingKey::from_rsa_pem(pem.as_bytes()) {
         return Ok(PemKey::Rsa(key));
     }
@@ -101,6 +113,7 @@ pub fn parse_pem_key(pem: &str) -> Result<PemKey, String> {
 }
 
 pub fn parse_ca(pem: &str) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = unescape_newlines(pem);
     if !pem.contains("-----BEGIN CERTIFICATE-----") {
         return Err("no PEM certificate found".into());
     }

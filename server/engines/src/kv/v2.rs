@@ -295,20 +295,22 @@ impl KvV2 {
 
     fn check_cas(req: &BackendRequest<'_>, config: &EngineConfig, meta: &KeyMeta) -> Result<(), ApiError> {
         let options = object_field(req.field("options"), "options")?;
+        // Vault decodes `cas` weakly into an int: numbers and numeric strings; a negative one
+        // can never match a version.
         let cas = match options.and_then(|o| o.get("cas")).filter(|v| !v.is_null()) {
             None => None,
             Some(value) => Some(
                 value
-                    .as_u64()
-                    .or_else(|| value.as_str().and_then(|s| s.parse().ok()))
-                    .ok_or_else(|| ApiError::bad_request("options.cas must be a non-negative integer"))?,
+                    .as_i64()
+                    .or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()))
+                    .ok_or_else(|| ApiError::bad_request("error parsing check-and-set parameter"))?,
             ),
         };
         match cas {
             None if config.cas_required || meta.cas_required => {
                 Err(ApiError::bad_request("check-and-set parameter required for this call"))
             }
-            Some(cas) if cas != meta.current_version => {
+            Some(cas) if u64::try_from(cas).ok() != Some(meta.current_version) => {
                 Err(ApiError::bad_request("check-and-set parameter did not match the current version"))
             }
             _ => Ok(()),
