@@ -144,6 +144,19 @@ def test_mounts_and_auth_methods_through_hvac(root):
     assert "token/" in root.sys.list_auth_methods()["data"]
     root.sys.tune_auth_method(path="userpass", default_lease_ttl="30m", max_lease_ttl="1h")
     assert root.sys.read_auth_method_tuning(path="userpass")["data"]["default_lease_ttl"] == 1800
+    root.sys.tune_auth_method(
+        path="userpass",
+        description="people",
+        audit_non_hmac_request_keys=["username"],
+        audit_non_hmac_response_keys=["username"],
+        listing_visibility="unauth",
+        passthrough_request_headers=["X-Team"],
+        token_type="default-service",
+    )
+    tuned = root.sys.read_auth_method_tuning(path="userpass")["data"]
+    assert tuned["description"] == "people" and tuned["listing_visibility"] == "unauth"
+    assert tuned["audit_non_hmac_request_keys"] == ["username"] and tuned["token_type"] == "default-service"
+    assert tuned["passthrough_request_headers"] == ["X-Team"] and tuned["default_lease_ttl"] == 1800
     root.sys.disable_auth_method(path="userpass")
     assert "userpass/" not in root.sys.list_auth_methods()["data"]
 

@@ -260,9 +260,16 @@ pub fn normalize_mount_path(path: &str) -> String {
 }
 
 /// Parses a mount `config` object from a request (enable or tune).
-pub fn apply_config(config: &mut MountConfig, input: &Map<String, Value>) -> Result<(), ApiError> {
+pub fn apply_config(
+    table: MountTableKind,
+    config: &mut MountConfig,
+    input: &Map<String, Value>,
+) -> Result<(), ApiError> {
     for (key, value) in input {
-        if value.is_null() {
+        // Null and "" mean "leave as it is": the Go client sends `"default_lease_ttl": ""` and
+        // `"options": null` on every tune. An empty `listing_visibility` is Vault's default,
+        // so there it resets.
+        if value.is_null() || (value.as_str() == Some("") && key != "listing_visibility") {
             continue;
         }
         let list = |value: &Value| Ok::<_, ApiError>(fields::string_list(Some(value), key)?.unwrap_or_default());
@@ -289,7 +296,24 @@ pub fn apply_config(config: &mut MountConfig, input: &Map<String, Value>) -> Res
                 }
                 config.listing_visibility = visibility.to_owned();
             }
-            "token_type" => config.token_type = value.as_str().map(String::from),
+            "token_type" => {
+                if table != MountTableKind::Auth {
+                    return Err(ApiError::bad_request("'token_type' can only be modified on auth mounts"));
+                }
+                match value.as_str() {
+                    Some(kind @ ("default-service" | "service")) => config.token_type = Some(kind.to_owned()),
+                    Some("default-batch" | "batch") => {
+                        return Err(ApiError::bad_request(
+                            "token_type \"batch\" is not supported: Arcanum issues service tokens only",
+                        ))
+                    }
+                    _ => {
+                        return Err(ApiError::bad_request(
+                            "invalid value for 'token_type': expected \"default-service\" or \"service\"",
+                        ))
+                    }
+                }
+            }
             "plugin_version" | "description" | "options" | "plugin_name" => {}
             other => return Err(ApiError::bad_request(format!("unknown mount config key {other:?}"))),
         }

@@ -116,7 +116,7 @@ async fn enable(unsealed: &Unsealed, table: MountTableKind, path: &str, req: &Re
     entry.external_entropy_access = bool_field(req, "external_entropy_access")?;
     match req.field("config") {
         None => {}
-        Some(Value::Object(config)) => apply_config(&mut entry.config, config)?,
+        Some(Value::Object(config)) => apply_config(table, &mut entry.config, config)?,
         Some(_) => return Err(ApiError::bad_request("config must be an object")),
     }
     if table == MountTableKind::Auth && kind == "token" {
@@ -164,7 +164,7 @@ async fn tune(unsealed: &Unsealed, table: MountTableKind, path: &str, req: &Requ
         .get(table, path)
         .ok_or_else(|| ApiError::bad_request(format!("cannot tune {path:?}: no such mount")))?;
     let mut entry = MountEntry::clone(&mount.entry);
-    apply_config(&mut entry.config, &req.data)?;
+    apply_config(table, &mut entry.config, &req.data)?;
     if let Some(Value::String(description)) = req.field("description") {
         entry.description = description.clone();
     }
