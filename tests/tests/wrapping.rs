@@ -201,10 +201,10 @@ fn bad_wrap_ttls_are_refused_and_zero_means_unwrapped() {
         "GET",
         "secret/data/db",
         Some(&root),
-        &[("X-Vault-Wrap-TTL", "60"), ("X-Vault-Wrap-Format", "jwt")],
+        &[("X-Vault-Wrap-TTL", "60"), ("X-Vault-Wrap-Format", "pem")],
         None,
     );
-    assert_eq!(status, 400, "the JWT format is refused, not silently ignored: {body}");
+    assert_eq!(status, 400, "an unknown wrap format is refused, not silently ignored: {body}");
     // Errors and 204s are not wrapped.
     let (status, body) =
         server.request_with_headers("GET", "secret/data/missing", Some(&root), &[("X-Vault-Wrap-TTL", "60")], None);
@@ -212,6 +212,60 @@ fn bad_wrap_ttls_are_refused_and_zero_means_unwrapped() {
     let (status, _) =
         server.request_with_headers("DELETE", "secret/metadata/db", Some(&root), &[("X-Vault-Wrap-TTL", "60")], None);
     assert_eq!(status, 204);
+}
+
+fn jwt_part(part: &str) -> Value {
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap();
+    serde_json::from_slice(&raw).unwrap()
+}
+
+#[test]
+fn jwt_wrapping_tokens_are_signed_es512_and_unwrap_like_tokens() {
+    use base64::Engine as _;
+    let (server, root) = ready();
+    let jwt_wrapped = |path: &str| {
+        let headers = [("X-Vault-Wrap-TTL", "60"), ("X-Vault-Wrap-Format", "jwt")];
+        let (status, answer) = server.request_with_headers("GET", path, Some(&root), &headers, None);
+        assert_eq!(status, 200, "{answer}");
+        answer["wrap_info"].clone()
+    };
+    let info = jwt_wrapped("secret/data/db");
+    let jwt = info["token"].as_str().unwrap().to_owned();
+    let parts: Vec<&str> = jwt.split('.').collect();
+    assert_eq!(parts.len(), 3, "{jwt}");
+    assert_eq!(jwt_part(parts[0])["alg"], "ES512");
+    let claims = jwt_part(parts[1]);
+    assert_eq!((claims["type"].clone(), claims["accessor"].clone()), (json!("wrapping"), info["accessor"].clone()));
+    assert!(claims["jti"].as_str().unwrap().starts_with("hvs."), "{claims}");
+    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 60);
+    let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+    assert_eq!(signature.len(), 132, "ES512 signatures are r || s, 66 bytes each");
+
+    // Lookup and unwrap take the JWT wherever they take a token.
+    let (status, meta) = server.put("sys/wrapping/lookup", None, json!({ "token": jwt }));
+    assert_eq!((status, meta["data"]["creation_path"].clone()), (200, json!("secret/data/db")), "{meta}");
+    let (status, original) = server.put("sys/wrapping/unwrap", Some(&jwt), json!(null));
+    assert_eq!(status, 200, "{original}");
+    assert_eq!(original["data"]["data"]["password"], "s3cr3t-value");
+    let (status, body) = server.put("sys/wrapping/unwrap", Some(&root), json!({ "token": jwt }));
+    assert_eq!((status, error(&body)), (400, INVALID), "used once");
+
+    // A JWT whose claims were changed (to name another live wrapping token) does not verify.
+    let other = jwt_wrapped("secret/data/db");
+    let other_claims = jwt_part(other["token"].as_str().unwrap().split('.').nth(1).unwrap());
+    let mut forged_claims = claims.clone();
+    forged_claims["jti"] = other_claims["jti"].clone();
+    let forged_payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(forged_claims.to_string());
+    let forged = format!("{}.{}.{}", parts[0], forged_payload, parts[2]);
+    let (status, body) = server.put("sys/wrapping/unwrap", Some(&root), json!({ "token": forged }));
+    assert_eq!(status, 403, "{body}");
+    assert!(error(&body).starts_with("error validating wrapping token"), "{body}");
+    let (status, body) = server.put("sys/wrapping/unwrap", Some(&forged), json!(null));
+    assert_eq!(status, 403, "{body}");
+    // The genuine one still unwraps through the body.
+    let (status, original) = server.put("sys/wrapping/unwrap", Some(&root), json!({ "token": other["token"] }));
+    assert_eq!((status, original["data"]["data"]["username"].clone()), (200, json!("app")), "{original}");
 }
 
 #[test]

@@ -222,23 +222,22 @@ async fn parse(
         client_token: client_token(headers)?,
         remote_addr: None,
         wrap_ttl: wrap_ttl(headers)?,
+        wrap_jwt: wrap_format_is_jwt(headers)?,
     })
 }
 
-/// `X-Vault-Wrap-TTL` (seconds or a duration such as `5m`; 0 means no wrapping) and
-/// `X-Vault-Wrap-Format`, which may only ask for the token format.
-fn wrap_ttl(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
-    if let Some(format) = headers.get("x-vault-wrap-format") {
-        match format.to_str().map(str::trim) {
-            Ok("" | "token") => {}
-            Ok("jwt") => {
-                return Err(ApiError::bad_request(
-                    "X-Vault-Wrap-Format \"jwt\" is not supported by this server; use the token format",
-                ))
-            }
-            _ => return Err(ApiError::bad_request("invalid X-Vault-Wrap-Format header: expected \"token\"")),
-        }
+/// `X-Vault-Wrap-Format`: `token` (the default) or `jwt`.
+fn wrap_format_is_jwt(headers: &HeaderMap) -> Result<bool, ApiError> {
+    let Some(format) = headers.get("x-vault-wrap-format") else { return Ok(false) };
+    match format.to_str().map(str::trim) {
+        Ok("" | "token") => Ok(false),
+        Ok("jwt") => Ok(true),
+        _ => Err(ApiError::bad_request("invalid X-Vault-Wrap-Format header: expected \"token\" or \"jwt\"")),
     }
+}
+
+/// `X-Vault-Wrap-TTL` (seconds or a duration such as `5m`; 0 means no wrapping).
+fn wrap_ttl(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     let Some(value) = headers.get("x-vault-wrap-ttl") else { return Ok(None) };
     let refused = |why: &str| ApiError::bad_request(format!("error parsing X-Vault-Wrap-TTL header: {why}"));
     let text = value.to_str().map_err(|_| refused("not valid text"))?.trim();

@@ -62,14 +62,19 @@ pub async fn handle(core: &Core, req: Request) -> Result<Response, ApiError> {
         unsealed.mounts.resolve(&req.path).map(|(mount, _)| Arc::clone(&mount.entry))
     });
     let result = route(core, &unsealed, &req, &mut trail).await;
-    let result = wrap(&unsealed, &req, result).await;
+    let result = wrap(core, &unsealed, &req, result).await;
     trail.finish(result).await
 }
 
 /// `X-Vault-Wrap-TTL`: a successful answer in Vault's envelope goes into a wrapping token's
 /// cubbyhole, and the client gets the token (`wrap_info`). Errors, 204s and bare bodies (seal
 /// status, init, an unwrapped answer) pass through unwrapped, as in Vault.
-async fn wrap(unsealed: &Unsealed, req: &Request, result: Result<Response, ApiError>) -> Result<Response, ApiError> {
+async fn wrap(
+    core: &Core,
+    unsealed: &Unsealed,
+    req: &Request,
+    result: Result<Response, ApiError>,
+) -> Result<Response, ApiError> {
     let Some(ttl) = req.wrap_ttl else { return result };
     let logical = match result {
         Ok(Response::Logical(logical)) if matches!(logical.status, 0 | 200) && logical.wrap_info.is_none() => logical,
@@ -78,7 +83,13 @@ async fn wrap(unsealed: &Unsealed, req: &Request, result: Result<Response, ApiEr
     let wrapped_accessor = logical.auth.as_ref().and_then(|auth| auth.get("accessor")).and_then(|a| a.as_str());
     let wrapped_accessor = wrapped_accessor.map(str::to_owned);
     let answer = serde_json::Value::Object(logical.envelope(&req.id));
-    let info = unsealed.wrap_response(&answer, ttl, &req.path, wrapped_accessor.as_deref()).await?;
+    let mut info = unsealed.wrap_response(&answer, ttl, &req.path, wrapped_accessor.as_deref()).await?;
+    // `sys/wrapping/wrap` always hands out a plain token, as Vault's does.
+    if req.wrap_jwt && req.path != "sys/wrapping/wrap" {
+        let addr = core.ha().map(|ha| ha.config.api_addr.clone()).unwrap_or_default();
+        let jwt = unsealed.wrapping_jwt(&info, &addr).await?;
+        info.insert("token".into(), serde_json::Value::String(jwt));
+    }
     Ok(Response::Logical(Box::new(arcanum_contract::logical::LogicalResponse {
         wrap_info: Some(info),
         ..Default::default()
@@ -113,7 +124,13 @@ async fn route(
         }
     }
 
-    let token_value = req.client_token.clone().unwrap_or_default();
+    // A JWT wrapping token presented as the request's token stands for the token it names.
+    let token_value = match req.client_token.as_deref() {
+        Some(jwt) if req.path == "sys/wrapping/unwrap" && arcanum_core::wrapping::looks_like_jwt(jwt) => {
+            unsealed.token_from_wrapping_jwt(jwt).await?.to_string()
+        }
+        presented => presented.unwrap_or_default().to_owned(),
+    };
     let token = unsealed.tokens.lookup(&token_value).await?.ok_or_else(ApiError::invalid_token)?;
     let (create, acl, decision) = authorize(unsealed, req, &target, &token).await?;
     trail.request(Some(Authorized { token: token.view(), allowed: decision.allowed, create })).await?;

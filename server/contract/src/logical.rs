@@ -39,6 +39,8 @@ pub struct Request {
     /// `X-Vault-Wrap-TTL` in seconds: the answer goes into a wrapping token's cubbyhole and the
     /// client gets the token. `None`: not wrapped.
     pub wrap_ttl: Option<u64>,
+    /// `X-Vault-Wrap-Format: jwt`: the wrapping token is handed out as a signed JWT.
+    pub wrap_jwt: bool,
 }
 
 // Written by hand so that a token never reaches a log line through `{:?}`.
@@ -51,6 +53,7 @@ impl fmt::Debug for Request {
             .field("data_keys", &self.data.keys().collect::<Vec<_>>())
             .field("client_token", &self.client_token.as_ref().map(|_| "<redacted>"))
             .field("wrap_ttl", &self.wrap_ttl)
+            .field("wrap_jwt", &self.wrap_jwt)
             .finish()
     }
 }
@@ -65,6 +68,7 @@ impl Request {
             client_token: None,
             remote_addr: None,
             wrap_ttl: None,
+            wrap_jwt: false,
         }
     }
 

@@ -331,6 +331,8 @@ pub struct Unsealed {
     pub expiration: Expiration,
     /// Rate-limit and lease-count quotas.
     pub quotas: Quotas,
+    /// The key that signs JWT wrapping tokens, read (or made) at its first use.
+    wrapping_jwt_key: tokio::sync::OnceCell<Arc<wrapping::JwtKey>>,
 }
 
 impl Unsealed {
@@ -351,7 +353,17 @@ impl Unsealed {
         let policies = PolicyStore::load(StorageView::new(barrier.clone(), "sys/policy/")).await?;
         let mounts = MountTable::load(Arc::clone(&barrier), catalog).await?;
         let audit = AuditBroker::open(barrier.clone()).await?;
-        let unsealed = Unsealed { barrier, tokens, policies, mounts, cluster, audit, expiration, quotas };
+        let unsealed = Unsealed {
+            barrier,
+            tokens,
+            policies,
+            mounts,
+            cluster,
+            audit,
+            expiration,
+            quotas,
+            wrapping_jwt_key: tokio::sync::OnceCell::new(),
+        };
         unsealed.count_for_quotas().await?;
         Ok(unsealed)
     }

@@ -8,6 +8,11 @@
 //! and path, for `sys/wrapping/lookup`). Expiry and revocation clear the cubbyhole with the
 //! token, so an unused answer does not outlive its TTL.
 
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use p521::ecdsa::signature::{Signer as _, Verifier as _};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
@@ -35,6 +40,8 @@ path "sys/wrapping/unwrap" {
 "#;
 
 const RESPONSE_KEY: &str = "response";
+/// Barrier record of the P-521 key that signs JWT wrapping tokens (`X-Vault-Wrap-Format: jwt`).
+const JWT_KEY_PATH: &str = "sys/wrapping/jwt-key";
 const WRAPINFO_KEY: &str = "wrapinfo";
 
 /// Vault's answer for an unknown, used or expired wrapping token.
@@ -142,7 +149,8 @@ impl Unsealed {
         if token.is_empty() {
             return Err(ApiError::new(403, "error validating wrapping token: the token is empty"));
         }
-        let entry = self.tokens.lookup(token).await?.ok_or_else(invalid_wrapping_token)?;
+        let token = self.resolve_wrapping_token(token).await?;
+        let entry = self.tokens.lookup(&token).await?.ok_or_else(invalid_wrapping_token)?;
         Self::checked(entry)
     }
 
@@ -196,6 +204,122 @@ impl Unsealed {
         .await;
         self.revoke_token_tree(&wrapping.entry.id_hash).await?;
         result
+    }
+}
+
+/// The ES512 key of JWT wrapping tokens. Its secret scalar zeroises on drop (p521's own).
+pub struct JwtKey(p521::ecdsa::SigningKey);
+
+impl std::fmt::Debug for JwtKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JwtKey(<redacted>)")
+    }
+}
+
+/// Whether a token value is a JWT (three base64url parts whose header names an algorithm)
+/// rather than a token (`hvs.` and base62, which a custom id may extend with dots).
+pub fn looks_like_jwt(token: &str) -> bool {
+    let mut parts = token.split('.');
+    let (Some(header), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()
+        .and_then(|raw| serde_json::from_slice::<Map<String, Value>>(&raw).ok())
+        .is_some_and(|header| header.contains_key("alg"))
+}
+
+impl Unsealed {
+    async fn jwt_key(&self) -> Result<Arc<JwtKey>, ApiError> {
+        let key = self
+            .wrapping_jwt_key
+            .get_or_try_init(|| async {
+                let storage_error = |err| crate::barrier::api_error("the JWT wrapping key", err);
+                let bytes = match self.barrier.get(JWT_KEY_PATH).await.map_err(storage_error)? {
+                    Some(bytes) => Zeroizing::new(bytes),
+                    None => {
+                        let fresh = p521::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+                        let bytes = Zeroizing::new(fresh.to_bytes().to_vec());
+                        self.barrier.put(JWT_KEY_PATH, &bytes).await.map_err(storage_error)?;
+                        bytes
+                    }
+                };
+                let key = p521::ecdsa::SigningKey::from_slice(&bytes).map_err(|_| {
+                    tracing::error!("the stored JWT wrapping key does not parse");
+                    ApiError::internal()
+                })?;
+                Ok::<_, ApiError>(Arc::new(JwtKey(key)))
+            })
+            .await?;
+        Ok(Arc::clone(key))
+    }
+
+    /// The wrapping token of `info` as Vault's ES512 JWT: `jti` is the token, with `accessor`,
+    /// `type: "wrapping"`, `addr` (this cluster's API address) and the token's lifetime.
+    pub async fn wrapping_jwt(&self, info: &Map<String, Value>, addr: &str) -> Result<String, ApiError> {
+        let key = self.jwt_key().await?;
+        let now = arcanum_contract::clock::unix_now();
+        let ttl = info.get("ttl").and_then(Value::as_i64).unwrap_or(0);
+        let claims = serde_json::json!({
+            "jti": info.get("token"),
+            "accessor": info.get("accessor"),
+            "type": "wrapping",
+            "addr": addr,
+            "iat": now,
+            "nbf": now,
+            "exp": now + ttl,
+        });
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"ES512","typ":"JWT"}"#);
+        let payload = Zeroizing::new(URL_SAFE_NO_PAD.encode(claims.to_string()));
+        let signing_input = format!("{header}.{}", payload.as_str());
+        let signature: p521::ecdsa::Signature = key.0.sign(signing_input.as_bytes());
+        Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes())))
+    }
+
+    /// The wrapping token inside a JWT this cluster signed (403 for anything else, as Vault).
+    pub async fn token_from_wrapping_jwt(&self, jwt: &str) -> Result<Zeroizing<String>, ApiError> {
+        let refused = |why: &str| ApiError::new(403, format!("error validating wrapping token: {why}"));
+        let (signing_input, signature) = jwt.rsplit_once('.').ok_or_else(|| refused("malformed JWT"))?;
+        let (header, payload) = signing_input.split_once('.').ok_or_else(|| refused("malformed JWT"))?;
+        let header: Map<String, Value> = URL_SAFE_NO_PAD
+            .decode(header)
+            .ok()
+            .and_then(|raw| serde_json::from_slice(&raw).ok())
+            .ok_or_else(|| refused("malformed JWT header"))?;
+        if header.get("alg").and_then(Value::as_str) != Some("ES512") {
+            return Err(refused("the JWT is not signed with ES512"));
+        }
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature)
+            .ok()
+            .and_then(|raw| p521::ecdsa::Signature::from_slice(&raw).ok())
+            .ok_or_else(|| refused("malformed JWT signature"))?;
+        let key = self.jwt_key().await?;
+        p521::ecdsa::VerifyingKey::from(&key.0)
+            .verify(signing_input.as_bytes(), &signature)
+            .map_err(|_| refused("the JWT signature does not verify"))?;
+        let claims: Map<String, Value> = URL_SAFE_NO_PAD
+            .decode(payload)
+            .ok()
+            .and_then(|raw| serde_json::from_slice(&raw).ok())
+            .ok_or_else(|| refused("malformed JWT claims"))?;
+        if claims.get("type").and_then(Value::as_str) != Some("wrapping") {
+            return Err(refused("the JWT is not a wrapping token"));
+        }
+        match claims.get("jti").and_then(Value::as_str) {
+            Some(token) if !token.is_empty() => Ok(Zeroizing::new(token.to_owned())),
+            _ => Err(refused("the JWT names no token")),
+        }
+    }
+
+    /// A wrapping token as a client may present it: a token, or a JWT that names one.
+    pub async fn resolve_wrapping_token(&self, presented: &str) -> Result<Zeroizing<String>, ApiError> {
+        if looks_like_jwt(presented) {
+            self.token_from_wrapping_jwt(presented).await
+        } else {
+            Ok(Zeroizing::new(presented.to_owned()))
+        }
     }
 }
 
