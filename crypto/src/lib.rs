@@ -10,6 +10,7 @@ mod key;
 pub mod aead;
 pub mod keyring;
 pub mod password;
+pub mod pgp;
 pub mod shamir;
 pub mod token;
 

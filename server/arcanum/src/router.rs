@@ -332,6 +332,8 @@ pub fn needs_sudo(path: &str, operation: Operation) -> bool {
         || exact("sys/remount")
         || exact("sys/seal")
         || exact("sys/step-down")
+        || exact("sys/rekey/backup")
+        || exact("sys/rekey/recovery-key-backup")
         || exact("sys/config/cors")
         || path.starts_with("sys/config/auditing/")
         || path.starts_with("sys/plugins/catalog/")

@@ -19,6 +19,7 @@ pub mod ha;
 pub mod mounts;
 pub mod policies;
 pub mod seal;
+pub mod shares;
 pub mod token;
 pub mod wrapping;
 
@@ -202,6 +203,18 @@ impl ShareCollection {
 pub struct RekeyAttempt {
     pub config: SealConfig,
     collection: ShareCollection,
+    /// Whom the new shares are for (empty: in the clear).
+    delivery: shares::ShareDelivery,
+    /// Keep the encrypted new shares at `sys/rekey/backup`.
+    backup: bool,
+}
+
+/// A finished rekey: the new shares as handed out (encrypted when PGP keys were given).
+#[derive(Debug)]
+pub struct RekeyOutput {
+    pub shares: Vec<Zeroizing<Vec<u8>>>,
+    pub pgp_fingerprints: Vec<String>,
+    pub backup: bool,
 }
 
 /// Which key a rekey replaces.
@@ -222,6 +235,8 @@ pub struct RekeyStatus {
     pub new_threshold: usize,
     pub progress: usize,
     pub required: usize,
+    pub pgp_fingerprints: Vec<String>,
+    pub backup: bool,
 }
 
 /// Seal status as `sys/seal-status` reports it.
@@ -264,13 +279,26 @@ struct SealState {
 /// A root token generation: the one-time pad the new token is encoded with, and the shares
 /// (unseal shares, or recovery shares with an auto seal) given so far.
 struct GenerateRootAttempt {
-    otp: Zeroizing<String>,
+    /// How the new token is handed out: XORed with a one-time pad, or encrypted to a PGP key.
+    encoding: RootTokenEncoding,
     collection: ShareCollection,
+}
+
+enum RootTokenEncoding {
+    Otp(Zeroizing<String>),
+    Pgp(Box<arcanum_crypto::pgp::PgpRecipient>),
 }
 
 impl std::fmt::Debug for GenerateRootAttempt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GenerateRootAttempt").field("otp", &"<redacted>").field("collection", &self.collection).finish()
+        let encoding = match &self.encoding {
+            RootTokenEncoding::Otp(_) => "otp <redacted>".to_owned(),
+            RootTokenEncoding::Pgp(key) => format!("pgp {}", key.fingerprint()),
+        };
+        f.debug_struct("GenerateRootAttempt")
+            .field("encoding", &encoding)
+            .field("collection", &self.collection)
+            .finish()
     }
 }
 
@@ -283,6 +311,8 @@ pub struct GenerateRootStatus {
     pub required: usize,
     /// The OTP's length: the length of the root token that will be minted.
     pub otp_length: usize,
+    /// The PGP key the token will be encrypted to, when the attempt was started with one.
+    pub pgp_fingerprint: String,
 }
 
 /// Length of the tokens the token store mints, which a generate-root OTP must match.
@@ -683,6 +713,21 @@ impl Core {
         seal_config: SealConfig,
         root_token: Option<Zeroizing<String>>,
     ) -> Result<InitOutput, ApiError> {
+        self.initialize_delivering(seal_config, root_token, &shares::ShareDelivery::default()).await
+    }
+
+    /// Like [`Core::initialize`], with the shares and the root token encrypted to the
+    /// operators' PGP keys (`pgp_keys`, `root_token_pgp_key`) before anything is written.
+    pub async fn initialize_delivering(
+        &self,
+        seal_config: SealConfig,
+        root_token: Option<Zeroizing<String>>,
+        delivery: &shares::ShareDelivery,
+    ) -> Result<InitOutput, ApiError> {
+        delivery.check_count(
+            seal_config.secret_shares,
+            "count mismatch between number of provided PGP keys and number of shares",
+        )?;
         if self.auto_seal.is_some() {
             return Err(ApiError::bad_request(
                 "parameters secret_shares,secret_threshold not applicable to seal type transit",
@@ -698,6 +743,8 @@ impl Core {
         let shares = shamir::split(unseal_key.as_bytes(), seal_config.secret_shares, seal_config.secret_threshold)
             .map_err(|err| ApiError::bad_request(format!("invalid seal configuration: {err}")))?;
         let root_token = self.write_initial_records(keyring.clone(), root_token).await?;
+        let shares = delivery.seal_shares(shares)?;
+        let root_token = delivery.seal_root_token(root_token)?;
         let config_json = to_json(&seal_config)?;
         self.backend
             .batch(vec![
@@ -715,7 +762,15 @@ impl Core {
     /// `sys/init` with an auto seal: the root key is wrapped by the seal (nothing is written
     /// if the seal refuses), recovery shares are handed out instead of unseal keys, and the
     /// server unseals itself at once.
-    pub async fn initialize_auto(&self, recovery: Option<SealConfig>) -> Result<InitOutput, ApiError> {
+    pub async fn initialize_auto(
+        &self,
+        recovery: Option<SealConfig>,
+        delivery: &shares::ShareDelivery,
+    ) -> Result<InitOutput, ApiError> {
+        delivery.check_count(
+            recovery.map_or(0, |r| r.secret_shares),
+            "count mismatch between number of provided PGP keys and number of recovery shares",
+        )?;
         let Some(auto_seal) = self.auto_seal.clone() else {
             return Err(ApiError::bad_request(
                 "parameters recovery_shares,recovery_threshold not applicable to seal type shamir",
@@ -744,6 +799,8 @@ impl Core {
             records.push(Op::Put { key: seal::RECOVERY_CONFIG_PATH.into(), value: recovery_json });
         }
         let root_token = self.write_initial_records(keyring.clone(), None).await?;
+        let recovery_shares = delivery.seal_shares(recovery_shares)?;
+        let root_token = delivery.seal_root_token(root_token)?;
         let barrier_config = SealConfig { kind: SealType::Transit, secret_shares: 1, secret_threshold: 1 };
         records.push(Op::Put { key: KEYRING_PATH.into(), value: keyring.seal_with_root() });
         records.push(Op::Put { key: SEAL_CONFIG_PATH.into(), value: to_json(&barrier_config)? });
@@ -1058,6 +1115,8 @@ impl Core {
                 new_threshold: attempt.config.secret_threshold,
                 progress: attempt.collection.shares.len(),
                 required,
+                pgp_fingerprints: attempt.delivery.fingerprints(),
+                backup: attempt.backup,
             },
             None => RekeyStatus {
                 started: false,
@@ -1066,14 +1125,29 @@ impl Core {
                 new_threshold: 0,
                 progress: 0,
                 required,
+                pgp_fingerprints: Vec::new(),
+                backup: false,
             },
         }
     }
 
     /// `sys/rekey/init` (new unseal key shares) or `sys/rekey-recovery-key/init` (new recovery
     /// key shares): start collecting current shares for new `config`.
-    pub async fn rekey_init(&self, target: RekeyTarget, config: SealConfig) -> Result<(), ApiError> {
+    pub async fn rekey_init(
+        &self,
+        target: RekeyTarget,
+        config: SealConfig,
+        pgp_keys: Vec<arcanum_crypto::pgp::PgpRecipient>,
+        backup: bool,
+    ) -> Result<(), ApiError> {
         self.unsealed()?;
+        if backup && pgp_keys.is_empty() {
+            return Err(ApiError::bad_request(
+                "cannot request a backup of the new keys without providing PGP keys for encryption",
+            ));
+        }
+        let delivery = shares::ShareDelivery { share_keys: pgp_keys, root_token_key: None };
+        delivery.check_count(config.secret_shares, "incorrect number of PGP keys for rekey")?;
         match (target, &self.auto_seal) {
             (RekeyTarget::Barrier, Some(auto_seal)) => {
                 return Err(ApiError::bad_request(format!(
@@ -1095,7 +1169,7 @@ impl Core {
         if slot.is_some() {
             return Err(ApiError::bad_request("rekey already in progress"));
         }
-        *slot = Some(RekeyAttempt { config, collection: ShareCollection::new() });
+        *slot = Some(RekeyAttempt { config, collection: ShareCollection::new(), delivery, backup });
         Ok(())
     }
 
@@ -1112,7 +1186,7 @@ impl Core {
         target: RekeyTarget,
         share: Zeroizing<Vec<u8>>,
         nonce: &str,
-    ) -> Result<Option<Vec<Zeroizing<Vec<u8>>>>, ApiError> {
+    ) -> Result<Option<RekeyOutput>, ApiError> {
         self.unsealed()?;
         let mut state = self.state.lock().await;
         let (slot, current) = Self::rekey_slot(&mut state, target);
@@ -1131,9 +1205,10 @@ impl Core {
         let new_shares =
             shamir::split(new_key.as_bytes(), attempt.config.secret_shares, attempt.config.secret_threshold)
                 .map_err(|err| ApiError::bad_request(format!("invalid seal configuration: {err}")))?;
+        let new_shares = attempt.delivery.seal_shares(new_shares)?;
         let config_json = to_json(&attempt.config)?;
-        // The new key's record and its config change together or not at all.
-        let records = match target {
+        // The new key's record, its config and the backup change together or not at all.
+        let mut records = match target {
             RekeyTarget::Barrier => {
                 let sealed_root = self.stored_root_key().await?;
                 let root_bytes =
@@ -1155,6 +1230,10 @@ impl Core {
                 ]
             }
         };
+        if attempt.backup {
+            let backup = shares::KeysBackup::of(&attempt.collection.nonce, &attempt.delivery, &new_shares);
+            records.push(Op::Put { key: Self::backup_path(target).into(), value: to_json(&backup)? });
+        }
         self.backend.batch(records).await.map_err(internal("writing the rekeyed key"))?;
         match target {
             RekeyTarget::Barrier => state.config = Some(attempt.config),
@@ -1166,7 +1245,40 @@ impl Core {
             threshold = attempt.config.secret_threshold,
             "rekey complete"
         );
-        Ok(Some(new_shares))
+        Ok(Some(RekeyOutput {
+            shares: new_shares,
+            pgp_fingerprints: attempt.delivery.fingerprints(),
+            backup: attempt.backup,
+        }))
+    }
+
+    fn backup_path(target: RekeyTarget) -> &'static str {
+        match target {
+            RekeyTarget::Barrier => shares::UNSEAL_KEYS_BACKUP_PATH,
+            RekeyTarget::Recovery => shares::RECOVERY_KEYS_BACKUP_PATH,
+        }
+    }
+
+    /// `sys/rekey/backup` (or `recovery-key-backup`): the encrypted shares a rekey kept.
+    pub async fn rekey_backup(&self, target: RekeyTarget) -> Result<Option<shares::KeysBackup>, ApiError> {
+        self.unsealed()?;
+        let Some(raw) =
+            self.backend.get(Self::backup_path(target)).await.map_err(internal("reading the key backup"))?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&raw).map(Some).map_err(|err| {
+            tracing::error!(error = %err, "the stored key backup does not parse");
+            ApiError::internal()
+        })
+    }
+
+    pub async fn delete_rekey_backup(&self, target: RekeyTarget) -> Result<(), ApiError> {
+        self.unsealed()?;
+        self.backend
+            .batch(vec![Op::Delete { key: Self::backup_path(target).into() }])
+            .await
+            .map_err(internal("deleting the key backup"))
     }
 
     /// The shares and threshold that authorise generate-root and recovery operations: the unseal
@@ -1186,7 +1298,11 @@ impl Core {
             Some(attempt) => (true, attempt.collection.nonce.clone(), attempt.collection.shares.len()),
             None => (false, String::new(), 0),
         };
-        GenerateRootStatus { started, nonce, progress, required, otp_length: ROOT_TOKEN_LEN }
+        let pgp_fingerprint = match state.generate_root.as_ref().map(|attempt| &attempt.encoding) {
+            Some(RootTokenEncoding::Pgp(key)) => key.fingerprint().to_owned(),
+            _ => String::new(),
+        };
+        GenerateRootStatus { started, nonce, progress, required, otp_length: ROOT_TOKEN_LEN, pgp_fingerprint }
     }
 
     /// `sys/generate-root/attempt` PUT: starts a generation with `otp`, or with a fresh
@@ -1194,6 +1310,7 @@ impl Core {
     pub async fn generate_root_init(
         &self,
         otp: Option<Zeroizing<String>>,
+        pgp_key: Option<arcanum_crypto::pgp::PgpRecipient>,
     ) -> Result<Option<Zeroizing<String>>, ApiError> {
         self.unsealed()?;
         let mut state = self.state.lock().await;
@@ -1203,17 +1320,21 @@ impl Core {
         if self.authorising_config(&state).is_none() {
             return Err(ApiError::bad_request("this server has no recovery key to authorise a root token"));
         }
-        let (otp, generated) = match otp {
-            Some(otp) if otp.len() != ROOT_TOKEN_LEN => {
+        let (encoding, generated) = match (otp, pgp_key) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_request("only one of \"otp\" and \"pgp_key\" may be given"));
+            }
+            (None, Some(key)) => (RootTokenEncoding::Pgp(Box::new(key)), None),
+            (Some(otp), None) if otp.len() != ROOT_TOKEN_LEN => {
                 return Err(ApiError::bad_request("OTP string has incorrect length"));
             }
-            Some(otp) => (otp, None),
-            None => {
+            (Some(otp), None) => (RootTokenEncoding::Otp(otp), None),
+            (None, None) => {
                 let otp = Zeroizing::new(arcanum_crypto::token::generate("", ROOT_TOKEN_LEN));
-                (otp.clone(), Some(otp))
+                (RootTokenEncoding::Otp(otp.clone()), Some(otp))
             }
         };
-        state.generate_root = Some(GenerateRootAttempt { otp, collection: ShareCollection::new() });
+        state.generate_root = Some(GenerateRootAttempt { encoding, collection: ShareCollection::new() });
         tracing::info!("root token generation started");
         Ok(generated)
     }
@@ -1248,8 +1369,23 @@ impl Core {
             self.unseal_root_key(&key).await?;
         }
         let token = unsealed.tokens.create_root(None).await.map_err(internal("creating the root token"))?;
+        let encoded = match &attempt.encoding {
+            RootTokenEncoding::Otp(otp) => Ok(Zeroizing::new(encode_root_token(&token, otp))),
+            RootTokenEncoding::Pgp(key) => shares::encrypt_token(key, &token),
+        };
+        let encoded = match encoded {
+            Ok(encoded) => encoded,
+            Err(err) => {
+                // Nobody could ever read this token: take it back.
+                let hash = unsealed.tokens.hash(&token);
+                if let Err(undo) = unsealed.revoke_token_tree(&hash).await {
+                    tracing::error!(status = undo.status, "a root token that could not be encrypted was not revoked");
+                }
+                return Err(err);
+            }
+        };
         tracing::info!("root token generated");
-        Ok(Some(encode_root_token(&token, &attempt.otp)))
+        Ok(Some(encoded.to_string()))
     }
 
     /// SIGHUP: audit devices reopen their files (a sealed server has none open).
@@ -1294,8 +1430,8 @@ fn entity_id(cluster_id: &str, mount_accessor: &str, alias_name: &str) -> String
     uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
 }
 
-/// A seal or recovery config as stored (plaintext JSON).
-fn to_json(config: &SealConfig) -> Result<Vec<u8>, ApiError> {
+/// A seal or recovery config (or a key backup) as stored (plaintext JSON).
+fn to_json(config: &impl Serialize) -> Result<Vec<u8>, ApiError> {
     serde_json::to_vec(config).map_err(|_| ApiError::internal())
 }
 
@@ -1361,7 +1497,7 @@ mod tests {
             .collect();
         let partial = format!("{core:?} {output:?}");
         core.submit_unseal_share(output.shares[1].clone()).await.unwrap();
-        core.rekey_init(RekeyTarget::Barrier, SealConfig::new(2, 2).unwrap()).await.unwrap();
+        core.rekey_init(RekeyTarget::Barrier, SealConfig::new(2, 2).unwrap(), Vec::new(), false).await.unwrap();
         core.rekey_update(
             RekeyTarget::Barrier,
             output.shares[2].clone(),

@@ -41,6 +41,16 @@ pub struct InitArgs {
     /// With an auto seal: number of recovery shares needed to reopen a sealed node.
     #[arg(long = "recovery-threshold", default_value_t = 3)]
     recovery_threshold: i64,
+    /// Comma-separated files with the operators' OpenPGP public keys (binary, as `gpg --export`
+    /// writes them, or base64 of that), one per share: each share comes back encrypted.
+    #[arg(long = "pgp-keys", value_delimiter = ',')]
+    pgp_keys: Vec<std::path::PathBuf>,
+    /// With an auto seal: the same for the recovery shares.
+    #[arg(long = "recovery-pgp-keys", value_delimiter = ',')]
+    recovery_pgp_keys: Vec<std::path::PathBuf>,
+    /// A file with the OpenPGP public key the initial root token is encrypted to.
+    #[arg(long = "root-token-pgp-key")]
+    root_token_pgp_key: Option<std::path::PathBuf>,
     /// Only report whether the server is initialised (exit 0 yes, 2 no).
     #[arg(long)]
     status: bool,
@@ -74,6 +84,12 @@ pub struct RekeyArgs {
     key_shares: i64,
     #[arg(long = "key-threshold", default_value_t = 3)]
     key_threshold: i64,
+    /// With -init: comma-separated files with OpenPGP public keys, one per new share.
+    #[arg(long = "pgp-keys", value_delimiter = ',')]
+    pgp_keys: Vec<std::path::PathBuf>,
+    /// With -init and -pgp-keys: keep the encrypted new shares at sys/rekey/backup.
+    #[arg(long)]
+    backup: bool,
     /// The nonce of the rekey in progress (read from the server when omitted).
     #[arg(long)]
     nonce: Option<String>,
@@ -86,6 +102,10 @@ pub struct GenerateRootArgs {
     /// Start a root token generation (prints the nonce and, unless -otp is given, the OTP).
     #[arg(long)]
     init: bool,
+    /// With -init: a file with the OpenPGP public key the new token is encrypted to (instead
+    /// of an OTP).
+    #[arg(long = "pgp-key")]
+    pgp_key: Option<std::path::PathBuf>,
     /// The one-time pad to encode the new token with (as long as a token), for -init and -decode.
     #[arg(long)]
     otp: Option<String>,
@@ -121,7 +141,10 @@ async fn generate_root_command(client: &Client, format: Format, generate: Genera
         println!("Success! Root token generation canceled (if it was started)");
         return Ok(0);
     } else if generate.init {
-        let body = json!({ "otp": generate.otp.clone().unwrap_or_default() });
+        let body = match &generate.pgp_key {
+            Some(path) => json!({ "pgp_key": pgp_key_file(path)? }),
+            None => json!({ "otp": generate.otp.clone().unwrap_or_default() }),
+        };
         client.request(Method::PUT, path, Some(body)).await.context("starting root generation")?
     } else if generate.status {
         client.request(Method::GET, path, None).await.context("reading root generation status")?
@@ -225,6 +248,29 @@ pub async fn status(args: &ClientArgs) -> anyhow::Result<u8> {
     Ok(if sealed { 2 } else { 0 })
 }
 
+/// An OpenPGP public key file as the server takes it: base64 of the binary key. The file may
+/// hold the binary key (`gpg --export KEY > key.gpg`) or base64 of it, as Vault's CLI allows.
+fn pgp_key_file(path: &std::path::Path) -> anyhow::Result<String> {
+    use base64::Engine as _;
+    let bytes = std::fs::read(path).with_context(|| format!("reading the PGP key {}", path.display()))?;
+    if bytes.starts_with(b"-----BEGIN PGP") {
+        anyhow::bail!(
+            "{} is ASCII-armored; give the binary key (gpg --export KEY > key.gpg) or base64 of it",
+            path.display()
+        );
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    if !compact.is_empty() && base64::engine::general_purpose::STANDARD.decode(&compact).is_ok() {
+        return Ok(compact);
+    }
+    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+fn pgp_key_files(paths: &[std::path::PathBuf]) -> anyhow::Result<Vec<String>> {
+    paths.iter().map(|path| pgp_key_file(path)).collect()
+}
+
 async fn init_command(client: &Client, format: Format, init: InitArgs) -> anyhow::Result<u8> {
     if init.status {
         let status = client.request(Method::GET, "sys/init", None).await.context("checking init status")?;
@@ -235,10 +281,21 @@ async fn init_command(client: &Client, format: Format, init: InitArgs) -> anyhow
     // As Vault's CLI: an auto-sealed server gets recovery shares instead of unseal shares.
     let seal = client.request(Method::GET, "sys/seal-status", None).await.context("checking the seal type")?;
     let recovery = seal["recovery_seal"].as_bool().unwrap_or(false);
+    let root_token_pgp_key = init.root_token_pgp_key.as_deref().map(pgp_key_file).transpose()?;
     let body = if recovery {
-        json!({ "recovery_shares": init.recovery_shares, "recovery_threshold": init.recovery_threshold })
+        json!({
+            "recovery_shares": init.recovery_shares,
+            "recovery_threshold": init.recovery_threshold,
+            "recovery_pgp_keys": pgp_key_files(&init.recovery_pgp_keys)?,
+            "root_token_pgp_key": root_token_pgp_key,
+        })
     } else {
-        json!({ "secret_shares": init.key_shares, "secret_threshold": init.key_threshold })
+        json!({
+            "secret_shares": init.key_shares,
+            "secret_threshold": init.key_threshold,
+            "pgp_keys": pgp_key_files(&init.pgp_keys)?,
+            "root_token_pgp_key": root_token_pgp_key,
+        })
     };
     let out = client.request(Method::PUT, "sys/init", Some(body)).await.context("initializing")?;
     let (unseal_counts, recovery_counts) = if recovery {
@@ -294,7 +351,12 @@ async fn rekey_command(client: &Client, format: Format, rekey: RekeyArgs) -> any
         return Ok(0);
     }
     if rekey.init {
-        let body = json!({ "secret_shares": rekey.key_shares, "secret_threshold": rekey.key_threshold });
+        let body = json!({
+            "secret_shares": rekey.key_shares,
+            "secret_threshold": rekey.key_threshold,
+            "pgp_keys": pgp_key_files(&rekey.pgp_keys)?,
+            "backup": rekey.backup,
+        });
         let status = client.request(Method::PUT, "sys/rekey/init", Some(body)).await.context("starting the rekey")?;
         print_rekey_status(format, &status);
         return Ok(0);

@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 use arcanum_contract::clock::rfc3339;
 use arcanum_contract::logical::{ApiError, Operation, Request, Response};
 use arcanum_core::ha::Role;
+use arcanum_core::shares::{self, PgpRecipient, ShareDelivery};
 use arcanum_core::{Core, RekeyTarget, SealConfig, SealStatus};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -81,6 +82,8 @@ pub async fn handle_authenticated(core: &Core, req: &Request) -> Option<Result<R
             Ok(Response::NoContent)
         }
         ("sys/ha-status", Read) => ha_status(core).await,
+        ("sys/rekey/backup", _) => rekey_backup(core, req, RekeyTarget::Barrier).await,
+        ("sys/rekey/recovery-key-backup", _) => rekey_backup(core, req, RekeyTarget::Recovery).await,
         ("sys/decode-token", Update) => decode_token(req),
         ("sys/decode-token", _) => Err(ApiError::unsupported_operation()),
         ("sys/step-down" | "sys/ha-status", _) => Err(ApiError::unsupported_operation()),
@@ -132,19 +135,31 @@ pub(crate) fn truncate(s: &str) -> String {
 }
 
 fn seal_config_from(req: &Request) -> Result<SealConfig, ApiError> {
-    for unsupported in ["pgp_keys", "root_token_pgp_key", "recovery_pgp_keys"] {
-        match req.field(unsupported) {
-            None => {}
-            Some(Value::Array(list)) if list.is_empty() => {}
-            Some(Value::String(s)) if s.is_empty() => {}
-            Some(_) => return Err(ApiError::bad_request(format!("{unsupported} is not supported by Arcanum yet"))),
-        }
-    }
     let shares = int_field(req, "secret_shares")?
         .ok_or_else(|| ApiError::bad_request("secret_shares is required (1 to 255)"))?;
     let threshold = int_field(req, "secret_threshold")?
         .ok_or_else(|| ApiError::bad_request("secret_threshold is required (1 to secret_shares)"))?;
     SealConfig::new(shares, threshold)
+}
+
+/// A list of base64 OpenPGP public keys (`pgp_keys`, `recovery_pgp_keys`): a JSON array or a
+/// comma-separated string; null or empty means none.
+fn pgp_keys_field(req: &Request, name: &str) -> Result<Vec<PgpRecipient>, ApiError> {
+    let keys = arcanum_contract::fields::string_list(req.field(name), name)?.unwrap_or_default();
+    let keys: Vec<String> = keys.into_iter().filter(|key| !key.trim().is_empty()).collect();
+    shares::parse_keys(name, &keys)
+}
+
+/// One base64 OpenPGP public key (`root_token_pgp_key`, `pgp_key`); null or "" means none.
+fn pgp_key_field(req: &Request, name: &str) -> Result<Option<PgpRecipient>, ApiError> {
+    match req.field(name) {
+        None => Ok(None),
+        Some(Value::String(key)) if key.trim().is_empty() => Ok(None),
+        Some(Value::String(key)) => PgpRecipient::from_base64(key)
+            .map(Some)
+            .map_err(|reason| ApiError::bad_request(format!("error parsing PGP key {name}: {reason}"))),
+        Some(_) => Err(ApiError::bad_request(format!("{name} must be a base64 string"))),
+    }
 }
 
 async fn init(core: &Core, req: &Request) -> Result<Response, ApiError> {
@@ -153,8 +168,15 @@ async fn init(core: &Core, req: &Request) -> Result<Response, ApiError> {
     let b64_list = |shares: &[Zeroizing<Vec<u8>>]| {
         shares.iter().map(|s| base64::engine::general_purpose::STANDARD.encode(s.as_slice())).collect::<Vec<_>>()
     };
+    let root_token_key = pgp_key_field(&req, "root_token_pgp_key")?;
     if core.has_auto_seal() {
-        let output = core.initialize_auto(recovery_config_from(&req)?).await?;
+        if !pgp_keys_field(&req, "pgp_keys")?.is_empty() {
+            return Err(ApiError::bad_request(
+                "pgp_keys is for unseal keys, which a transit seal has none of; use recovery_pgp_keys",
+            ));
+        }
+        let delivery = ShareDelivery { share_keys: pgp_keys_field(&req, "recovery_pgp_keys")?, root_token_key };
+        let output = core.initialize_auto(recovery_config_from(&req)?, &delivery).await?;
         return Ok(Response::raw(json!({
             "keys": [],
             "keys_base64": [],
@@ -170,8 +192,12 @@ async fn init(core: &Core, req: &Request) -> Result<Response, ApiError> {
             ));
         }
     }
+    if !pgp_keys_field(&req, "recovery_pgp_keys")?.is_empty() {
+        return Err(ApiError::bad_request("recovery_pgp_keys not applicable to seal type shamir"));
+    }
     let config = seal_config_from(&req)?;
-    let output = core.initialize(config).await?;
+    let delivery = ShareDelivery { share_keys: pgp_keys_field(&req, "pgp_keys")?, root_token_key };
+    let output = core.initialize_delivering(config, None, &delivery).await?;
     Ok(Response::raw(json!({
         "keys": hex_list(&output.shares),
         "keys_base64": b64_list(&output.shares),
@@ -384,22 +410,28 @@ async fn rekey_status_json(core: &Core, target: RekeyTarget) -> Value {
         "n": status.new_shares,
         "progress": status.progress,
         "required": status.required,
-        "pgp_fingerprints": null,
-        "backup": false,
+        "pgp_fingerprints": fingerprints_json(&status.pgp_fingerprints),
+        "backup": status.backup,
         "verification_required": false,
     })
 }
 
+fn fingerprints_json(fingerprints: &[String]) -> Value {
+    if fingerprints.is_empty() {
+        Value::Null
+    } else {
+        json!(fingerprints)
+    }
+}
+
 async fn rekey_init(core: &Core, req: &Request, target: RekeyTarget) -> Result<Response, ApiError> {
     let req = case_insensitive(req);
-    if bool_field(&req, "backup")? {
-        return Err(ApiError::bad_request("backup is not supported by Arcanum (it requires pgp_keys)"));
-    }
     if bool_field(&req, "require_verification")? {
         return Err(ApiError::bad_request("require_verification is not supported by Arcanum yet"));
     }
     let config = seal_config_from(&req)?;
-    core.rekey_init(target, config).await?;
+    let pgp_keys = pgp_keys_field(&req, "pgp_keys")?;
+    core.rekey_init(target, config, pgp_keys, bool_field(&req, "backup")?).await?;
     Ok(Response::raw(rekey_status_json(core, target).await))
 }
 
@@ -422,15 +454,45 @@ async fn rekey_update(core: &Core, req: &Request, target: RekeyTarget) -> Result
     let nonce = nonce.as_str();
     match core.rekey_update(target, share, nonce).await? {
         None => Ok(Response::raw(rekey_status_json(core, target).await)),
-        Some(shares) => Ok(Response::raw(json!({
+        Some(output) => Ok(Response::raw(json!({
             "complete": true,
             "nonce": nonce,
-            "keys": shares.iter().map(|s| hex::encode(s.as_slice())).collect::<Vec<_>>(),
-            "keys_base64": shares.iter().map(|s| base64::engine::general_purpose::STANDARD.encode(s.as_slice())).collect::<Vec<_>>(),
-            "pgp_fingerprints": null,
-            "backup": false,
+            "keys": output.shares.iter().map(|s| hex::encode(s.as_slice())).collect::<Vec<_>>(),
+            "keys_base64": output.shares.iter().map(|s| base64::engine::general_purpose::STANDARD.encode(s.as_slice())).collect::<Vec<_>>(),
+            "pgp_fingerprints": fingerprints_json(&output.pgp_fingerprints),
+            "backup": output.backup,
             "verification_required": false,
         }))),
+    }
+}
+
+/// `sys/rekey/backup` and `sys/rekey/recovery-key-backup`: the encrypted shares a rekey with
+/// `backup = true` kept, by key fingerprint (lists, since one key may hold several shares).
+async fn rekey_backup(core: &Core, req: &Request, target: RekeyTarget) -> Result<Response, ApiError> {
+    match req.operation {
+        Operation::Read => {
+            let backup =
+                core.rekey_backup(target).await?.ok_or_else(|| ApiError::bad_request("no backed-up keys found"))?;
+            let base64_keys: Map<String, Value> = backup
+                .keys
+                .iter()
+                .map(|(fingerprint, shares)| {
+                    let encoded = shares
+                        .iter()
+                        .filter_map(|share| hex::decode(share).ok())
+                        .map(|bytes| base64::engine::general_purpose::STANDARD.encode(bytes))
+                        .collect::<Vec<_>>();
+                    (fingerprint.clone(), json!(encoded))
+                })
+                .collect();
+            let mut data = Map::new();
+            data.insert("nonce".into(), json!(backup.nonce));
+            data.insert("keys".into(), json!(backup.keys));
+            data.insert("keys_base64".into(), Value::Object(base64_keys));
+            Ok(Response::injected(data))
+        }
+        Operation::Delete => core.delete_rekey_backup(target).await.map(|()| Response::NoContent),
+        _ => Err(ApiError::unsupported_operation()),
     }
 }
 
@@ -446,7 +508,7 @@ async fn generate_root_json(core: &Core, otp: Option<&str>, encoded: Option<&str
         "complete": encoded.is_some(),
         "encoded_token": encoded.unwrap_or_default(),
         "encoded_root_token": encoded.unwrap_or_default(),
-        "pgp_fingerprint": "",
+        "pgp_fingerprint": status.pgp_fingerprint,
         "otp": otp.unwrap_or_default(),
         "otp_length": status.otp_length,
     })
@@ -454,16 +516,14 @@ async fn generate_root_json(core: &Core, otp: Option<&str>, encoded: Option<&str
 
 async fn generate_root_init(core: &Core, req: &Request) -> Result<Response, ApiError> {
     let req = case_insensitive(req);
-    if req.field("pgp_key").is_some_and(|key| key.as_str() != Some("")) {
-        return Err(ApiError::bad_request("pgp_key is not supported by Arcanum yet; use an OTP"));
-    }
+    let pgp_key = pgp_key_field(&req, "pgp_key")?;
     let otp = match req.field("otp") {
         None => None,
         Some(Value::String(otp)) if otp.is_empty() => None,
         Some(Value::String(otp)) => Some(Zeroizing::new(otp.clone())),
         Some(_) => return Err(ApiError::bad_request("'otp' must be a string")),
     };
-    let generated = core.generate_root_init(otp).await?;
+    let generated = core.generate_root_init(otp, pgp_key).await?;
     Ok(Response::raw(generate_root_json(core, generated.as_deref().map(String::as_str), None).await))
 }
 
