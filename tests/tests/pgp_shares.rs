@@ -4,98 +4,16 @@
 //! the test (RSA as most operators have, and Curve25519 as newer GnuPG makes); what the server
 //! encrypts is opened with the `pgp` crate and with `gpg`.
 
-use std::path::Path;
-use std::process::Command;
+#[path = "pgp/operator.rs"]
+mod operator;
 
 use arcanum_tests::TestServer;
 use base64::Engine as _;
-use pgp::composed::{
-    ArmorOptions, EncryptionCaps, KeyType, Message, SecretKeyParamsBuilder, SignedSecretKey, SubkeyParamsBuilder,
-};
-use pgp::crypto::ecc_curve::ECCCurve;
-use pgp::ser::Serialize as _;
-use pgp::types::{KeyDetails as _, Password};
+use operator::{gnupg_home, hex_decode, operator};
 use serde_json::{json, Value};
-
-/// An operator: a secret key with an encryption subkey, and its public key as Vault takes it.
-struct Operator {
-    secret: SignedSecretKey,
-    public_base64: String,
-    fingerprint: String,
-}
-
-fn operator(name: &str, rsa: bool) -> Operator {
-    let (primary, subkey) = if rsa {
-        (KeyType::Rsa(2048), KeyType::Rsa(2048))
-    } else {
-        (KeyType::Ed25519Legacy, KeyType::ECDH(ECCCurve::Curve25519Legacy))
-    };
-    let mut encryption = SubkeyParamsBuilder::default();
-    encryption.key_type(subkey).can_sign(false).can_encrypt(EncryptionCaps::All).can_authenticate(false);
-    let mut params = SecretKeyParamsBuilder::default();
-    params
-        .key_type(primary)
-        .can_certify(true)
-        .can_sign(true)
-        .can_encrypt(EncryptionCaps::None)
-        .primary_user_id(format!("{name} <{name}@example.com>"))
-        .subkeys(vec![encryption.build().unwrap()]);
-    let secret = params.build().unwrap().generate(rand::rngs::OsRng).unwrap();
-    let public = secret.to_public_key();
-    let public_base64 = base64::engine::general_purpose::STANDARD.encode(public.to_bytes().unwrap());
-    let fingerprint = public.fingerprint().to_string();
-    Operator { secret, public_base64, fingerprint }
-}
-
-impl Operator {
-    fn decrypt(&self, message: &[u8]) -> String {
-        let mut opened = Message::from_bytes(message).unwrap().decrypt(&Password::empty(), &self.secret).unwrap();
-        String::from_utf8(opened.as_data_vec().unwrap()).unwrap()
-    }
-
-    fn decrypt_base64(&self, encoded: &str) -> String {
-        self.decrypt(&base64::engine::general_purpose::STANDARD.decode(encoded).unwrap())
-    }
-
-    fn decrypt_hex(&self, encoded: &str) -> String {
-        self.decrypt(&hex_decode(encoded))
-    }
-
-    /// What `gpg --decrypt` makes of `message` with this operator's secret key imported.
-    fn gpg_decrypt(&self, home: &Path, message: &[u8]) -> String {
-        assert!(
-            Command::new("gpg").arg("--version").output().is_ok_and(|out| out.status.success()),
-            "gpg is required (scripts/test installs Debian's gnupg)"
-        );
-        std::fs::create_dir_all(home).unwrap();
-        let key_file = home.join("secret.asc");
-        std::fs::write(&key_file, self.secret.to_armored_string(ArmorOptions::default()).unwrap()).unwrap();
-        let message_file = home.join("message.gpg");
-        std::fs::write(&message_file, message).unwrap();
-        let gpg = |args: &[&str]| {
-            let out = Command::new("gpg").arg("--batch").arg("--homedir").arg(home).args(args).output().unwrap();
-            assert!(out.status.success(), "gpg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-            out.stdout
-        };
-        gpg(&["--import", key_file.to_str().unwrap()]);
-        String::from_utf8(gpg(&["--decrypt", message_file.to_str().unwrap()])).unwrap()
-    }
-}
-
-fn hex_decode(text: &str) -> Vec<u8> {
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap()).collect()
-}
 
 fn strings(value: &Value) -> Vec<String> {
     value.as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect()
-}
-
-fn private_home(server: &TestServer, name: &str) -> std::path::PathBuf {
-    let home = server.dir.path().join(name);
-    std::fs::create_dir_all(&home).unwrap();
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
-    home
 }
 
 #[test]
@@ -143,7 +61,7 @@ fn init_encrypts_each_share_and_the_root_token_to_its_operator() {
     assert!(root.starts_with("hvs."), "{root}");
 
     // GnuPG opens the RSA operator's share too.
-    let home = private_home(&server, "gnupg-alice");
+    let home = gnupg_home(server.dir.path(), "gnupg-alice");
     assert_eq!(operators[0].gpg_decrypt(&home, &hex_decode(&encrypted[0])), shares[0]);
 
     server.unseal(&shares[1..]);
@@ -229,7 +147,7 @@ fn generate_root_with_a_pgp_key_hands_out_the_token_encrypted() {
     let encoded = done["encoded_token"].as_str().unwrap();
     let token = operator.decrypt_base64(encoded);
     assert!(token.starts_with("hvs.") && token != init.root_token, "{token}");
-    let home = private_home(&server, "gnupg-frank");
+    let home = gnupg_home(server.dir.path(), "gnupg-frank");
     let message = base64::engine::general_purpose::STANDARD.decode(encoded).unwrap();
     assert_eq!(operator.gpg_decrypt(&home, &message), token);
     let (status, me) = server.get("auth/token/lookup-self", Some(&token));

@@ -4,6 +4,9 @@
 //! recovery keys reopen a manual seal and can be rekeyed; a wrong token or key name leaves the
 //! node uninitialised; a seal type Arcanum does not implement stops the server at start.
 
+#[path = "pgp/operator.rs"]
+mod operator;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -178,6 +181,64 @@ fn a_node_unseals_itself_through_another_servers_transit_key() {
     assert_eq!(code, 400, "old recovery shares still open the node: {body}");
     node.unseal(&new_keys);
     assert_eq!(node.get("secret/app", r).1["data"]["password"], "hunter2");
+}
+
+#[test]
+fn recovery_shares_go_to_pgp_keys_and_a_recovery_rekey_keeps_a_backup() {
+    let unsealer = Unsealer::start();
+    let token = unsealer.token();
+    let node = auto_unsealing(&unsealer, &token, "autounseal");
+    let operators = [operator::operator("ivy", false), operator::operator("jon", false)];
+    let keys: Vec<&str> = operators.iter().map(|o| o.public_base64.as_str()).collect();
+    let strings = |value: &Value| -> Vec<String> {
+        value.as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect()
+    };
+
+    // A transit seal has no unseal keys to encrypt.
+    let (status, body) =
+        node.put("sys/init", None, json!({ "recovery_shares": 2, "recovery_threshold": 2, "pgp_keys": keys }));
+    assert_eq!(status, 400, "{body}");
+    let (status, init) = node.put(
+        "sys/init",
+        None,
+        json!({
+            "recovery_shares": 2,
+            "recovery_threshold": 2,
+            "recovery_pgp_keys": keys,
+            "root_token_pgp_key": operators[0].public_base64,
+        }),
+    );
+    assert_eq!(status, 200, "{init}");
+    let shares: Vec<String> =
+        operators.iter().zip(strings(&init["recovery_keys"])).map(|(op, share)| op.decrypt_hex(&share)).collect();
+    let root = operators[0].decrypt_base64(init["root_token"].as_str().unwrap());
+    let home = operator::gnupg_home(node.dir.path(), "gnupg-ivy");
+    let encrypted_share = operator::hex_decode(init["recovery_keys"][0].as_str().unwrap());
+    assert_eq!(operators[0].gpg_decrypt(&home, &encrypted_share), shares[0], "gpg opens a recovery share");
+    wait_sealed(&node, false);
+    let r = Some(root.as_str());
+
+    let (status, started) = node.put(
+        "sys/rekey-recovery-key/init",
+        None,
+        json!({ "secret_shares": 2, "secret_threshold": 2, "pgp_keys": keys, "backup": true }),
+    );
+    assert_eq!(status, 200, "{started}");
+    let mut done = Value::Null;
+    for share in &shares {
+        done = node.put("sys/rekey-recovery-key/update", None, json!({ "key": share, "nonce": started["nonce"] })).1;
+    }
+    assert_eq!(done["complete"], true, "{done}");
+    let new_shares: Vec<String> =
+        operators.iter().zip(strings(&done["keys"])).map(|(op, share)| op.decrypt_hex(&share)).collect();
+    let (status, backup) = node.get("sys/rekey/recovery-key-backup", r);
+    assert_eq!(status, 200, "{backup}");
+    assert_eq!(backup["data"]["keys"][&operators[1].fingerprint], json!([done["keys"][1]]));
+    assert_eq!(node.get("sys/rekey/backup", r).0, 400, "the unseal-key backup is another record");
+
+    // The new recovery shares reopen a node sealed by hand.
+    assert_eq!(node.put("sys/seal", r, json!({})).0, 204);
+    node.unseal(&new_shares);
 }
 
 #[test]
