@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use arcanum_contract::Catalog;
-use arcanum_engines::{cubbyhole, database, kubernetes, kv, transit, userpass};
+use arcanum_engines::{approle, cubbyhole, database, kubernetes, kv, transit, userpass};
 
 /// The catalog handed to the core. It must offer `cubbyhole`, the type of the per-token mount
 /// every server has.
@@ -16,5 +16,6 @@ pub fn catalog() -> Catalog {
         .secret("database", |_| Ok(Arc::new(database::Database::default())))
         .secret("transit", |_| Ok(Arc::new(transit::Transit::default())))
         .auth("userpass", |_| Ok(Arc::new(userpass::Userpass)))
+        .auth("approle", |_| Ok(Arc::new(approle::AppRole::default())))
         .auth("kubernetes", |_| Ok(Arc::new(kubernetes::Kubernetes::from_env())))
 }

@@ -80,8 +80,13 @@ async fn wrap(
         Ok(Response::Logical(logical)) if matches!(logical.status, 0 | 200) && logical.wrap_info.is_none() => logical,
         other => return other,
     };
-    let wrapped_accessor = logical.auth.as_ref().and_then(|auth| auth.get("accessor")).and_then(|a| a.as_str());
-    let wrapped_accessor = wrapped_accessor.map(str::to_owned);
+    // A wrapped token is named by its accessor, a wrapped AppRole secret ID by its own.
+    let wrapped_accessor = match (&logical.auth, &logical.data) {
+        (Some(auth), _) => auth.get("accessor"),
+        (None, Some(data)) => data.get("secret_id_accessor"),
+        (None, None) => None,
+    };
+    let wrapped_accessor = wrapped_accessor.and_then(|a| a.as_str()).map(str::to_owned);
     let answer = serde_json::Value::Object(logical.envelope(&req.id));
     let mut info = unsealed.wrap_response(&answer, ttl, &req.path, wrapped_accessor.as_deref()).await?;
     // `sys/wrapping/wrap` always hands out a plain token, as Vault's does.
@@ -232,6 +237,7 @@ fn backend_request<'a>(
         storage: &mount.view,
         mount: &mount.entry,
         token: token.map(TokenEntry::view),
+        remote_addr: req.remote_addr.map(|addr| addr.ip()),
     }
 }
 

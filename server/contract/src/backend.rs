@@ -45,6 +45,8 @@ pub struct BackendRequest<'a> {
     pub mount: &'a MountEntry,
     /// The caller's token (absent on unauthenticated paths such as logins).
     pub token: Option<TokenView<'a>>,
+    /// The client's address (for CIDR-bound logins); `None` when not known.
+    pub remote_addr: Option<std::net::IpAddr>,
 }
 
 impl BackendRequest<'_> {

@@ -626,7 +626,16 @@ mod tests {
     ) -> Result<Response, ApiError> {
         let mount = MountEntry::new(MountTableKind::Secret, "transit/", "transit", "");
         let data = data.as_object().cloned().unwrap_or_default();
-        let req = BackendRequest { operation, create: false, path, data: &data, storage, mount: &mount, token: None };
+        let req = BackendRequest {
+            operation,
+            create: false,
+            path,
+            data: &data,
+            storage,
+            mount: &mount,
+            token: None,
+            remote_addr: None,
+        };
         transit.handle(req).await
     }
 
