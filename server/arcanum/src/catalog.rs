@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use arcanum_contract::Catalog;
-use arcanum_engines::{approle, cubbyhole, database, kubernetes, kv, transit, userpass};
+use arcanum_engines::{approle, cubbyhole, database, jwt, kubernetes, kv, transit, userpass};
 
 /// The catalog handed to the core. It must offer `cubbyhole`, the type of the per-token mount
 /// every server has.
@@ -17,5 +17,7 @@ pub fn catalog() -> Catalog {
         .secret("transit", |_| Ok(Arc::new(transit::Transit::default())))
         .auth("userpass", |_| Ok(Arc::new(userpass::Userpass)))
         .auth("approle", |_| Ok(Arc::new(approle::AppRole::default())))
+        .auth("jwt", |_| Ok(Arc::new(jwt::Jwt::default())))
+        .auth("oidc", |_| Ok(Arc::new(jwt::Jwt::default())))
         .auth("kubernetes", |_| Ok(Arc::new(kubernetes::Kubernetes::from_env())))
 }

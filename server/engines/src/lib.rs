@@ -9,6 +9,7 @@
 pub mod approle;
 pub mod cubbyhole;
 pub mod database;
+pub mod jwt;
 pub mod kubernetes;
 pub mod kv;
 pub mod token_settings;
