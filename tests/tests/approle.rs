@@ -341,3 +341,58 @@ fn a_wrapped_secret_id_reaches_the_app_through_the_agents_sequence() {
     let (status, answer) = login(&server, &rid, secret);
     assert_eq!((status, answer["auth"]["policies"].clone()), (200, json!(["app", "default"])), "{answer}");
 }
+
+#[test]
+fn tokens_bound_to_cidrs_work_only_from_there() {
+    let (server, root) = ready();
+    let r = Some(root.as_str());
+    let here = json!({ "token_policies": "app", "token_bound_cidrs": ["127.0.0.1/32"] });
+    assert_eq!(server.put("auth/approle/role/here", r, here).0, 204);
+    let far = json!({ "token_policies": "app", "token_bound_cidrs": ["10.0.0.0/8"] });
+    assert_eq!(server.put("auth/approle/role/far", r, far).0, 204);
+    let token_of = |role: &str| {
+        let rid = role_id(&server, &root, role);
+        let (secret, _) = secret_id(&server, &root, role, json!({}));
+        let (status, answer) = login(&server, &rid, &secret);
+        assert_eq!(status, 200, "the login itself is not bound by token_bound_cidrs: {answer}");
+        answer["auth"]["client_token"].as_str().unwrap().to_owned()
+    };
+
+    let near = token_of("here");
+    let (status, me) = server.get("auth/token/lookup-self", Some(&near));
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["data"]["bound_cidrs"], json!(["127.0.0.1/32"]));
+    let distant = token_of("far");
+    let (status, body) = server.get("auth/token/lookup-self", Some(&distant));
+    assert_eq!((status, body), (403, json!({ "errors": ["permission denied"] })), "used from 127.0.0.1");
+
+    // A token role's bounds bind the tokens created against it too.
+    let role = json!({ "allowed_policies": "app", "token_bound_cidrs": "192.168.0.0/16" });
+    assert_eq!(server.put("auth/token/roles/lan", r, role).0, 204);
+    let (status, made) = server.put("auth/token/create/lan", r, json!({ "policies": "app" }));
+    assert_eq!(status, 200, "{made}");
+    let lan = made["auth"]["client_token"].as_str().unwrap();
+    assert_eq!(server.get("auth/token/lookup-self", Some(lan)).0, 403);
+    let (status, looked) = server.put("auth/token/lookup", r, json!({ "token": lan }));
+    assert_eq!((status, looked["data"]["bound_cidrs"].clone()), (200, json!(["192.168.0.0/16"])), "{looked}");
+}
+
+#[test]
+fn a_secret_ids_token_bounds_narrow_the_roles() {
+    let (server, root) = ready();
+    let role = json!({ "token_policies": "app", "token_bound_cidrs": ["127.0.0.0/8"] });
+    assert_eq!(server.put("auth/approle/role/web", Some(&root), role).0, 204);
+    let rid = role_id(&server, &root, "web");
+    let (narrow, _) = secret_id(&server, &root, "web", json!({ "token_bound_cidrs": ["127.0.0.2/32"] }));
+    let (_, answer) = login(&server, &rid, &narrow);
+    let token = answer["auth"]["client_token"].as_str().unwrap();
+    assert_eq!(server.get("auth/token/lookup-self", Some(token)).0, 403, "bound to 127.0.0.2, used from 127.0.0.1");
+    let (status, body) = server.request_with_headers(
+        "POST",
+        "auth/approle/role/web/secret-id",
+        Some(&root),
+        &[],
+        Some(&json!({ "token_bound_cidrs": ["10.0.0.0/8"] })),
+    );
+    assert_eq!(status, 400, "outside the role's bounds: {body}");
+}

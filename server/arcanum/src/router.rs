@@ -137,6 +137,11 @@ async fn route(
         presented => presented.unwrap_or_default().to_owned(),
     };
     let token = unsealed.tokens.lookup(&token_value).await?.ok_or_else(ApiError::invalid_token)?;
+    // A token bound to addresses is worthless from anywhere else (Vault answers the same way).
+    if !arcanum_contract::cidr::allows(&token.bound_cidrs, req.remote_addr.map(|addr| addr.ip())) {
+        tracing::info!(path = %req.path, "token used from outside its bound CIDRs");
+        return Err(ApiError::permission_denied());
+    }
     let (create, acl, decision) = authorize(unsealed, req, &target, &token).await?;
     trail.request(Some(Authorized { token: token.view(), allowed: decision.allowed, create })).await?;
 

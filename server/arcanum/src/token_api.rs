@@ -306,6 +306,8 @@ async fn create(
         max_ttl,
         // A child acts for the same entity as its creator, as in Vault.
         entity_id: caller.token.entity_id.clone(),
+        // A token role's CIDR bounds bind the tokens made against it, as in Vault.
+        bound_cidrs: role.as_ref().map(|r| r.token_bound_cidrs.clone()).unwrap_or_default(),
     };
     let (token, entry) = unsealed.tokens.create(request).await?;
     Ok(Response::Logical(Box::new(LogicalResponse {

@@ -19,6 +19,7 @@
 //!   name globs and request path normalisation.
 
 pub mod backend;
+pub mod cidr;
 pub mod clock;
 pub mod fields;
 pub mod glob;

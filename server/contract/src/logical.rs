@@ -155,6 +155,8 @@ pub struct LoginAuth {
     pub period: u64,
     pub num_uses: u64,
     pub no_default_policy: bool,
+    /// The token may only be used from these CIDR blocks (empty: anywhere).
+    pub bound_cidrs: Vec<String>,
     pub renewable: bool,
     /// The auth mount's path without `auth/` (`userpass/`), for the token's `path`.
     pub mount_path: String,

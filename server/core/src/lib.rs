@@ -483,6 +483,7 @@ impl Unsealed {
                 id: None,
                 max_ttl,
                 entity_id: entity_id(&self.cluster.id, &mount.accessor, &login.alias_name),
+                bound_cidrs: login.bound_cidrs.clone(),
             })
             .await
     }

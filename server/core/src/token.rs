@@ -62,6 +62,10 @@ pub struct TokenEntry {
     pub role: Option<String>,
     pub entity_id: String,
     pub last_renewal_time: Option<i64>,
+    /// Addresses the token may be used from (empty: anywhere); entries from before this field
+    /// existed read as empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bound_cidrs: Vec<String>,
 }
 
 impl TokenEntry {
@@ -101,6 +105,9 @@ impl TokenEntry {
         let now = unix_now();
         let mut data = Map::new();
         data.insert("accessor".into(), json!(self.accessor));
+        if !self.bound_cidrs.is_empty() {
+            data.insert("bound_cidrs".into(), json!(self.bound_cidrs));
+        }
         data.insert("creation_time".into(), json!(self.creation_time));
         data.insert("creation_ttl".into(), json!(self.creation_ttl));
         data.insert("display_name".into(), json!(self.display_name));
@@ -172,6 +179,7 @@ pub struct TokenRequest {
     pub max_ttl: u64,
     /// The entity the token acts for (logins with an alias); empty for none.
     pub entity_id: String,
+    pub bound_cidrs: Vec<String>,
 }
 
 /// A token role (`auth/token/roles/:name`).
@@ -324,6 +332,7 @@ impl TokenStore {
             role: request.role,
             entity_id: request.entity_id,
             last_renewal_time: None,
+            bound_cidrs: request.bound_cidrs,
         };
         if self.barrier.get(&format!("{ID_PREFIX}{}", entry.id_hash)).await.map_err(storage_error)?.is_some() {
             return Err(ApiError::bad_request("cannot create a token with a duplicate ID"));

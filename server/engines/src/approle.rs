@@ -497,6 +497,7 @@ impl AppRole {
             return Err(refused_by("role"));
         }
         let mut metadata = BTreeMap::new();
+        let mut token_bound_cidrs = Vec::new();
         if role.bind_secret_id {
             let secret_id =
                 string_field(req, "secret_id")?.ok_or_else(|| ApiError::bad_request("missing secret_id"))?;
@@ -523,9 +524,15 @@ impl AppRole {
                 }
             }
             metadata = entry.metadata;
+            token_bound_cidrs = entry.token_bound_cidrs;
         }
         metadata.insert("role_name".to_owned(), role.name.clone());
-        Ok(Response::Login(Box::new(role.token.login(metadata, role.name.clone(), &req.mount.path, "login", role_id))))
+        let mut auth = role.token.login(metadata, role.name.clone(), &req.mount.path, "login", role_id);
+        // A secret ID's own bounds (within the role's, checked at its creation) are the narrower.
+        if !token_bound_cidrs.is_empty() {
+            auth.bound_cidrs = token_bound_cidrs;
+        }
+        Ok(Response::Login(Box::new(auth)))
     }
 
     /// Removes expired secret IDs and accessor entries that point at nothing.

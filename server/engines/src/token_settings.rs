@@ -104,6 +104,7 @@ impl TokenSettings {
             period: self.token_period,
             num_uses: self.token_num_uses,
             no_default_policy: self.token_no_default_policy,
+            bound_cidrs: self.token_bound_cidrs.clone(),
             renewable: true,
             mount_path: mount_path.to_owned(),
             login_path: login_path.to_owned(),
@@ -120,27 +121,16 @@ pub fn parse_cidrs(values: &[String], field: &str) -> Result<Vec<String>, ApiErr
         .map(|text| text.trim())
         .filter(|text| !text.is_empty())
         .map(|text| {
-            parse_cidr(text)
+            arcanum_contract::cidr::parse(text)
                 .map(|net| net.to_string())
                 .ok_or_else(|| ApiError::bad_request(format!("invalid CIDR block {text:?} in {field}")))
         })
         .collect()
 }
 
-fn parse_cidr(text: &str) -> Option<ipnet::IpNet> {
-    text.parse::<ipnet::IpNet>()
-        .ok()
-        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
-        .map(|net| net.trunc())
-}
-
 /// Whether `addr` falls in one of `cidrs` (stored by [`parse_cidrs`]); an empty list allows all.
 pub fn cidrs_allow(cidrs: &[String], addr: Option<std::net::IpAddr>) -> bool {
-    if cidrs.is_empty() {
-        return true;
-    }
-    let Some(addr) = addr else { return false };
-    cidrs.iter().filter_map(|cidr| parse_cidr(cidr)).any(|net| net.contains(&addr))
+    arcanum_contract::cidr::allows(cidrs, addr)
 }
 
 #[cfg(test)]

@@ -141,6 +141,7 @@ impl Userpass {
             period: user.token_period,
             num_uses: user.token_num_uses,
             no_default_policy: user.token_no_default_policy,
+            bound_cidrs: user.token_bound_cidrs.clone(),
             renewable: true,
             mount_path: req.mount.path.clone(),
             login_path: format!("login/{name}"),

@@ -393,6 +393,7 @@ impl Kubernetes {
             period: role.token_period,
             num_uses: role.token_num_uses,
             no_default_policy: role.token_no_default_policy,
+            bound_cidrs: role.token_bound_cidrs.clone(),
             renewable: true,
             mount_path: req.mount.path.clone(),
             login_path: "login".into(),
