@@ -396,3 +396,24 @@ fn a_secret_ids_token_bounds_narrow_the_roles() {
     );
     assert_eq!(status, 400, "outside the role's bounds: {body}");
 }
+
+#[test]
+fn roles_cannot_mint_root_or_wrapping_tokens_and_credentials_are_trimmed() {
+    let (server, root) = ready();
+    let r = Some(root.as_str());
+    for (role, policies) in [("boss", json!(["app", " Root "])), ("wrapper", json!(["response-wrapping"]))] {
+        assert_eq!(server.put(&format!("auth/approle/role/{role}"), r, json!({ "token_policies": policies })).0, 204);
+        let rid = role_id(&server, &root, role);
+        let (secret, _) = secret_id(&server, &root, role, json!({}));
+        let (status, body) = login(&server, &rid, &secret);
+        assert_eq!(status, 400, "{role}: {body}");
+        assert!(error(&body).starts_with("auth methods cannot create"), "{body}");
+    }
+
+    // Files written with `echo` end in a newline; Vault trims both IDs.
+    assert_eq!(server.put("auth/approle/role/web", r, json!({ "token_policies": "app" })).0, 204);
+    let rid = role_id(&server, &root, "web");
+    let (secret, _) = secret_id(&server, &root, "web", json!({}));
+    let (status, body) = login(&server, &format!("{rid}\n"), &format!(" {secret}\n"));
+    assert_eq!(status, 200, "{body}");
+}

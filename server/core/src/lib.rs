@@ -456,7 +456,17 @@ impl Unsealed {
         mount: &MountEntry,
         login: &LoginAuth,
     ) -> Result<(Zeroizing<String>, token::TokenEntry), ApiError> {
-        let mut policies = login.policies.clone();
+        let mut policies: Vec<String> = login.policies.iter().map(|p| arcanum_policy::normalize_name(p)).collect();
+        // A role that names root (or the wrapping policy) must not turn a login into root.
+        if policies.iter().any(|p| p == "root") {
+            return Err(ApiError::bad_request("auth methods cannot create root tokens"));
+        }
+        if policies.iter().any(|p| p == wrapping::RESPONSE_WRAPPING_POLICY) {
+            return Err(ApiError::bad_request(format!(
+                "auth methods cannot create tokens with the {} policy",
+                wrapping::RESPONSE_WRAPPING_POLICY
+            )));
+        }
         if !login.no_default_policy {
             policies.push("default".into());
         }

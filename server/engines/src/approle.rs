@@ -92,12 +92,19 @@ struct AccessorIndex {
 }
 
 /// One per mount.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct AppRole {
     salt: tokio::sync::OnceCell<Zeroizing<Vec<u8>>>,
     /// Serialises every change to roles and secret IDs (see the module documentation).
     lock: tokio::sync::Mutex<()>,
     last_tidy: AtomicI64,
+}
+
+// By hand: the salt must never reach a log line through `{:?}`.
+impl std::fmt::Debug for AppRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppRole").finish_non_exhaustive()
+    }
 }
 
 fn role_name(raw: &str) -> Result<String, ApiError> {
@@ -479,7 +486,11 @@ impl AppRole {
     }
 
     async fn login(&self, req: &BackendRequest<'_>) -> Result<Response, ApiError> {
-        let role_id = string_field(req, "role_id")?.ok_or_else(|| ApiError::bad_request("missing role_id"))?;
+        // Trimmed as Vault does: credential files written with `echo` end in a newline.
+        let trimmed = |name: &str| {
+            Ok::<_, ApiError>(string_field(req, name)?.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()))
+        };
+        let role_id = trimmed("role_id")?.ok_or_else(|| ApiError::bad_request("missing role_id"))?;
         let index_key = format!("role_id/{}", self.hmac(req.storage, &role_id).await?);
         let index: RoleIdIndex =
             req.storage.get_json(&index_key).await?.ok_or_else(|| ApiError::bad_request(INVALID))?;
@@ -499,8 +510,7 @@ impl AppRole {
         let mut metadata = BTreeMap::new();
         let mut token_bound_cidrs = Vec::new();
         if role.bind_secret_id {
-            let secret_id =
-                string_field(req, "secret_id")?.ok_or_else(|| ApiError::bad_request("missing secret_id"))?;
+            let secret_id = trimmed("secret_id")?.ok_or_else(|| ApiError::bad_request("missing secret_id"))?;
             let hmac = self.hmac(req.storage, &secret_id).await?;
             let key = format!("secret_id/{}/{hmac}", role.name);
             let _guard = self.lock.lock().await;

@@ -392,30 +392,45 @@ impl Jwt {
     /// The key set to verify a token naming `kid` with: the cached one, fetched afresh when the
     /// config changed (another node wrote it, or this node restarted), when the token names a
     /// key the cache lacks, or when the last fetch failed. Fetches that logins cause happen at
-    /// most once per [`KID_REFRESH_INTERVAL`] per mount, whatever the tokens say.
+    /// most once per [`KID_REFRESH_INTERVAL`] per mount, whatever the tokens say. With keys in
+    /// the cache, the refetch runs outside the lock, so a slow issuer (or a made-up `kid`) never
+    /// holds up logins that the cached keys can serve.
     async fn keys_for(&self, config: &Config, kid: Option<&str>) -> Result<Arc<KeySet>, String> {
-        let mut cache = self.cache.lock().await;
         let source = config.source();
-        let cached = match cache.as_mut() {
-            Some(cached) if cached.source == source => cached,
-            _ => cache.insert(CachedKeys { source, keys: Arc::new(KeySet::default()), last_refresh: None }),
+        let stale = {
+            let mut cache = self.cache.lock().await;
+            let cached = match cache.as_mut() {
+                Some(cached) if cached.source == source => cached,
+                _ => cache.insert(CachedKeys { source: source.clone(), keys: Arc::default(), last_refresh: None }),
+            };
+            let empty = cached.keys.keys.is_empty();
+            let lacking = empty || kid.is_some_and(|kid| config.fetched() && !cached.keys.has_kid(kid));
+            if !lacking || cached.last_refresh.is_some_and(|at| at.elapsed() < KID_REFRESH_INTERVAL) {
+                return Ok(Arc::clone(&cached.keys));
+            }
+            cached.last_refresh = Some(Instant::now());
+            if empty {
+                // Nothing to serve meanwhile: fetch under the lock so concurrent logins wait
+                // for this one fetch instead of failing or fetching too.
+                let fresh = Arc::new(config.fetch_keys().await?);
+                cached.keys = Arc::clone(&fresh);
+                return Ok(fresh);
+            }
+            Arc::clone(&cached.keys)
         };
-        let lacking =
-            cached.keys.keys.is_empty() || kid.is_some_and(|kid| config.fetched() && !cached.keys.has_kid(kid));
-        if !lacking || cached.last_refresh.is_some_and(|at| at.elapsed() < KID_REFRESH_INTERVAL) {
-            return Ok(Arc::clone(&cached.keys));
-        }
-        cached.last_refresh = Some(Instant::now());
         match config.fetch_keys().await {
             Ok(fresh) => {
-                tracing::info!(kid = ?kid, "jwt key set fetched");
-                cached.keys = Arc::new(fresh);
-                Ok(Arc::clone(&cached.keys))
+                tracing::info!(kid = ?kid, "jwt key set fetched again");
+                let fresh = Arc::new(fresh);
+                let mut cache = self.cache.lock().await;
+                if let Some(cached) = cache.as_mut().filter(|cached| cached.source == source) {
+                    cached.keys = Arc::clone(&fresh);
+                }
+                Ok(fresh)
             }
-            Err(reason) if cached.keys.keys.is_empty() => Err(reason),
             Err(reason) => {
                 tracing::warn!(kid = ?kid, reason = %reason, "jwt key set refresh failed; keeping the cached keys");
-                Ok(Arc::clone(&cached.keys))
+                Ok(stale)
             }
         }
     }
@@ -512,8 +527,8 @@ impl LogicalBackend for Jwt {
             }
             ("config", Operation::Update) => return self.write_config(&req).await,
             ("config", Operation::Read) => {
-                let config: Option<Config> = req.storage.get_json("config").await?;
-                return Ok(Response::data(config.as_ref().map(config_json).unwrap_or_default()));
+                let config: Config = req.storage.get_json("config").await?.ok_or_else(ApiError::not_found)?;
+                return Ok(Response::data(config_json(&config)));
             }
             ("config", _) => return Err(ApiError::unsupported_operation()),
             ("role", Operation::List) => return Response::list(req.storage.list("role/").await?),
