@@ -54,6 +54,11 @@ impl BackendRequest<'_> {
     pub fn field(&self, name: &str) -> Option<&Value> {
         self.data.get(name).filter(|value| !value.is_null())
     }
+
+    /// A string field, `None` when absent or empty; any other JSON type is refused naming it.
+    pub fn non_empty_string(&self, name: &str) -> Result<Option<String>, ApiError> {
+        Ok(Some(crate::fields::string(self.field(name), name)?).filter(|s| !s.is_empty()))
+    }
 }
 
 /// What a backend asks for when its response carries a secret that must be revoked later.

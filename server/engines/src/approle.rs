@@ -118,10 +118,6 @@ fn role_name(raw: &str) -> Result<String, ApiError> {
     Ok(name)
 }
 
-fn string_field(req: &BackendRequest<'_>, name: &str) -> Result<Option<String>, ApiError> {
-    Ok(Some(fields::string(req.field(name), name)?).filter(|s| !s.is_empty()))
-}
-
 /// The role fields of a request body; unknown fields are ignored as Vault's framework does
 /// (hvac sends some that AppRole does not have).
 fn apply_role_fields(role: &mut Role, data: &Map<String, Value>, creating: bool) -> Result<(), ApiError> {
@@ -296,7 +292,7 @@ impl AppRole {
         let creating = existing.is_none();
         let mut role = existing.clone().unwrap_or_else(|| Role { name: name.to_owned(), ..Role::default() });
         apply_role_fields(&mut role, req.data, creating)?;
-        if let Some(role_id) = string_field(req, "role_id")? {
+        if let Some(role_id) = req.non_empty_string("role_id")? {
             role.role_id = role_id;
         }
         if role.role_id.is_empty() {
@@ -367,7 +363,7 @@ impl AppRole {
     async fn create_secret_id(&self, req: &BackendRequest<'_>, name: &str, custom: bool) -> Result<Response, ApiError> {
         let role = self.existing_role(req.storage, name).await?;
         let secret_id = if custom {
-            string_field(req, "secret_id")?.ok_or_else(|| ApiError::bad_request("missing secret_id"))?
+            req.non_empty_string("secret_id")?.ok_or_else(|| ApiError::bad_request("missing secret_id"))?
         } else {
             uuid::Uuid::new_v4().to_string()
         };
@@ -429,7 +425,7 @@ impl AppRole {
 
     async fn secret_id_action(&self, req: &BackendRequest<'_>, name: &str, action: &str) -> Result<Response, ApiError> {
         self.existing_role(req.storage, name).await?;
-        let secret_id = string_field(req, "secret_id")?.ok_or_else(|| ApiError::bad_request("missing secret_id"))?;
+        let secret_id = req.non_empty_string("secret_id")?.ok_or_else(|| ApiError::bad_request("missing secret_id"))?;
         let hmac = self.hmac(req.storage, &secret_id).await?;
         let key = format!("secret_id/{name}/{hmac}");
         match action {
@@ -447,7 +443,8 @@ impl AppRole {
 
     async fn accessor_action(&self, req: &BackendRequest<'_>, name: &str, action: &str) -> Result<Response, ApiError> {
         self.existing_role(req.storage, name).await?;
-        let accessor = string_field(req, "secret_id_accessor")?
+        let accessor = req
+            .non_empty_string("secret_id_accessor")?
             .ok_or_else(|| ApiError::bad_request("missing secret_id_accessor"))?;
         let not_found =
             || ApiError::new(404, format!("failed to find accessor entry for secret_id_accessor: {accessor:?}"));
@@ -488,7 +485,7 @@ impl AppRole {
     async fn login(&self, req: &BackendRequest<'_>) -> Result<Response, ApiError> {
         // Trimmed as Vault does: credential files written with `echo` end in a newline.
         let trimmed = |name: &str| {
-            Ok::<_, ApiError>(string_field(req, name)?.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()))
+            Ok::<_, ApiError>(req.non_empty_string(name)?.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()))
         };
         let role_id = trimmed("role_id")?.ok_or_else(|| ApiError::bad_request("missing role_id"))?;
         let index_key = format!("role_id/{}", self.hmac(req.storage, &role_id).await?);
@@ -623,7 +620,8 @@ impl LogicalBackend for AppRole {
                 Ok(Response::data(data))
             }
             (Some("role-id"), Update) => {
-                let role_id = string_field(&req, "role_id")?.ok_or_else(|| ApiError::bad_request("missing role_id"))?;
+                let role_id =
+                    req.non_empty_string("role_id")?.ok_or_else(|| ApiError::bad_request("missing role_id"))?;
                 let _guard = self.lock.lock().await;
                 let mut role = self.existing_role(req.storage, &name).await?;
                 let old = std::mem::replace(&mut role.role_id, role_id);

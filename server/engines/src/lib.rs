@@ -1,5 +1,5 @@
 //! The engines Arcanum mounts: secret engines (`kv`, `cubbyhole`, `database`, `transit`) and
-//! credential backends (`userpass`, `kubernetes`, `approle`).
+//! credential backends (`userpass`, `kubernetes`, `approle`, `jwt`).
 //!
 //! Each implements the contract's [`LogicalBackend`](arcanum_contract::LogicalBackend) and sees
 //! only what the contract hands it: its relative path, its own storage view, its mount entry

@@ -190,10 +190,6 @@ fn role_name(raw: &str) -> Result<String, ApiError> {
     Ok(name)
 }
 
-fn string_field(req: &BackendRequest<'_>, name: &str) -> Result<Option<String>, ApiError> {
-    Ok(Some(fields::string(req.field(name), name)?).filter(|s| !s.is_empty()))
-}
-
 /// A leeway in seconds: a duration, or a negative number meaning "none" (stored as -1).
 fn leeway(value: &Value, key: &str) -> Result<i64, ApiError> {
     if value.as_i64().is_some_and(|n| n < 0) || value.as_str().is_some_and(|s| s.trim().starts_with('-')) {
@@ -441,7 +437,7 @@ impl Jwt {
             .get_json("config")
             .await?
             .ok_or_else(|| ApiError::bad_request("could not load configuration"))?;
-        let raw_role = match string_field(req, "role")? {
+        let raw_role = match req.non_empty_string("role")? {
             Some(role) => role,
             None if !config.default_role.is_empty() => config.default_role.clone(),
             None => return Err(ApiError::bad_request("missing role")),
@@ -455,8 +451,9 @@ impl Jwt {
         if role.role_type == "oidc" {
             return Err(ApiError::bad_request("role with oidc role_type is not allowed"));
         }
-        let jwt =
-            zeroize::Zeroizing::new(string_field(req, "jwt")?.ok_or_else(|| ApiError::bad_request("missing token"))?);
+        let jwt = zeroize::Zeroizing::new(
+            req.non_empty_string("jwt")?.ok_or_else(|| ApiError::bad_request("missing token"))?,
+        );
         if !cidrs_allow(&role.token.token_bound_cidrs, req.remote_addr) {
             return Err(ApiError::new(403, "request originated from invalid CIDR"));
         }
