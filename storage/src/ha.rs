@@ -55,6 +55,31 @@ pub trait HaBackend: Send + Sync + std::fmt::Debug {
 
     /// The heartbeats of every node that renewed within its TTL.
     async fn heartbeats(&self) -> Result<Vec<Vec<u8>>, StorageError>;
+
+    /// Follows every change under the data prefix, for a standby that serves reads itself.
+    /// First sends a [`Changes`] with `restart` set, at the revision the store was at when the
+    /// follow began (everything after it comes as further `Changes`, in order). While the follow
+    /// runs this backend's reads may come from its cache, which the follow keeps true: a value
+    /// another node replaced is never served after its `Changes` was sent. Runs until the
+    /// receiver is dropped (`Ok`) or the store stops answering the follow (`Err`); either way
+    /// the cache is emptied and reads go to the store again.
+    async fn follow(&self, changes: tokio::sync::mpsc::Sender<Changes>) -> Result<(), StorageError>;
+
+    /// The revision of the last write of data this process committed (0: none yet). A client
+    /// that wrote through the active node can hand it to a following standby (`X-Vault-Index`),
+    /// which then answers only once it has followed that far.
+    fn last_write(&self) -> i64;
+}
+
+/// What changed in the store, as a standby follows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changes {
+    /// The store's revision once these changes are applied.
+    pub revision: i64,
+    /// The keys that changed (put or deleted), as the backend's callers name them.
+    pub keys: Vec<String>,
+    /// The follow (re)started: anything known from before may be stale.
+    pub restart: bool,
 }
 
 /// Who holds the lock, as of one revision of the store.

@@ -17,7 +17,7 @@ pub mod sled_backend;
 pub mod testing;
 
 pub use etcd::{EtcdBackend, EtcdOptions, EtcdTls};
-pub use ha::{HaBackend, HeldLock, LockHolder};
+pub use ha::{Changes, HaBackend, HeldLock, LockHolder};
 pub use inmem::InmemBackend;
 pub use sled_backend::{SledBackend, SledOptions};
 

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions};
 
-use super::EtcdBackend;
-use crate::ha::{HaBackend, HeldLock, LockHolder};
+use super::{prefix_end, EtcdBackend};
+use crate::ha::{Changes, HaBackend, HeldLock, LockHolder};
 use crate::StorageError;
 
 /// The fence writes carry: the lock key and the creation revision it must still have.
@@ -221,6 +221,86 @@ impl HaBackend for EtcdBackend {
             .await?;
         Ok(response.kvs().iter().map(|kv| kv.value().to_vec()).collect())
     }
+
+    async fn follow(&self, changes: tokio::sync::mpsc::Sender<Changes>) -> Result<(), StorageError> {
+        use std::sync::atomic::Ordering;
+        let end = prefix_end(&self.prefix);
+        // A linearizable read: everything committed before it is in the store's state at
+        // `start`, and the watch brings everything after.
+        let (_, _, start) = self.range_keys(self.prefix.as_bytes(), &end, 1, 0).await?;
+        let index = self.current.load(Ordering::Relaxed) % self.members.len();
+        let mut client = self.member_client(index).await.map_err(|err| self.error("follow watch", err))?;
+        let options = WatchOptions::new().with_range(end).with_start_revision(start + 1);
+        // Dropping the stream ends the watch.
+        let mut stream =
+            client.watch(self.prefix.as_bytes(), Some(options)).await.map_err(|err| self.error("follow watch", err))?;
+        let _following = Following::begin(self);
+        if changes.send(Changes { revision: start, keys: Vec::new(), restart: true }).await.is_err() {
+            return Ok(());
+        }
+        loop {
+            let response = stream
+                .message()
+                .await
+                .map_err(|err| self.error("follow watch", err))?
+                .ok_or_else(|| StorageError::Unavailable("etcd follow watch: the stream ended".into()))?;
+            if response.canceled() {
+                return Err(StorageError::Unavailable(format!(
+                    "etcd follow watch: cancelled ({})",
+                    response.cancel_reason()
+                )));
+            }
+            let mut followed = Changes { revision: 0, keys: Vec::new(), restart: false };
+            for event in response.events() {
+                let Some(kv) = event.kv() else { continue };
+                let Ok(full) = kv.key_str() else { continue };
+                let Some(key) = full.strip_prefix(self.prefix.as_str()) else { continue };
+                let value = (event.event_type() == EventType::Put).then(|| kv.value());
+                if let Some(cache) = &self.cache {
+                    cache.observe(full, value, kv.mod_revision(), &self.followed);
+                }
+                followed.revision = followed.revision.max(kv.mod_revision());
+                followed.keys.push(key.to_owned());
+            }
+            if followed.keys.is_empty() {
+                continue;
+            }
+            // Reads from members behind this revision would miss what was just followed.
+            self.floor.fetch_max(followed.revision, Ordering::AcqRel);
+            if changes.send(followed).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn last_write(&self) -> i64 {
+        self.last_write.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// While alive, this backend follows the store: reads may use the cache. Emptied at both ends,
+/// so nothing cached before the follow, or after it stopped keeping the cache true, is served.
+struct Following<'a> {
+    backend: &'a EtcdBackend,
+}
+
+impl<'a> Following<'a> {
+    fn begin(backend: &'a EtcdBackend) -> Following<'a> {
+        if let Some(cache) = &backend.cache {
+            cache.purge();
+        }
+        backend.following.store(true, std::sync::atomic::Ordering::Release);
+        Following { backend }
+    }
+}
+
+impl Drop for Following<'_> {
+    fn drop(&mut self) {
+        self.backend.following.store(false, std::sync::atomic::Ordering::Release);
+        if let Some(cache) = &self.backend.cache {
+            cache.purge();
+        }
+    }
 }
 
 /// Against a real etcd member: two backends on one prefix stand for two nodes.
@@ -245,6 +325,56 @@ mod against_etcd {
             assert!(started.elapsed() < Duration::from_secs(20), "the lock never came free");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_follower_reads_from_its_cache_and_sees_every_change_another_node_makes() {
+        let cluster = EtcdCluster::start(1).await;
+        let (writer, follower) = (node(&cluster).await, std::sync::Arc::new(node(&cluster).await));
+        follower.share();
+        follower.fence(None);
+        writer.put("kv/a", b"1".to_vec()).await.expect("put");
+        writer.put("kv/gone", b"x".to_vec()).await.expect("put");
+        let (sender, mut changes) = tokio::sync::mpsc::channel(16);
+        let following = tokio::spawn({
+            let follower = std::sync::Arc::clone(&follower);
+            async move { follower.follow(sender).await }
+        });
+        let first = changes.recv().await.expect("the follow starts");
+        assert!(first.restart && first.revision > 0, "{first:?}");
+        // Cached now: these reads need no etcd round trip, and must still see the next writes.
+        assert_eq!(follower.get("kv/a").await.expect("get"), Some(b"1".to_vec()));
+        assert_eq!(follower.get("kv/gone").await.expect("get"), Some(b"x".to_vec()));
+        assert_eq!(follower.get("kv/new").await.expect("get"), None);
+        writer
+            .batch(vec![
+                crate::Op::Put { key: "kv/a".into(), value: b"2".to_vec() },
+                crate::Op::Delete { key: "kv/gone".into() },
+                crate::Op::Put { key: "kv/new".into(), value: b"n".to_vec() },
+            ])
+            .await
+            .expect("batch");
+        let written = writer.last_write();
+        assert!(written > first.revision);
+        let mut seen = Vec::new();
+        while seen.len() < 3 {
+            let next = changes.recv().await.expect("changes");
+            assert!(!next.restart);
+            assert!(next.revision <= written, "{next:?}");
+            seen.extend(next.keys);
+        }
+        seen.sort();
+        assert_eq!(seen, ["kv/a", "kv/gone", "kv/new"]);
+        assert_eq!(follower.get("kv/a").await.expect("get"), Some(b"2".to_vec()));
+        assert_eq!(follower.get("kv/gone").await.expect("get"), None);
+        assert_eq!(follower.get("kv/new").await.expect("get"), Some(b"n".to_vec()));
+        assert!(follower.put("kv/a", b"3".to_vec()).await.is_err(), "a follower writes nothing");
+        // The receiver gone, the follow ends and reads go to etcd again.
+        drop(changes);
+        writer.put("kv/a", b"4".to_vec()).await.expect("put");
+        following.await.expect("join").expect("the follow ends cleanly");
+        assert!(!follower.following.load(std::sync::atomic::Ordering::Acquire));
+        assert_eq!(follower.get("kv/a").await.expect("get"), Some(b"4".to_vec()));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -204,6 +204,14 @@ pub struct EtcdBackend {
     /// from its cache and accept serializable reads at its revision floor. True without HA;
     /// with HA only while this node holds the lock.
     exclusive: AtomicBool,
+    /// A standby follows the store's changes (see [`crate::ha::HaBackend::follow`]), so its
+    /// cache stays true although another node writes.
+    following: AtomicBool,
+    /// The newest revision of a followed change applied to the cache: a read older than it may
+    /// have missed that change, so it does not fill the cache (see [`ReadCache::observe`]).
+    followed: AtomicI64,
+    /// The revision of this process's last committed write of data.
+    last_write: AtomicI64,
     endpoints: String,
     /// Values this process read or wrote, by etcd key; `None` when disabled.
     cache: Option<ReadCache>,
@@ -321,6 +329,9 @@ impl EtcdBackend {
             floor: AtomicI64::new(0),
             fence: std::sync::RwLock::new(None),
             exclusive: AtomicBool::new(true),
+            following: AtomicBool::new(false),
+            followed: AtomicI64::new(0),
+            last_write: AtomicI64::new(0),
             endpoints: endpoints.clone(),
             cache: ReadCache::new(options.cache_entries),
             list_page: options.list_page.max(2),
@@ -568,11 +579,17 @@ impl EtcdBackend {
             return Ok(());
         }
         let cache = self.cache.as_ref().filter(|_| self.exclusive.load(Ordering::Acquire));
-        let Some(cache) = cache else { return self.send(writes).await.map(|_| ()) };
-        let in_flight = cache.begin(writes);
-        let result = self.send(writes).await;
-        in_flight.finish(result.as_ref().ok().copied());
-        result.map(|_| ())
+        let result = match cache {
+            Some(cache) => {
+                let in_flight = cache.begin(writes);
+                let result = self.send(writes).await;
+                in_flight.finish(result.as_ref().ok().copied());
+                result
+            }
+            None => self.send(writes).await,
+        };
+        self.last_write.fetch_max(result?, Ordering::AcqRel);
+        Ok(())
     }
 
     /// Applies `writes` in one transaction, around the cache; returns the revision it committed at.
@@ -963,10 +980,13 @@ impl ReadCache {
     }
 
     /// Keeps what a read started at `started` saw at `revision`, unless something newer is known,
-    /// a write on the key is in flight, or a write's outcome became unknown meanwhile.
-    fn fill(&self, key: &str, value: Option<&[u8]>, revision: i64, started: u64) {
+    /// a write on the key is in flight, or a write's outcome became unknown meanwhile. While
+    /// following, also unless the read is older than a followed change already applied
+    /// (`followed`): that change may have been to this key, before it was cached.
+    fn fill(&self, key: &str, value: Option<&[u8]>, revision: i64, started: u64, followed: Option<&AtomicI64>) {
         let mut shard = self.shard(key);
         if self.generation() != started
+            || followed.is_some_and(|followed| revision < followed.load(Ordering::Acquire))
             || shard.pending.contains_key(key)
             || shard.known.peek(key).is_some_and(|known| known.revision >= revision)
         {
@@ -1017,6 +1037,18 @@ impl ReadCache {
                     }
                 }
             }
+        }
+    }
+
+    /// A change another node made at `revision`, seen by the follow: a cached older value gives
+    /// way to it. `followed` is raised to `revision` under the key's shard lock, so a read of
+    /// the key from before the change either filled the cache first (and is replaced here) or
+    /// finds `followed` beyond it and does not fill.
+    fn observe(&self, key: &str, value: Option<&[u8]>, revision: i64, followed: &AtomicI64) {
+        let mut shard = self.shard(key);
+        followed.fetch_max(revision, Ordering::AcqRel);
+        if shard.known.peek(key).is_some_and(|known| known.revision < revision) {
+            shard.known.put(key.to_owned(), Cached { value: value.map(Arc::from), revision });
         }
     }
 
@@ -1110,7 +1142,9 @@ impl Backend for EtcdBackend {
         validate_key(key)?;
         let _shared = self.ready().await?;
         let key = self.data_key(key);
-        if !self.exclusive.load(Ordering::Acquire) {
+        let exclusive = self.exclusive.load(Ordering::Acquire);
+        let following = !exclusive && self.following.load(Ordering::Acquire);
+        if !exclusive && !following {
             // Other nodes write too: only etcd knows the current value.
             return Ok(self.get_with(&key, GetOptions::new()).await?.0);
         }
@@ -1120,7 +1154,8 @@ impl Backend for EtcdBackend {
         }
         let started = cache.generation();
         let (value, revision) = self.get_at_revision(&key).await?;
-        cache.fill(&key, value.as_deref(), revision, started);
+        let newer_than = if following { Some(&self.followed) } else { None };
+        cache.fill(&key, value.as_deref(), revision, started, newer_than);
         Ok(value)
     }
 
@@ -1235,16 +1270,16 @@ mod tests {
     fn the_cache_keeps_the_newest_value_and_nothing_uncertain() {
         let cache = ReadCache::new(64).expect("a cache");
         assert!(ReadCache::new(0).is_none(), "0 entries: no cache");
-        cache.fill("k", Some(b"old"), 5, cache.generation());
+        cache.fill("k", Some(b"old"), 5, cache.generation(), None);
         assert_eq!(cache.get("k"), Some(Some(b"old".to_vec())));
-        cache.fill("k", Some(b"older"), 4, cache.generation());
+        cache.fill("k", Some(b"older"), 4, cache.generation(), None);
         assert_eq!(cache.get("k"), Some(Some(b"old".to_vec())), "an older read never replaces a newer value");
 
         // While a write is in flight its key is a miss, and a read cannot fill it.
         let writes = [put("k", b"new"), Write::Delete { key: "gone".into() }];
         let in_flight = cache.begin(&writes);
         assert_eq!(cache.get("k"), None);
-        cache.fill("k", Some(b"racing read"), 9, cache.generation());
+        cache.fill("k", Some(b"racing read"), 9, cache.generation(), None);
         in_flight.finish(Some(7));
         assert_eq!(cache.get("k"), Some(Some(b"new".to_vec())));
         assert_eq!(cache.get("gone"), Some(None), "a delete is known as absent");
@@ -1263,12 +1298,32 @@ mod tests {
         let failed = [put("k", b"maybe")];
         drop(cache.begin(&failed));
         assert_eq!(cache.get("k"), None);
-        cache.fill("k", Some(b"stale"), 20, started);
+        cache.fill("k", Some(b"stale"), 20, started, None);
         assert_eq!(cache.get("k"), None);
-        cache.fill("k", Some(b"fresh"), 21, cache.generation());
+        cache.fill("k", Some(b"fresh"), 21, cache.generation(), None);
         assert_eq!(cache.get("k"), Some(Some(b"fresh".to_vec())));
         cache.purge();
         assert_eq!(cache.get("k"), None);
+    }
+
+    #[test]
+    fn a_followed_change_replaces_older_values_and_keeps_older_reads_out() {
+        let cache = ReadCache::new(64).expect("a cache");
+        let followed = AtomicI64::new(0);
+        cache.fill("k", Some(b"v1"), 10, cache.generation(), Some(&followed));
+        cache.observe("k", Some(b"v2"), 12, &followed);
+        assert_eq!(cache.get("k"), Some(Some(b"v2".to_vec())), "a cached value gives way to a newer change");
+        cache.observe("k", Some(b"v1 again"), 11, &followed);
+        assert_eq!(cache.get("k"), Some(Some(b"v2".to_vec())), "an older change never replaces a newer one");
+        cache.observe("gone", None, 13, &followed);
+        assert_eq!(cache.get("gone"), None, "an uncached key stays unknown");
+        // A read of `gone` from before its change (revision 12) must not fill: it missed it.
+        cache.fill("gone", Some(b"stale"), 12, cache.generation(), Some(&followed));
+        assert_eq!(cache.get("gone"), None);
+        cache.fill("gone", None, 13, cache.generation(), Some(&followed));
+        assert_eq!(cache.get("gone"), Some(None), "a read at or after every followed change fills");
+        cache.observe("k", None, 14, &followed);
+        assert_eq!(cache.get("k"), Some(None), "a delete is known as absent");
     }
 
     #[test]
