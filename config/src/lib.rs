@@ -60,6 +60,9 @@ pub struct Config {
     /// Vault's `disable_clustering`: HA standbys answer with a 307 to the active node instead
     /// of forwarding requests to it.
     pub disable_clustering: bool,
+    /// OpenBao's `disable_standby_reads`: HA standbys forward every request to the active node
+    /// instead of serving KV reads themselves.
+    pub disable_standby_reads: bool,
     /// `service_registration "kubernetes"`: the node keeps Vault's labels on its own pod.
     pub service_registration: Option<KubernetesRegistration>,
     /// The `seal` blocks as written: none (Shamir), one, or two while migrating (the old one
@@ -95,6 +98,7 @@ impl Config {
             cache_size: None,
             disable_cache: false,
             disable_clustering: false,
+            disable_standby_reads: false,
             service_registration: None,
             seals: Vec::new(),
             warnings: Vec::new(),
@@ -604,6 +608,7 @@ mod tests {
             cache_size: None,
             disable_cache: false,
             disable_clustering: false,
+            disable_standby_reads: false,
             service_registration: None,
             seals: Vec::new(),
             warnings: vec![],
@@ -702,6 +707,7 @@ raw_storage_endpoint = "true"
             cache_size: None,
             disable_cache: false,
             disable_clustering: false,
+            disable_standby_reads: false,
             service_registration: None,
             seals: Vec::new(),
             warnings: [

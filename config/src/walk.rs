@@ -33,6 +33,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "cache_size",
     "disable_cache",
     "disable_clustering",
+    "disable_standby_reads",
     "service_registration",
     "seal",
 ];
@@ -284,6 +285,7 @@ impl Walker<'_> {
         let mut cluster_addr = None;
         let mut disable_cache = false;
         let mut disable_clustering = false;
+        let mut disable_standby_reads = false;
         let mut service_registration = None;
         let mut seals = Vec::new();
         for (key, value) in top {
@@ -306,6 +308,7 @@ impl Walker<'_> {
                 "cache_size" => cache_size = Some(self.positive(value, key)?),
                 "disable_cache" => disable_cache = self.boolean(value, key)?,
                 "disable_clustering" => disable_clustering = self.boolean(value, key)?,
+                "disable_standby_reads" => disable_standby_reads = self.boolean(value, key)?,
                 "service_registration" => service_registration = self.service_registration(value, key)?,
                 "seal" => self.seals(value, key, &mut seals)?,
                 k if IGNORED_TOP_LEVEL.contains(&k) => self.ignore(key),
@@ -359,6 +362,7 @@ impl Walker<'_> {
             cache_size,
             disable_cache,
             disable_clustering,
+            disable_standby_reads,
             service_registration,
             seals,
             warnings: std::mem::take(&mut self.warnings),

@@ -148,12 +148,13 @@ fn one_active_standbys_forward_and_a_killed_active_hands_over() {
     assert_eq!(row("HA Mode", &stdout), "active", "{stdout}");
     assert!(!row("Active Since", &stdout).is_empty(), "{stdout}");
 
-    // Everything else is forwarded: the client gets the active's answer itself (no redirect),
-    // and the active audits the client's address, not the standby's.
+    // Everything but KV reads is forwarded: the client gets the active's answer itself (no
+    // redirect), and the active audits the client's address, not the standby's.
     let client_ip = std::net::Ipv4Addr::new(127, 0, 0, 2);
     let forwarded = client_from(client_ip)
-        .get(format!("{}/v1/secret/data/app?version=1", nodes[standby].addr))
+        .put(format!("{}/v1/secret/data/written-via-standby", nodes[standby].addr))
         .header("X-Vault-Token", &root)
+        .json(&json!({"data": {"v": "w"}}))
         .send()
         .expect("request to a standby");
     assert_eq!(forwarded.status().as_u16(), 200);
@@ -163,15 +164,15 @@ fn one_active_standbys_forward_and_a_killed_active_hands_over() {
         "the active's headers come back"
     );
     let body: Value = forwarded.json().expect("json");
-    assert_eq!(body["data"]["data"]["v"], json!("before failover"), "{body}");
-    let (status, body) =
-        nodes[standby].put("secret/data/written-via-standby", Some(&root), json!({"data": {"v": "w"}}));
-    assert_eq!((status, body["data"]["version"].clone()), (200, json!(1)), "{body}");
-    let (status, body) = nodes[standby].get("secret/data/missing", Some(&root));
-    assert_eq!(status, 404, "the active's status comes back unchanged: {body}");
-    let audited = audited_responses(&audit_log, "secret/data/app");
-    assert!(!audited.is_empty(), "the active audited no read of secret/data/app");
+    assert_eq!(body["data"]["version"], json!(1), "{body}");
+    let (status, body) = nodes[standby].put("sys/policy/missing", Some(&root), json!({"policy": "not hcl {"}));
+    assert_eq!(status, 400, "the active's status comes back unchanged: {body}");
+    let audited = audited_responses(&audit_log, "secret/data/written-via-standby");
+    assert!(!audited.is_empty(), "the active audited no write of secret/data/written-via-standby");
     assert_eq!(audited.last().expect("entry")["request"]["remote_address"], json!(client_ip.to_string()));
+    // A forwarded write is answered once the standby has followed it: the writer reads it there.
+    let (status, body) = nodes[standby].get("secret/data/written-via-standby", Some(&root));
+    assert_eq!((status, body["data"]["data"]["v"].clone()), (200, json!("w")), "{body}");
 
     // A client cannot claim another address: a forwarding header it made is refused.
     let spoofed = client_from(client_ip)
@@ -196,11 +197,13 @@ fn one_active_standbys_forward_and_a_killed_active_hands_over() {
     assert_eq!(redirected.status().as_u16(), 307);
     let location = redirected.headers().get("location").and_then(|l| l.to_str().ok()).unwrap_or_default().to_owned();
     assert_eq!(location, format!("{}/v1/secret/data/app?version=1", nodes[active].addr));
-    // So does a client that asks for it with Vault's header.
+    // So does a client that asks for it with Vault's header (for what the standby does not
+    // serve itself: like Vault's performance standbys, it answers reads regardless).
     let redirected = no_redirects()
-        .get(format!("{}/v1/secret/data/app", nodes[standby].addr))
+        .put(format!("{}/v1/secret/data/app", nodes[standby].addr))
         .header("X-Vault-Token", &root)
         .header("X-Vault-No-Request-Forwarding", "true")
+        .json(&json!({"data": {"v": "never written"}}))
         .send()
         .expect("request to a standby");
     assert_eq!(redirected.status().as_u16(), 307);
@@ -249,6 +252,136 @@ fn one_active_standbys_forward_and_a_killed_active_hands_over() {
     assert_eq!(wait_for_one_active(&nodes, &[last], Duration::from_secs(15)), last);
     let (status, body) = nodes[last].get("secret/data/app", Some(&root));
     assert_eq!((status, body["data"]["data"]["v"].clone()), (200, json!("after failover")), "{body}");
+}
+
+/// A counter from a node's own Prometheus metrics (the listener allows them without a token).
+fn own_counter(node: &TestServer, name: &str) -> f64 {
+    let text = reqwest::blocking::get(format!("{}/v1/sys/metrics?format=prometheus", node.addr))
+        .and_then(|answer| answer.text())
+        .expect("metrics");
+    text.lines()
+        .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("{name} not in the metrics"))
+}
+
+/// A request with optional Vault consistency headers; the answer's status, body and
+/// `X-Vault-Index`.
+fn call(
+    node: &TestServer,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+    headers: &[(&str, &str)],
+) -> (u16, Value, Option<String>) {
+    let mut request = no_redirects()
+        .request(method.parse().expect("method"), format!("{}/v1/{path}", node.addr))
+        .header("X-Vault-Token", token);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let answer = request.send().expect("request");
+    let status = answer.status().as_u16();
+    let index = answer.headers().get("x-vault-index").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let body = answer.json().unwrap_or(Value::Null);
+    (status, body, index)
+}
+
+/// Standbys serve KV reads themselves from storage they follow (OpenBao's standby reads, Vault's
+/// performance standbys) and send everything else to the active node. A client sees its own
+/// writes through the standby it wrote through, and what it wrote through the active node once
+/// it hands the standby that node's `X-Vault-Index`; revoked tokens, changed policies and a
+/// rotated keyring are followed too.
+#[test]
+fn a_standby_serves_kv_reads_itself_and_follows_what_the_active_changes() {
+    let rt = runtime();
+    let cluster = rt.block_on(EtcdCluster::start(1));
+    let endpoints = cluster.endpoints();
+    let metrics = "tls_disable = true\n  telemetry {\n    unauthenticated_metrics_access = true\n  }";
+    let nodes: Vec<TestServer> = (0..2)
+        .map(|_| TestServer::start_with(|_| etcd_config(&endpoints, LOCK).replace("tls_disable = true", metrics)))
+        .collect();
+    let init = nodes[0].init(3, 2);
+    let root = init.root_token.clone();
+    nodes[0].unseal(&init.keys[..2]);
+    let active = wait_for_one_active(&nodes, &[0], Duration::from_secs(20));
+    nodes[1].unseal(&init.keys[..2]);
+    let (a, s) = (&nodes[active], &nodes[1 - active]);
+    let ok = |(status, body, index): (u16, Value, Option<String>)| {
+        assert!(status == 200 || status == 204, "{status} {body}");
+        index.expect("the active's answer carries X-Vault-Index")
+    };
+    ok(call(a, "POST", "sys/mounts/secret", &root, Some(json!({"type": "kv", "options": {"version": "2"}})), &[]));
+    let policy = json!({"policy": "path \"secret/*\" { capabilities = [\"read\", \"list\"] }"});
+    ok(call(a, "PUT", "sys/policies/acl/reader", &root, Some(policy), &[]));
+    let (_, body, _) = call(a, "POST", "auth/token/create", &root, Some(json!({"policies": ["reader"]})), &[]);
+    let reader = body["auth"]["client_token"].as_str().expect("token").to_owned();
+    let index = ok(call(a, "PUT", "secret/data/app", &root, Some(json!({"data": {"v": "one"}})), &[]));
+
+    // Written through the active, read through the standby with the active's index: served there.
+    let served = own_counter(s, "arcanum_ha_standby_reads_total");
+    let (status, body, _) = call(s, "GET", "secret/data/app", &reader, None, &[("X-Vault-Index", &index)]);
+    assert_eq!((status, body["data"]["data"]["v"].clone()), (200, json!("one")), "{body}");
+    let (status, body, _) = call(s, "LIST", "secret/metadata", &reader, None, &[]);
+    assert_eq!((status, body["data"]["keys"].clone()), (200, json!(["app"])), "{body}");
+    let (status, _, _) = call(s, "GET", "secret/data/missing", &reader, None, &[]);
+    assert_eq!(status, 404);
+    let (status, _, _) = call(s, "GET", "secret/data/app", "hvs.not-a-token", None, &[]);
+    assert_eq!(status, 403, "a token the standby does not know goes to the active, which refuses it");
+    assert_eq!(own_counter(s, "arcanum_ha_standby_reads_total") - served, 3.0, "the standby served the reads itself");
+
+    // Writes go to the active; once answered, the standby has followed them: the writer reads
+    // its own write through the same standby, every time.
+    for n in 0..20 {
+        let (status, body, _) = call(s, "PUT", "secret/data/app", &root, Some(json!({"data": {"v": n}})), &[]);
+        assert_eq!(status, 200, "{body}");
+        let (status, body, _) = call(s, "GET", "secret/data/app", &reader, None, &[]);
+        assert_eq!((status, body["data"]["data"]["v"].clone()), (200, json!(n)), "{body}");
+    }
+
+    // A token revoked through the active is refused by the standby once it has that index.
+    let (_, body, _) = call(a, "POST", "auth/token/create", &root, Some(json!({"policies": ["reader"]})), &[]);
+    let doomed = body["auth"]["client_token"].as_str().expect("token").to_owned();
+    let (status, _, _) = call(s, "GET", "secret/data/app", &doomed, None, &[]);
+    assert_eq!(status, 200);
+    let index = ok(call(a, "POST", "auth/token/revoke", &root, Some(json!({"token": doomed})), &[]));
+    let (status, _, _) = call(s, "GET", "secret/data/app", &doomed, None, &[("X-Vault-Index", &index)]);
+    assert_eq!(status, 403, "a revoked token read through the standby");
+
+    // A narrowed policy and a rotated keyring are followed (the standby reopens its services).
+    let index = ok(call(a, "POST", "sys/rotate", &root, Some(json!({})), &[]));
+    let (status, body, _) = call(s, "GET", "sys/key-status", &root, None, &[("X-Vault-Index", &index)]);
+    assert_eq!((status, body["term"].clone()), (200, json!(2)), "{body}");
+    let index = ok(call(a, "PUT", "secret/data/after-rotation", &root, Some(json!({"data": {"v": "r"}})), &[]));
+    let (status, body, _) = call(s, "GET", "secret/data/after-rotation", &reader, None, &[("X-Vault-Index", &index)]);
+    assert_eq!((status, body["data"]["data"]["v"].clone()), (200, json!("r")), "{body}");
+    let narrowed = json!({"policy": "path \"secret/data/other\" { capabilities = [\"read\"] }"});
+    let index = ok(call(a, "PUT", "sys/policies/acl/reader", &root, Some(narrowed), &[]));
+    let (status, _, _) = call(s, "GET", "secret/data/app", &reader, None, &[("X-Vault-Index", &index)]);
+    assert_eq!(status, 403, "the narrowed policy holds on the standby");
+
+    // A token with a use limit goes to the active, which counts every use.
+    let (_, body, _) =
+        call(a, "POST", "auth/token/create", &root, Some(json!({"policies": ["default"], "num_uses": 2})), &[]);
+    let limited = body["auth"]["client_token"].as_str().expect("token").to_owned();
+    let served = own_counter(s, "arcanum_ha_standby_reads_total");
+    let statuses: Vec<u16> = (0..3).map(|_| call(s, "GET", "secret/data/app", &limited, None, &[]).0).collect();
+    assert_eq!(statuses, [403, 403, 403], "default policy: denied, but each use counted");
+    let (status, _, _) = call(a, "GET", "auth/token/lookup-self", &limited, None, &[]);
+    assert_eq!(status, 403, "both uses were spent on the active");
+    assert_eq!(own_counter(s, "arcanum_ha_standby_reads_total"), served);
+
+    // An index the standby cannot reach in time: the active answers, or Vault's 412 on request.
+    let (format, revision) = index.rsplit_once(':').expect("an index names a revision");
+    let ahead = format!("{format}:{}", revision.parse::<i64>().expect("a revision") + 1_000_000);
+    let (status, body, _) = call(s, "GET", "secret/data/app", &root, None, &[("X-Vault-Index", &ahead)]);
+    assert_eq!(status, 200, "sent on to the active: {body}");
+    let fail = [("X-Vault-Index", ahead.as_str()), ("X-Vault-Inconsistent", "fail")];
+    let (status, _, _) = call(s, "GET", "secret/data/app", &root, None, &fail);
+    assert_eq!(status, 412);
 }
 
 #[test]

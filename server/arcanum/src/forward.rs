@@ -31,6 +31,26 @@ pub const STANDBY_MARKER: &str = "x-arcanum-standby";
 /// Vault's header asking a standby for its 307 rather than forwarding.
 const NO_FORWARDING: &str = "x-vault-no-request-forwarding";
 
+/// Vault's `X-Vault-Index`: on every answer of the active node, the storage revision of its last
+/// write; a client that hands it to a standby reads what that write wrote. Opaque to clients.
+pub const INDEX_HEADER: &str = "x-vault-index";
+/// Vault's `X-Vault-Inconsistent`: `fail` asks for a 412 rather than a forwarded request when a
+/// standby has not caught up with the index given.
+pub const INCONSISTENT_HEADER: &str = "x-vault-inconsistent";
+/// How long a standby waits to catch up with an index before it lets the active node answer.
+pub const INDEX_WAIT: Duration = Duration::from_secs(2);
+const INDEX_PREFIX: &str = "arcanum-etcd-v1:";
+
+/// The `X-Vault-Index` value for a storage revision.
+pub fn encode_index(revision: i64) -> String {
+    format!("{INDEX_PREFIX}{revision}")
+}
+
+/// The storage revision in an `X-Vault-Index` value this server made.
+pub fn decode_index(value: &str) -> Option<i64> {
+    value.strip_prefix(INDEX_PREFIX)?.parse().ok()
+}
+
 /// How long a forwarded request may take, end to end.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(90);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -170,7 +190,7 @@ pub async fn to_the_active(
                     tracing::debug!(node = %leader.api_addr, "the node taken for the active one is a standby; holding the request");
                     taking_over = true;
                 }
-                Ok(answer) => return answered(answer, &leader.api_addr).await,
+                Ok(answer) => return answered(answer, &leader.api_addr, ha).await,
                 Err(err) if err.is_connect() => {
                     tracing::debug!(active = %leader.api_addr, error = %err, "cannot reach the active node; holding the request");
                     unreachable = Some(location);
@@ -220,8 +240,10 @@ fn known_leader(core: &Core) -> Option<arcanum_core::ha::Advertisement> {
     }
 }
 
-/// The active node's answer, as the client gets it.
-async fn answered(answer: reqwest::Response, active: &str) -> Outcome {
+/// The active node's answer, as the client gets it. A standby that serves reads itself hands it
+/// over only once it has followed storage up to the answer's index (bounded by [`INDEX_WAIT`]),
+/// so the client's next read here sees what it just wrote.
+async fn answered(answer: reqwest::Response, active: &str, ha: &arcanum_core::ha::Ha) -> Outcome {
     let metrics = arcanum_metrics::global();
     let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut returned = HeaderMap::new();
@@ -242,6 +264,12 @@ async fn answered(answer: reqwest::Response, active: &str) -> Outcome {
         }
     };
     metrics.ha_forwarded_requests.with_label_values(&["forwarded"]).inc();
+    let index = returned.get(INDEX_HEADER).and_then(|value| value.to_str().ok()).and_then(decode_index);
+    if let Some(index) = index.filter(|_| ha.reads.view().is_some()) {
+        if !ha.reads.wait_for(index, INDEX_WAIT).await {
+            tracing::debug!(index, "answering a forwarded request before this standby caught up with it");
+        }
+    }
     let mut response = (status, body).into_response();
     *response.headers_mut() = returned;
     Outcome::Answered(response)

@@ -44,6 +44,10 @@ async fn serve_request(State(state): State<HttpState>, request: axum::extract::R
     let started = Instant::now();
     let method = metrics::method_label(parts.method.as_str());
     let body = if state.core.is_standby() && !standby_serves(&state.core, &parts.uri) {
+        if let Some(response) = standby_read(&state, &parts, peer).await {
+            metrics::global().ha_standby_reads.inc();
+            return response;
+        }
         let outcome = forward::to_the_active(
             &state.forwarder,
             &state.core,
@@ -118,6 +122,11 @@ async fn serve_request(State(state): State<HttpState>, request: axum::extract::R
     let mut response = render(result, &request_id);
     if not_active {
         response.headers_mut().insert(forward::STANDBY_MARKER, HeaderValue::from_static("true"));
+    } else if let Some(ha) = state.core.ha().filter(|ha| ha.is_active()) {
+        // What a client hands a standby to read what this request wrote (Vault's header).
+        if let Ok(index) = HeaderValue::from_str(&forward::encode_index(ha.backend.last_write())) {
+            response.headers_mut().insert(forward::INDEX_HEADER, index);
+        }
     }
     for (name, value) in headers {
         if let Ok(value) = HeaderValue::from_str(&value) {
@@ -126,6 +135,63 @@ async fn serve_request(State(state): State<HttpState>, request: axum::extract::R
     }
     metrics::global().observe_request(method, &mount, response.status().as_u16(), started.elapsed());
     response
+}
+
+/// A read an HA standby serves itself from its copy of the services; `None`: it goes to the
+/// active node. A client that hands over `X-Vault-Index` is answered here only once this node
+/// has followed storage that far (waiting up to [`forward::INDEX_WAIT`]); otherwise the request
+/// goes to the active node, or with `X-Vault-Inconsistent: fail` gets Vault's 412.
+async fn standby_read(
+    state: &HttpState,
+    parts: &axum::http::request::Parts,
+    peer: Option<SocketAddr>,
+) -> Option<axum::response::Response> {
+    if parts.method != Method::GET && parts.method.as_str() != "LIST" {
+        return None;
+    }
+    let ha = state.core.ha()?;
+    let mut view = ha.reads.view()?;
+    if let Some(index) = parts.headers.get(forward::INDEX_HEADER) {
+        let wanted = index.to_str().ok().and_then(forward::decode_index)?;
+        if ha.reads.applied() < wanted {
+            if !ha.reads.wait_for(wanted, forward::INDEX_WAIT).await {
+                let fail = parts.headers.get(forward::INCONSISTENT_HEADER).is_some_and(|value| value == "fail");
+                let error = ApiError::new(412, "this standby has not caught up with the X-Vault-Index given yet");
+                return fail.then(|| render(Err(error), ""));
+            }
+            view = ha.reads.view()?;
+        }
+    }
+    let started = Instant::now();
+    let remote = client_address(&state.core, parts, peer).ok()?;
+    let req = parse(state, &parts.method, &parts.uri, &parts.headers, Body::empty()).await.ok()?;
+    let request_id = req.id.clone();
+    let mount = {
+        let resolved = view.mounts.resolve(&req.path);
+        metrics::mount_label(&req.path, resolved.as_ref().map(|(mount, _)| mount.route.as_str()))
+    };
+    let quotas = Arc::clone(&view);
+    let mut quota_headers = Vec::new();
+    let admit = |req: &Request| match quotas.quotas.admit(req, remote.map(|addr| addr.ip()), false) {
+        Ok(mut admission) => {
+            quota_headers = std::mem::take(&mut admission.headers);
+            Ok(())
+        }
+        Err(rejection) => {
+            quota_headers = rejection.headers;
+            Err(rejection.error)
+        }
+    };
+    let result = router::standby_read(&state.core, view, Request { remote_addr: remote, ..req }, admit).await.ok()?;
+    let mut response = render(result, &request_id);
+    for (name, value) in quota_headers {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    let method = metrics::method_label(parts.method.as_str());
+    metrics::global().observe_request(method, &mount, response.status().as_u16(), started.elapsed());
+    Some(response)
 }
 
 /// Whether a standby answers this request itself, as Vault's do (`sys/health`, `sys/seal-status`,

@@ -66,6 +66,37 @@ pub async fn handle(core: &Core, req: Request) -> Result<Response, ApiError> {
     trail.finish(result).await
 }
 
+/// An HA standby's own answer to a read it can serve from its copy of the services (see
+/// `arcanum_core::standby`), or the request back when only the active node can serve it: a
+/// write, a wrapped answer, a path whose backend keeps state only the active node has, a token
+/// this standby does not know (it may be brand new) or one with a use limit (counting a use is
+/// a write). Decided before anything is audited, so a request sent on is audited once, there.
+/// `admit` applies the standby's quotas once the request is known to be served here.
+pub async fn standby_read(
+    core: &Core,
+    view: Arc<Unsealed>,
+    req: Request,
+    admit: impl FnOnce(&Request) -> Result<(), ApiError>,
+) -> Result<Result<Response, ApiError>, Request> {
+    if !matches!(req.operation, Operation::Read | Operation::List) || req.wrap_ttl.is_some() {
+        return Err(req);
+    }
+    let Target::Mount(mount, rest) = target(&view, &req.path) else { return Err(req) };
+    if !mount.backend.standby_may_read() || mount.backend.is_unauthenticated(&rest) {
+        return Err(req);
+    }
+    match view.tokens.lookup(req.client_token.as_deref().unwrap_or_default()).await {
+        Ok(Some(token)) if token.num_uses == 0 => {}
+        _ => return Err(req),
+    }
+    if let Err(rejection) = admit(&req) {
+        return Ok(Err(rejection));
+    }
+    let mut trail = Trail::begin(&view.audit, &req, || Some(Arc::clone(&mount.entry)));
+    let result = route(core, &view, &req, &mut trail).await;
+    Ok(trail.finish(result).await)
+}
+
 /// `X-Vault-Wrap-TTL`: a successful answer in Vault's envelope goes into a wrapping token's
 /// cubbyhole, and the client gets the token (`wrap_info`). Errors, 204s and bare bodies (seal
 /// status, init, an unwrapped answer) pass through unwrapped, as in Vault.

@@ -111,6 +111,13 @@ pub trait LogicalBackend: Send + Sync + Debug {
         false
     }
 
+    /// Whether reads and lists on this backend only read storage and keep nothing in memory
+    /// that other nodes change, so that an HA standby following storage may serve them itself
+    /// (the rest go to the active node).
+    fn standby_may_read(&self) -> bool {
+        false
+    }
+
     /// Whether this credential backend's logins name a role (`role` in the login body), so
     /// that a quota can be set per role.
     fn has_login_roles(&self) -> bool {

@@ -72,6 +72,8 @@ pub struct HaConfig {
     pub cluster_addr: String,
     /// The lock's lease TTL (`lock_timeout`).
     pub lock_ttl: Duration,
+    /// Whether this node, as a standby, serves KV reads itself (see [`crate::standby`]).
+    pub standby_reads: bool,
 }
 
 /// What the lock's holder advertises, and what each node's heartbeat says.
@@ -113,7 +115,7 @@ pub struct Ha {
     pub backend: Arc<dyn HaBackend>,
     pub config: HaConfig,
     /// The root key while unsealed: what a takeover opens the keyring with.
-    root_key: Mutex<Option<Key256>>,
+    pub(crate) root_key: Mutex<Option<Key256>>,
     /// Derived from the root key: signs and checks forwarded client addresses.
     forwarding_key: Mutex<Option<Key256>>,
     /// The lock while active.
@@ -135,6 +137,8 @@ pub struct Ha {
     /// Bumped whenever this node's role or the leader it knows changes: what a forwarded request
     /// held during a failover waits on.
     leadership: tokio::sync::watch::Sender<u64>,
+    /// A standby's copy of the services it serves reads from.
+    pub reads: crate::standby::StandbyReads,
 }
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -157,6 +161,7 @@ impl Ha {
             task: Mutex::new(None),
             beat: Notify::new(),
             leadership: tokio::sync::watch::Sender::new(0),
+            reads: crate::standby::StandbyReads::default(),
         }
     }
 
@@ -188,6 +193,7 @@ impl Ha {
         self.backend.fence(None);
         self.wake.notify_one();
         self.beat.notify_one();
+        self.leadership_changed();
     }
 
     /// Sealing: forget the key and stop campaigning (the caller steps down first).
@@ -196,6 +202,7 @@ impl Ha {
         *lock(&self.forwarding_key) = None;
         *lock(&self.leader) = KnownLeader::default();
         self.wake.notify_one();
+        self.leadership_changed();
     }
 
     /// Changes whenever this node's role or the leader it knows changes.
@@ -289,6 +296,10 @@ impl Core {
         let heartbeat = tokio::spawn(heartbeats(Arc::downgrade(&ha)));
         // The heartbeat task ends when `ha` goes; the election task's handle aborts both at drop.
         drop(heartbeat);
+        if ha.config.standby_reads {
+            // Like the election task, it holds the core weakly and ends once it finds it gone.
+            drop(tokio::spawn(crate::standby::follow_for_reads(Arc::downgrade(self), Arc::clone(&ha))));
+        }
     }
 
     /// Takes over as active: fence, reset the storage's view, open every service.

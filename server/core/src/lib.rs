@@ -20,6 +20,7 @@ pub mod mounts;
 pub mod policies;
 pub mod seal;
 pub mod shares;
+pub mod standby;
 pub mod token;
 pub mod wrapping;
 

@@ -23,7 +23,7 @@ use arcanum_contract::logical::ApiError;
 use arcanum_contract::token::TokenView;
 
 const SALT_PATH: &str = "sys/token/salt";
-const ID_PREFIX: &str = "sys/token/id/";
+pub(crate) const ID_PREFIX: &str = "sys/token/id/";
 const ACCESSOR_PREFIX: &str = "sys/token/accessor/";
 const PARENT_PREFIX: &str = "sys/token/parent/";
 const ROLE_PREFIX: &str = "sys/token/roles/";
@@ -383,6 +383,11 @@ impl TokenStore {
             }
         }
         Ok(entry)
+    }
+
+    /// Forgets a cached entry that another node changed (a standby following storage).
+    pub fn forget(&self, id_hash: &str) {
+        self.invalidate(&[id_hash]);
     }
 
     /// Forgets cached entries after a write to them (call once the write is durable).

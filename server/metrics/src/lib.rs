@@ -51,6 +51,7 @@ pub struct Metrics {
     pub ha_leadership_changes: IntCounter,
     pub ha_takeover_duration: Histogram,
     pub ha_forwarded_requests: IntCounterVec,
+    pub ha_standby_reads: IntCounter,
 }
 
 /// The process-wide metrics.
@@ -192,6 +193,11 @@ impl Metrics {
                 "arcanum_ha_forwarded_requests_total",
                 "Requests a standby sent on to the active node, by outcome (forwarded, redirected, failed).",
                 &["outcome"],
+            ),
+            ha_standby_reads: counter(
+                &r,
+                "arcanum_ha_standby_reads_total",
+                "Reads a standby served itself from its copy of the services instead of forwarding them.",
             ),
             registry: r,
         }

@@ -258,6 +258,8 @@ fn ha_config(
         api_addr,
         cluster_addr,
         lock_ttl: etcd.lock_timeout,
+        // A standby that cannot forward (Vault's disable_clustering) serves nothing itself.
+        standby_reads: !config.disable_standby_reads && !config.disable_clustering,
     })
 }
 

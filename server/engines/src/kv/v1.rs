@@ -12,6 +12,10 @@ pub struct KvV1;
 
 #[async_trait::async_trait]
 impl LogicalBackend for KvV1 {
+    fn standby_may_read(&self) -> bool {
+        true
+    }
+
     async fn handle(&self, req: BackendRequest<'_>) -> Result<Response, ApiError> {
         let path = req.path;
         check_key(path)?;

@@ -542,6 +542,10 @@ impl KvV2 {
 
 #[async_trait::async_trait]
 impl LogicalBackend for KvV2 {
+    fn standby_may_read(&self) -> bool {
+        true
+    }
+
     async fn handle(&self, req: BackendRequest<'_>) -> Result<Response, ApiError> {
         check_key(req.path)?;
         let (section, key) = split(req.path);
