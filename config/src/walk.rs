@@ -47,7 +47,6 @@ const IGNORED_TOP_LEVEL: &[&str] = &[
     "default_max_request_duration",
     "detect_deadlocks",
     "disable_indexing",
-    "disable_performance_standby",
     "disable_printable_check",
     "disable_sealwrap",
     "disable_sentinel_trace",
@@ -308,7 +307,10 @@ impl Walker<'_> {
                 "cache_size" => cache_size = Some(self.positive(value, key)?),
                 "disable_cache" => disable_cache = self.boolean(value, key)?,
                 "disable_clustering" => disable_clustering = self.boolean(value, key)?,
-                "disable_standby_reads" => disable_standby_reads = self.boolean(value, key)?,
+                // Vault Enterprise's name for the same switch.
+                "disable_standby_reads" | "disable_performance_standby" => {
+                    disable_standby_reads = self.boolean(value, key)?
+                }
                 "service_registration" => service_registration = self.service_registration(value, key)?,
                 "seal" => self.seals(value, key, &mut seals)?,
                 k if IGNORED_TOP_LEVEL.contains(&k) => self.ignore(key),

@@ -1,5 +1,6 @@
 //! High availability end to end: three real `arcanum` processes with `ha_enabled` on one real
-//! etcd. One becomes active, the others stand by (429 health, Vault's `sys/leader`) and
+//! etcd. One becomes active, the others stand by (429 health, Vault's `sys/leader`), serve KV
+//! reads themselves from storage they follow (`X-Vault-Index` for read-after-write), and
 //! forward what they do not serve to the active, which audits the real client's address
 //! (`disable_clustering`: Vault's 307 instead); the active's death or a step-down hands over to a standby that serves what
 //! the old one wrote; a paused active is fenced: once resumed, it writes nothing.

@@ -141,7 +141,14 @@ async fn follow_while_standby(
                     return Ok(true);
                 }
             }
-            Some(batch) = changes.recv() => {
+            Some(mut batch) = changes.recv() => {
+                // What else is waiting comes in with it: a burst of policy writes reopens the
+                // services once, not once per write.
+                while let Ok(more) = changes.try_recv() {
+                    batch.restart |= more.restart;
+                    batch.revision = batch.revision.max(more.revision);
+                    batch.keys.extend(more.keys);
+                }
                 let Some(core) = core.upgrade() else { return Ok(false) };
                 apply(&core, ha, batch).await?;
             }
