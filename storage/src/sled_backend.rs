@@ -18,6 +18,7 @@
 //! key in order and lets listings scan a key space that no write is changing.
 
 use std::collections::HashMap;
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -94,6 +95,13 @@ impl SledBackend {
 
     /// Like [`open`](Self::open) with explicit options.
     pub fn open_with(path: &Path, options: SledOptions) -> Result<Self, StorageError> {
+        let private = |e: std::io::Error| StorageError::Io(format!("making {} private: {e}", path.display()));
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+            .map_err(|e| StorageError::Io(format!("creating {}: {e}", path.display())))?;
+        restrict_to_owner(path).map_err(private)?;
         let config = sled::Config::new()
             .path(path)
             .cache_capacity(options.cache_capacity_bytes)
@@ -114,6 +122,8 @@ impl SledBackend {
                 }
             }
         };
+        // What sled just created follows the process umask; make it the owner's alone too.
+        restrict_to_owner(path).map_err(private)?;
         let mut disk = DiskSync::open(path)
             .map_err(|e| StorageError::Io(format!("syncing sled database at {}: {e}", path.display())))?;
         let intents = db
@@ -388,6 +398,22 @@ impl Backend for SledBackend {
     }
 }
 
+/// Makes `dir` and everything in it readable by its owner alone (0700 folders, 0600 files):
+/// even encrypted, storage shows which secret paths exist and when they change.
+fn restrict_to_owner(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            restrict_to_owner(&entry.path())?;
+        } else {
+            std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -490,6 +516,33 @@ mod tests {
         }
         assert_eq!(backend.get("k").await.expect("get"), Some(b"v".to_vec()));
         assert_eq!(backend.list("").await.expect("list"), ["k"]);
+    }
+
+    #[test]
+    fn the_data_folder_and_its_files_are_the_owners_alone() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        // As an older release left it: world-readable.
+        std::fs::create_dir(&data).expect("mkdir");
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::write(data.join("leftover"), b"x").expect("write");
+        std::fs::set_permissions(data.join("leftover"), std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let backend = SledBackend::open(&data).expect("open");
+        drop(backend);
+        let mode = |path: &Path| std::fs::metadata(path).expect("metadata").permissions().mode() & 0o777;
+        assert_eq!(mode(&data), 0o700);
+        let mut files = 0;
+        for entry in std::fs::read_dir(&data).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            let expected = if path.is_dir() { 0o700 } else { 0o600 };
+            assert_eq!(mode(&path), expected, "{}", path.display());
+            files += 1;
+        }
+        assert!(files >= 2, "sled's own files are there too");
+        let fresh = dir.path().join("a/b/fresh");
+        drop(SledBackend::open(&fresh).expect("open"));
+        assert_eq!(mode(&fresh), 0o700);
     }
 
     #[test]

@@ -69,3 +69,45 @@ fn disable_mlock_leaves_memory_unlocked() {
     assert_eq!(status_kb(server.pid(), "VmLck:"), 0);
     assert_eq!(banner(&server, "Core dumps"), "disabled");
 }
+
+/// Every folder and file under `dir`, with its permission bits.
+fn modes_under(dir: &std::path::Path, found: &mut Vec<(std::path::PathBuf, u32)>) {
+    use std::os::unix::fs::PermissionsExt as _;
+    for entry in std::fs::read_dir(dir).expect("read_dir") {
+        let path = entry.expect("entry").path();
+        let mode = std::fs::metadata(&path).expect("metadata").permissions().mode() & 0o777;
+        if path.is_dir() {
+            modes_under(&path, found);
+        }
+        found.push((path, mode));
+    }
+}
+
+#[test]
+fn storage_and_audit_files_are_readable_by_the_server_user_alone() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let server = TestServer::start();
+    let init = server.init(1, 1);
+    server.unseal(&init.keys);
+    let root = init.root_token.clone();
+    let audit = server.dir.path().join("audit.log");
+    let (status, body) = server.put(
+        "sys/audit/file",
+        Some(&root),
+        serde_json::json!({"type": "file", "options": {"file_path": audit.display().to_string()}}),
+    );
+    assert_eq!(status, 204, "{body}");
+    for n in 0..50 {
+        let (status, body) = server.put(&format!("cubbyhole/k{n}"), Some(&root), serde_json::json!({"v": n}));
+        assert_eq!(status, 204, "{body}");
+    }
+    let data = server.dir.path().join("data");
+    let mut found = vec![(data.clone(), std::fs::metadata(&data).unwrap().permissions().mode() & 0o777)];
+    modes_under(&data, &mut found);
+    found.push((audit.clone(), std::fs::metadata(&audit).unwrap().permissions().mode() & 0o777));
+    assert!(found.len() > 3, "{found:?}");
+    for (path, mode) in &found {
+        let expected = if path.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(*mode, expected, "{} is {mode:o}", path.display());
+    }
+}

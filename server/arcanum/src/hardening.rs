@@ -1,5 +1,5 @@
-//! Process hardening at start-up: no core dumps (a dump of an unsealed server holds its keys)
-//! and, unless the config says `disable_mlock = true`, memory locked so that keys are never
+//! Process hardening at start-up: no core dumps (a dump of an unsealed server holds its keys),
+//! files created private to the server's user (umask 077: storage, audit logs), and, unless the config says `disable_mlock = true`, memory locked so that keys are never
 //! written to swap.
 //!
 //! Locking uses `mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT)`: pages are locked as they
@@ -32,6 +32,9 @@ pub fn apply(disable_mlock: bool) -> Hardening {
     // reading the keys out of memory.
     let not_dumpable = set_dumpable_behavior(DumpableBehavior::NotDumpable);
     let core_dumps_disabled = no_core.is_ok() && not_dumpable.is_ok();
+    // Storage file names and audit lines are for the server's user alone (storage opens its
+    // existing files to the same modes).
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     if !core_dumps_disabled {
         tracing::warn!("could not disable core dumps: a crash dump could contain key material");
     }
