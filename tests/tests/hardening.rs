@@ -111,3 +111,70 @@ fn storage_and_audit_files_are_readable_by_the_server_user_alone() {
         assert_eq!(*mode, expected, "{} is {mode:o}", path.display());
     }
 }
+
+/// Sends a request head declaring a `length`-byte body and no body at all; the status line the
+/// server answers with (it must answer without waiting for the body).
+fn status_for_an_unsent_body(server: &TestServer, path: &str, token: Option<&str>, length: u64) -> String {
+    use std::io::{BufRead as _, Write as _};
+    let addr = server.addr.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).expect("timeout");
+    let token = token.map(|t| format!("X-Vault-Token: {t}\r\n")).unwrap_or_default();
+    write!(
+        stream,
+        "PUT /v1/{path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{token}Content-Length: {length}\r\n\r\n"
+    )
+    .expect("write");
+    let mut line = String::new();
+    std::io::BufReader::new(stream).read_line(&mut line).expect("the server answers before the body arrives");
+    line.trim().to_owned()
+}
+
+#[test]
+fn bodies_without_a_valid_token_are_refused_unread_and_refused_requests_audit_little() {
+    let server = TestServer::start();
+    let init = server.init(1, 1);
+    server.unseal(&init.keys);
+    let root = init.root_token.clone();
+    let huge = 30 * 1024 * 1024;
+    for token in [None, Some("hvs.not-a-token")] {
+        let status = status_for_an_unsent_body(&server, "secret/big", token, huge);
+        assert!(status.contains(" 413 "), "{token:?}: {status}");
+    }
+    // Beyond the unauthenticated limit, sent in full: refused with the reason.
+    let two_mib = serde_json::json!({"v": "x".repeat(2 * 1024 * 1024)});
+    let (status, body) = server.put("cubbyhole/big", None, two_mib.clone());
+    assert_eq!(status, 413, "{body}");
+    assert!(body["errors"][0].as_str().unwrap_or_default().contains("without a valid token"), "{body}");
+    // A valid token may send it (up to the listener's max_request_size).
+    let (status, body) = server.put("cubbyhole/big", Some(&root), two_mib);
+    assert_eq!(status, 204, "{body}");
+
+    // Under the limit, with a bad token: refused by the router, and its audit entries leave the
+    // data out instead of writing it twice.
+    let audit = server.dir.path().join("audit.log");
+    let (status, body) = server.put(
+        "sys/audit/file",
+        Some(&root),
+        serde_json::json!({"type": "file", "options": {"file_path": audit.display().to_string()}}),
+    );
+    assert_eq!(status, 204, "{body}");
+    let before = std::fs::metadata(&audit).map(|m| m.len()).unwrap_or(0);
+    let (status, _) =
+        server.put("secret/big", Some("hvs.not-a-token"), serde_json::json!({"v": "y".repeat(900 * 1024)}));
+    assert_eq!(status, 403);
+    let grown = std::fs::metadata(&audit).expect("audit file").len() - before;
+    assert!(grown < 16 * 1024, "a refused 900 KiB request grew the audit log by {grown} bytes");
+    let text = std::fs::read_to_string(&audit).expect("audit");
+    let refused: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|entry| entry["request"]["path"] == serde_json::json!("secret/big"))
+        .collect();
+    assert_eq!(refused.len(), 2, "request and response entries");
+    for entry in &refused {
+        assert!(entry["request"]["data"].as_object().is_none_or(|data| data.is_empty()), "{entry}");
+    }
+    let request = refused.iter().find(|entry| entry["type"] == serde_json::json!("request")).expect("request entry");
+    assert!(request["error"].as_str().unwrap_or_default().contains("not recorded"), "{request}");
+}

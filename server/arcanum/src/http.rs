@@ -43,6 +43,11 @@ async fn serve_request(State(state): State<HttpState>, request: axum::extract::R
     let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
     let started = Instant::now();
     let method = metrics::method_label(parts.method.as_str());
+    // Held until the answer is rendered: the body's bytes and what parsing makes of them.
+    let admission = match admit_body(&state, &parts).await {
+        Ok(admission) => admission,
+        Err(error) => return render(Err(error), ""),
+    };
     let body = if state.core.is_standby() && !standby_serves(&state.core, &parts.uri) {
         if let Some(response) = standby_read(&state, &parts, peer).await {
             metrics::global().ha_standby_reads.inc();
@@ -56,7 +61,7 @@ async fn serve_request(State(state): State<HttpState>, request: axum::extract::R
             &parts.headers,
             body,
             peer,
-            state.max_request_size,
+            admission.limit,
         )
         .await;
         let response = match outcome {
@@ -87,7 +92,7 @@ async fn serve_request(State(state): State<HttpState>, request: axum::extract::R
         Err(error) => return render(Err(error), ""),
     };
     let (result, request_id, mount, headers) =
-        match parse(&state, &parts.method, &parts.uri, &parts.headers, body).await {
+        match parse(admission.limit, &parts.method, &parts.uri, &parts.headers, body).await {
             Ok(req) => {
                 tracing::debug!(operation = ?req.operation, path = %req.path, "request");
                 let request_id = req.id.clone();
@@ -164,7 +169,7 @@ async fn standby_read(
     }
     let started = Instant::now();
     let remote = client_address(&state.core, parts, peer).ok()?;
-    let req = parse(state, &parts.method, &parts.uri, &parts.headers, Body::empty()).await.ok()?;
+    let req = parse(state.max_request_size, &parts.method, &parts.uri, &parts.headers, Body::empty()).await.ok()?;
     let request_id = req.id.clone();
     let mount = {
         let resolved = view.mounts.resolve(&req.path);
@@ -192,6 +197,79 @@ async fn standby_read(
     let method = metrics::method_label(parts.method.as_str());
     metrics::global().observe_request(method, &mount, response.status().as_u16(), started.elapsed());
     Some(response)
+}
+
+/// The most a request without a token may carry: enough for any login, unseal, init with PGP
+/// keys or unwrap, and no help to a client that wants to make the server buffer large bodies
+/// without credentials.
+pub const UNAUTHENTICATED_BODY_LIMIT: u64 = 1024 * 1024;
+/// The body bytes all requests together may hold at once (their parsed JSON counts against
+/// the same budget: it is charged at twice the body's size).
+const BODY_MEMORY_BUDGET: u64 = 256 * 1024 * 1024;
+/// How long a request waits for room in that budget before it is refused.
+const BODY_MEMORY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn body_memory() -> &'static Arc<tokio::sync::Semaphore> {
+    static BUDGET: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+    BUDGET.get_or_init(|| Arc::new(tokio::sync::Semaphore::new((BODY_MEMORY_BUDGET / 1024) as usize)))
+}
+
+/// What a request may send as its body, decided before a byte of it is read.
+#[derive(Debug)]
+struct BodyAdmission {
+    /// The most this request's body may hold (`None`: no limit, a negative `max_request_size`).
+    limit: Option<u64>,
+    /// Its share of [`BODY_MEMORY_BUDGET`], held until the answer is rendered.
+    _memory: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// Decides, before a byte of the body is read, how much of it the server will buffer, and
+/// reserves the memory that takes. A request without a token this server knows (where it can
+/// tell: an unsealed active node, or a standby with its copy of the token store) may send at
+/// most [`UNAUTHENTICATED_BODY_LIMIT`]; a larger declared body is refused unread. The
+/// reservation is the declared size (the limit for a chunked body), doubled for the parsed form.
+async fn admit_body(state: &HttpState, parts: &axum::http::request::Parts) -> Result<BodyAdmission, ApiError> {
+    if !matches!(parts.method.as_str(), "POST" | "PUT" | "PATCH") {
+        return Ok(BodyAdmission { limit: state.max_request_size, _memory: None });
+    }
+    let declared =
+        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let authenticated = match client_token(&parts.headers)? {
+        None => false,
+        Some(token) => {
+            let tokens = state.core.unsealed().ok().or_else(|| state.core.ha().and_then(|ha| ha.reads.view()));
+            match tokens {
+                Some(unsealed) => unsealed.tokens.lookup(&token).await?.is_some(),
+                // Sealed, or a standby without a copy: the node that serves it checks.
+                None => true,
+            }
+        }
+    };
+    let limit = match (authenticated, state.max_request_size) {
+        (true, limit) => limit,
+        (false, limit) => Some(limit.map_or(UNAUTHENTICATED_BODY_LIMIT, |max| max.min(UNAUTHENTICATED_BODY_LIMIT))),
+    };
+    if let (Some(len), Some(max)) = (declared, limit) {
+        if len > max {
+            return Err(if authenticated || state.max_request_size.is_some_and(|listener| len > listener) {
+                ApiError::new(413, "http: request body too large")
+            } else {
+                ApiError::new(
+                    413,
+                    format!(
+                        "http: request body too large: a request without a valid token may carry at most {UNAUTHENTICATED_BODY_LIMIT} bytes"
+                    ),
+                )
+            });
+        }
+    }
+    let Some(max) = limit else { return Ok(BodyAdmission { limit, _memory: None }) };
+    let kib = (declared.unwrap_or(max).min(max).saturating_mul(2) / 1024 + 1).min(BODY_MEMORY_BUDGET / 1024) as u32;
+    let reserve = Arc::clone(body_memory()).acquire_many_owned(kib);
+    match tokio::time::timeout(BODY_MEMORY_WAIT, reserve).await {
+        Ok(Ok(permit)) => Ok(BodyAdmission { limit, _memory: Some(permit) }),
+        _ => Err(ApiError::new(503, "the server is busy reading other request bodies; retry")),
+    }
 }
 
 /// Whether a standby answers this request itself, as Vault's do (`sys/health`, `sys/seal-status`,
@@ -227,7 +305,7 @@ fn client_address(
 }
 
 async fn parse(
-    state: &HttpState,
+    body_limit: Option<u64>,
     method: &Method,
     uri: &axum::http::Uri,
     headers: &HeaderMap,
@@ -263,7 +341,7 @@ async fn parse(
         }
     }
     let data = match operation {
-        Operation::Update | Operation::Patch => parse_body(state, headers, body).await?,
+        Operation::Update | Operation::Patch => parse_body(body_limit, headers, body).await?,
         _ => {
             let mut query = query;
             if operation == Operation::List {
@@ -331,12 +409,12 @@ fn parse_query(query: &str) -> Result<Map<String, Value>, ApiError> {
     Ok(data)
 }
 
-async fn parse_body(state: &HttpState, headers: &HeaderMap, body: Body) -> Result<Map<String, Value>, ApiError> {
+async fn parse_body(max: Option<u64>, headers: &HeaderMap, body: Body) -> Result<Map<String, Value>, ApiError> {
     let too_large = || ApiError::new(413, "http: request body too large");
-    let limit = state.max_request_size.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+    let limit = max.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| state.max_request_size.is_some_and(|max| len > max)) {
+    if declared.is_some_and(|len| max.is_some_and(|max| len > max)) {
         return Err(too_large());
     }
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|err| {

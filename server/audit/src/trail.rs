@@ -43,6 +43,36 @@ enum State {
     Deferred,
 }
 
+/// The most request data recorded for a request refused before it was authenticated.
+pub const REFUSED_DATA_LIMIT: usize = 64 * 1024;
+
+/// A request refused before it was acted on (a bad token, a storage error) keeps its data in
+/// the audit entries only up to [`REFUSED_DATA_LIMIT`] bytes of JSON: a client without
+/// credentials must not be able to grow the audit log by the size of its bodies. The entries
+/// still say what was left out.
+fn bound_refused_data(record: &mut RequestRecord) {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut size = Counter(0);
+    if serde_json::to_writer(&mut size, &record.data).is_err() || size.0 <= REFUSED_DATA_LIMIT {
+        return;
+    }
+    record.data = serde_json::Map::new();
+    let note = format!("request data of {} bytes not recorded: the request was refused before it was acted on", size.0);
+    record.error = Some(match record.error.take() {
+        Some(error) => format!("{error}; {note}"),
+        None => note,
+    });
+}
+
 /// See the module documentation.
 #[derive(Debug)]
 pub struct Trail<'a> {
@@ -135,6 +165,7 @@ impl<'a> Trail<'a> {
                 }
                 if let (Some(record), Err(err)) = (self.record.as_mut(), &result) {
                     record.error = Some(err.errors.join("; "));
+                    bound_refused_data(record);
                 }
                 // The handler has not run, so a deferral cannot be consumed: refuse.
                 if self.record_request().await.is_err() || self.state != State::Recorded {
