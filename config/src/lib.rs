@@ -82,6 +82,7 @@ impl Config {
                 address: DEFAULT_ADDRESS.to_string(),
                 tls: None,
                 max_request_size: Some(DEFAULT_MAX_REQUEST_SIZE),
+                connections: ConnectionLimits::default(),
             }],
             api_addr: None,
             cluster_addr: None,
@@ -385,6 +386,33 @@ pub struct Listener {
     pub tls: Option<Tls>,
     /// Maximum request body in bytes; `None` means unlimited (a negative value in the file).
     pub max_request_size: Option<u64>,
+    /// Timeouts and the connection cap.
+    pub connections: ConnectionLimits,
+}
+
+/// How long a listener's connections may stay quiet, and how many it keeps at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Vault's `http_read_header_timeout` (default 10 s): a request's head, and a new
+    /// connection's first byte, must arrive within it. An HTTP/1.1 connection waiting for its
+    /// next request counts as reading a head, so an idle one closes after it too.
+    pub read_header_timeout: Duration,
+    /// Vault's `http_idle_timeout` (default 5 min): a connection with no byte read or written
+    /// for this long is closed, whatever it is waiting for.
+    pub idle_timeout: Duration,
+    /// Arcanum's `max_connections`: connections open at once; beyond it new ones are closed at
+    /// once (the ones open keep being served). `None`: three quarters of the open-file limit.
+    pub max_connections: Option<u32>,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            read_header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            max_connections: None,
+        }
+    }
 }
 
 /// TLS settings of a listener.
@@ -533,7 +561,12 @@ mod tests {
     }
 
     fn plain(address: &str) -> Listener {
-        Listener { address: address.to_string(), tls: None, max_request_size: Some(DEFAULT_MAX_REQUEST_SIZE) }
+        Listener {
+            address: address.to_string(),
+            tls: None,
+            max_request_size: Some(DEFAULT_MAX_REQUEST_SIZE),
+            connections: ConnectionLimits::default(),
+        }
     }
 
     #[test]
@@ -617,6 +650,25 @@ mod tests {
     }
 
     #[test]
+    fn listener_connection_limits() {
+        let config = parse(
+            "storage \"inmem\" {}\nlistener \"tcp\" {\n  tls_disable = true\n  http_read_header_timeout = \"2s\"\n  http_idle_timeout = 60\n  max_connections = 100\n}\n",
+            Format::Hcl,
+            "c",
+        )
+        .expect("parses");
+        let limits = config.listeners[0].connections;
+        assert_eq!(limits.read_header_timeout, Duration::from_secs(2));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(60));
+        assert_eq!(limits.max_connections, Some(100));
+        for bad in ["http_read_header_timeout = 0", "http_idle_timeout = \"0s\"", "max_connections = 0"] {
+            let text = format!("storage \"inmem\" {{}}\nlistener \"tcp\" {{\n  tls_disable = true\n  {bad}\n}}\n");
+            let err = parse(&text, Format::Hcl, "c").expect_err(bad).to_string();
+            assert!(err.contains(bad.split(' ').next().unwrap_or_default()), "{err}");
+        }
+    }
+
+    #[test]
     fn hvac_generated_config() {
         let config = json(
             r#"{"backend":{"inmem":{}},"listener":{"tcp":{"tls_cert_file":"tests/config_files/server-cert.pem","tls_key_file":"tests/config_files/server-key.pem","address":"127.0.0.1:8201"}},"disable_mlock":true,"default_lease_ttl":"768h","max_lease_ttl":"768h"}"#,
@@ -632,6 +684,7 @@ mod tests {
                     min_version: TlsVersion::Tls12,
                 }),
                 max_request_size: Some(DEFAULT_MAX_REQUEST_SIZE),
+                connections: ConnectionLimits::default(),
             }]
         );
         assert_eq!(config.default_lease_ttl, Some(H768));
@@ -689,8 +742,14 @@ raw_storage_endpoint = "true"
                         min_version: TlsVersion::Tls13,
                     }),
                     max_request_size: None,
+                    connections: ConnectionLimits::default(),
                 },
-                Listener { address: "127.0.0.1:8300".to_string(), tls: None, max_request_size: Some(1_048_576) },
+                Listener {
+                    address: "127.0.0.1:8300".to_string(),
+                    tls: None,
+                    max_request_size: Some(1_048_576),
+                    connections: ConnectionLimits::default(),
+                },
             ],
             api_addr: Some("https://vault.example.com:8200".to_string()),
             cluster_addr: Some("https://vault.example.com:8201".to_string()),

@@ -8,10 +8,10 @@ use serde_json::{Map, Value};
 
 use crate::duration::parse_duration_value;
 use crate::{
-    quote, Config, ConfigError, EtcdStorage, KubernetesRegistration, Listener, LogLevel, MigrationConfig, SealBlock,
-    SealKind, Storage, Tls, TlsVersion, TransitSeal, DEFAULT_ADDRESS, DEFAULT_MAX_REQUEST_SIZE,
-    ETCD_DEFAULT_LOCK_TIMEOUT, ETCD_DEFAULT_MAX_REQUEST_BYTES, ETCD_DEFAULT_MAX_TXN_OPS, ETCD_DEFAULT_PATH,
-    ETCD_DEFAULT_REQUEST_TIMEOUT,
+    quote, Config, ConfigError, ConnectionLimits, EtcdStorage, KubernetesRegistration, Listener, LogLevel,
+    MigrationConfig, SealBlock, SealKind, Storage, Tls, TlsVersion, TransitSeal, DEFAULT_ADDRESS,
+    DEFAULT_MAX_REQUEST_SIZE, ETCD_DEFAULT_LOCK_TIMEOUT, ETCD_DEFAULT_MAX_REQUEST_BYTES, ETCD_DEFAULT_MAX_TXN_OPS,
+    ETCD_DEFAULT_PATH, ETCD_DEFAULT_REQUEST_TIMEOUT,
 };
 
 const TOP_LEVEL_KEYS: &[&str] = &[
@@ -123,8 +123,18 @@ const IGNORED_ETCD: &[&str] = &["sync", "max_receive_size", "max_send_size"];
 /// Settings Vault reads from inside any storage block rather than from the backend itself.
 const IGNORED_STORAGE: &[&str] = &["redirect_addr", "advertise_addr", "cluster_addr", "disable_clustering"];
 
-const LISTENER_KEYS: &[&str] =
-    &["address", "tls_disable", "tls_cert_file", "tls_key_file", "tls_min_version", "max_request_size", "telemetry"];
+const LISTENER_KEYS: &[&str] = &[
+    "address",
+    "tls_disable",
+    "tls_cert_file",
+    "tls_key_file",
+    "tls_min_version",
+    "max_request_size",
+    "http_read_header_timeout",
+    "http_idle_timeout",
+    "max_connections",
+    "telemetry",
+];
 
 /// Valid Vault TCP listener settings that Arcanum has no use for.
 const IGNORED_LISTENER: &[&str] = &[
@@ -138,8 +148,6 @@ const IGNORED_LISTENER: &[&str] = &[
     "disable_replication_status_endpoints",
     "disable_request_limiter",
     "disable_unauthed_rekey_endpoints",
-    "http_idle_timeout",
-    "http_read_header_timeout",
     "http_read_timeout",
     "http_write_timeout",
     "inflight_requests_logging",
@@ -640,6 +648,7 @@ impl Walker<'_> {
         let mut key_file = None;
         let mut min_version = TlsVersion::Tls12;
         let mut max_request_size = Some(DEFAULT_MAX_REQUEST_SIZE);
+        let mut connections = ConnectionLimits::default();
         for (k, v) in body {
             let key_path = format!("{path}.{}", short(k));
             match k.to_ascii_lowercase().as_str() {
@@ -651,6 +660,11 @@ impl Walker<'_> {
                 "tls_key_file" => key_file = non_empty(self.string(v, &key_path)?),
                 "tls_min_version" => min_version = self.tls_version(v, &key_path)?,
                 "max_request_size" => max_request_size = self.request_size(v, &key_path)?,
+                // Vault's 0 means no timeout; a connection that may stay quiet forever is what
+                // these exist to prevent, so 0 is refused.
+                "http_read_header_timeout" => connections.read_header_timeout = self.timeout(v, &key_path)?,
+                "http_idle_timeout" => connections.idle_timeout = self.timeout(v, &key_path)?,
+                "max_connections" => connections.max_connections = Some(self.positive(v, &key_path)?),
                 "telemetry" => self.listener_telemetry(v, &key_path)?,
                 k if IGNORED_LISTENER.contains(&k) => self.ignore(&key_path),
                 _ => return Err(self.unknown(k, path, LISTENER_KEYS)),
@@ -674,7 +688,7 @@ impl Walker<'_> {
             let key_file = key_file.ok_or_else(|| required("tls_key_file"))?;
             Some(Tls { cert_file: PathBuf::from(cert_file), key_file: PathBuf::from(key_file), min_version })
         };
-        Ok(Listener { address, tls, max_request_size })
+        Ok(Listener { address, tls, max_request_size, connections })
     }
 
     /// Vault documents `unauthenticated_metrics_access` in the listener's telemetry block.
@@ -744,6 +758,11 @@ impl Walker<'_> {
             self.invalid(path, format!("expected a duration such as \"768h\" or a number of seconds: {why}"))
         })?;
         Ok(Some(d).filter(|d| !d.is_zero()))
+    }
+
+    fn timeout(&self, value: &Value, path: &str) -> Result<Duration, ConfigError> {
+        self.duration(value, path)?
+            .ok_or_else(|| self.invalid(path, "must be longer than 0 (a connection may not stay quiet forever)"))
     }
 
     fn tls_version(&self, value: &Value, path: &str) -> Result<TlsVersion, ConfigError> {

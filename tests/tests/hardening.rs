@@ -178,3 +178,43 @@ fn bodies_without_a_valid_token_are_refused_unread_and_refused_requests_audit_li
     let request = refused.iter().find(|entry| entry["type"] == serde_json::json!("request")).expect("request entry");
     assert!(request["error"].as_str().unwrap_or_default().contains("not recorded"), "{request}");
 }
+
+#[test]
+fn silent_and_half_sent_connections_cannot_lock_clients_out() {
+    use std::io::{Read as _, Write as _};
+    use std::time::{Duration, Instant};
+    let server =
+        TestServer::start_with(|dir| sled_config(dir, "http_read_header_timeout = \"2s\"\n  max_connections = 32", ""));
+    let init = server.init(1, 1);
+    server.unseal(&init.keys);
+    let addr = server.addr.trim_start_matches("http://").to_owned();
+    let descriptors = || std::fs::read_dir(format!("/proc/{}/fd", server.pid())).expect("fd list").count();
+    let before = descriptors();
+    // Far more silent connections than the cap.
+    let silent: Vec<std::net::TcpStream> =
+        (0..300).map(|_| std::net::TcpStream::connect(&addr).expect("connect")).collect();
+    // A client connecting now is served at once, on a new connection each time: it takes the
+    // slot of the oldest connection that has said nothing.
+    let fresh = reqwest::blocking::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    for _ in 0..10 {
+        let status = fresh.get(format!("{}/v1/sys/health", server.addr)).send().expect("health").status();
+        assert_eq!(status.as_u16(), 200);
+    }
+    let held = descriptors();
+    assert!(held < before + 32 + 16, "the server holds {held} descriptors (was {before}) under 300 silent connections");
+    // The server closes a silent connection, and one that sent half a request head, within the
+    // header timeout.
+    let mut half = std::net::TcpStream::connect(&addr).expect("connect");
+    half.write_all(b"GET /v1/sys/health HTTP/1.1\r\nHost: x\r\n").expect("write");
+    half.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+    let started = Instant::now();
+    let mut byte = [0u8; 1];
+    let read = half.read(&mut byte);
+    assert!(matches!(read, Ok(0) | Err(_)) || byte[0] == b'H', "{read:?}");
+    assert!(started.elapsed() < Duration::from_secs(8), "a half-sent head held its connection {:?}", started.elapsed());
+    drop(silent);
+}

@@ -22,6 +22,7 @@
 
 pub mod catalog;
 pub mod cli;
+pub mod connections;
 pub mod forward;
 pub mod hardening;
 pub mod http;

@@ -88,6 +88,7 @@ pub struct BoundListener {
     socket: std::net::TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     max_request_size: Option<u64>,
+    connections: arcanum_config::ConnectionLimits,
     pub local_addr: SocketAddr,
 }
 
@@ -115,6 +116,7 @@ pub fn bind(listeners: &[Listener]) -> anyhow::Result<Vec<BoundListener>> {
                 socket,
                 tls,
                 max_request_size: listener.max_request_size,
+                connections: listener.connections,
             })
         })
         .collect()
@@ -157,14 +159,21 @@ pub async fn serve(
         let app = http::app(Arc::clone(&core), listener.max_request_size, Arc::clone(&forwarder))
             .into_make_service_with_connect_info::<SocketAddr>();
         let handle = handle.clone();
+        let guard = crate::connections::Guard::new(&listener.connections);
+        let header_timeout = listener.connections.read_header_timeout;
         match listener.tls {
             Some(tls) => {
                 let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
-                let server = axum_server::from_tcp_rustls(listener.socket, config).handle(handle);
+                let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
+                    .handshake_timeout(header_timeout)
+                    .acceptor(guard);
+                let mut server = axum_server::from_tcp(listener.socket).acceptor(acceptor).handle(handle);
+                time_request_heads(server.http_builder(), header_timeout);
                 servers.spawn(async move { server.serve(app).await });
             }
             None => {
-                let server = axum_server::from_tcp(listener.socket).handle(handle);
+                let mut server = axum_server::from_tcp(listener.socket).acceptor(guard).handle(handle);
+                time_request_heads(server.http_builder(), header_timeout);
                 servers.spawn(async move { server.serve(app).await });
             }
         }
@@ -207,6 +216,14 @@ pub async fn serve(
     core.shutdown().await;
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Request heads must arrive within `timeout` (hyper times them only once it has a timer).
+fn time_request_heads(
+    builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    timeout: Duration,
+) {
+    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(timeout);
 }
 
 /// The next SIGHUP; never resolves when SIGHUP cannot be watched.

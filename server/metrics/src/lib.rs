@@ -52,6 +52,7 @@ pub struct Metrics {
     pub ha_takeover_duration: Histogram,
     pub ha_forwarded_requests: IntCounterVec,
     pub ha_standby_reads: IntCounter,
+    pub connections_refused: IntCounter,
 }
 
 /// The process-wide metrics.
@@ -193,6 +194,11 @@ impl Metrics {
                 "arcanum_ha_forwarded_requests_total",
                 "Requests a standby sent on to the active node, by outcome (forwarded, redirected, failed).",
                 &["outcome"],
+            ),
+            connections_refused: counter(
+                &r,
+                "arcanum_connections_refused_total",
+                "New connections closed at once because a listener held max_connections.",
             ),
             ha_standby_reads: counter(
                 &r,

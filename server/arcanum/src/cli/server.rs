@@ -185,6 +185,7 @@ fn dev_config(args: &ServerArgs) -> Config {
             address: args.dev_listen_address.clone(),
             tls: None,
             max_request_size: Some(arcanum_config::DEFAULT_MAX_REQUEST_SIZE),
+            connections: arcanum_config::ConnectionLimits::default(),
         }],
         ..Config::dev_defaults()
     }
