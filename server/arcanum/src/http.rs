@@ -155,17 +155,26 @@ async fn standby_read(
         return None;
     }
     let ha = state.core.ha()?;
-    let mut view = ha.reads.view()?;
-    if let Some(index) = parts.headers.get(forward::INDEX_HEADER) {
-        let wanted = index.to_str().ok().and_then(forward::decode_index)?;
-        if ha.reads.applied() < wanted {
-            if !ha.reads.wait_for(wanted, forward::INDEX_WAIT).await {
-                let fail = parts.headers.get(forward::INCONSISTENT_HEADER).is_some_and(|value| value == "fail");
-                let error = ApiError::new(412, "this standby has not caught up with the X-Vault-Index given yet");
-                return fail.then(|| render(Err(error), ""));
+    // Without a token the active node answers (its 403 is the same).
+    let token = client_token(&parts.headers).ok()??;
+    let wanted = wanted_index(&parts.headers)?;
+    if let Some(wanted) = wanted {
+        // Only a caller this standby knows may make it wait (a forged index costs nothing).
+        if let Some(view) = ha.reads.view() {
+            if !matches!(view.tokens.lookup(&token).await, Ok(Some(_))) {
+                return None;
             }
-            view = ha.reads.view()?;
         }
+        if !ha.reads.wait_for(wanted, forward::INDEX_WAIT).await {
+            let fail = parts.headers.get(forward::INCONSISTENT_HEADER).is_some_and(|value| value == "fail");
+            let error = ApiError::new(412, "this standby has not caught up with the X-Vault-Index given yet");
+            return fail.then(|| render(Err(error), ""));
+        }
+    }
+    let (view, applied) = ha.reads.snapshot()?;
+    if wanted.is_some_and(|wanted| applied < wanted) {
+        // The copy is reopening: the active node answers.
+        return None;
     }
     let started = Instant::now();
     let remote = client_address(&state.core, parts, peer).ok()?;
@@ -270,6 +279,18 @@ async fn admit_body(state: &HttpState, parts: &axum::http::request::Parts) -> Re
         Ok(Ok(permit)) => Ok(BodyAdmission { limit, _memory: Some(permit) }),
         _ => Err(ApiError::new(503, "the server is busy reading other request bodies; retry")),
     }
+}
+
+/// The highest revision among the request's `X-Vault-Index` values (Vault's clients may send
+/// several); `Some(None)` when there is none, `None` when one is not this server's (the active
+/// node decides what to make of it).
+fn wanted_index(headers: &HeaderMap) -> Option<Option<i64>> {
+    let mut wanted = None;
+    for value in headers.get_all(forward::INDEX_HEADER) {
+        let revision = value.to_str().ok().and_then(forward::decode_index)?;
+        wanted = wanted.max(Some(revision));
+    }
+    Some(wanted)
 }
 
 /// Whether a standby answers this request itself, as Vault's do (`sys/health`, `sys/seal-status`,

@@ -435,6 +435,10 @@ pub struct ChainStart {
     pub genesis: ChainHead,
     /// The head recorded behind the barrier at the last orderly stop, if any.
     pub recorded: Option<ChainHead>,
+    /// Whether an incomplete last line is cut off at open (a crash's leftover). Not on an HA
+    /// standby's copy: if the file is shared, the incomplete line is another node's write in
+    /// progress.
+    pub repair_tail: bool,
 }
 
 impl FileSink {
@@ -467,6 +471,7 @@ impl FileSink {
             file: None,
             head: start.genesis.clone(),
             shared_head: Arc::clone(&head),
+            repair_tail: start.repair_tail,
         };
         let route = if direct {
             writer.resume(&start);
@@ -618,6 +623,8 @@ struct Writer {
     file: Option<Output>,
     head: ChainHead,
     shared_head: Arc<Mutex<ChainHead>>,
+    /// See [`ChainStart::repair_tail`].
+    repair_tail: bool,
 }
 
 impl Writer {
@@ -709,7 +716,7 @@ impl Writer {
                 // never acknowledged: for a request line the request never ran, for a response
                 // line the answer was never sent. It is cut off, so the chain goes on from the
                 // last whole line and verifies; the cut is logged with its size.
-                match cut_partial_line(path) {
+                match if self.repair_tail { cut_partial_line(path) } else { Ok(0) } {
                     Ok(0) => {}
                     Ok(cut) => tracing::warn!(
                         path = %path.display(), bytes = cut,
@@ -999,7 +1006,7 @@ mod tests {
     async fn opened_sink(dir: &tempfile::TempDir, direct: bool) -> (FileSink, PathBuf) {
         let path = dir.path().join("a.log");
         let settings = FileSettings::parse(&options(&[("file_path", path.to_str().unwrap())])).unwrap();
-        let start = ChainStart { genesis: ChainHead::genesis("u"), recorded: None };
+        let start = ChainStart { genesis: ChainHead::genesis("u"), recorded: None, repair_tail: true };
         let (sink, opened) = FileSink::start_as("file/".into(), &settings, start, direct).unwrap();
         opened.await.unwrap().unwrap();
         (sink, path)
@@ -1082,7 +1089,7 @@ mod tests {
         let (first, hash) = chain::seal_line("", &ChainHead::genesis("u"), "{\"type\":\"request\"}");
         std::fs::write(&path, [first.clone(), first[..20].to_vec()].concat()).unwrap();
         let settings = FileSettings::parse(&options(&[("file_path", path.to_str().unwrap())])).unwrap();
-        let start = ChainStart { genesis: ChainHead::genesis("u"), recorded: None };
+        let start = ChainStart { genesis: ChainHead::genesis("u"), recorded: None, repair_tail: true };
         let (sink, opened) = FileSink::start("file/".into(), &settings, start).unwrap();
         assert!(matches!(sink.route, Route::Direct(_)), "a file in a temporary directory is written directly");
         opened.await.unwrap().unwrap();

@@ -148,6 +148,17 @@ impl AuditBroker {
     /// A device whose file cannot be opened stays enabled and fails its entries until it can
     /// (its writer retries on every entry): audit fails closed, unseal still succeeds.
     pub async fn open(storage: Arc<dyn LogicalStorage>) -> Result<AuditBroker, ApiError> {
+        Self::open_with(storage, true).await
+    }
+
+    /// [`AuditBroker::open`] for an HA standby's read-only copy of the services: its devices
+    /// append to their files without touching what is already there (another node may be
+    /// writing the same file, on a shared volume or host).
+    pub async fn open_alongside(storage: Arc<dyn LogicalStorage>) -> Result<AuditBroker, ApiError> {
+        Self::open_with(storage, false).await
+    }
+
+    async fn open_with(storage: Arc<dyn LogicalStorage>, repair_tails: bool) -> Result<AuditBroker, ApiError> {
         let broker = AuditBroker {
             root: StorageView::new(storage, ""),
             devices: RwLock::new(Arc::new(Vec::new())),
@@ -175,7 +186,7 @@ impl AuditBroker {
                     return Err(ApiError::internal());
                 }
             };
-            let start = ChainStart { genesis: ChainHead::genesis(&entry.uuid), recorded };
+            let start = ChainStart { genesis: ChainHead::genesis(&entry.uuid), recorded, repair_tail: repair_tails };
             match broker.start_device(entry, &settings, salt, start).await {
                 Ok((device, _)) => devices.push(device),
                 Err(err) => return Err(internal("starting an audit device")(err)),
@@ -319,7 +330,7 @@ impl AuditBroker {
             uuid: uuid::Uuid::new_v4().to_string(),
         };
         let salt = Zeroizing::new(arcanum_crypto::token::random_bytes(SALT_LEN));
-        let start = ChainStart { genesis: ChainHead::genesis(&entry.uuid), recorded: None };
+        let start = ChainStart { genesis: ChainHead::genesis(&entry.uuid), recorded: None, repair_tail: true };
         let (device, open_error) = self.start_device(entry.clone(), &settings, salt.clone(), start).await?;
         if let Some(err) = open_error {
             return Err(ApiError::bad_request(format!("sys/audit: the audit device at {path} is not writable: {err}")));

@@ -369,6 +369,24 @@ pub struct Unsealed {
 impl Unsealed {
     /// Opens every unsealed service over `barrier`.
     async fn open(barrier: Arc<Barrier>, leases: LeaseSettings, catalog: Arc<Catalog>) -> Result<Unsealed, ApiError> {
+        Self::open_as(barrier, leases, catalog, false).await
+    }
+
+    /// Opens the services for an HA standby's read-only copy (see [`standby`]).
+    async fn open_standby_copy(
+        barrier: Arc<Barrier>,
+        leases: LeaseSettings,
+        catalog: Arc<Catalog>,
+    ) -> Result<Unsealed, ApiError> {
+        Self::open_as(barrier, leases, catalog, true).await
+    }
+
+    async fn open_as(
+        barrier: Arc<Barrier>,
+        leases: LeaseSettings,
+        catalog: Arc<Catalog>,
+        standby_copy: bool,
+    ) -> Result<Unsealed, ApiError> {
         let quotas = Quotas::open(barrier.clone()).await?;
         let mut expiration =
             Expiration::open(Arc::clone(&barrier), leases).await.map_err(internal("restoring the lease schedule"))?;
@@ -383,7 +401,11 @@ impl Unsealed {
             .ok_or_else(|| internal("reading cluster info")(BarrierError::Corrupt("missing".into())))?;
         let policies = PolicyStore::load(StorageView::new(barrier.clone(), "sys/policy/")).await?;
         let mounts = MountTable::load(Arc::clone(&barrier), catalog).await?;
-        let audit = AuditBroker::open(barrier.clone()).await?;
+        let audit = if standby_copy {
+            AuditBroker::open_alongside(barrier.clone()).await?
+        } else {
+            AuditBroker::open(barrier.clone()).await?
+        };
         let unsealed = Unsealed {
             barrier,
             tokens,

@@ -33,27 +33,28 @@ const QUEUE: usize = 256;
 /// A standby's read-only copy of the services and how current it is.
 #[derive(Debug)]
 pub struct StandbyReads {
-    view: RwLock<Option<Arc<Unsealed>>>,
-    /// The storage revision the copy reflects; 0 while there is none.
+    /// The copy and the storage revision it reflects, taken together.
+    current: RwLock<Option<(Arc<Unsealed>, i64)>>,
+    /// The revision of the last copy installed; 0 once there is none.
     applied: tokio::sync::watch::Sender<i64>,
 }
 
 impl Default for StandbyReads {
     fn default() -> Self {
-        StandbyReads { view: RwLock::new(None), applied: tokio::sync::watch::Sender::new(0) }
+        StandbyReads { current: RwLock::new(None), applied: tokio::sync::watch::Sender::new(0) }
     }
 }
 
 impl StandbyReads {
-    /// The copy to serve a read from; `None` when this node has none (active, sealed, not
-    /// following).
-    pub fn view(&self) -> Option<Arc<Unsealed>> {
-        self.view.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    /// The copy to serve a read from and the storage revision it reflects; `None` when this
+    /// node has none (active, sealed, not following, or reopening it).
+    pub fn snapshot(&self) -> Option<(Arc<Unsealed>, i64)> {
+        self.current.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
-    /// The storage revision the copy reflects (0: none).
-    pub fn applied(&self) -> i64 {
-        *self.applied.borrow()
+    /// [`StandbyReads::snapshot`] without the revision.
+    pub fn view(&self) -> Option<Arc<Unsealed>> {
+        self.snapshot().map(|(view, _)| view)
     }
 
     /// Waits until the copy reflects `revision`, at most `within`; whether it does.
@@ -64,13 +65,19 @@ impl StandbyReads {
             .is_ok_and(|reached| reached.is_ok())
     }
 
-    fn install(&self, view: Option<Arc<Unsealed>>, revision: i64) {
-        *self.view.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = view;
+    fn install(&self, view: Arc<Unsealed>, revision: i64) {
+        *self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((view, revision));
         self.applied.send_replace(revision);
     }
 
+    /// No copy to serve from until the next [`StandbyReads::install`]: everything is forwarded.
+    fn suspend(&self) {
+        *self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+    }
+
     fn clear(&self) {
-        self.install(None, 0);
+        self.suspend();
+        self.applied.send_replace(0);
     }
 }
 
@@ -125,12 +132,15 @@ async fn follow_while_standby(
 ) -> Result<bool, ApiError> {
     let (sender, mut changes) = tokio::sync::mpsc::channel::<Changes>(QUEUE);
     let backend = Arc::clone(&ha.backend);
-    let follow = backend.follow(sender);
-    tokio::pin!(follow);
+    // A task of its own, so that the storage cache keeps following while the copy reopens.
+    let mut follow = AbortOnDrop(tokio::spawn(async move { backend.follow(sender).await }));
     loop {
         tokio::select! {
-            followed = &mut follow => {
-                followed.map_err(|err| barrier::api_error("following storage", err.into()))?;
+            followed = &mut follow.0 => {
+                match followed {
+                    Ok(followed) => followed.map_err(|err| barrier::api_error("following storage", err.into()))?,
+                    Err(_) => return Err(ApiError::internal()),
+                }
                 return Ok(true);
             }
             changed = leadership.changed() => {
@@ -156,23 +166,37 @@ async fn follow_while_standby(
     }
 }
 
-/// Brings the copy up to `batch`: reopens it when its shape changed, else forgets the changed
-/// tokens, then records the revision.
+/// Ends the follow task with the loop that reads its changes.
+struct AbortOnDrop(tokio::task::JoinHandle<Result<(), arcanum_storage::StorageError>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Brings the copy up to `batch`: forgets the changed tokens, and when the copy's shape
+/// changed, stops serving from it and opens a new one; then records the revision.
 async fn apply(core: &Core, ha: &Ha, batch: Changes) -> Result<(), ApiError> {
     let current = ha.reads.view();
+    if let Some(view) = &current {
+        for key in &batch.keys {
+            if let Some(id_hash) = key.strip_prefix(crate::token::ID_PREFIX) {
+                view.tokens.forget(id_hash);
+            }
+        }
+    }
     let reopen = batch.restart || current.is_none() || batch.keys.iter().any(|key| reshapes_services(key));
     let view = match current {
-        Some(view) if !reopen => {
-            for key in &batch.keys {
-                if let Some(id_hash) = key.strip_prefix(crate::token::ID_PREFIX) {
-                    view.tokens.forget(id_hash);
-                }
-            }
-            view
+        Some(view) if !reopen => view,
+        _ => {
+            // A changed policy or mount table must never be served from the old copy: until
+            // the new one is open, everything goes to the active node.
+            ha.reads.suspend();
+            Arc::new(open_view(core, ha).await?)
         }
-        _ => Arc::new(open_view(core, ha).await?),
     };
-    ha.reads.install(Some(view), batch.revision);
+    ha.reads.install(view, batch.revision);
     Ok(())
 }
 
@@ -183,7 +207,7 @@ async fn open_view(core: &Core, ha: &Ha) -> Result<Unsealed, ApiError> {
     let barrier = barrier::Barrier::open(Arc::clone(&core.backend), keyring, core.config.rotate_after)
         .await
         .map_err(|err| barrier::api_error("opening the barrier for standby reads", err))?;
-    Unsealed::open(barrier, core.config.leases, Arc::clone(&core.catalog)).await
+    Unsealed::open_standby_copy(barrier, core.config.leases, Arc::clone(&core.catalog)).await
 }
 
 #[cfg(test)]

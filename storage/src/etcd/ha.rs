@@ -356,6 +356,10 @@ mod against_etcd {
             .expect("batch");
         let written = writer.last_write();
         assert!(written > first.revision);
+        // A delete of an absent key makes no revision a follower could wait for.
+        writer.heartbeat("n", b"beat".to_vec(), Duration::from_secs(5)).await.expect("heartbeat");
+        writer.delete("kv/never-written").await.expect("delete");
+        assert_eq!(writer.last_write(), written);
         let mut seen = Vec::new();
         while seen.len() < 3 {
             let next = changes.recv().await.expect("changes");

@@ -60,6 +60,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{
     Certificate, Client, ConnectOptions, DeleteOptions, GetOptions, Identity, KvClient, TlsOptions, Txn, TxnOp,
+    TxnOpResponse,
 };
 use zeroize::Zeroizing;
 
@@ -226,6 +227,14 @@ impl fmt::Debug for EtcdBackend {
             .field("needs_recovery", &self.needs_recovery.load(Ordering::Relaxed))
             .finish()
     }
+}
+
+/// A transaction etcd applied: the revision its answer names, and whether it changed anything
+/// (only then is that revision its own).
+#[derive(Debug, Clone, Copy)]
+struct Committed {
+    revision: i64,
+    changed: bool,
 }
 
 /// One op reduced to its final effect, with its etcd key.
@@ -583,26 +592,31 @@ impl EtcdBackend {
             Some(cache) => {
                 let in_flight = cache.begin(writes);
                 let result = self.send(writes).await;
-                in_flight.finish(result.as_ref().ok().copied());
+                in_flight.finish(result.as_ref().ok().map(|committed| committed.revision));
                 result
             }
             None => self.send(writes).await,
         };
-        self.last_write.fetch_max(result?, Ordering::AcqRel);
+        let committed = result?;
+        // A transaction that changed nothing (deletes of absent keys) made no revision of its
+        // own: its header names the store's latest, perhaps a heartbeat's outside the data,
+        // which a following standby never sees.
+        if committed.changed {
+            self.last_write.fetch_max(committed.revision, Ordering::AcqRel);
+        }
         Ok(())
     }
 
-    /// Applies `writes` in one transaction, around the cache; returns the revision it committed at.
-    async fn send(&self, writes: &[Write]) -> Result<i64, StorageError> {
+    /// Applies `writes` in one transaction, around the cache.
+    async fn send(&self, writes: &[Write]) -> Result<Committed, StorageError> {
         if writes.is_empty() {
-            return Ok(0);
+            return Ok(Committed { revision: 0, changed: false });
         }
         self.fenced(writes.iter().map(Write::txn_op).collect()).await
     }
 
-    /// Sends `ops` in one transaction under the fence, if there is one; returns the revision it
-    /// committed at.
-    async fn fenced(&self, ops: Vec<TxnOp>) -> Result<i64, StorageError> {
+    /// Sends `ops` in one transaction under the fence, if there is one.
+    async fn fenced(&self, ops: Vec<TxnOp>) -> Result<Committed, StorageError> {
         let fence = self.fence.read().unwrap_or_else(|p| p.into_inner()).clone();
         let txn = match &fence {
             Some(fence) => Txn::new().when([fence.compare()]).and_then(ops),
@@ -626,7 +640,12 @@ impl EtcdBackend {
         }
         let revision = response.header().map_or(0, |header| header.revision());
         self.floor.fetch_max(revision, Ordering::AcqRel);
-        Ok(revision)
+        let changed = response.op_responses().iter().any(|op| match op {
+            TxnOpResponse::Put(_) | TxnOpResponse::Txn(_) => true,
+            TxnOpResponse::Delete(deleted) => deleted.deleted() > 0,
+            TxnOpResponse::Get(_) => false,
+        });
+        Ok(Committed { revision, changed })
     }
 
     /// The most a transaction may carry in keys and values.
