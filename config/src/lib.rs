@@ -6,6 +6,7 @@
 //! Vault config keeps working; any other key is an error naming the file, the key path and
 //! what was expected.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -63,6 +64,8 @@ pub struct Config {
     /// OpenBao's `disable_standby_reads`: HA standbys forward every request to the active node
     /// instead of serving KV reads themselves.
     pub disable_standby_reads: bool,
+    /// Vault's `user_lockout "<all|userpass|approle|ldap>"` stanzas, by label.
+    pub user_lockout: BTreeMap<String, UserLockout>,
     /// `service_registration "kubernetes"`: the node keeps Vault's labels on its own pod.
     pub service_registration: Option<KubernetesRegistration>,
     /// The `seal` blocks as written: none (Shamir), one, or two while migrating (the old one
@@ -100,6 +103,7 @@ impl Config {
             disable_cache: false,
             disable_clustering: false,
             disable_standby_reads: false,
+            user_lockout: BTreeMap::new(),
             service_registration: None,
             seals: Vec::new(),
             warnings: Vec::new(),
@@ -390,6 +394,15 @@ pub struct Listener {
     pub connections: ConnectionLimits,
 }
 
+/// One `user_lockout` stanza; what it leaves out comes from `"all"`, then Vault's defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UserLockout {
+    pub lockout_threshold: Option<u32>,
+    pub lockout_duration: Option<Duration>,
+    pub lockout_counter_reset: Option<Duration>,
+    pub disable_lockout: Option<bool>,
+}
+
 /// How long a listener's connections may stay quiet, and how many it keeps at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
@@ -642,6 +655,7 @@ mod tests {
             disable_cache: false,
             disable_clustering: false,
             disable_standby_reads: false,
+            user_lockout: BTreeMap::new(),
             service_registration: None,
             seals: Vec::new(),
             warnings: vec![],
@@ -767,6 +781,7 @@ raw_storage_endpoint = "true"
             disable_cache: false,
             disable_clustering: false,
             disable_standby_reads: false,
+            user_lockout: BTreeMap::new(),
             service_registration: None,
             seals: Vec::new(),
             warnings: [

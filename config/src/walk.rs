@@ -1,5 +1,6 @@
 //! The validating walker: checks a generic config tree key by key and builds a [`Config`].
 
+use std::collections::BTreeMap;
 use std::net::Ipv6Addr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use serde_json::{Map, Value};
 use crate::duration::parse_duration_value;
 use crate::{
     quote, Config, ConfigError, ConnectionLimits, EtcdStorage, KubernetesRegistration, Listener, LogLevel,
-    MigrationConfig, SealBlock, SealKind, Storage, Tls, TlsVersion, TransitSeal, DEFAULT_ADDRESS,
+    MigrationConfig, SealBlock, SealKind, Storage, Tls, TlsVersion, TransitSeal, UserLockout, DEFAULT_ADDRESS,
     DEFAULT_MAX_REQUEST_SIZE, ETCD_DEFAULT_LOCK_TIMEOUT, ETCD_DEFAULT_MAX_REQUEST_BYTES, ETCD_DEFAULT_MAX_TXN_OPS,
     ETCD_DEFAULT_PATH, ETCD_DEFAULT_REQUEST_TIMEOUT,
 };
@@ -34,6 +35,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "disable_cache",
     "disable_clustering",
     "disable_standby_reads",
+    "user_lockout",
     "service_registration",
     "seal",
 ];
@@ -78,7 +80,6 @@ const IGNORED_TOP_LEVEL: &[&str] = &[
     "plugin_tmpdir",
     "post_unseal_trace_directory",
     "remove_irrevocable_lease_after",
-    "user_lockout",
 ];
 
 /// What `seal "transit"` takes (Vault's names).
@@ -293,6 +294,7 @@ impl Walker<'_> {
         let mut disable_cache = false;
         let mut disable_clustering = false;
         let mut disable_standby_reads = false;
+        let mut user_lockout = BTreeMap::new();
         let mut service_registration = None;
         let mut seals = Vec::new();
         for (key, value) in top {
@@ -320,6 +322,7 @@ impl Walker<'_> {
                     disable_standby_reads = self.boolean(value, key)?
                 }
                 "service_registration" => service_registration = self.service_registration(value, key)?,
+                "user_lockout" => self.user_lockout(value, key, &mut user_lockout)?,
                 "seal" => self.seals(value, key, &mut seals)?,
                 k if IGNORED_TOP_LEVEL.contains(&k) => self.ignore(key),
                 _ => return Err(self.unknown(key, "", TOP_LEVEL_KEYS)),
@@ -373,6 +376,7 @@ impl Walker<'_> {
             disable_cache,
             disable_clustering,
             disable_standby_reads,
+            user_lockout,
             service_registration,
             seals,
             warnings: std::mem::take(&mut self.warnings),
@@ -478,6 +482,43 @@ impl Walker<'_> {
 
     /// `seal "shamir"` and `seal "transit"`. Any other type is refused by name: a server that
     /// silently fell back to Shamir would leave the operator's auto-unseal unconfigured.
+    /// `user_lockout "<label>" { ... }`, labels Vault's: `all`, `userpass`, `approle`, `ldap`.
+    fn user_lockout(
+        &mut self,
+        value: &Value,
+        key: &str,
+        out: &mut BTreeMap<String, UserLockout>,
+    ) -> Result<(), ConfigError> {
+        const KEYS: &[&str] = &["lockout_threshold", "lockout_duration", "lockout_counter_reset", "disable_lockout"];
+        for (path, labels) in self.blocks(value, key)? {
+            for (label, body) in labels {
+                let label_path = format!("{path}.{}", short(label));
+                let label = label.to_ascii_lowercase();
+                if !matches!(label.as_str(), "all" | "userpass" | "approle" | "ldap") {
+                    return Err(self.invalid(
+                        &label_path,
+                        format!("unsupported auth method {}; expected all, userpass, approle or ldap", quote(&label)),
+                    ));
+                }
+                let mut stanza = UserLockout::default();
+                for (body_path, body) in self.blocks(body, &label_path)? {
+                    for (k, v) in body {
+                        let key_path = format!("{body_path}.{}", short(k));
+                        match k.to_ascii_lowercase().as_str() {
+                            "lockout_threshold" => stanza.lockout_threshold = Some(self.positive(v, &key_path)?),
+                            "lockout_duration" => stanza.lockout_duration = Some(self.timeout(v, &key_path)?),
+                            "lockout_counter_reset" => stanza.lockout_counter_reset = Some(self.timeout(v, &key_path)?),
+                            "disable_lockout" => stanza.disable_lockout = Some(self.boolean(v, &key_path)?),
+                            _ => return Err(self.unknown(k, &body_path, KEYS)),
+                        }
+                    }
+                }
+                out.insert(label, stanza);
+            }
+        }
+        Ok(())
+    }
+
     fn seals(&mut self, value: &Value, key: &str, out: &mut Vec<SealBlock>) -> Result<(), ConfigError> {
         for (path, types) in self.blocks(value, key)? {
             for (kind, body) in types {

@@ -85,6 +85,8 @@ METRICS = {
     "arcanum_ha_active",
     "arcanum_ha_leadership_changes_total",
     "arcanum_ha_forwarded_requests_total",
+    "arcanum_ha_standby_reads_total",
+    "arcanum_connections_refused_total",
 }
 # Histograms exist only as their _bucket, _sum and _count series.
 HISTOGRAMS = {

@@ -144,7 +144,28 @@ async fn route(
     if let Target::Mount(mount, rest) = &target {
         if mount.backend.is_unauthenticated(rest) {
             trail.request(None).await?;
+            // Vault's user lockout: a locked user is refused before its credentials are looked at.
+            let lockout = mount
+                .backend
+                .login_alias(rest, &req.data)
+                .map(|alias| (alias, core.config.user_lockout.for_method(&mount.entry.kind)))
+                .filter(|(_, settings)| !settings.disabled);
+            if let Some((alias, settings)) = &lockout {
+                if unsealed.lockout.is_locked(&mount.entry.accessor, alias, settings).await? {
+                    tracing::info!(mount = %mount.entry.path, "login refused: the user is locked out");
+                    return Err(ApiError::permission_denied());
+                }
+            }
             let response = mount.backend.handle(backend_request(req, mount, rest, false, None)).await;
+            if let Some((alias, settings)) = &lockout {
+                match &response {
+                    Ok(_) => unsealed.lockout.succeeded(&mount.entry.accessor, alias),
+                    Err(err) if mount.backend.is_invalid_credentials(err) => {
+                        unsealed.lockout.failed(&mount.entry.accessor, alias, settings).await?;
+                    }
+                    Err(_) => {}
+                }
+            }
             let result = match response {
                 Ok(response) => finish_login(unsealed, mount, response).await,
                 Err(err) => Err(err),

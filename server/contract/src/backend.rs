@@ -111,6 +111,18 @@ pub trait LogicalBackend: Send + Sync + Debug {
         false
     }
 
+    /// For an auth method with Vault's user lockout (userpass, AppRole): who a login on `path`
+    /// with `data` claims to be (the user a failed login counts against), read before the login
+    /// runs; `None` for a path that is not a login.
+    fn login_alias(&self, _path: &str, _data: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
+        None
+    }
+
+    /// Whether `error`, from a login, says the credentials were wrong (it counts toward a lockout).
+    fn is_invalid_credentials(&self, _error: &ApiError) -> bool {
+        false
+    }
+
     /// Whether reads and lists on this backend only read storage and keep nothing in memory
     /// that other nodes change, so that an HA standby following storage may serve them itself
     /// (the rest go to the active node).

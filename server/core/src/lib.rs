@@ -16,6 +16,7 @@ pub mod barrier;
 pub mod caller;
 pub mod expiration;
 pub mod ha;
+pub mod lockout;
 pub mod mounts;
 pub mod policies;
 pub mod seal;
@@ -63,6 +64,8 @@ pub struct CoreConfig {
     pub unauthenticated_metrics_access: bool,
     /// Lease TTL defaults and the revocation retry policy.
     pub leases: expiration::LeaseSettings,
+    /// User lockout per auth method type (Vault's `user_lockout` stanzas).
+    pub user_lockout: lockout::LockoutConfig,
 }
 
 impl Default for CoreConfig {
@@ -72,6 +75,7 @@ impl Default for CoreConfig {
             raw_storage_endpoint: false,
             unauthenticated_metrics_access: false,
             leases: expiration::LeaseSettings::default(),
+            user_lockout: lockout::LockoutConfig::default(),
         }
     }
 }
@@ -362,6 +366,8 @@ pub struct Unsealed {
     pub expiration: Expiration,
     /// Rate-limit and lease-count quotas.
     pub quotas: Quotas,
+    /// Failed logins and locked users.
+    pub lockout: lockout::UserLockout,
     /// The key that signs JWT wrapping tokens, read (or made) at its first use.
     wrapping_jwt_key: tokio::sync::OnceCell<Arc<wrapping::JwtKey>>,
 }
@@ -407,6 +413,7 @@ impl Unsealed {
             AuditBroker::open(barrier.clone()).await?
         };
         let unsealed = Unsealed {
+            lockout: lockout::UserLockout::new(Arc::clone(&barrier)),
             barrier,
             tokens,
             policies,

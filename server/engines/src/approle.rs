@@ -657,6 +657,19 @@ impl LogicalBackend for AppRole {
         path.trim_end_matches('/') == "login"
     }
 
+    /// The role ID, trimmed as the login trims it.
+    fn login_alias(&self, path: &str, data: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
+        if path.trim_end_matches('/') != "login" {
+            return None;
+        }
+        let role_id = data.get("role_id")?.as_str()?.trim();
+        (!role_id.is_empty()).then(|| role_id.to_owned())
+    }
+
+    fn is_invalid_credentials(&self, error: &ApiError) -> bool {
+        error.errors.first().is_some_and(|message| message == INVALID)
+    }
+
     async fn periodic(&self, storage: &StorageView, mount: &MountEntry) {
         if unix_now() - self.last_tidy.load(Ordering::Relaxed) < TIDY_INTERVAL_SECS {
             return;

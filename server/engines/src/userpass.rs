@@ -237,4 +237,14 @@ impl LogicalBackend for Userpass {
     fn is_unauthenticated(&self, path: &str) -> bool {
         path.starts_with("login/")
     }
+
+    /// The username as logins compare it (trimmed, lowercased): `Alice ` and `alice` are one
+    /// user to the lockout too.
+    fn login_alias(&self, path: &str, _data: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
+        username(path.strip_prefix("login/")?).ok()
+    }
+
+    fn is_invalid_credentials(&self, error: &ApiError) -> bool {
+        error.errors.first().is_some_and(|message| message == "invalid username or password")
+    }
 }

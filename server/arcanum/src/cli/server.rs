@@ -74,6 +74,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
         raw_storage_endpoint: config.raw_storage_endpoint,
         unauthenticated_metrics_access: config.unauthenticated_metrics_access,
         leases: lease_settings(&config),
+        user_lockout: lockout_config(&config),
         ..CoreConfig::default()
     };
     let mut core = Core::new(backend, core_config, crate::catalog::catalog()).await.context("opening the core")?;
@@ -262,6 +263,31 @@ fn ha_config(
         // A standby that cannot forward (Vault's disable_clustering) serves nothing itself.
         standby_reads: !config.disable_standby_reads && !config.disable_clustering,
     })
+}
+
+/// The `user_lockout` stanzas over Vault's defaults (`all`, then each method's own);
+/// `VAULT_DISABLE_USER_LOCKOUT=true` turns lockout off everywhere, as in Vault.
+fn lockout_config(config: &Config) -> arcanum_core::lockout::LockoutConfig {
+    use arcanum_core::lockout::LockoutSettings;
+    let overlay = |base: LockoutSettings, stanza: &arcanum_config::UserLockout| LockoutSettings {
+        threshold: stanza.lockout_threshold.unwrap_or(base.threshold),
+        duration: stanza.lockout_duration.unwrap_or(base.duration),
+        counter_reset: stanza.lockout_counter_reset.unwrap_or(base.counter_reset),
+        disabled: stanza.disable_lockout.unwrap_or(base.disabled),
+    };
+    let disabled_by_env = std::env::var("VAULT_DISABLE_USER_LOCKOUT")
+        .is_ok_and(|value| matches!(value.trim(), "1" | "t" | "T" | "true" | "True" | "TRUE"));
+    let all = config
+        .user_lockout
+        .get("all")
+        .map_or_else(LockoutSettings::default, |all| overlay(LockoutSettings::default(), all));
+    let mut by_method = std::collections::BTreeMap::new();
+    for method in ["all", "userpass", "approle", "ldap"] {
+        let mut settings = config.user_lockout.get(method).map_or(all, |stanza| overlay(all, stanza));
+        settings.disabled |= disabled_by_env;
+        by_method.insert(method.to_owned(), settings);
+    }
+    arcanum_core::lockout::LockoutConfig { by_method }
 }
 
 fn describe_storage(storage: &Storage) -> String {

@@ -6,6 +6,7 @@
 
 mod audit;
 mod leases;
+mod locked_users;
 mod metrics;
 mod mounts;
 mod password_policies;
@@ -74,6 +75,9 @@ pub async fn handle_authenticated(
         return Some(result);
     }
     if let Some(result) = quotas::handle(unsealed, req).await {
+        return Some(result);
+    }
+    if let Some(result) = locked_users::handle(unsealed, &core.config.user_lockout, req).await {
         return Some(result);
     }
     if let Some(result) = password_policies::handle(unsealed, req).await {
