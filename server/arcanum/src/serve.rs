@@ -223,7 +223,7 @@ fn time_request_heads(
     builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
     timeout: Duration,
 ) {
-    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(timeout);
+    builder.http1().timer(crate::connections::HeadTimer).header_read_timeout(timeout);
 }
 
 /// The next SIGHUP; never resolves when SIGHUP cannot be watched.
