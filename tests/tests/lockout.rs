@@ -122,3 +122,42 @@ fn disable_lockout_turns_it_off_for_a_method() {
     }
     assert_eq!(login(&server, "alice", "correct horse").0, 200);
 }
+
+#[test]
+fn a_mounts_user_lockout_config_tune_overrides_the_server_settings() {
+    let (server, root, _) = server_with("");
+    userpass(&server, &root);
+    let tune = json!({"user_lockout_config": {"lockout_threshold": "2", "lockout_duration": "1h", "lockout_counter_reset": 600}});
+    let (status, body) = server.put("sys/auth/userpass/tune", Some(&root), tune);
+    assert_eq!(status, 204, "{body}");
+    let (_, read) = server.get("sys/auth/userpass/tune", Some(&root));
+    assert_eq!(read["data"]["user_lockout_threshold"], json!(2), "{read}");
+    assert_eq!(read["data"]["user_lockout_duration"], json!(3600), "{read}");
+    assert_eq!(read["data"]["user_lockout_counter_reset_duration"], json!(600), "{read}");
+    for _ in 0..2 {
+        assert_eq!(login(&server, "alice", "wrong").0, 400);
+    }
+    assert_eq!(login(&server, "alice", "correct horse").0, 403, "two failures lock under the tuned threshold");
+
+    // Turned off for the mount: failures never lock.
+    let (_, mounts) = server.get("sys/auth", Some(&root));
+    let accessor = mounts["data"]["userpass/"]["accessor"].as_str().expect("accessor").to_owned();
+    assert_eq!(server.put(&format!("sys/locked-users/{accessor}/unlock/alice"), Some(&root), json!({})).0, 204);
+    let off = json!({"user_lockout_config": {"lockout_disable": true}});
+    assert_eq!(server.put("sys/auth/userpass/tune", Some(&root), off).0, 204);
+    for _ in 0..4 {
+        assert_eq!(login(&server, "alice", "wrong").0, 400);
+    }
+    assert_eq!(login(&server, "alice", "correct horse").0, 200);
+
+    // Only auth methods with lockout take it; bad values change nothing.
+    assert_eq!(server.put("sys/mounts/kv", Some(&root), json!({"type": "kv"})).0, 204);
+    let tune = json!({"user_lockout_config": {"lockout_threshold": 3}});
+    assert_eq!(server.put("sys/mounts/kv/tune", Some(&root), tune).0, 400);
+    for bad in [json!({"lockout_threshold": 0}), json!({"lockout_duration": "soon"}), json!({"lockout_other": 1})] {
+        let (status, body) = server.put("sys/auth/userpass/tune", Some(&root), json!({"user_lockout_config": bad}));
+        assert_eq!(status, 400, "{body}");
+    }
+    let (_, read) = server.get("sys/auth/userpass/tune", Some(&root));
+    assert_eq!(read["data"]["user_lockout_threshold"], json!(2), "{read}");
+}

@@ -148,7 +148,7 @@ async fn route(
             let lockout = mount
                 .backend
                 .login_alias(rest, &req.data)
-                .map(|alias| (alias, core.config.user_lockout.for_method(&mount.entry.kind)))
+                .map(|alias| (alias, core.config.user_lockout.for_mount(&mount.entry)))
                 .filter(|(_, settings)| !settings.disabled);
             if let Some((alias, settings)) = &lockout {
                 if unsealed.lockout.is_locked(&mount.entry.accessor, alias, settings).await? {

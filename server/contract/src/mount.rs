@@ -29,6 +29,21 @@ pub struct MountConfig {
     pub allowed_response_headers: Vec<String>,
     /// Auth mounts only.
     pub token_type: Option<String>,
+    /// Vault's `user_lockout_config` (userpass and AppRole mounts): what it sets overrides the
+    /// server's `user_lockout` stanzas for this mount.
+    pub user_lockout: UserLockoutTune,
+}
+
+/// A mount's `user_lockout_config`; `None`: the server's setting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UserLockoutTune {
+    pub threshold: Option<u64>,
+    /// Seconds.
+    pub duration: Option<u64>,
+    /// Seconds.
+    pub counter_reset: Option<u64>,
+    pub disable: Option<bool>,
 }
 
 /// One row of a mount table, as stored.
@@ -116,6 +131,17 @@ impl MountEntry {
             }
             if self.table == MountTableKind::Auth {
                 map.insert("token_type".into(), json!(self.config.token_type.as_deref().unwrap_or("default-service")));
+            }
+            let lockout = &self.config.user_lockout;
+            for (name, value) in [
+                ("user_lockout_threshold", lockout.threshold.map(|v| json!(v))),
+                ("user_lockout_duration", lockout.duration.map(|v| json!(v))),
+                ("user_lockout_counter_reset_duration", lockout.counter_reset.map(|v| json!(v))),
+                ("user_lockout_disable", lockout.disable.map(|v| json!(v))),
+            ] {
+                if let Some(value) = value {
+                    map.insert(name.into(), value);
+                }
             }
         }
         json!({

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use arcanum_contract::clock::unix_now;
 use arcanum_contract::logical::ApiError;
+use arcanum_contract::mount::MountEntry;
 use arcanum_contract::storage::StorageView;
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +55,19 @@ pub struct LockoutConfig {
 impl LockoutConfig {
     pub fn for_method(&self, kind: &str) -> LockoutSettings {
         self.by_method.get(kind).or_else(|| self.by_method.get("all")).copied().unwrap_or_default()
+    }
+
+    /// The settings for one auth mount: its method's, with what its `user_lockout_config` tune
+    /// sets on top.
+    pub fn for_mount(&self, entry: &MountEntry) -> LockoutSettings {
+        let base = self.for_method(&entry.kind);
+        let tune = &entry.config.user_lockout;
+        LockoutSettings {
+            threshold: tune.threshold.map_or(base.threshold, |t| u32::try_from(t).unwrap_or(u32::MAX)),
+            duration: tune.duration.map_or(base.duration, Duration::from_secs),
+            counter_reset: tune.counter_reset.map_or(base.counter_reset, Duration::from_secs),
+            disabled: tune.disable.unwrap_or(base.disabled),
+        }
     }
 }
 

@@ -314,6 +314,37 @@ pub fn apply_config(
                     }
                 }
             }
+            "user_lockout_config" => {
+                if table != MountTableKind::Auth {
+                    return Err(ApiError::bad_request("user_lockout_config can only be set on auth mounts"));
+                }
+                let Some(settings) = value.as_object() else {
+                    return Err(ApiError::bad_request("user_lockout_config must be an object"));
+                };
+                for (name, value) in settings {
+                    if value.is_null() || value.as_str() == Some("") {
+                        continue;
+                    }
+                    let lockout = &mut config.user_lockout;
+                    match name.as_str() {
+                        "lockout_threshold" => match fields::non_negative(Some(value), name)? {
+                            Some(0) | None => {
+                                return Err(ApiError::bad_request("lockout_threshold must be at least 1"))
+                            }
+                            threshold => lockout.threshold = threshold,
+                        },
+                        "lockout_duration" => lockout.duration = fields::duration_secs(Some(value), name)?,
+                        "lockout_counter_reset" => lockout.counter_reset = fields::duration_secs(Some(value), name)?,
+                        "lockout_disable" => lockout.disable = fields::boolean(Some(value), name)?,
+                        other => {
+                            return Err(ApiError::bad_request(format!(
+                                "unknown user_lockout_config key {other:?}: expected lockout_threshold, \
+                                 lockout_duration, lockout_counter_reset or lockout_disable"
+                            )))
+                        }
+                    }
+                }
+            }
             "plugin_version" | "description" | "options" | "plugin_name" => {}
             other => return Err(ApiError::bad_request(format!("unknown mount config key {other:?}"))),
         }

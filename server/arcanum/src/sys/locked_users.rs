@@ -45,7 +45,7 @@ async fn list(unsealed: &Unsealed, lockout: &LockoutConfig, req: &Request) -> Re
     };
     let auth_mounts = unsealed.mounts.entries(MountTableKind::Auth);
     let settings = |accessor: &str| {
-        auth_mounts.iter().find(|entry| entry.accessor == accessor).map(|entry| lockout.for_method(&entry.kind))
+        auth_mounts.iter().find(|entry| entry.accessor == accessor).map(|entry| lockout.for_mount(entry))
     };
     let locked = unsealed.lockout.locked(accessor, settings).await?;
     let mut by_accessor: Vec<(String, Vec<String>)> = locked.into_iter().collect();

@@ -165,6 +165,14 @@ async fn tune(unsealed: &Unsealed, table: MountTableKind, path: &str, req: &Requ
         .ok_or_else(|| ApiError::bad_request(format!("cannot tune {path:?}: no such mount")))?;
     let mut entry = MountEntry::clone(&mount.entry);
     apply_config(table, &mut entry.config, &req.data)?;
+    if req.data.get("user_lockout_config").is_some_and(|v| !v.is_null())
+        && !matches!(entry.kind.as_str(), "userpass" | "approle" | "ldap")
+    {
+        return Err(ApiError::bad_request(format!(
+            "user_lockout_config applies to userpass and approle mounts, not {}",
+            entry.kind
+        )));
+    }
     if let Some(Value::String(description)) = req.field("description") {
         entry.description = description.clone();
     }
