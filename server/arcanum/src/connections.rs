@@ -70,7 +70,10 @@ impl Guard {
 
     fn register(&self, standing: &Arc<Standing>) {
         let mut queue = self.unanswered.lock().unwrap_or_else(|p| p.into_inner());
-        if queue.len() >= self.cap.saturating_mul(2).max(64) {
+        // Pruned against the connections open now, not the cap: with short-lived connections
+        // the entries of closed ones would otherwise pile up to twice the cap.
+        let open = self.cap.saturating_sub(self.slots.available_permits());
+        if queue.len() >= open.saturating_mul(2).max(64) {
             queue.retain(|entry| entry.upgrade().is_some_and(|s| !s.answered.load(Ordering::Acquire)));
         }
         queue.push_back(Arc::downgrade(standing));
@@ -326,6 +329,17 @@ impl hyper::rt::Sleep for LazySleep {}
 mod tests {
     use super::*;
     use hyper::rt::Timer as _;
+
+    #[test]
+    fn entries_of_closed_connections_do_not_pile_up() {
+        let limits = ConnectionLimits { max_connections: Some(100_000), ..ConnectionLimits::default() };
+        let guard = Guard::new(&limits);
+        for _ in 0..10_000 {
+            guard.register(&Arc::new(Standing::default()));
+        }
+        let held = guard.unanswered.lock().unwrap_or_else(|p| p.into_inner()).len();
+        assert!(held <= 65, "{held} entries kept for connections that are all closed");
+    }
 
     #[tokio::test]
     async fn a_moved_head_deadline_fires_at_the_new_time_not_the_old() {
