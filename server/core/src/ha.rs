@@ -12,9 +12,8 @@
 //! down, the node *steps down*: it drops the services (nothing is sealed: it keeps the root
 //! key), fences itself off storage, and campaigns again.
 //!
-//! Everything a standby would need to invalidate to serve reads itself later is what
-//! [`HaBackend::reset`] and the drop of [`Unsealed`] cover: the storage's cache and the
-//! services built from storage.
+//! A standby that serves reads itself keeps its own read-only copy of the services, current
+//! through a follow of storage ([`crate::standby`]); it drops the copy when it takes over.
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;

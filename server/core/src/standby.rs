@@ -6,8 +6,9 @@
 //! barrier whose writes storage refuses (a standby is fenced off), and starts no reaper and no
 //! periodic duty. Each followed change either drops a token from the token cache or, when it
 //! touches what the services were built from (the keyring, the mount, auth and audit tables,
-//! policies, quotas), reopens them all. [`StandbyReads::applied`] is the storage revision the
-//! copy reflects; a client that wrote through the active node and hands over that node's
+//! policies, quotas), reopens them all (changed tokens leave the old copy first, and the old
+//! copy is not served from meanwhile). Each copy carries the storage revision it reflects
+//! ([`StandbyReads::snapshot`]); a client that wrote through the active node and hands over that node's
 //! revision (`X-Vault-Index`) is answered only once the standby has followed that far, and a
 //! write this standby forwarded is answered only then too, so its client reads its own write.
 //!
