@@ -257,12 +257,7 @@ fn one_active_standbys_forward_and_a_killed_active_hands_over() {
 
 /// A counter from a node's own Prometheus metrics (the listener allows them without a token).
 fn own_counter(node: &TestServer, name: &str) -> f64 {
-    let text = reqwest::blocking::get(format!("{}/v1/sys/metrics?format=prometheus", node.addr))
-        .and_then(|answer| answer.text())
-        .expect("metrics");
-    text.lines()
-        .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
-        .unwrap_or_else(|| panic!("{name} not in the metrics"))
+    arcanum_tests::metric(&node.metrics_text(None), name).unwrap_or_else(|| panic!("{name} not in the metrics"))
 }
 
 /// A request with optional Vault consistency headers; the answer's status, body and

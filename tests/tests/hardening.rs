@@ -70,6 +70,18 @@ fn disable_mlock_leaves_memory_unlocked() {
     assert_eq!(banner(&server, "Core dumps"), "disabled");
 }
 
+/// Enables a file audit device writing to `audit.log` in the server's folder; returns its path.
+fn enable_file_audit(server: &TestServer, root: &str) -> std::path::PathBuf {
+    let audit = server.dir.path().join("audit.log");
+    let (status, body) = server.put(
+        "sys/audit/file",
+        Some(root),
+        serde_json::json!({"type": "file", "options": {"file_path": audit.display().to_string()}}),
+    );
+    assert_eq!(status, 204, "{body}");
+    audit
+}
+
 /// Every folder and file under `dir`, with its permission bits.
 fn modes_under(dir: &std::path::Path, found: &mut Vec<(std::path::PathBuf, u32)>) {
     use std::os::unix::fs::PermissionsExt as _;
@@ -90,13 +102,7 @@ fn storage_and_audit_files_are_readable_by_the_server_user_alone() {
     let init = server.init(1, 1);
     server.unseal(&init.keys);
     let root = init.root_token.clone();
-    let audit = server.dir.path().join("audit.log");
-    let (status, body) = server.put(
-        "sys/audit/file",
-        Some(&root),
-        serde_json::json!({"type": "file", "options": {"file_path": audit.display().to_string()}}),
-    );
-    assert_eq!(status, 204, "{body}");
+    let audit = enable_file_audit(&server, &root);
     for n in 0..50 {
         let (status, body) = server.put(&format!("cubbyhole/k{n}"), Some(&root), serde_json::json!({"v": n}));
         assert_eq!(status, 204, "{body}");
@@ -152,13 +158,7 @@ fn bodies_without_a_valid_token_are_refused_unread_and_refused_requests_audit_li
 
     // Under the limit, with a bad token: refused by the router, and its audit entries leave the
     // data out instead of writing it twice.
-    let audit = server.dir.path().join("audit.log");
-    let (status, body) = server.put(
-        "sys/audit/file",
-        Some(&root),
-        serde_json::json!({"type": "file", "options": {"file_path": audit.display().to_string()}}),
-    );
-    assert_eq!(status, 204, "{body}");
+    let audit = enable_file_audit(&server, &root);
     let before = std::fs::metadata(&audit).map(|m| m.len()).unwrap_or(0);
     let (status, _) =
         server.put("secret/big", Some("hvs.not-a-token"), serde_json::json!({"v": "y".repeat(900 * 1024)}));
