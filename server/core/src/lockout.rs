@@ -52,6 +52,25 @@ pub struct LockoutConfig {
     pub by_method: BTreeMap<String, LockoutSettings>,
 }
 
+impl LockoutSettings {
+    /// These settings with what `threshold`, `duration`, `counter_reset` and `disabled` set
+    /// put over them (a config stanza over Vault's defaults, a mount's tune over its method's).
+    pub fn overlaid(
+        self,
+        threshold: Option<u32>,
+        duration: Option<Duration>,
+        counter_reset: Option<Duration>,
+        disabled: Option<bool>,
+    ) -> LockoutSettings {
+        LockoutSettings {
+            threshold: threshold.unwrap_or(self.threshold),
+            duration: duration.unwrap_or(self.duration),
+            counter_reset: counter_reset.unwrap_or(self.counter_reset),
+            disabled: disabled.unwrap_or(self.disabled),
+        }
+    }
+}
+
 impl LockoutConfig {
     pub fn for_method(&self, kind: &str) -> LockoutSettings {
         self.by_method.get(kind).or_else(|| self.by_method.get("all")).copied().unwrap_or_default()
@@ -60,14 +79,13 @@ impl LockoutConfig {
     /// The settings for one auth mount: its method's, with what its `user_lockout_config` tune
     /// sets on top.
     pub fn for_mount(&self, entry: &MountEntry) -> LockoutSettings {
-        let base = self.for_method(&entry.kind);
         let tune = &entry.config.user_lockout;
-        LockoutSettings {
-            threshold: tune.threshold.map_or(base.threshold, |t| u32::try_from(t).unwrap_or(u32::MAX)),
-            duration: tune.duration.map_or(base.duration, Duration::from_secs),
-            counter_reset: tune.counter_reset.map_or(base.counter_reset, Duration::from_secs),
-            disabled: tune.disable.unwrap_or(base.disabled),
-        }
+        self.for_method(&entry.kind).overlaid(
+            tune.threshold.map(|t| u32::try_from(t).unwrap_or(u32::MAX)),
+            tune.duration.map(Duration::from_secs),
+            tune.counter_reset.map(Duration::from_secs),
+            tune.disable,
+        )
     }
 }
 

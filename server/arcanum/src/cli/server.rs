@@ -269,11 +269,13 @@ fn ha_config(
 /// `VAULT_DISABLE_USER_LOCKOUT=true` turns lockout off everywhere, as in Vault.
 fn lockout_config(config: &Config) -> arcanum_core::lockout::LockoutConfig {
     use arcanum_core::lockout::LockoutSettings;
-    let overlay = |base: LockoutSettings, stanza: &arcanum_config::UserLockout| LockoutSettings {
-        threshold: stanza.lockout_threshold.unwrap_or(base.threshold),
-        duration: stanza.lockout_duration.unwrap_or(base.duration),
-        counter_reset: stanza.lockout_counter_reset.unwrap_or(base.counter_reset),
-        disabled: stanza.disable_lockout.unwrap_or(base.disabled),
+    let overlay = |base: LockoutSettings, stanza: &arcanum_config::UserLockout| {
+        base.overlaid(
+            stanza.lockout_threshold,
+            stanza.lockout_duration,
+            stanza.lockout_counter_reset,
+            stanza.disable_lockout,
+        )
     };
     let disabled_by_env = std::env::var("VAULT_DISABLE_USER_LOCKOUT")
         .is_ok_and(|value| matches!(value.trim(), "1" | "t" | "T" | "true" | "True" | "TRUE"));
