@@ -2,10 +2,20 @@
 
 Starts the release server on sled, the bare axum baseline and the stand-in Kubernetes API
 server, prepares each scenario, then for every scenario and run measures Arcanum with wrk and,
-right after, the baseline with the same connection count. Prints one line per run and a
-markdown table of medians: requests/second, p50 and p99 latency, and the ratio to the baseline
-measured in the same run. Database creds use the PostgreSQL at ARCANUM_TEST_PG_ADDR
+right after, its baseline: the bare axum endpoint with the same connection count, except for
+durable KV v2 writes, whose baseline is the storage layer's own durable write rate (the
+`durable_writes` example, 32 writers on sled in the same temp folder). Prints one line per run
+and a markdown table of medians: requests/second, p50 and p99 latency, and the ratio to the
+baseline measured in the same run. `kv2_read_audited` is the same read with one file audit
+device enabled for its runs only. Database creds use the PostgreSQL at ARCANUM_TEST_PG_ADDR
 (default 127.0.0.1:5432, trust auth); their users are revoked and dropped at the end.
+
+ARCANUM_BENCH_PROFILE=debug runs the debug builds instead (CI's smoke run: it starts every
+scenario, runs it briefly and reports, asserting nothing about speed).
+
+ARCANUM_BENCH_PERF=<dir> also records the server with `perf record --call-graph dwarf` during
+each scenario's first run and writes <dir>/<scenario>.svg, a flame graph, and <scenario>.folded, its folded stacks (needs perf and
+inferno's inferno-collapse-perf and inferno-flamegraph on PATH).
 
 Usage: scripts/bench [duration_secs=10] [runs=3] [scenario,...]
 """
@@ -14,6 +24,7 @@ import json
 import os
 import platform
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -22,10 +33,41 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ARCANUM = os.path.join(ROOT, "target/release/arcanum")
-BASELINE = os.path.join(ROOT, "target/release/examples/baseline")
-STANDIN = os.path.join(ROOT, "target/release/examples/k8s_standin")
+PROFILE = os.environ.get("ARCANUM_BENCH_PROFILE", "release")
+ARCANUM = os.path.join(ROOT, f"target/{PROFILE}/arcanum")
+BASELINE = os.path.join(ROOT, f"target/{PROFILE}/examples/baseline")
+STANDIN = os.path.join(ROOT, f"target/{PROFILE}/examples/k8s_standin")
+DURABLE_WRITES = os.path.join(ROOT, f"target/{PROFILE}/examples/durable_writes")
 PG = os.environ.get("ARCANUM_TEST_PG_ADDR", "127.0.0.1:5432")
+PERF_DIR = os.environ.get("ARCANUM_BENCH_PERF")
+
+
+def perf_start(pid, name):
+    """Starts sampling the server's stacks, or does nothing without ARCANUM_BENCH_PERF."""
+    if not PERF_DIR:
+        return None
+    os.makedirs(PERF_DIR, exist_ok=True)
+    data = os.path.join(PERF_DIR, f"{name}.perf.data")
+    # DWARF unwinding: the release build keeps line tables but not frame pointers.
+    argv = ["perf", "record", "-F", "499", "--call-graph", "dwarf,16384", "-p", str(pid), "-o", data]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), data, name
+
+
+def perf_finish(recording):
+    if recording is None:
+        return
+    proc, data, name = recording
+    proc.send_signal(signal.SIGINT)
+    proc.wait()
+    script = subprocess.run(["perf", "script", "-i", data], capture_output=True, check=True).stdout
+    folded = subprocess.run(["inferno-collapse-perf"], input=script, capture_output=True, check=True).stdout
+    with open(os.path.join(PERF_DIR, f"{name}.folded"), "wb") as f:
+        f.write(folded)
+    svg = subprocess.run(["inferno-flamegraph", "--title", f"arcanum: {name}", "--width", "1600"], input=folded,
+                         capture_output=True, check=True).stdout
+    with open(os.path.join(PERF_DIR, f"{name}.svg"), "wb") as f:
+        f.write(svg)
+    os.remove(data)
 
 
 def start(argv, prefix, tmp, name, stdin=None):
@@ -167,38 +209,67 @@ def main():
             root,
         )
 
+        audit_log = os.path.join(tmp, "audit.log")
+
+        def audit(enabled):
+            if enabled:
+                call(f"{v1}/sys/audit/file", "PUT", {"type": "file", "options": {"file_path": audit_log}}, root)
+            else:
+                call(f"{v1}/sys/audit/file", "DELETE", None, root)
+
+        def storage_writes(duration):
+            """The storage layer's own durable writes/s, 32 writers, on the same filesystem."""
+            total = max(2000, 4000 * duration)
+            out = subprocess.run([DURABLE_WRITES, "32", str(total)], capture_output=True, text=True, check=True,
+                                 env={**os.environ, "ARCANUM_BENCH_DIR": tmp}).stdout
+            return float(re.search(r"writes_per_sec=([\d.]+)", out).group(1)), 0.0, 0.0
+
+        def axum(connections):
+            return lambda duration: wrk(f"{baseline}/v1/sys/seal-status", connections, duration)
+
+        read = f"{v1}/secret/data/app/db"
+        # (name, connections, target, wrk script, headers, baseline, audited)
         scenarios = [
-            ("kv2_read", 32, f"{v1}/secret/data/app/db", None, [f"X-Vault-Token: {app}"]),
+            ("kv2_read", 32, read, None, [f"X-Vault-Token: {app}"], axum(32), False),
+            ("kv2_read_audited", 32, read, None, [f"X-Vault-Token: {app}"], axum(32), True),
             ("kv2_write_durable", 32, url, lua(tmp, "write", "POST", "/v1/secret/data/app/w%d-%d",
                                                {"data": {"value": "0123456789abcdef0123456789abcdef"}}),
-             [f"X-Vault-Token: {app}"]),
+             [f"X-Vault-Token: {app}"], storage_writes, False),
             ("token_create", 32, url, lua(tmp, "token", "POST", "/v1/auth/token/create",
-                                          {"policies": ["app"], "ttl": "1h"}), [f"X-Vault-Token: {root}"]),
+                                          {"policies": ["app"], "ttl": "1h"}), [f"X-Vault-Token: {root}"], axum(32),
+             False),
             ("userpass_login", 16, url, lua(tmp, "userpass", "POST", "/v1/auth/userpass/login/bench",
-                                            {"password": "bench-password"}), []),
+                                            {"password": "bench-password"}), [], axum(16), False),
             ("kubernetes_login", 16, url, lua(tmp, "k8s", "POST", "/v1/auth/kubernetes/login",
-                                              {"role": "app", "jwt": hello["jwt"]}), []),
-            ("database_creds", 16, f"{v1}/database/creds/bench", None, [f"X-Vault-Token: {app}"]),
+                                              {"role": "app", "jwt": hello["jwt"]}), [], axum(16), False),
+            ("database_creds", 16, f"{v1}/database/creds/bench", None, [f"X-Vault-Token: {app}"], axum(16), False),
         ]
         rows = []
         print("scenario run connections rps p50_ms p99_ms baseline_rps ratio", flush=True)
-        for name, connections, target, script, headers in scenarios:
+        for name, connections, target, script, headers, measure_baseline, audited in scenarios:
             if only and name not in only:
                 continue
-            wrk(target, connections, 2, script, headers)  # warm-up
+            if audited:
+                audit(True)
+            wrk(target, connections, min(2, duration), script, headers)  # warm-up
             samples = []
             for run in range(1, runs + 1):
+                recording = perf_start(server.pid, name) if run == 1 else None
                 rps, p50, p99 = wrk(target, connections, duration, script, headers)
-                base, _, _ = wrk(f"{baseline}/v1/sys/seal-status", connections, duration)
+                perf_finish(recording)
+                base, _, _ = measure_baseline(duration)
                 samples.append((rps, p50, p99, base, rps / base))
                 print(f"{name} {run} {connections} {rps:.0f} {p50:.2f} {p99:.2f} {base:.0f} {rps / base:.3f}", flush=True)
+            if audited:
+                audit(False)
             rows.append((name, connections, [statistics.median(column) for column in zip(*samples)]))
         if any(name == "database_creds" for name, _, _ in rows) or not only:
             call(f"{v1}/sys/leases/revoke-prefix/database/creds/bench", "PUT", {}, root)
 
         cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
         print(f"\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, "
-              f"{runs} runs of {duration} s, medians; baseline = bare axum endpoint measured after each run")
+              f"{runs} runs of {duration} s, medians; baseline measured after each run: the bare axum endpoint, "
+              "or for kv2_write_durable the storage layer's durable writes (32 writers)")
         print("\n| scenario | connections | requests/s | p50 ms | p99 ms | baseline requests/s | ratio |")
         print("|---|---|---|---|---|---|---|")
         for name, connections, (rps, p50, p99, base, ratio) in rows:
