@@ -1,8 +1,11 @@
 //! Durable backend on an embedded sled database, with group commit so that concurrent writers share fsyncs.
 //!
-//! Every sled write runs on tokio's blocking pool because any of them may do disk I/O (a full log buffer).
-//! Writes are applied to sled first and then acknowledged by the group-commit flusher thread once a flush
-//! round that started after them has completed.
+//! Every sled write may do disk I/O (a full log buffer), so none runs on the async workers: one *writer*
+//! thread applies them all, in the order they were queued, then the group-commit flusher thread
+//! acknowledges each once a flush round that started after it has completed. One thread rather than
+//! tokio's blocking pool because writes are applied one at a time anyway: with the pool, 32 concurrent
+//! writers meant 32 threads queueing on one lock (and new threads started as callers piled up), and the
+//! writer can apply everything queued meanwhile as one group (below).
 //!
 //! Multi-key batches do not use sled's own `apply_batch`: it takes a lock that is global to the process and
 //! holds it across log I/O, so every read in the server stalled for milliseconds behind each batch (measured
@@ -14,14 +17,19 @@
 //! - against concurrent readers, by publishing the batch's final values before applying them: a read looks
 //!   at the batch being applied first, so it sees all of the batch or none of it, and never waits for sled.
 //!
-//! Writes are applied one at a time (the `apply` lock), which keeps batches and single writes to the same
-//! key in order and lets listings scan a key space that no write is changing.
+//! The writer takes whatever is queued when it looks (up to [`MAX_GROUP`] writes) and applies it as one
+//! group under the `apply` lock, which keeps batches and single writes to the same key in order and lets
+//! listings scan a key space that no write is changing. A group that holds a multi-key batch is made
+//! atomic as a whole, with one intent: the intent's two extra sled operations are paid once per group
+//! rather than once per batch.
 
 use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{mpsc, Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use tokio::sync::oneshot;
 
 use crate::disk_sync::DiskSync;
 use crate::group_commit::{FlushFn, GroupCommit};
@@ -54,13 +62,16 @@ impl Default for SledOptions {
 /// directory can be reopened as soon as drop returns (unless a cancelled operation is still running on the blocking
 /// pool with a handle to the database).
 pub struct SledBackend {
-    // Declared first so that it is dropped, and its final flush done, before our own database handle goes.
+    // Declared first so that the writer has applied everything queued before the final flush.
+    writer: Writer,
+    // Declared before `db` so that it is dropped, and its final flush done, before our own database handle goes.
     commit: GroupCommit,
     db: sled::Db,
     writes: Arc<Writes>,
-    /// The runtime whose blocking pool runs sled calls, whatever runtime the caller is on: a caller on a
-    /// low-priority thread (the lease reaper) must not hold the write lock from a low-priority thread.
-    /// (`None` when opened outside a runtime, as the examples do.)
+    /// The runtime whose blocking pool runs listings' scans, whatever runtime the caller is on: a caller on
+    /// a low-priority thread (the lease reaper) must not hold the `apply` lock, even shared, from a
+    /// low-priority thread. (The writer thread is the opener's, which is never the reaper.) `None` when
+    /// opened outside a runtime, as the examples do.
     blocking_pool: Option<tokio::runtime::Handle>,
     path: PathBuf,
 }
@@ -76,6 +87,65 @@ struct Writes {
     /// Batches not yet fully applied, keyed by a big-endian sequence number so that they replay in order.
     intents: sled::Tree,
     next_intent: AtomicU64,
+}
+
+/// The most writes the writer applies as one group: enough for every client of a busy server at once,
+/// few enough that one group's intent and pending values stay small.
+const MAX_GROUP: usize = 256;
+
+/// A write queued for the writer thread, and where its outcome goes.
+struct Job {
+    ops: Vec<Op>,
+    reply: oneshot::Sender<Result<(), String>>,
+}
+
+/// The writer thread (see the module documentation): it stops once its queue's sender is dropped.
+struct Writer {
+    queue: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn start(db: sled::Db, writes: Arc<Writes>) -> std::io::Result<Self> {
+        let (queue, jobs) = mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new().name("arcanum-sled-write".to_owned()).spawn(move || {
+            while let Ok(first) = jobs.recv() {
+                let mut group = vec![first];
+                while group.len() < MAX_GROUP {
+                    match jobs.try_recv() {
+                        Ok(job) => group.push(job),
+                        Err(_) => break,
+                    }
+                }
+                let outcomes = writes.apply_group(&db, &group);
+                for (job, outcome) in group.into_iter().zip(outcomes) {
+                    // A caller that went away no longer cares; its write stands all the same.
+                    let _ = job.reply.send(outcome);
+                }
+            }
+        })?;
+        Ok(Self { queue: Some(queue), thread: Some(thread) })
+    }
+
+    /// Applies `ops` (atomically), after every write queued before them.
+    async fn apply(&self, ops: Vec<Op>) -> Result<(), StorageError> {
+        let (reply, outcome) = oneshot::channel();
+        let stopped = || StorageError::Io("the storage writer thread stopped; restart the server".to_owned());
+        self.queue.as_ref().ok_or_else(stopped)?.send(Job { ops, reply }).map_err(|_| stopped())?;
+        // A panicking writer drops the reply: the write's outcome is unknown, and it says so.
+        outcome.await.map_err(|_| stopped())?.map_err(StorageError::Io)
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.queue.take();
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("storage writer thread panicked");
+            }
+        }
+    }
 }
 
 /// Name of the sled tree that holds batch intents; the records live in sled's default tree.
@@ -145,12 +215,19 @@ impl SledBackend {
         });
         let commit = GroupCommit::start("arcanum-sled-flush", flush)
             .map_err(|e| StorageError::Io(format!("starting storage flusher thread: {e}")))?;
-        let writes =
-            Writes { apply: RwLock::new(None), pending: RwLock::default(), intents, next_intent: AtomicU64::new(0) };
+        let writes = Arc::new(Writes {
+            apply: RwLock::new(None),
+            pending: RwLock::default(),
+            intents,
+            next_intent: AtomicU64::new(0),
+        });
+        let writer = Writer::start(db.clone(), Arc::clone(&writes))
+            .map_err(|e| StorageError::Io(format!("starting storage writer thread: {e}")))?;
         Ok(Self {
+            writer,
             commit,
             db,
-            writes: Arc::new(writes),
+            writes,
             blocking_pool: tokio::runtime::Handle::try_current().ok(),
             path: path.to_owned(),
         })
@@ -209,10 +286,24 @@ impl Writes {
         }
     }
 
-    /// Applies a write of one key, which sled makes atomic by itself.
-    fn apply_single(&self, db: &sled::Db, op: &Op) -> Result<(), StorageError> {
-        let _apply = self.write_lock()?;
-        apply_one(db, op)
+    /// Applies a group of queued writes; one outcome per job. A group of single-key writes needs no
+    /// intent (sled makes each atomic by itself), so each gets its own outcome; a group with a
+    /// multi-key batch in it is applied atomically as a whole and shares one outcome.
+    fn apply_group(&self, db: &sled::Db, group: &[Job]) -> Vec<Result<(), String>> {
+        let text = |err: StorageError| match err {
+            StorageError::Io(text) => text,
+            other => other.to_string(),
+        };
+        let refused = match self.write_lock() {
+            Ok(guard) => guard,
+            Err(err) => return vec![Err(text(err)); group.len()],
+        };
+        if group.iter().all(|job| job.ops.len() == 1) {
+            return group.iter().map(|job| apply_one(db, &job.ops[0]).map_err(text)).collect();
+        }
+        let ops: Vec<&Op> = group.iter().flat_map(|job| &job.ops).collect();
+        let outcome = self.apply_batch(refused, db, &ops).map_err(text);
+        vec![outcome; group.len()]
     }
 
     /// The value a batch being applied gives `key`, if one does.
@@ -221,19 +312,23 @@ impl Writes {
         pending.get(key).cloned()
     }
 
-    fn apply_batch(&self, db: &sled::Db, ops: &[Op]) -> Result<(), StorageError> {
-        let mut refused = self.write_lock()?;
+    fn apply_batch(
+        &self,
+        mut refused: RwLockWriteGuard<'_, Option<String>>,
+        db: &sled::Db,
+        ops: &[&Op],
+    ) -> Result<(), StorageError> {
         let seq = self.next_intent.fetch_add(1, Ordering::Relaxed);
-        self.intents.insert(seq.to_be_bytes(), encode_ops(ops)).map_err(sled_err)?;
+        self.intents.insert(seq.to_be_bytes(), encode_ops(ops.iter().copied())).map_err(sled_err)?;
         let finals: HashMap<String, Option<Vec<u8>>> = ops
             .iter()
-            .map(|op| match op {
+            .map(|op| match *op {
                 Op::Put { key, value } => (key.clone(), Some(value.clone())),
                 Op::Delete { key } => (key.clone(), None),
             })
             .collect();
         *self.pending.write().unwrap_or_else(PoisonError::into_inner) = finals;
-        let applied = ops.iter().try_for_each(|op| apply_one(db, op));
+        let applied = ops.iter().try_for_each(|&op| apply_one(db, op));
         let result = applied.and_then(|()| self.intents.remove(seq.to_be_bytes()).map(drop).map_err(sled_err));
         match &result {
             Ok(()) => self.pending.write().unwrap_or_else(PoisonError::into_inner).clear(),
@@ -265,7 +360,7 @@ const INTENT_PUT: u8 = 1;
 const INTENT_DELETE: u8 = 2;
 
 /// Each op as: kind byte, key length (u32 LE), key, and for a put the value length (u32 LE) and value.
-fn encode_ops(ops: &[Op]) -> Vec<u8> {
+fn encode_ops<'a>(ops: impl IntoIterator<Item = &'a Op>) -> Vec<u8> {
     fn field(out: &mut Vec<u8>, bytes: &[u8]) {
         let len = u32::try_from(bytes.len()).expect("a record larger than 4 GiB");
         out.extend_from_slice(&len.to_le_bytes());
@@ -350,16 +445,14 @@ impl Backend for SledBackend {
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StorageError> {
         validate_key(key)?;
         self.commit.check()?;
-        let put = Op::Put { key: key.to_owned(), value };
-        self.blocking(move |db, writes| writes.apply_single(db, &put)).await?;
+        self.writer.apply(vec![Op::Put { key: key.to_owned(), value }]).await?;
         self.commit.commit().await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         validate_key(key)?;
         self.commit.check()?;
-        let delete = Op::Delete { key: key.to_owned() };
-        self.blocking(move |db, writes| writes.apply_single(db, &delete)).await?;
+        self.writer.apply(vec![Op::Delete { key: key.to_owned() }]).await?;
         self.commit.commit().await
     }
 
@@ -382,12 +475,7 @@ impl Backend for SledBackend {
             return Ok(());
         }
         self.commit.check()?;
-        self.blocking(move |db, writes| match ops.as_slice() {
-            // The server sends every single write as a one-op batch.
-            [op] => writes.apply_single(db, op),
-            _ => writes.apply_batch(db, &ops),
-        })
-        .await?;
+        self.writer.apply(ops).await?;
         self.commit.commit().await
     }
 
@@ -596,6 +684,44 @@ mod tests {
         writer.await.expect("writer");
         assert!(reads > 0);
         assert_eq!(number(backend.get("b").await.expect("get")), 300);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_batches_and_single_writes_are_grouped_and_all_land() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let backend = Arc::new(SledBackend::open(dir.path()).expect("open"));
+            let tasks: Vec<_> = (0..64)
+                .map(|t| {
+                    let backend = Arc::clone(&backend);
+                    tokio::spawn(async move {
+                        for i in 0..20 {
+                            let value = format!("{t}-{i}").into_bytes();
+                            backend
+                                .batch(vec![
+                                    Op::Put { key: format!("pair/{t}/a"), value: value.clone() },
+                                    Op::Put { key: format!("pair/{t}/b"), value: value.clone() },
+                                ])
+                                .await
+                                .expect("batch");
+                            backend.put(&format!("single/{t}"), value).await.expect("put");
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.expect("task");
+            }
+            assert!(backend.flush_rounds() < 64 * 40, "concurrent writes share flushes");
+        }
+        let backend = SledBackend::open(dir.path()).expect("reopen");
+        assert_eq!(backend.writes.intents.len(), 0, "every group's intent was removed");
+        for t in 0..64 {
+            let last = Some(format!("{t}-19").into_bytes());
+            for key in [format!("pair/{t}/a"), format!("pair/{t}/b"), format!("single/{t}")] {
+                assert_eq!(backend.get(&key).await.expect("get"), last, "{key} holds its last write");
+            }
+        }
     }
 
     #[tokio::test]
