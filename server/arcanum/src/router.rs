@@ -386,7 +386,8 @@ async fn finish_login(unsealed: &Unsealed, mount: &Mount, response: Response) ->
 /// Vault's root-protected paths: `sudo` is needed on top of the operation's capability.
 pub fn needs_sudo(path: &str, operation: Operation) -> bool {
     let prefix_of = |prefix: &str| path == prefix.trim_end_matches('/') || path.starts_with(prefix);
-    let exact = |p: &str| path == p || path == format!("{p}/");
+    // Allocation-free: this runs on every request.
+    let exact = |p: &str| path.strip_suffix('/').unwrap_or(path) == p;
     (path.starts_with("sys/auth/"))
         || prefix_of("sys/audit/")
         || prefix_of("sys/audit-hash/")
