@@ -261,9 +261,20 @@ async fn serve(
             .await
             .unwrap_or_else(|| Err(ApiError::no_handler(&req.path))),
         Target::TokenStore(rest) => token_api::handle(unsealed, caller, req, &rest).await,
+        Target::Mount(mount, rest)
+            if matches!(req.operation, Operation::Read | Operation::List | Operation::Header)
+                && !mount.backend.issues_leases(&rest) =>
+        {
+            // A read that makes no secret changes nothing a hang-up could leave half done, so it
+            // runs on the connection's task: a task of its own cost more than the read itself.
+            let response =
+                mount.backend.handle(backend_request(req, &mount, &rest, create, Some(&caller.token))).await?;
+            attach_lease(unsealed, &mount, req, &caller.token, response).await
+        }
         Target::Mount(mount, rest) => {
             // Detached from the connection: a client that hangs up must not cancel a backend
-            // between creating a secret (a database user) and recording its lease.
+            // between creating a secret (a database user) and recording its lease, or halfway
+            // through a write.
             let (unsealed, req, token) = (Arc::clone(unsealed), req.clone(), caller.token.clone());
             tokio::spawn(async move {
                 let response = mount.backend.handle(backend_request(&req, &mount, &rest, create, Some(&token))).await?;
@@ -425,6 +436,7 @@ mod tests {
             ("sys/rotate", Operation::Update),
             ("sys/remount", Operation::Update),
             ("sys/seal", Operation::Update),
+            ("sys/seal/", Operation::Update),
             ("auth/token/revoke-orphan", Operation::Update),
             ("auth/token/accessors/", Operation::List),
             ("sys/leases/lookup/database/", Operation::List),
@@ -438,6 +450,8 @@ mod tests {
             ("sys/policies/acl/x", Operation::Update),
             ("sys/audit-hashx", Operation::Update),
             ("sys/rotatex", Operation::Update),
+            ("sys/sealx", Operation::Update),
+            ("sys/seal//", Operation::Update),
             ("auth/token/create", Operation::Update),
             ("sys/leases/lookup", Operation::Update),
             ("secret/data/sys/raw", Operation::Read),
