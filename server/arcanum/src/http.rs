@@ -519,7 +519,8 @@ fn render(result: Result<Response, ApiError>, request_id: &str) -> axum::respons
         }
         Ok(Response::Logical(logical)) => {
             let status = if logical.status == 0 { 200 } else { logical.status };
-            (status, Some(Value::Object(logical.envelope(request_id))))
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return json_response(status, logical.envelope_json(request_id));
         }
         Ok(Response::Login(_)) => {
             // The router always turns a login into a token before it gets here.
@@ -529,10 +530,17 @@ fn render(result: Result<Response, ApiError>, request_id: &str) -> axum::respons
         Err(err) => (err.status, Some(json!({ "errors": err.errors }))),
     };
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = match body {
-        Some(body) => (status, body.to_string()).into_response(),
-        None => status.into_response(),
-    };
+    match body {
+        Some(body) => json_response(status, body.to_string()),
+        None => with_json_headers(status.into_response()),
+    }
+}
+
+fn json_response(status: StatusCode, body: String) -> axum::response::Response {
+    with_json_headers((status, body).into_response())
+}
+
+fn with_json_headers(mut response: axum::response::Response) -> axum::response::Response {
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
