@@ -197,11 +197,15 @@ async fn route(
     let (create, acl, decision) = authorize(unsealed, req, &target, &token).await?;
     trail.request(Some(Authorized { token: token.view(), allowed: decision.allowed, create })).await?;
 
-    // A denied request uses up a use too (as in Vault), but only once it is on record.
-    let token = unsealed.tokens.use_token(&token).await?.ok_or_else(ApiError::invalid_token)?;
-    let last_use = token.num_uses == 1;
+    // A denied request uses up a use too (as in Vault), but only once it is on record. (A token
+    // without a use limit has nothing to count: it is passed on as it is, not copied.)
+    let token = match token.num_uses {
+        0 => token,
+        _ => unsealed.tokens.use_token(&token).await?.ok_or_else(ApiError::invalid_token)?,
+    };
+    let used_up = (token.num_uses == 1).then(|| token.id_hash.clone());
     let result = if decision.allowed {
-        let caller = Caller { token: token.clone(), token_value, acl, sudo: decision.sudo };
+        let caller = Caller { token, token_value, acl, sudo: decision.sudo };
         serve(core, unsealed, req, target, &caller, create).await
     } else {
         if let Some(reason) = &decision.reason {
@@ -209,8 +213,8 @@ async fn route(
         }
         Err(ApiError::permission_denied())
     };
-    if last_use {
-        if let Err(err) = unsealed.revoke_token_tree(&token.id_hash).await {
+    if let Some(id_hash) = used_up {
+        if let Err(err) = unsealed.revoke_token_tree(&id_hash).await {
             tracing::error!(status = err.status, "revoking a used-up token failed");
         }
     }
