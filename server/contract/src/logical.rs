@@ -119,64 +119,60 @@ pub struct LogicalResponse {
     pub wrap_info: Option<Map<String, Value>>,
 }
 
-impl LogicalResponse {
-    /// Vault's envelope for this answer; `request_id` is the one the audit entries carry.
-    pub fn envelope(self, request_id: &str) -> Map<String, Value> {
-        let LogicalResponse {
-            data, warnings, inject_data, auth, lease_id, lease_duration, renewable, wrap_info, ..
-        } = self;
-        // A wrapped answer carries nothing of the request: its id is in the wrapped answer.
-        let request_id = if wrap_info.is_some() { "" } else { request_id };
-        let mut envelope = Map::new();
-        if let (true, Some(data)) = (inject_data, &data) {
-            envelope.extend(data.clone());
-        }
-        envelope.insert("request_id".into(), Value::from(request_id));
-        envelope.insert("lease_id".into(), Value::from(lease_id));
-        envelope.insert("renewable".into(), Value::from(renewable));
-        envelope.insert("lease_duration".into(), Value::from(lease_duration));
-        envelope.insert("data".into(), data.map_or(Value::Null, Value::Object));
-        envelope.insert("wrap_info".into(), wrap_info.map_or(Value::Null, Value::Object));
-        envelope.insert("warnings".into(), if warnings.is_empty() { Value::Null } else { Value::from(warnings) });
-        envelope.insert("auth".into(), auth.unwrap_or(Value::Null));
-        envelope.insert("mount_type".into(), Value::from(""));
-        envelope
-    }
+/// Vault's envelope, borrowed from a [`LogicalResponse`]: the one list of its fields, in the
+/// order a serde_json map keeps them (sorted), so that the map and the text agree.
+#[derive(serde::Serialize)]
+struct Envelope<'a> {
+    auth: &'a Option<Value>,
+    data: &'a Option<Map<String, Value>>,
+    lease_duration: u64,
+    lease_id: &'a str,
+    mount_type: &'static str,
+    renewable: bool,
+    request_id: &'a str,
+    warnings: Option<&'a [String]>,
+    wrap_info: &'a Option<Map<String, Value>>,
 }
 
 impl LogicalResponse {
-    /// [`envelope`](Self::envelope) as the JSON text the client gets, byte for byte what
-    /// serialising that map gives (its keys in order), but written straight from the fields:
-    /// building the map cost more than the rest of rendering on the hottest read path.
-    pub fn envelope_json(self, request_id: &str) -> String {
-        if self.inject_data {
-            return Value::Object(self.envelope(request_id)).to_string();
-        }
-        /// The map's keys, in the map's (sorted) order.
-        #[derive(serde::Serialize)]
-        struct Envelope<'a> {
-            auth: &'a Option<Value>,
-            data: &'a Option<Map<String, Value>>,
-            lease_duration: u64,
-            lease_id: &'a str,
-            mount_type: &'static str,
-            renewable: bool,
-            request_id: &'a str,
-            warnings: Option<&'a [String]>,
-            wrap_info: &'a Option<Map<String, Value>>,
-        }
-        let envelope = Envelope {
+    fn envelope_fields<'a>(&'a self, request_id: &'a str) -> Envelope<'a> {
+        Envelope {
             auth: &self.auth,
             data: &self.data,
             lease_duration: self.lease_duration,
             lease_id: &self.lease_id,
             mount_type: "",
             renewable: self.renewable,
+            // A wrapped answer carries nothing of the request: its id is in the wrapped answer.
             request_id: if self.wrap_info.is_some() { "" } else { request_id },
             warnings: (!self.warnings.is_empty()).then_some(self.warnings.as_slice()),
             wrap_info: &self.wrap_info,
+        }
+    }
+
+    /// Vault's envelope for this answer; `request_id` is the one the audit entries carry. With
+    /// `inject_data` every `data` key is copied to the top level too (the envelope's own keys win).
+    pub fn envelope(self, request_id: &str) -> Map<String, Value> {
+        let fields = match serde_json::to_value(self.envelope_fields(request_id)) {
+            Ok(Value::Object(fields)) => fields,
+            _ => unreachable!("a struct of JSON values serialises to an object"),
         };
-        serde_json::to_string(&envelope).unwrap_or_else(|_| unreachable!("JSON values always serialise"))
+        let mut envelope = match (self.inject_data, self.data) {
+            (true, Some(data)) => data,
+            _ => Map::new(),
+        };
+        envelope.extend(fields);
+        envelope
+    }
+
+    /// [`envelope`](Self::envelope) as the JSON text the client gets, written straight from the
+    /// fields: building the map cost more than the rest of rendering on the hottest read path.
+    pub fn envelope_json(self, request_id: &str) -> String {
+        if self.inject_data {
+            return Value::Object(self.envelope(request_id)).to_string();
+        }
+        serde_json::to_string(&self.envelope_fields(request_id))
+            .unwrap_or_else(|_| unreachable!("JSON values always serialise"))
     }
 }
 
@@ -321,5 +317,30 @@ mod envelope_tests {
             let expected = Value::Object(response.clone().envelope("req-1")).to_string();
             assert_eq!(response.envelope_json("req-1"), expected);
         }
+    }
+
+    #[test]
+    fn the_envelope_keeps_vaults_shape() {
+        let response = LogicalResponse {
+            data: json!({"k": "v"}).as_object().cloned(),
+            warnings: vec!["w".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            response.envelope_json("req-1"),
+            r#"{"auth":null,"data":{"k":"v"},"lease_duration":0,"lease_id":"","mount_type":"","renewable":false,"request_id":"req-1","warnings":["w"],"wrap_info":null}"#
+        );
+        let injected = LogicalResponse {
+            inject_data: true,
+            data: json!({"sealed": false, "auth": "shadowed"}).as_object().cloned(),
+            ..Default::default()
+        };
+        let envelope = injected.envelope("req-2");
+        assert_eq!(envelope["sealed"], json!(false));
+        assert_eq!(envelope["auth"], Value::Null, "the envelope's own keys win over injected data");
+        assert_eq!(envelope["data"], json!({"sealed": false, "auth": "shadowed"}));
+        assert_eq!(envelope["request_id"], json!("req-2"));
+        let wrapped = LogicalResponse { wrap_info: json!({"token": "w"}).as_object().cloned(), ..Default::default() };
+        assert_eq!(wrapped.envelope("req-3")["request_id"], json!(""), "a wrapped answer names no request");
     }
 }
