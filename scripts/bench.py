@@ -14,8 +14,9 @@ ARCANUM_BENCH_PROFILE=debug runs the debug builds instead (CI's smoke run: it st
 scenario, runs it briefly and reports, asserting nothing about speed).
 
 ARCANUM_BENCH_PERF=<dir> also records the server with `perf record --call-graph dwarf` during
-each scenario's first run and writes <dir>/<scenario>.svg, a flame graph, and <scenario>.folded, its folded stacks (needs perf and
-inferno's inferno-collapse-perf and inferno-flamegraph on PATH).
+each scenario's first run and writes <dir>/<scenario>.svg, a flame graph, and
+<dir>/<scenario>.folded, its folded stacks (needs perf and inferno's inferno-collapse-perf and
+inferno-flamegraph on PATH).
 
 Usage: scripts/bench [duration_secs=10] [runs=3] [scenario,...]
 """
