@@ -889,9 +889,14 @@ fn member_failure(err: &etcd_client::Error) -> bool {
     use etcd_client::Error as E;
     match err {
         E::TransportError(_) | E::IoError(_) => true,
-        E::GRpcStatus(status) => {
-            matches!(status.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled)
-        }
+        E::GRpcStatus(status) => match status.code() {
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => true,
+            // A call on a connection that broke under it (its member just died) comes back as
+            // Unknown "transport error". Statuses etcd sends never carry a source; tonic gives one
+            // only to a status it made here from such a local failure.
+            tonic::Code::Unknown => std::error::Error::source(status).is_some(),
+            _ => false,
+        },
         _ => false,
     }
 }
@@ -1279,6 +1284,20 @@ mod tests {
         assert_eq!(prefix_end("/arcanum/"), b"/arcanum0".to_vec());
         assert_eq!(prefix_end("a\u{7f}"), b"a\x80".to_vec());
         assert_eq!(prefix_end(""), vec![0]);
+    }
+
+    /// A member that dies under an open connection fails the call with a status tonic made
+    /// locally ("transport error"); the call must move on to another member, not give up.
+    #[test]
+    fn a_broken_connection_is_a_member_failure_and_etcds_own_refusals_are_not() {
+        use etcd_client::Error as E;
+        let broken = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset");
+        let local = tonic::Status::from_error(Box::new(broken));
+        assert_eq!(local.code(), tonic::Code::Unknown);
+        assert!(member_failure(&E::GRpcStatus(local)));
+        assert!(member_failure(&E::GRpcStatus(tonic::Status::unavailable("etcdserver: no leader"))));
+        assert!(!member_failure(&E::GRpcStatus(tonic::Status::unknown("etcdserver: sent by etcd"))));
+        assert!(!member_failure(&E::GRpcStatus(tonic::Status::invalid_argument("etcdserver: too many operations"))));
     }
 
     fn put(key: &str, value: &[u8]) -> Write {
