@@ -51,6 +51,14 @@ pub enum Op {
     Delete { key: String },
 }
 
+impl Op {
+    pub fn key(&self) -> &str {
+        match self {
+            Op::Put { key, .. } | Op::Delete { key } => key,
+        }
+    }
+}
+
 /// A key/value store with Vault's physical-backend semantics.
 ///
 /// Keys are non-empty '/'-separated strings without NUL bytes; anything else is rejected with

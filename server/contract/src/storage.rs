@@ -24,6 +24,111 @@ pub trait LogicalStorage: Send + Sync + Debug {
     async fn list(&self, prefix: &str) -> Result<Vec<String>, ApiError>;
     /// Several writes, all or none.
     async fn batch(&self, ops: Vec<StorageOp>) -> Result<(), ApiError>;
+
+    /// A stamp for the record at the path made of `pieces` (concatenated) that changes once
+    /// any write to it has completed, so that something derived from a read made after taking
+    /// the stamp may be kept while the stamp stays the same ([`ChangeStamps`]). `None` when
+    /// a write to it is in flight, or when this storage keeps no stamps: then nothing read
+    /// now may be kept.
+    fn change_stamp(&self, pieces: &[&str]) -> Option<u64> {
+        let _ = pieces;
+        None
+    }
+}
+
+/// Stamps that tell a cache of derived records (parsed KV v2 metadata, say) when what it
+/// derived them from may have changed, whoever changed it: every write through the storage,
+/// and every change another node made that a standby followed. Paths are hashed into
+/// [`ChangeStamps::STRIPES`] stripes; each counts the writes that started and those that
+/// completed. A stripe is stable while the two are equal, and its stamp is the completed
+/// count. A write that never completes (its caller was cancelled; the storage may still apply
+/// it later) leaves its stripe unstable for good: only a few more misses, never a stale hit.
+/// Paths that share a stripe only cost each other misses.
+pub struct ChangeStamps {
+    started: Box<[std::sync::atomic::AtomicU64]>,
+    finished: Box<[std::sync::atomic::AtomicU64]>,
+}
+
+impl std::fmt::Debug for ChangeStamps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangeStamps").field("stripes", &Self::STRIPES).finish_non_exhaustive()
+    }
+}
+
+impl Default for ChangeStamps {
+    fn default() -> Self {
+        let stripes = || (0..Self::STRIPES).map(|_| std::sync::atomic::AtomicU64::new(0)).collect();
+        ChangeStamps { started: stripes(), finished: stripes() }
+    }
+}
+
+/// Writes in flight through [`ChangeStamps::begin`]; completes them when dropped unless the
+/// write was abandoned.
+#[derive(Debug)]
+pub struct StampedWrite<'a> {
+    stamps: &'a ChangeStamps,
+    stripes: Vec<usize>,
+    completed: bool,
+}
+
+impl StampedWrite<'_> {
+    /// The storage has applied the write: its stripes may settle. A write that failed is
+    /// not completed, since some storage may still apply it after answering (an etcd
+    /// request that timed out can commit later).
+    pub fn complete(mut self) {
+        self.completed = true;
+    }
+}
+
+impl Drop for StampedWrite<'_> {
+    fn drop(&mut self) {
+        if self.completed {
+            for &stripe in &self.stripes {
+                self.stamps.finished[stripe].fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+impl ChangeStamps {
+    pub const STRIPES: usize = 4096;
+
+    fn stripe(pieces: &[&str]) -> usize {
+        use std::hash::Hasher as _;
+        // Fed byte by byte as one stream, so that a path given in pieces lands where the
+        // whole path does.
+        let mut hasher = std::hash::DefaultHasher::new();
+        for piece in pieces {
+            hasher.write(piece.as_bytes());
+        }
+        (hasher.finish() % Self::STRIPES as u64) as usize
+    }
+
+    /// The stamp of the path made of `pieces`, or `None` while a write to its stripe is in
+    /// flight. Completed is read before started: equal means no write was in flight when
+    /// started was read.
+    pub fn stamp(&self, pieces: &[&str]) -> Option<u64> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let stripe = Self::stripe(pieces);
+        let finished = self.finished[stripe].load(SeqCst);
+        (self.started[stripe].load(SeqCst) == finished).then_some(finished)
+    }
+
+    /// Marks writes to `paths` as started; the returned guard completes them.
+    pub fn begin<'a>(&self, paths: impl IntoIterator<Item = &'a str>) -> StampedWrite<'_> {
+        let mut stripes: Vec<usize> = paths.into_iter().map(|path| Self::stripe(&[path])).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        for &stripe in &stripes {
+            self.started[stripe].fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        StampedWrite { stamps: self, stripes, completed: false }
+    }
+
+    /// A change to `path` that is already visible to reads (another node's, followed).
+    pub fn changed(&self, path: &str) {
+        self.begin([path]).complete();
+    }
 }
 
 /// A write in [`LogicalStorage::batch`], at a full logical path.
@@ -31,6 +136,14 @@ pub trait LogicalStorage: Send + Sync + Debug {
 pub enum StorageOp {
     Put { path: String, value: Vec<u8> },
     Delete { path: String },
+}
+
+impl StorageOp {
+    pub fn path(&self) -> &str {
+        match self {
+            StorageOp::Put { path, .. } | StorageOp::Delete { path } => path,
+        }
+    }
 }
 
 /// The storage below `prefix` (which ends with `/`).
@@ -62,6 +175,11 @@ impl StorageView {
 
     fn key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
+    }
+
+    /// [`LogicalStorage::change_stamp`] of the key `section` + `key` in this view.
+    pub fn change_stamp(&self, section: &str, key: &str) -> Option<u64> {
+        self.storage.change_stamp(&[&self.prefix, section, key])
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
@@ -147,6 +265,7 @@ pub enum ViewOp {
 #[derive(Debug, Default)]
 pub struct MemoryStorage {
     records: Mutex<BTreeMap<String, Vec<u8>>>,
+    stamps: ChangeStamps,
 }
 
 impl MemoryStorage {
@@ -166,12 +285,16 @@ impl LogicalStorage for MemoryStorage {
     }
 
     async fn put(&self, path: &str, value: &[u8]) -> Result<(), ApiError> {
+        let write = self.stamps.begin([path]);
         self.records().insert(path.to_owned(), value.to_vec());
+        write.complete();
         Ok(())
     }
 
     async fn delete(&self, path: &str) -> Result<(), ApiError> {
+        let write = self.stamps.begin([path]);
         self.records().remove(path);
+        write.complete();
         Ok(())
     }
 
@@ -190,14 +313,22 @@ impl LogicalStorage for MemoryStorage {
         Ok(children)
     }
 
+    fn change_stamp(&self, pieces: &[&str]) -> Option<u64> {
+        self.stamps.stamp(pieces)
+    }
+
     async fn batch(&self, ops: Vec<StorageOp>) -> Result<(), ApiError> {
-        let mut records = self.records();
-        for op in ops {
-            match op {
-                StorageOp::Put { path, value } => records.insert(path, value),
-                StorageOp::Delete { path } => records.remove(&path),
-            };
+        let write = self.stamps.begin(ops.iter().map(StorageOp::path));
+        {
+            let mut records = self.records();
+            for op in ops {
+                match op {
+                    StorageOp::Put { path, value } => records.insert(path, value),
+                    StorageOp::Delete { path } => records.remove(&path),
+                };
+            }
         }
+        write.complete();
         Ok(())
     }
 }
@@ -205,6 +336,21 @@ impl LogicalStorage for MemoryStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stamp_settles_only_once_every_write_to_its_stripe_completed() {
+        let stamps = ChangeStamps::default();
+        let before = stamps.stamp(&["logical/m/", "metadata/", "k"]).expect("no write in flight");
+        assert_eq!(stamps.stamp(&["logical/m/metadata/k"]), Some(before), "pieces hash as the whole path");
+        let write = stamps.begin(["logical/m/metadata/k"]);
+        assert_eq!(stamps.stamp(&["logical/m/", "metadata/k"]), None, "in flight: nothing may be kept");
+        write.complete();
+        let after = stamps.stamp(&["logical/m/", "metadata/k"]).expect("settled");
+        assert_ne!(after, before);
+        drop(stamps.begin(["logical/m/metadata/k"]));
+        assert_eq!(stamps.stamp(&["logical/m/metadata/k"]), None, "an abandoned write never settles");
+        stamps.changed("logical/m/metadata/other");
+    }
 
     #[tokio::test]
     async fn a_view_reads_and_writes_below_its_prefix_only() {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use arcanum_contract::clock::unix_now;
 use arcanum_contract::logical::ApiError;
-use arcanum_contract::storage::{LogicalStorage, StorageOp};
+use arcanum_contract::storage::{ChangeStamps, LogicalStorage, StorageOp};
 use arcanum_crypto::{aead, keyring::Keyring};
 use arcanum_storage::{Backend, Op, StorageError};
 use serde::{Deserialize, Serialize};
@@ -85,6 +85,9 @@ pub struct Barrier {
     rotate_after: u64,
     /// Serialises rotations so two writers crossing the limit add one term, not two.
     rotation: tokio::sync::Mutex<()>,
+    /// Moved by every write through the barrier and every followed change of another node,
+    /// for the caches engines keep of what they parsed (see [`ChangeStamps`]).
+    stamps: ChangeStamps,
 }
 
 impl Barrier {
@@ -100,6 +103,7 @@ impl Barrier {
             encryptions: Mutex::new(BTreeMap::new()),
             rotate_after,
             rotation: tokio::sync::Mutex::new(()),
+            stamps: ChangeStamps::default(),
         });
         let mut counts = match barrier.get(STATS_PATH).await? {
             Some(raw) => {
@@ -205,13 +209,21 @@ impl Barrier {
                 }
             }
         }
+        let write = self.stamps.begin(physical.iter().map(Op::key));
         self.backend.batch(physical).await?;
+        write.complete();
         if limit_reached {
             self.rotate_if_due().await?;
         } else {
             self.persist_stats_if_due().await?;
         }
         Ok(())
+    }
+
+    /// Records that another node changed `path` (a standby following storage), once the
+    /// change is visible to reads here.
+    pub fn changed_elsewhere(&self, path: &str) {
+        self.stamps.changed(path);
     }
 
     /// Installs a new term; entries under older terms stay readable.
@@ -303,6 +315,10 @@ impl LogicalStorage for Barrier {
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, ApiError> {
         Barrier::list(self, prefix).await.map_err(storage_error)
+    }
+
+    fn change_stamp(&self, pieces: &[&str]) -> Option<u64> {
+        self.stamps.stamp(pieces)
     }
 
     async fn batch(&self, ops: Vec<StorageOp>) -> Result<(), ApiError> {

@@ -182,6 +182,8 @@ async fn apply(core: &Core, ha: &Ha, batch: Changes) -> Result<(), ApiError> {
     let current = ha.reads.view();
     if let Some(view) = &current {
         for key in &batch.keys {
+            // What the engines keep of what they parsed (KV v2 metadata) goes stale with it.
+            view.barrier.changed_elsewhere(key);
             if let Some(id_hash) = key.strip_prefix(crate::token::ID_PREFIX) {
                 view.tokens.forget(id_hash);
             }

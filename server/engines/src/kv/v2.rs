@@ -14,6 +14,7 @@
 //! under concurrency, while writes to different keys proceed in parallel.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -63,7 +64,16 @@ struct KeyMeta {
 #[derive(Debug)]
 pub struct KvV2 {
     stripes: Vec<tokio::sync::Mutex<()>>,
+    /// Parsed metadata records by key, each with the storage's change stamp taken before it
+    /// was read (see [`ChangeStamps`](arcanum_contract::storage::ChangeStamps)): a read that
+    /// finds the stamp unchanged skips the storage read, the decryption and the parse. Only
+    /// reads use it; writes read storage under the key's lock. Metadata only, never a
+    /// secret's data.
+    parsed: std::sync::RwLock<std::collections::HashMap<String, (u64, Arc<KeyMeta>)>>,
 }
+
+/// Parsed metadata records kept per mount; beyond it the cache starts over.
+const PARSED_CAPACITY: usize = 16 * 1024;
 
 impl Default for KvV2 {
     fn default() -> Self {
@@ -73,7 +83,7 @@ impl Default for KvV2 {
 
 impl KvV2 {
     pub fn new() -> KvV2 {
-        KvV2 { stripes: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect() }
+        KvV2 { stripes: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(), parsed: Default::default() }
     }
 
     fn stripe(&self, key: &str) -> &tokio::sync::Mutex<()> {
@@ -264,8 +274,27 @@ impl KvV2 {
         storage.get_json(&format!("metadata/{key}")).await
     }
 
+    /// [`KvV2::meta`] for reads: from `parsed` while the record's change stamp holds.
+    async fn read_meta(&self, storage: &StorageView, key: &str) -> Result<Option<Arc<KeyMeta>>, ApiError> {
+        let Some(stamp) = storage.change_stamp("metadata/", key) else {
+            return Ok(Self::meta(storage, key).await?.map(Arc::new));
+        };
+        if let Some((at, meta)) = self.parsed.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(key) {
+            if *at == stamp {
+                return Ok(Some(Arc::clone(meta)));
+            }
+        }
+        let Some(meta) = Self::meta(storage, key).await?.map(Arc::new) else { return Ok(None) };
+        let mut cache = self.parsed.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.len() >= PARSED_CAPACITY {
+            cache.clear();
+        }
+        cache.insert(key.to_owned(), (stamp, Arc::clone(&meta)));
+        Ok(Some(meta))
+    }
+
     async fn read_data(&self, req: &BackendRequest<'_>, key: &str) -> Result<Response, ApiError> {
-        let meta = Self::meta(req.storage, key).await?.ok_or_else(ApiError::not_found)?;
+        let meta = self.read_meta(req.storage, key).await?.ok_or_else(ApiError::not_found)?;
         let version = match u64_field(req, "version")? {
             None | Some(0) => meta.current_version,
             Some(n) => n,
@@ -584,7 +613,7 @@ impl LogicalBackend for KvV2 {
             ("metadata", List) => Response::list(req.storage.list(&format!("metadata/{key}")).await?),
             ("metadata", Read) => {
                 needs_key(key)?;
-                let meta = Self::meta(req.storage, key).await?.ok_or_else(ApiError::not_found)?;
+                let meta = self.read_meta(req.storage, key).await?.ok_or_else(ApiError::not_found)?;
                 Ok(Response::data(meta.full_json()))
             }
             ("metadata", Update) => {
@@ -619,7 +648,7 @@ impl LogicalBackend for KvV2 {
     async fn exists(&self, req: BackendRequest<'_>) -> Result<Option<bool>, ApiError> {
         let (section, key) = split(req.path);
         match section {
-            "data" | "metadata" if !key.is_empty() => Ok(Some(Self::meta(req.storage, key).await?.is_some())),
+            "data" | "metadata" if !key.is_empty() => Ok(Some(self.read_meta(req.storage, key).await?.is_some())),
             "config" => Ok(Some(true)),
             _ => Ok(None),
         }

@@ -1,0 +1,101 @@
+//! End to end: a KV v2 read always reflects the last acknowledged change to the key, whoever
+//! made it — the engine itself, `sys/raw` beneath it, or concurrent writers — although reads
+//! keep the parsed metadata between requests.
+
+use arcanum_tests::TestServer;
+use serde_json::{json, Value};
+
+fn unsealed() -> (TestServer, String) {
+    let server = TestServer::start();
+    let init = server.init(1, 1);
+    server.unseal(&init.keys);
+    let root = init.root_token;
+    let (status, body) =
+        server.put("sys/mounts/secret", Some(&root), json!({ "type": "kv", "options": { "version": "2" } }));
+    assert_eq!(status, 204, "{body}");
+    (server, root)
+}
+
+fn read(server: &TestServer, root: &str, path: &str) -> (u16, Value) {
+    server.get(path, Some(root))
+}
+
+#[test]
+fn every_change_to_a_key_is_seen_by_the_next_read() {
+    let (server, root) = unsealed();
+    let root = root.as_str();
+    let write = |value: &str| {
+        let (status, body) = server.put("secret/data/k", Some(root), json!({ "data": { "v": value } }));
+        assert_eq!(status, 200, "{body}");
+        body["data"]["version"].as_u64().expect("a version")
+    };
+    assert_eq!(read(&server, root, "secret/data/k").0, 404);
+    assert_eq!(write("one"), 1);
+    // Read twice: the second read is the one that may come from what the first kept.
+    for _ in 0..2 {
+        let (status, body) = read(&server, root, "secret/data/k");
+        assert_eq!((status, body["data"]["data"]["v"].clone()), (200, json!("one")), "{body}");
+    }
+
+    assert_eq!(write("two"), 2);
+    let (_, body) = read(&server, root, "secret/data/k");
+    assert_eq!(
+        (body["data"]["data"]["v"].clone(), body["data"]["metadata"]["version"].clone()),
+        (json!("two"), json!(2))
+    );
+
+    // Soft delete, undelete, destroy: each answer changes at once.
+    assert_eq!(server.request("DELETE", "secret/data/k", Some(root), None).0, 204);
+    let (status, body) = read(&server, root, "secret/data/k");
+    assert_eq!(status, 404, "{body}");
+    assert_ne!(body["data"]["metadata"]["deletion_time"], json!(""), "{body}");
+    assert_eq!(server.put("secret/undelete/k", Some(root), json!({ "versions": [2] })).0, 204);
+    let (status, body) = read(&server, root, "secret/data/k");
+    assert_eq!((status, body["data"]["data"]["v"].clone()), (200, json!("two")), "{body}");
+    assert_eq!(server.put("secret/destroy/k", Some(root), json!({ "versions": [2] })).0, 204);
+    let (status, body) = read(&server, root, "secret/data/k");
+    assert_eq!((status, body["data"]["metadata"]["destroyed"].clone()), (404, json!(true)), "{body}");
+
+    // Metadata written through the engine, then beneath it through sys/raw.
+    let custom = json!({ "custom_metadata": { "owner": "team-a" } });
+    assert_eq!(server.put("secret/metadata/k", Some(root), custom).0, 204);
+    let (_, body) = read(&server, root, "secret/metadata/k");
+    assert_eq!(body["data"]["custom_metadata"], json!({ "owner": "team-a" }), "{body}");
+    let (_, mount) = server.get("sys/mounts/secret", Some(root));
+    let raw_path = format!("sys/raw/logical/{}/metadata/k", mount["data"]["uuid"].as_str().expect("a uuid"));
+    let (status, raw) = server.get(&raw_path, Some(root));
+    assert_eq!(status, 200, "{raw}");
+    let mut stored: Value = serde_json::from_str(raw["data"]["value"].as_str().expect("a value")).expect("JSON");
+    stored["custom_metadata"] = json!({ "owner": "team-b" });
+    assert_eq!(server.put(&raw_path, Some(root), json!({ "value": stored.to_string() })).0, 204);
+    let (_, body) = read(&server, root, "secret/metadata/k");
+    assert_eq!(body["data"]["custom_metadata"], json!({ "owner": "team-b" }), "a change beneath the engine: {body}");
+
+    assert_eq!(server.request("DELETE", "secret/metadata/k", Some(root), None).0, 204);
+    assert_eq!(read(&server, root, "secret/data/k").0, 404);
+    assert_eq!(read(&server, root, "secret/metadata/k").0, 404);
+}
+
+/// Writers and readers of the same keys at once: after a write is acknowledged, no read of
+/// that key shows an older version.
+#[test]
+fn concurrent_writers_never_read_back_an_older_version() {
+    let (server, root) = unsealed();
+    std::thread::scope(|scope| {
+        for writer in 0..4 {
+            let (server, root) = (&server, root.as_str());
+            scope.spawn(move || {
+                let path = format!("secret/data/shared-{}", writer % 2);
+                for n in 0..60 {
+                    let (status, body) = server.put(&path, Some(root), json!({ "data": { "n": n } }));
+                    assert_eq!(status, 200, "{body}");
+                    let written = body["data"]["version"].as_u64().expect("a version");
+                    let (status, body) = server.get(&path, Some(root));
+                    assert_eq!(status, 200, "{body}");
+                    let seen = body["data"]["metadata"]["version"].as_u64().expect("a version");
+                    assert!(seen >= written, "wrote version {written} of {path}, then read version {seen}");
+                }
+            });
+        }
+    });
+}
