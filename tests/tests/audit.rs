@@ -182,8 +182,13 @@ fn audit_fails_closed_until_a_healthy_device_is_added() {
     };
     let tokens_before = accessors(&server);
 
+    let (status, body) = server.put("secret/data/visible", r, json!({ "data": { "v": "s3cret-read" } }));
+    assert_eq!(status, 200, "{body}");
+
     assert_eq!(enable_file(&server, &root, "full", Path::new("/dev/full")).0, 204);
     let internal = json!({ "errors": ["internal error"] });
+    // A read's two entries go out together with its answer: none taken, no answer.
+    assert_eq!(server.get("secret/data/visible", r), (500, internal.clone()));
     let (status, body) = server.put("secret/data/kept-out", r, json!({ "data": { "v": "never-stored" } }));
     assert_eq!((status, &body), (500, &internal));
     assert_eq!(server.put("auth/token/create", r, json!({})), (500, internal.clone()));
@@ -211,6 +216,46 @@ fn audit_fails_closed_until_a_healthy_device_is_added() {
     assert_eq!(list["data"]["good/"]["failures"], 0);
     assert_eq!(server.request("DELETE", "sys/audit/full", r, None).0, 204);
     let (code, out) = verify(&server, &[&good], &[]);
+    assert_eq!(code, 0, "{out}");
+}
+
+/// A plain read's request entry is appended with its response entry, as the two consecutive
+/// lines of one write, even while other requests write their entries: no other line can come
+/// between them, and the chain over all of it verifies.
+#[test]
+fn a_reads_request_and_response_entries_are_consecutive_lines() {
+    let (server, root) = ready();
+    let log = server.dir.path().join("audit.log");
+    assert_eq!(enable_file(&server, &root, "file", &log).0, 204);
+    let (status, body) = server.put("secret/data/app", Some(&root), json!({ "data": { "v": "x" } }));
+    assert_eq!(status, 200, "{body}");
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            let (server, root) = (&server, root.as_str());
+            scope.spawn(move || {
+                for _ in 0..25 {
+                    assert_eq!(server.get("secret/data/app", Some(root)).0, 200);
+                    // A write in between: its request entry goes out before it is acted on.
+                    assert_eq!(server.put("cubbyhole/x", Some(root), json!({ "v": "y" })).0, 204);
+                }
+            });
+        }
+    });
+    let lines = entries(&log);
+    let mut reads = 0;
+    for (at, line) in lines.iter().enumerate() {
+        if line["type"] == "request"
+            && line["request"]["path"] == "secret/data/app"
+            && line["request"]["operation"] == "read"
+        {
+            let next = &lines[at + 1];
+            assert_eq!((&next["type"], &next["request"]["id"]), (&json!("response"), &line["request"]["id"]), "{next}");
+            assert_eq!(next["seq"].as_u64(), line["seq"].as_u64().map(|seq| seq + 1));
+            reads += 1;
+        }
+    }
+    assert_eq!(reads, 200);
+    let (code, out) = verify(&server, &[&log], &[]);
     assert_eq!(code, 0, "{out}");
 }
 

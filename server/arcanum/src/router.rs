@@ -132,7 +132,8 @@ async fn wrap(
     })))
 }
 
-/// Steps 3–7. Every way into a handler passes `trail.request(..).await?` first.
+/// Steps 3–7. Every way into a handler passes `trail.request(..).await?` first, or, for a
+/// request that changes nothing, `trail.request_with_answer(..)`.
 async fn route(
     core: &Core,
     unsealed: &Arc<Unsealed>,
@@ -195,7 +196,12 @@ async fn route(
         return Err(ApiError::permission_denied());
     }
     let (create, acl, decision) = authorize(unsealed, req, &target, &token).await?;
-    trail.request(Some(Authorized { token: token.view(), allowed: decision.allowed, create })).await?;
+    let authorized = Authorized { token: token.view(), allowed: decision.allowed, create };
+    if changes_nothing(req, &target, &token) {
+        trail.request_with_answer(authorized);
+    } else {
+        trail.request(Some(authorized)).await?;
+    }
 
     // A denied request uses up a use too (as in Vault), but only once it is on record. (A token
     // without a use limit has nothing to count: it is passed on as it is, not copied.)
@@ -219,6 +225,16 @@ async fn route(
         }
     }
     result
+}
+
+/// A request whose handling changes nothing, allowed or not: a plain backend read (no lease
+/// to issue), with a token that has no uses to count, not wrapped. Its audit entry may go out
+/// with the response's ([`Trail::request_with_answer`]). The same reads run inline in `serve`.
+fn changes_nothing(req: &Request, target: &Target, token: &TokenEntry) -> bool {
+    token.num_uses == 0
+        && req.wrap_ttl.is_none()
+        && matches!(req.operation, Operation::Read | Operation::List | Operation::Header)
+        && matches!(target, Target::Mount(mount, rest) if !mount.backend.issues_leases(rest))
 }
 
 /// Step 5: the existence check and the ACL decision. Reads only; nothing is acted on.

@@ -215,7 +215,7 @@ pub fn check_path(path: &Path) -> Result<(), ApiError> {
 
 /// A job for the writer thread.
 enum Job {
-    /// One entry (a compact JSON object) to chain and append.
+    /// Entries (compact JSON objects, one per line) to chain and append.
     Write { fields: String, ack: oneshot::Sender<bool> },
     /// Close and reopen the file (SIGHUP, for logrotate); the chain continues.
     Reopen { ack: oneshot::Sender<bool> },
@@ -495,7 +495,8 @@ impl FileSink {
         Ok((FileSink { route, head, busy }, opened_rx))
     }
 
-    /// Hands one entry to the device: written at once when the device is direct and free,
+    /// Hands one submission (entries, one per line, that are chained in order and appended
+    /// together) to the device: written at once when the device is direct and free,
     /// else queued or left waiting for the lock. A failure now when the queue is full, the
     /// thread is gone, or the device is stuck (see [`Busy::stuck`]).
     pub fn submit(&self, fields: String, stuck_after: Duration) -> Submitted {
@@ -768,11 +769,12 @@ impl Writer {
         own
     }
 
-    /// Chains and appends entries with one `write`; all succeed or fail together.
-    fn write_batch<'e>(&mut self, entries: impl Iterator<Item = &'e str>) -> bool {
+    /// Chains and appends entries with one `write`; all succeed or fail together. A
+    /// submission may hold several entries, one per line (a request's and its response's).
+    fn write_batch<'e>(&mut self, submissions: impl Iterator<Item = &'e str>) -> bool {
         let mut buffer = Vec::new();
         let mut head = self.head.clone();
-        for fields in entries {
+        for fields in submissions.flat_map(|submission| submission.split('\n')) {
             let hash = chain::seal_line_into(&mut buffer, &self.prefix, &head, fields);
             head = ChainHead { next_seq: head.next_seq + 1, last_hash: hash };
         }

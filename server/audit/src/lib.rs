@@ -249,13 +249,22 @@ impl AuditBroker {
         let timeout = self.timeout();
         let deadline = tokio::time::Instant::now() + timeout;
         // Everything is handed over first, so that queued devices write in parallel.
-        let submitted = devices.iter().map(|device| (device, device.sink.submit(build(device), timeout))).collect();
+        // A submission may hold several entries, one per line (a read's request and response).
+        let mut entries = 1;
+        let submitted = devices
+            .iter()
+            .map(|device| {
+                let text = build(device);
+                entries = 1 + text.bytes().filter(|byte| *byte == b'\n').count() as u64;
+                (device, device.sink.submit(text, timeout))
+            })
+            .collect();
         let settled = settle_all(submitted, deadline).await;
         let mut recorded = 0;
         for (device, ok) in settled {
             if ok {
-                device.writes.fetch_add(1, Ordering::Relaxed);
-                device.metric_writes.inc();
+                device.writes.fetch_add(entries, Ordering::Relaxed);
+                device.metric_writes.inc_by(entries);
                 recorded += 1;
             } else {
                 device.metric_failures.inc();

@@ -3,7 +3,9 @@
 //! The router opens a trail right after the seal gate, calls [`Trail::request`] at the one
 //! point where the request is about to be acted on (after the token and ACL checks, or
 //! before a login or an optional-token path is served), and hands its final result to
-//! [`Trail::finish`], which records the response. Requests refused before that point (a bad
+//! [`Trail::finish`], which records the response. A request that changes nothing whatever its
+//! outcome (a plain read) calls [`Trail::request_with_answer`] instead: its entry is appended
+//! with the response's, in one write, still before the answer leaves. Requests refused before that point (a bad
 //! token, a storage error) are recorded by `finish` too, with their error. When no device can
 //! record an entry the answer becomes Vault's 500 `internal error`: before the handler, the
 //! handler never runs; after it, the outcome is withheld from the client.
@@ -41,6 +43,9 @@ enum State {
     /// No device took it, but the request enables a new device that may (see
     /// `AuditBroker::enable`).
     Deferred,
+    /// Built but not written: a request that changes nothing, whose entry goes out with the
+    /// response's (see [`Trail::request_with_answer`]).
+    WithAnswer,
 }
 
 /// The most request data recorded for a request refused before it was authenticated.
@@ -109,7 +114,25 @@ impl<'a> Trail<'a> {
 
     /// Records the request entry; `Err` (500) means no device took it and nothing may be done.
     pub async fn request(&mut self, authorized: Option<Authorized<'_>>) -> Result<(), ApiError> {
-        let Some(record) = self.record.as_mut() else { return Ok(()) };
+        self.note_caller(authorized);
+        self.record_request().await
+    }
+
+    /// For a request that changes nothing whatever its outcome (a plain read: no lease, no
+    /// token use to count, no wrapping): its entry is built now and written by
+    /// [`Trail::finish`] together with the response's, as two lines of one append, before the
+    /// answer leaves. It is on record before it is answered, and since it changes nothing,
+    /// nothing happens before that which the record would have had to precede; one append per
+    /// request instead of two. When no device takes the pair, the answer is withheld (500).
+    pub fn request_with_answer(&mut self, authorized: Authorized<'_>) {
+        self.note_caller(Some(authorized));
+        let Some(record) = self.record.as_ref() else { return };
+        self.prepared = self.devices.iter().map(|device| Prepared::of(&device.redactor, record)).collect();
+        self.state = State::WithAnswer;
+    }
+
+    fn note_caller(&mut self, authorized: Option<Authorized<'_>>) {
+        let Some(record) = self.record.as_mut() else { return };
         if let Some(Authorized { token, allowed, create }) = authorized {
             record.operation = entry::operation_name(self.operation, create);
             record.auth = Some(AuthRecord {
@@ -126,7 +149,6 @@ impl<'a> Trail<'a> {
                 record.error = Some("permission denied".into());
             }
         }
-        self.record_request().await
     }
 
     async fn record_request(&mut self) -> Result<(), ApiError> {
@@ -189,19 +211,24 @@ impl<'a> Trail<'a> {
                     }
                 }
             }
-            State::Recorded => {}
+            State::Recorded | State::WithAnswer => {}
         }
         let Some(record) = self.record.as_ref() else { return result };
         let (devices, prepared) = (&self.devices, &self.prepared);
+        let with_request = self.state == State::WithAnswer;
         let recorded = self
             .broker
             .log(devices, |device| {
-                entry::response_entry(
-                    &device.redactor,
-                    record,
-                    &prepared_for(devices, prepared, device, record),
-                    &result,
-                )
+                let blocks = prepared_for(devices, prepared, device, record);
+                let response = entry::response_entry(&device.redactor, record, &blocks, &result);
+                if !with_request {
+                    return response;
+                }
+                // Compact JSON holds no raw newline: the device seals each line on its own.
+                let mut both = entry::request_entry(record, &blocks);
+                both.push('\n');
+                both.push_str(&response);
+                both
             })
             .await;
         if recorded == 0 {
