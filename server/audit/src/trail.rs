@@ -5,10 +5,10 @@
 //! before a login or an optional-token path is served), and hands its final result to
 //! [`Trail::finish`], which records the response. A request that changes nothing whatever its
 //! outcome (a plain read) calls [`Trail::request_with_answer`] instead: its entry is appended
-//! with the response's, in one write, still before the answer leaves. Requests refused before that point (a bad
-//! token, a storage error) are recorded by `finish` too, with their error. When no device can
-//! record an entry the answer becomes Vault's 500 `internal error`: before the handler, the
-//! handler never runs; after it, the outcome is withheld from the client.
+//! with the response's, in one write, still before the answer leaves. Requests refused before
+//! that point (a bad token, a storage error) are recorded by `finish` too, with their error.
+//! When no device can record an entry the answer becomes Vault's 500 `internal error`: before
+//! the handler, the handler never runs; after it, the outcome is withheld from the client.
 //!
 //! With no device enabled a trail costs one snapshot of the device list and nothing else.
 

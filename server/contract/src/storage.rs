@@ -62,8 +62,8 @@ impl Default for ChangeStamps {
     }
 }
 
-/// Writes in flight through [`ChangeStamps::begin`]; completes them when dropped unless the
-/// write was abandoned.
+/// A write in flight through [`ChangeStamps::begin`]. [`StampedWrite::complete`] settles its
+/// stripes; dropped without it (the write failed, or its caller went away) they never settle.
 #[derive(Debug)]
 pub struct StampedWrite<'a> {
     stamps: &'a ChangeStamps,
