@@ -30,6 +30,34 @@ pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+/// HMAC-SHA256 under one key that hashes many inputs (a token store's salt, an audit device's):
+/// the key's inner and outer pads are hashed once, here, instead of for every input, which
+/// halves the work for short inputs. The prepared state is as secret as the key; it and every
+/// copy made of it are zeroised when dropped.
+pub struct HmacSha256Key(hmac_prepared::Hmac<sha2_prepared::Sha256>);
+
+impl HmacSha256Key {
+    pub fn new(key: &[u8]) -> HmacSha256Key {
+        use hmac_prepared::KeyInit as _;
+        // HMAC hashes over-long keys and pads short ones, so this constructor cannot fail.
+        HmacSha256Key(hmac_prepared::Hmac::new_from_slice(key).expect("HMAC accepts keys of any length"))
+    }
+
+    /// The same as [`hmac_sha256`] with this key.
+    pub fn mac(&self, data: &[u8]) -> [u8; 32] {
+        use hmac_prepared::Mac as _;
+        let mut mac = self.0.clone();
+        mac.update(data);
+        mac.finalize().into_bytes().into()
+    }
+}
+
+impl std::fmt::Debug for HmacSha256Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HmacSha256Key(<redacted>)")
+    }
+}
+
 /// Compares two byte strings in time that depends only on their lengths.
 ///
 /// Inputs of different lengths compare unequal; the lengths themselves are not treated as secret.
@@ -60,7 +88,11 @@ mod tests {
         ];
         for (key, data, want) in cases {
             assert_eq!(hex::encode(hmac_sha256(key, data)), *want);
+            let prepared = HmacSha256Key::new(key);
+            assert_eq!(hex::encode(prepared.mac(data)), *want, "a prepared key gives the same MAC");
+            assert_eq!(hex::encode(prepared.mac(data)), *want, "and again: the prepared state is not used up");
         }
+        assert!(!format!("{:?}", HmacSha256Key::new(b"secret-key")).contains("secret"));
     }
 
     #[test]

@@ -22,7 +22,8 @@ use arcanum_contract::mount::{MountEntry, MountTableKind};
 
 /// One device's salt and redaction options.
 pub struct Redactor {
-    salt: Zeroizing<Vec<u8>>,
+    /// The salt, prepared as an HMAC key.
+    salt: arcanum_crypto::HmacSha256Key,
     pub log_raw: bool,
     pub hmac_accessor: bool,
     pub elide_list_responses: bool,
@@ -41,13 +42,13 @@ impl fmt::Debug for Redactor {
 
 impl Redactor {
     pub fn new(salt: Zeroizing<Vec<u8>>, log_raw: bool, hmac_accessor: bool, elide_list_responses: bool) -> Redactor {
-        Redactor { salt, log_raw, hmac_accessor, elide_list_responses }
+        Redactor { salt: arcanum_crypto::HmacSha256Key::new(&salt), log_raw, hmac_accessor, elide_list_responses }
     }
 
     /// `hmac-sha256:<hex>` of `input` under the device salt (what `sys/audit-hash` returns).
     pub fn hash(&self, input: &str) -> String {
         const PREFIX: &str = "hmac-sha256:";
-        let mac = arcanum_crypto::hmac_sha256(&self.salt, input.as_bytes());
+        let mac = self.salt.mac(input.as_bytes());
         let mut hex = [0u8; 64];
         // Cannot fail: the buffer is exactly twice the MAC's length.
         let _ = hex::encode_to_slice(mac, &mut hex);

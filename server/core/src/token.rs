@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arcanum_crypto::{hmac_sha256, token};
+use arcanum_crypto::token;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use zeroize::Zeroizing;
@@ -214,7 +214,8 @@ struct AccessorRecord {
 /// Token lookups and lifecycle over the barrier.
 pub struct TokenStore {
     barrier: Arc<Barrier>,
-    salt: Zeroizing<Vec<u8>>,
+    /// The salt, prepared as an HMAC key (hashed with every request's token).
+    salt: arcanum_crypto::HmacSha256Key,
     /// Serialises read-modify-write of token entries (uses, renewals) so none is lost.
     update: tokio::sync::Mutex<()>,
     /// Decrypted entries by storage hash, so that a request does not pay a storage read
@@ -256,7 +257,7 @@ impl TokenStore {
         };
         Ok(TokenStore {
             barrier,
-            salt: Zeroizing::new(salt),
+            salt: arcanum_crypto::HmacSha256Key::new(&Zeroizing::new(salt)),
             update: tokio::sync::Mutex::new(()),
             cache: Default::default(),
             writes: Default::default(),
@@ -267,7 +268,7 @@ impl TokenStore {
 
     /// The storage name of a token or accessor value.
     pub fn hash(&self, value: &str) -> String {
-        hex::encode(hmac_sha256(&self.salt, value.as_bytes()))
+        hex::encode(self.salt.mac(value.as_bytes()))
     }
 
     /// Creates the root token handed out by `sys/init`; a random one unless `chosen` is given.
