@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -279,6 +280,8 @@ def main():
         for proc in procs:
             proc.kill()
             proc.wait()
+        # The server's and the storage baseline's data: gigabytes after a full run.
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
