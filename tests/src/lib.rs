@@ -261,6 +261,19 @@ impl TestServer {
         panic!("still sealed after {} keys", keys.len());
     }
 
+    /// A started server, initialised with one key share and unsealed, with KV v2 mounted at
+    /// `secret/`; returns it with its root token.
+    pub fn unsealed_with_kv_v2() -> (TestServer, String) {
+        let server = TestServer::start();
+        let init = server.init(1, 1);
+        server.unseal(&init.keys);
+        let root = init.root_token;
+        let (status, body) =
+            server.put("sys/mounts/secret", Some(&root), json!({ "type": "kv", "options": { "version": "2" } }));
+        assert_eq!(status, 204, "{body}");
+        (server, root)
+    }
+
     /// Runs the CLI against this server; returns (exit code, stdout, stderr). HOME is the
     /// server's temporary directory, so a developer's `~/.arcanum-token` never leaks in.
     pub fn cli(&self, args: &[&str], token: Option<&str>) -> (i32, String, String) {

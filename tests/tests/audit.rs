@@ -11,14 +11,7 @@ use serde_json::{json, Value};
 
 /// An unsealed server with KV v2 at `secret/`; returns (server, root token).
 fn ready() -> (TestServer, String) {
-    let server = TestServer::start();
-    let init = server.init(1, 1);
-    server.unseal(&init.keys);
-    let root = init.root_token;
-    let (status, body) =
-        server.put("sys/mounts/secret", Some(&root), json!({ "type": "kv", "options": { "version": "2" } }));
-    assert_eq!(status, 204, "{body}");
-    (server, root)
+    TestServer::unsealed_with_kv_v2()
 }
 
 fn enable_file(server: &TestServer, root: &str, name: &str, file: &Path) -> (u16, Value) {

@@ -5,24 +5,13 @@
 use arcanum_tests::TestServer;
 use serde_json::{json, Value};
 
-fn unsealed() -> (TestServer, String) {
-    let server = TestServer::start();
-    let init = server.init(1, 1);
-    server.unseal(&init.keys);
-    let root = init.root_token;
-    let (status, body) =
-        server.put("sys/mounts/secret", Some(&root), json!({ "type": "kv", "options": { "version": "2" } }));
-    assert_eq!(status, 204, "{body}");
-    (server, root)
-}
-
 fn read(server: &TestServer, root: &str, path: &str) -> (u16, Value) {
     server.get(path, Some(root))
 }
 
 #[test]
 fn every_change_to_a_key_is_seen_by_the_next_read() {
-    let (server, root) = unsealed();
+    let (server, root) = TestServer::unsealed_with_kv_v2();
     let root = root.as_str();
     let write = |value: &str| {
         let (status, body) = server.put("secret/data/k", Some(root), json!({ "data": { "v": value } }));
@@ -80,7 +69,7 @@ fn every_change_to_a_key_is_seen_by_the_next_read() {
 /// that key shows an older version.
 #[test]
 fn concurrent_writers_never_read_back_an_older_version() {
-    let (server, root) = unsealed();
+    let (server, root) = TestServer::unsealed_with_kv_v2();
     std::thread::scope(|scope| {
         for writer in 0..4 {
             let (server, root) = (&server, root.as_str());

@@ -12,13 +12,7 @@ use serde_json::{json, Value};
 const INVALID: &str = "wrapping token is not valid or does not exist";
 
 fn ready() -> (TestServer, String) {
-    let server = TestServer::start();
-    let init = server.init(1, 1);
-    server.unseal(&init.keys);
-    let root = init.root_token;
-    let (status, body) =
-        server.put("sys/mounts/secret", Some(&root), json!({ "type": "kv", "options": { "version": "2" } }));
-    assert_eq!(status, 204, "{body}");
+    let (server, root) = TestServer::unsealed_with_kv_v2();
     let (status, body) =
         server.put("secret/data/db", Some(&root), json!({ "data": { "username": "app", "password": "s3cr3t-value" } }));
     assert_eq!(status, 200, "{body}");
