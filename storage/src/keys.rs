@@ -15,9 +15,7 @@ pub(crate) fn validate_prefix(prefix: &str) -> Result<(), StorageError> {
 }
 
 pub(crate) fn validate_ops(ops: &[Op]) -> Result<(), StorageError> {
-    ops.iter().try_for_each(|op| match op {
-        Op::Put { key, .. } | Op::Delete { key } => validate_key(key),
-    })
+    ops.iter().try_for_each(|op| validate_key(op.key()))
 }
 
 fn reject_nul(s: &str, what: &str) -> Result<(), StorageError> {
