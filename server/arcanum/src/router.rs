@@ -233,8 +233,12 @@ async fn route(
 fn changes_nothing(req: &Request, target: &Target, token: &TokenEntry) -> bool {
     token.num_uses == 0
         && req.wrap_ttl.is_none()
-        && matches!(req.operation, Operation::Read | Operation::List | Operation::Header)
-        && matches!(target, Target::Mount(mount, rest) if !mount.backend.issues_leases(rest))
+        && matches!(target, Target::Mount(mount, rest) if plain_read(req, mount, rest))
+}
+
+/// A read of a mount that issues no lease: it makes no secret and changes nothing.
+fn plain_read(req: &Request, mount: &Mount, rest: &str) -> bool {
+    matches!(req.operation, Operation::Read | Operation::List | Operation::Header) && !mount.backend.issues_leases(rest)
 }
 
 /// Step 5: the existence check and the ACL decision. Reads only; nothing is acted on.
@@ -281,10 +285,7 @@ async fn serve(
             .await
             .unwrap_or_else(|| Err(ApiError::no_handler(&req.path))),
         Target::TokenStore(rest) => token_api::handle(unsealed, caller, req, &rest).await,
-        Target::Mount(mount, rest)
-            if matches!(req.operation, Operation::Read | Operation::List | Operation::Header)
-                && !mount.backend.issues_leases(&rest) =>
-        {
+        Target::Mount(mount, rest) if plain_read(req, &mount, &rest) => {
             // A read that makes no secret changes nothing a hang-up could leave half done, so it
             // runs on the connection's task: a task of its own cost more than the read itself.
             let response =
