@@ -61,7 +61,6 @@ struct KeyMeta {
     versions: BTreeMap<u64, VersionMeta>,
 }
 
-#[derive(Debug)]
 pub struct KvV2 {
     stripes: Vec<tokio::sync::Mutex<()>>,
     /// Parsed metadata records by key, each with the storage's change stamp taken before it
@@ -70,6 +69,14 @@ pub struct KvV2 {
     /// reads use it; writes read storage under the key's lock. Metadata only, never a
     /// secret's data.
     parsed: std::sync::RwLock<std::collections::HashMap<String, (u64, Arc<KeyMeta>)>>,
+}
+
+/// Counts only: the kept metadata (key names, custom metadata) has no place in a log line.
+impl std::fmt::Debug for KvV2 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kept = self.parsed.read().unwrap_or_else(std::sync::PoisonError::into_inner).len();
+        f.debug_struct("KvV2").field("lock_stripes", &self.stripes.len()).field("kept_metadata", &kept).finish()
+    }
 }
 
 /// Parsed metadata records kept per mount; beyond it the cache starts over.
@@ -658,6 +665,34 @@ impl LogicalBackend for KvV2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arcanum_contract::mount::{MountEntry, MountTableKind};
+    use arcanum_contract::storage::MemoryStorage;
+
+    async fn request(kv: &KvV2, storage: &StorageView, operation: Operation, path: &str, data: Value) -> Response {
+        let mount = MountEntry::new(MountTableKind::Secret, "secret/", "kv", "");
+        let data = data.as_object().cloned().unwrap_or_default();
+        let req = BackendRequest {
+            operation,
+            create: false,
+            path,
+            data: &data,
+            storage,
+            mount: &mount,
+            token: None,
+            remote_addr: None,
+        };
+        kv.handle(req).await.expect("the request succeeds")
+    }
+
+    #[tokio::test]
+    async fn debug_counts_the_kept_metadata_and_shows_none_of_it() {
+        let (kv, storage) = (KvV2::new(), StorageView::new(MemoryStorage::new(), "logical/kv/"));
+        request(&kv, &storage, Operation::Update, "data/payroll-db", json!({ "data": { "v": "x" } })).await;
+        request(&kv, &storage, Operation::Read, "data/payroll-db", json!({})).await;
+        let shown = format!("{kv:?}");
+        assert!(shown.contains("kept_metadata: 1"), "{shown}");
+        assert!(!shown.contains("payroll"), "{shown}");
+    }
 
     #[test]
     fn merge_patch_follows_rfc_7386() {
