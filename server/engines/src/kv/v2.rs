@@ -68,7 +68,20 @@ pub struct KvV2 {
     /// finds the stamp unchanged skips the storage read, the decryption and the parse. Only
     /// reads use it; writes read storage under the key's lock. Metadata only, never a
     /// secret's data.
-    parsed: std::sync::RwLock<std::collections::HashMap<String, (u64, Arc<KeyMeta>)>>,
+    parsed: std::sync::RwLock<std::collections::HashMap<String, (u64, Arc<KeptMeta>)>>,
+}
+
+/// A key's parsed metadata, with the storage prefix of its versions: a SHA-256 of the key that
+/// every data read would otherwise compute again.
+struct KeptMeta {
+    meta: KeyMeta,
+    versions_prefix: String,
+}
+
+impl KeptMeta {
+    fn new(key: &str, meta: KeyMeta) -> Arc<KeptMeta> {
+        Arc::new(KeptMeta { meta, versions_prefix: versions_prefix(key) })
+    }
 }
 
 /// Counts only: the kept metadata (key names, custom metadata) has no place in a log line.
@@ -282,16 +295,16 @@ impl KvV2 {
     }
 
     /// [`KvV2::meta`] for reads: from `parsed` while the record's change stamp holds.
-    async fn read_meta(&self, storage: &StorageView, key: &str) -> Result<Option<Arc<KeyMeta>>, ApiError> {
+    async fn read_meta(&self, storage: &StorageView, key: &str) -> Result<Option<Arc<KeptMeta>>, ApiError> {
         let Some(stamp) = storage.change_stamp("metadata/", key) else {
-            return Ok(Self::meta(storage, key).await?.map(Arc::new));
+            return Ok(Self::meta(storage, key).await?.map(|meta| KeptMeta::new(key, meta)));
         };
         if let Some((at, meta)) = self.parsed.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(key) {
             if *at == stamp {
                 return Ok(Some(Arc::clone(meta)));
             }
         }
-        let Some(meta) = Self::meta(storage, key).await?.map(Arc::new) else { return Ok(None) };
+        let Some(meta) = Self::meta(storage, key).await?.map(|meta| KeptMeta::new(key, meta)) else { return Ok(None) };
         let mut cache = self.parsed.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         if cache.len() >= PARSED_CAPACITY {
             cache.clear();
@@ -301,7 +314,8 @@ impl KvV2 {
     }
 
     async fn read_data(&self, req: &BackendRequest<'_>, key: &str) -> Result<Response, ApiError> {
-        let meta = self.read_meta(req.storage, key).await?.ok_or_else(ApiError::not_found)?;
+        let kept = self.read_meta(req.storage, key).await?.ok_or_else(ApiError::not_found)?;
+        let meta = &kept.meta;
         let version = match u64_field(req, "version")? {
             None | Some(0) => meta.current_version,
             Some(n) => n,
@@ -320,7 +334,7 @@ impl KvV2 {
         }
         let stored: Value = req
             .storage
-            .get_json(&format!("{}{version}", versions_prefix(key)))
+            .get_json(&format!("{}{version}", kept.versions_prefix))
             .await?
             .ok_or_else(ApiError::not_found)?;
         let mut data = Map::new();
@@ -620,8 +634,8 @@ impl LogicalBackend for KvV2 {
             ("metadata", List) => Response::list(req.storage.list(&format!("metadata/{key}")).await?),
             ("metadata", Read) => {
                 needs_key(key)?;
-                let meta = self.read_meta(req.storage, key).await?.ok_or_else(ApiError::not_found)?;
-                Ok(Response::data(meta.full_json()))
+                let kept = self.read_meta(req.storage, key).await?.ok_or_else(ApiError::not_found)?;
+                Ok(Response::data(kept.meta.full_json()))
             }
             ("metadata", Update) => {
                 needs_key(key)?;
