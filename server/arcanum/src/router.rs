@@ -189,7 +189,7 @@ async fn route(
         }
         presented => presented.unwrap_or_default().to_owned(),
     };
-    let token = unsealed.tokens.lookup(&token_value).await?.ok_or_else(ApiError::invalid_token)?;
+    let token = unsealed.tokens.shared_lookup(&token_value).await?.ok_or_else(ApiError::invalid_token)?;
     // A token bound to addresses is worthless from anywhere else (Vault answers the same way).
     if !arcanum_contract::cidr::allows(&token.bound_cidrs, req.remote_addr.map(|addr| addr.ip())) {
         tracing::info!(path = %req.path, "token used from outside its bound CIDRs");
@@ -207,7 +207,7 @@ async fn route(
     // without a use limit has nothing to count: it is passed on as it is, not copied.)
     let token = match token.num_uses {
         0 => token,
-        _ => unsealed.tokens.use_token(&token).await?.ok_or_else(ApiError::invalid_token)?,
+        _ => Arc::new(unsealed.tokens.use_token(&token).await?.ok_or_else(ApiError::invalid_token)?),
     };
     let used_up = (token.num_uses == 1).then(|| token.id_hash.clone());
     let result = if decision.allowed {

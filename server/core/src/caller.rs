@@ -10,7 +10,7 @@ use crate::token::TokenEntry;
 /// Who is asking, once the token and the ACL check have passed.
 #[derive(Clone)]
 pub struct Caller {
-    pub token: TokenEntry,
+    pub token: Arc<TokenEntry>,
     /// The token value as presented (needed by lookup-self, which echoes it as `id`).
     pub token_value: String,
     pub acl: Arc<Acl>,

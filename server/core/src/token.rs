@@ -220,7 +220,8 @@ pub struct TokenStore {
     update: tokio::sync::Mutex<()>,
     /// Decrypted entries by storage hash, so that a request does not pay a storage read
     /// and a decryption to find its token. Expiry is still checked on every lookup.
-    cache: std::sync::RwLock<std::collections::HashMap<String, TokenEntry>>,
+    /// Shared, so that a hit costs a reference count rather than a copy of the entry.
+    cache: std::sync::RwLock<std::collections::HashMap<String, Arc<TokenEntry>>>,
     /// Bumped after every write to an entry. A lookup that missed the cache fills it only
     /// if no write happened while it read storage, so a revoked or changed token can never
     /// be put back into the cache by a reader that raced the write.
@@ -365,17 +366,22 @@ impl TokenStore {
 
     /// The stored entry whatever its state (expired included); `None` once revoked.
     pub async fn entry_by_hash(&self, id_hash: &str) -> Result<Option<TokenEntry>, ApiError> {
+        Ok(self.shared_entry_by_hash(id_hash).await?.map(Arc::unwrap_or_clone))
+    }
+
+    /// [`TokenStore::entry_by_hash`] without copying the entry.
+    pub async fn shared_entry_by_hash(&self, id_hash: &str) -> Result<Option<Arc<TokenEntry>>, ApiError> {
         use std::sync::atomic::Ordering;
         if let Some(entry) = self.cache.read().unwrap_or_else(|p| p.into_inner()).get(id_hash) {
-            return Ok(Some(entry.clone()));
+            return Ok(Some(Arc::clone(entry)));
         }
         let writes_before = self.writes.load(Ordering::SeqCst);
-        let entry: Option<TokenEntry> =
+        let entry: Option<Arc<TokenEntry>> =
             match self.barrier.get(&format!("{ID_PREFIX}{id_hash}")).await.map_err(storage_error)? {
-                Some(raw) => Some(serde_json::from_slice(&raw).map_err(|err| {
+                Some(raw) => Some(Arc::new(serde_json::from_slice(&raw).map_err(|err| {
                     tracing::error!(error = %err, "token entry does not parse");
                     ApiError::internal()
-                })?),
+                })?)),
                 None => None,
             };
         if let Some(entry) = &entry {
@@ -384,7 +390,7 @@ impl TokenStore {
                 if cache.len() >= CACHE_CAPACITY {
                     cache.clear();
                 }
-                cache.insert(id_hash.to_owned(), entry.clone());
+                cache.insert(id_hash.to_owned(), Arc::clone(entry));
             }
         }
         Ok(entry)
@@ -408,10 +414,18 @@ impl TokenStore {
     /// A live token entry by value: `None` when unknown, revoked, expired or used up. An
     /// expired token is left to the reaper, which revokes it with its leases and children.
     pub async fn lookup(&self, token: &str) -> Result<Option<TokenEntry>, ApiError> {
+        Ok(self.shared_lookup(token).await?.map(Arc::unwrap_or_clone))
+    }
+
+    /// [`TokenStore::lookup`] without copying the entry: what every request does.
+    pub async fn shared_lookup(&self, token: &str) -> Result<Option<Arc<TokenEntry>>, ApiError> {
         if token.is_empty() {
             return Ok(None);
         }
-        self.lookup_hash(&self.hash(token)).await
+        let Some(entry) = self.shared_entry_by_hash(&self.hash(token)).await? else {
+            return Ok(None);
+        };
+        Ok(Some(entry).filter(|entry| !entry.is_expired(unix_now())))
     }
 
     /// Like [`TokenStore::lookup`], by storage hash.

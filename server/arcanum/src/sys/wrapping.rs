@@ -102,7 +102,7 @@ async fn wrapping_token_of(
 ) -> Result<(WrappingToken, bool), ApiError> {
     match named_token(req)? {
         Some(token) if token != caller.token_value.as_str() => Ok((unsealed.wrapping_token(token).await?, false)),
-        _ => Ok((Unsealed::checked(caller.token.clone())?, true)),
+        _ => Ok((Unsealed::checked(arcanum_core::token::TokenEntry::clone(&caller.token))?, true)),
     }
 }
 
