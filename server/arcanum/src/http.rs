@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::IntoResponse;
 use serde_json::{json, Map, Value};
 
@@ -22,6 +22,13 @@ use crate::router;
 use arcanum_contract::logical::{ApiError, Operation, Request, Response};
 use arcanum_core::Core;
 use arcanum_metrics as metrics;
+
+// Vault's request headers, as names built once: a lookup by `&str` parses and checks the name
+// again on every request.
+const X_VAULT_TOKEN: HeaderName = HeaderName::from_static("x-vault-token");
+const X_VAULT_WRAP_TTL: HeaderName = HeaderName::from_static("x-vault-wrap-ttl");
+const X_VAULT_WRAP_FORMAT: HeaderName = HeaderName::from_static("x-vault-wrap-format");
+const FORWARDED_FOR: HeaderName = HeaderName::from_static(arcanum_core::ha::FORWARDED_HEADER);
 
 /// Shared by every request.
 #[derive(Debug, Clone)]
@@ -320,7 +327,7 @@ fn client_address(
     parts: &axum::http::request::Parts,
     peer: Option<SocketAddr>,
 ) -> Result<Option<SocketAddr>, ApiError> {
-    let Some(value) = parts.headers.get(arcanum_core::ha::FORWARDED_HEADER) else { return Ok(peer) };
+    let Some(value) = parts.headers.get(FORWARDED_FOR) else { return Ok(peer) };
     let refused = |why: &str| ApiError::bad_request(format!("{}: {why}", arcanum_core::ha::FORWARDED_HEADER));
     let Some(ha) = core.ha() else { return Err(refused("this server is not part of an HA cluster")) };
     let value = value.to_str().map_err(|_| refused("malformed"))?;
@@ -397,7 +404,7 @@ async fn parse(
 
 /// `X-Vault-Wrap-Format`: `token` (the default) or `jwt`.
 fn wrap_format_is_jwt(headers: &HeaderMap) -> Result<bool, ApiError> {
-    let Some(format) = headers.get("x-vault-wrap-format") else { return Ok(false) };
+    let Some(format) = headers.get(X_VAULT_WRAP_FORMAT) else { return Ok(false) };
     match format.to_str().map(str::trim) {
         Ok("" | "token") => Ok(false),
         Ok("jwt") => Ok(true),
@@ -407,7 +414,7 @@ fn wrap_format_is_jwt(headers: &HeaderMap) -> Result<bool, ApiError> {
 
 /// `X-Vault-Wrap-TTL` (seconds or a duration such as `5m`; 0 means no wrapping).
 fn wrap_ttl(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
-    let Some(value) = headers.get("x-vault-wrap-ttl") else { return Ok(None) };
+    let Some(value) = headers.get(X_VAULT_WRAP_TTL) else { return Ok(None) };
     let refused = |why: &str| ApiError::bad_request(format!("error parsing X-Vault-Wrap-TTL header: {why}"));
     let text = value.to_str().map_err(|_| refused("not valid text"))?.trim();
     if text.is_empty() {
@@ -482,7 +489,7 @@ fn client_token(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         }
         Ok(Some(String::from_utf8_lossy(token).into_owned()).filter(|t| !t.is_empty()))
     };
-    if let Some(value) = headers.get("x-vault-token") {
+    if let Some(value) = headers.get(X_VAULT_TOKEN) {
         return checked(value.as_bytes(), "X-Vault-Token");
     }
     for value in headers.get_all(header::AUTHORIZATION) {
