@@ -1,34 +1,75 @@
 //! Measures durable (acknowledged = fsynced) writes per second of the sled backend, to see what group commit buys.
 //!
-//! Usage: `cargo run --release -p arcanum-storage --example durable_writes -- <writers> <total_writes>`
+//! Usage: `cargo run --release -p arcanum-storage --example durable_writes -- <writers> <total_writes> [single|kv2]`
 //!
-//! Writes 100-byte values from `<writers>` concurrent tasks into a fresh database in a temporary directory (under
-//! `$ARCANUM_BENCH_DIR` if set, so that a specific filesystem can be measured; tmpfs would make fsync free).
+//! `single` (the default) writes one 100-byte value per write under keys that grow in order. `kv2` writes what a KV v2
+//! write through the server stores: one atomic batch of two records, the new version (78 bytes once encrypted) and
+//! the key's metadata (359 bytes), under random keys laid out as the engine lays them out. Writes come from
+//! `<writers>` concurrent tasks into a fresh database in a temporary directory (under `$ARCANUM_BENCH_DIR` if set, so
+//! that a specific filesystem can be measured; tmpfs would make fsync free).
 
 use std::error::Error;
 use std::sync::Arc;
 use std::time::Instant;
 
-use arcanum_storage::{Backend, SledBackend};
+use arcanum_storage::{Backend, Op, SledBackend};
 
 const VALUE_LEN: usize = 100;
+/// A KV v2 version record `{"value":"<32 characters>"}` once encrypted: header, nonce, 45 bytes, tag.
+const KV2_VERSION_LEN: usize = 78;
+/// A KV v2 metadata record with one version, once encrypted.
+const KV2_METADATA_LEN: usize = 359;
 
-fn parse_args() -> Result<(usize, usize), Box<dyn Error>> {
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pattern {
+    Single,
+    KvV2,
+}
+
+fn parse_args() -> Result<(usize, usize, Pattern), Box<dyn Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [writers, total] = args.as_slice() else {
-        return Err("usage: durable_writes <writers> <total_writes>".into());
+    let (writers, total, pattern) = match args.as_slice() {
+        [writers, total] => (writers, total, Pattern::Single),
+        [writers, total, pattern] => (
+            writers,
+            total,
+            match pattern.as_str() {
+                "single" => Pattern::Single,
+                "kv2" => Pattern::KvV2,
+                other => return Err(format!("unknown pattern {other:?}: single or kv2").into()),
+            },
+        ),
+        _ => return Err("usage: durable_writes <writers> <total_writes> [single|kv2]".into()),
     };
     let writers: usize = writers.parse()?;
     let total: usize = total.parse()?;
     if writers == 0 {
         return Err("need at least one writer".into());
     }
-    Ok((writers, total))
+    Ok((writers, total, pattern))
+}
+
+/// A xorshift generator: the keys need to be scattered, not unpredictable.
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// The two records of a KV v2 write of `secret/data/app/w<random>`, as the engine's barrier stores them.
+fn kv2_write(random: u64, hashed: [u64; 4]) -> Vec<Op> {
+    let view = "logical/0b0f2f5e-2a6c-4c1e-9d2f-6c1f3e5a7b9d";
+    let digest: String = hashed.iter().map(|word| format!("{word:016x}")).collect();
+    vec![
+        Op::Put { key: format!("{view}/versions/{digest}/1"), value: vec![b'v'; KV2_VERSION_LEN] },
+        Op::Put { key: format!("{view}/metadata/app/w{random}"), value: vec![b'm'; KV2_METADATA_LEN] },
+    ]
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
-    let (writers, total) = parse_args()?;
+    let (writers, total, pattern) = parse_args()?;
     let dir = match std::env::var_os("ARCANUM_BENCH_DIR") {
         Some(base) => tempfile::tempdir_in(base)?,
         None => tempfile::tempdir()?,
@@ -43,8 +84,16 @@ async fn main() -> Result<(), Box<dyn Error>> {
             // Spread the remainder so that exactly `total` writes happen.
             let count = total / writers + usize::from(w < total % writers);
             tokio::spawn(async move {
+                let mut state = 0x9E37_79B9_7F4A_7C15 ^ (w as u64 + 1);
                 for i in 0..count {
-                    backend.put(&format!("bench/w{w}/{i}"), vec![b'x'; VALUE_LEN]).await?;
+                    match pattern {
+                        Pattern::Single => backend.put(&format!("bench/w{w}/{i}"), vec![b'x'; VALUE_LEN]).await?,
+                        Pattern::KvV2 => {
+                            let random = next(&mut state);
+                            let hashed = [next(&mut state), next(&mut state), next(&mut state), next(&mut state)];
+                            backend.batch(kv2_write(random, hashed)).await?
+                        }
+                    }
                 }
                 Ok::<_, arcanum_storage::StorageError>(())
             })
