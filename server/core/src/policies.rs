@@ -111,6 +111,7 @@ impl PolicyStore {
     /// The ACL for a set of policy names; names without a policy grant nothing.
     pub fn acl(&self, names: &[String]) -> Arc<Acl> {
         // A token's policies are stored sorted and normalised: they are the key as they are.
+        // (`normal` is `normalize_name(n) == n` without allocating, for ASCII names.)
         let normal = |n: &String| n.is_ascii() && !n.bytes().any(|b| b.is_ascii_uppercase()) && n.trim() == n;
         if names.windows(2).all(|pair| pair[0] < pair[1]) && names.iter().all(normal) {
             if let Some(acl) = read(&self.acls).get(names) {
@@ -157,4 +158,26 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arcanum_contract::storage::MemoryStorage;
+
+    /// A token's stored list (sorted, normalised) and any spelling of the same set share one
+    /// compiled ACL, and a list that is not in stored form still finds it.
+    #[tokio::test]
+    async fn every_spelling_of_a_policy_set_finds_the_same_acl() {
+        let store = PolicyStore::load(StorageView::new(MemoryStorage::new(), "sys/policy/")).await.unwrap();
+        store.put("app", r#"path "secret/*" { capabilities = ["read"] }"#).await.unwrap();
+        let stored = vec!["app".to_owned(), "default".to_owned()];
+        let first = store.acl(&stored);
+        for spelling in [vec!["default", "app"], vec![" App ", "default", "app"], vec!["APP", "Default"]] {
+            let names: Vec<String> = spelling.iter().map(|n| (*n).to_owned()).collect();
+            assert!(Arc::ptr_eq(&store.acl(&names), &first), "{spelling:?}");
+        }
+        assert!(Arc::ptr_eq(&store.acl(&stored), &first));
+        assert!(!Arc::ptr_eq(&store.acl(&["default".to_owned()]), &first));
+    }
 }

@@ -422,21 +422,19 @@ impl TokenStore {
         if token.is_empty() {
             return Ok(None);
         }
-        let Some(entry) = self.shared_entry_by_hash(&self.hash(token)).await? else {
-            return Ok(None);
-        };
-        Ok(Some(entry).filter(|entry| !entry.is_expired(unix_now())))
+        self.shared_lookup_hash(&self.hash(token)).await
     }
 
     /// Like [`TokenStore::lookup`], by storage hash.
     pub async fn lookup_hash(&self, id_hash: &str) -> Result<Option<TokenEntry>, ApiError> {
-        let Some(entry) = self.entry_by_hash(id_hash).await? else {
+        Ok(self.shared_lookup_hash(id_hash).await?.map(Arc::unwrap_or_clone))
+    }
+
+    async fn shared_lookup_hash(&self, id_hash: &str) -> Result<Option<Arc<TokenEntry>>, ApiError> {
+        let Some(entry) = self.shared_entry_by_hash(id_hash).await? else {
             return Ok(None);
         };
-        if entry.is_expired(unix_now()) {
-            return Ok(None);
-        }
-        Ok(Some(entry))
+        Ok(Some(entry).filter(|entry| !entry.is_expired(unix_now())))
     }
 
     /// A live token entry by accessor.
