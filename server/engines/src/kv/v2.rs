@@ -679,23 +679,12 @@ impl LogicalBackend for KvV2 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arcanum_contract::mount::{MountEntry, MountTableKind};
     use arcanum_contract::storage::MemoryStorage;
 
     async fn request(kv: &KvV2, storage: &StorageView, operation: Operation, path: &str, data: Value) -> Response {
-        let mount = MountEntry::new(MountTableKind::Secret, "secret/", "kv", "");
-        let data = data.as_object().cloned().unwrap_or_default();
-        let req = BackendRequest {
-            operation,
-            create: false,
-            path,
-            data: &data,
-            storage,
-            mount: &mount,
-            token: None,
-            remote_addr: None,
-        };
-        kv.handle(req).await.expect("the request succeeds")
+        crate::serve_for_test(kv, storage, ("secret/", "kv"), operation, path, data)
+            .await
+            .expect("the request succeeds")
     }
 
     #[tokio::test]

@@ -624,19 +624,7 @@ mod tests {
         path: &str,
         data: Value,
     ) -> Result<Response, ApiError> {
-        let mount = MountEntry::new(MountTableKind::Secret, "transit/", "transit", "");
-        let data = data.as_object().cloned().unwrap_or_default();
-        let req = BackendRequest {
-            operation,
-            create: false,
-            path,
-            data: &data,
-            storage,
-            mount: &mount,
-            token: None,
-            remote_addr: None,
-        };
-        transit.handle(req).await
+        crate::serve_for_test(transit, storage, ("transit/", "transit"), operation, path, data).await
     }
 
     fn data(response: Response) -> Map<String, Value> {
