@@ -15,6 +15,9 @@ valgrind runs SHA-256 without the CPU's SHA extensions, so hashing counts for mo
 the machine; compare builds with each other, not with wall-clock shares.
 
 Usage: python3 scripts/instructions.py <scenario> [count=2000]
+
+With CALLGRIND_KEEP=<dir> the dumps are copied there, for callgrind_annotate to say where the
+instructions go.
 """
 
 import glob
@@ -102,6 +105,10 @@ def main():
             with open(dump) as f:
                 total += int(re.search(r"^(?:summary|totals): (\d+)", f.read(), re.M).group(1))
         print(f"{scenario}: {total / count:,.0f} instructions per request ({count} requests, {ARCANUM})")
+        if os.environ.get("CALLGRIND_KEEP"):
+            os.makedirs(os.environ["CALLGRIND_KEEP"], exist_ok=True)
+            for dump in glob.glob(f"{tmp}/callgrind.out.*"):
+                shutil.copy(dump, os.environ["CALLGRIND_KEEP"])
     finally:
         if server is not None:
             server.terminate()

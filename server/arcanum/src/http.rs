@@ -86,7 +86,7 @@ async fn serve_request(State(state): State<HttpState>, request: axum::extract::R
         };
         match response {
             Ok(response) => {
-                metrics::global().observe_request(method, "forwarded", response.status().as_u16(), started.elapsed());
+                metrics::forwarded_route().observe(method, response.status().as_u16(), started.elapsed());
                 return response;
             }
             Err(body) => body,
@@ -107,7 +107,7 @@ async fn serve_request(State(state): State<HttpState>, request: axum::extract::R
                 // behind the barrier: while sealed there are none to apply.
                 let unsealed = state.core.unsealed().ok();
                 let resolved = unsealed.as_ref().and_then(|unsealed| unsealed.mounts.resolve(&req.path));
-                let mount = metrics::mount_label(&req.path, resolved.as_ref().map(|(mount, _)| mount.route.as_str()));
+                let mount = metrics::route_metrics(&req.path, resolved.as_ref().map(|(mount, _)| &mount.metrics));
                 let admission = match &unsealed {
                     Some(unsealed) => {
                         let creates = arcanum_quotas::creates_lease(
@@ -128,7 +128,7 @@ async fn serve_request(State(state): State<HttpState>, request: axum::extract::R
                     Err(rejection) => (Err(rejection.error), request_id, mount, rejection.headers),
                 }
             }
-            Err(err) => (Err(err), uuid::Uuid::new_v4().to_string(), "unmounted".to_owned(), Vec::new()),
+            Err(err) => (Err(err), uuid::Uuid::new_v4().to_string(), metrics::unmounted_route(), Vec::new()),
         };
     let not_active = matches!(&result, Err(err) if err.status == 503 && err.errors.first().is_some_and(|e| e == arcanum_core::ha::NOT_ACTIVE));
     let mut response = render(result, &request_id);
@@ -145,7 +145,7 @@ async fn serve_request(State(state): State<HttpState>, request: axum::extract::R
             response.headers_mut().insert(name, value);
         }
     }
-    metrics::global().observe_request(method, &mount, response.status().as_u16(), started.elapsed());
+    mount.observe(method, response.status().as_u16(), started.elapsed());
     response
 }
 
@@ -189,7 +189,7 @@ async fn standby_read(
     let request_id = req.id.clone();
     let mount = {
         let resolved = view.mounts.resolve(&req.path);
-        metrics::mount_label(&req.path, resolved.as_ref().map(|(mount, _)| mount.route.as_str()))
+        metrics::route_metrics(&req.path, resolved.as_ref().map(|(mount, _)| &mount.metrics))
     };
     let quotas = Arc::clone(&view);
     let mut quota_headers = Vec::new();
@@ -211,7 +211,7 @@ async fn standby_read(
         }
     }
     let method = metrics::method_label(parts.method.as_str());
-    metrics::global().observe_request(method, &mount, response.status().as_u16(), started.elapsed());
+    mount.observe(method, response.status().as_u16(), started.elapsed());
     Some(response)
 }
 

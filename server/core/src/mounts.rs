@@ -27,6 +27,16 @@ pub struct Mount {
     pub entry: Arc<MountEntry>,
     pub backend: Arc<dyn LogicalBackend>,
     pub view: StorageView,
+    /// Its requests' series, labelled with `route`.
+    pub metrics: Arc<arcanum_metrics::RouteMetrics>,
+}
+
+impl Mount {
+    fn new(entry: MountEntry, backend: Arc<dyn LogicalBackend>, view: StorageView) -> Mount {
+        let route = entry.route_prefix();
+        let metrics = Arc::new(arcanum_metrics::RouteMetrics::new(route.clone()));
+        Mount { route, entry: Arc::new(entry), backend, view, metrics }
+    }
 }
 
 /// Both mount tables of an unsealed core.
@@ -169,12 +179,7 @@ impl MountTable {
             }
         }
         let mut next: Vec<Arc<Mount>> = self.snapshot().iter().filter(|m| !Arc::ptr_eq(m, &mount)).cloned().collect();
-        next.push(Arc::new(Mount {
-            route: entry.route_prefix(),
-            entry: Arc::new(entry),
-            backend: Arc::clone(&mount.backend),
-            view: mount.view.clone(),
-        }));
+        next.push(Arc::new(Mount::new(entry, Arc::clone(&mount.backend), mount.view.clone())));
         self.commit(next).await
     }
 
@@ -201,7 +206,7 @@ fn instantiate(barrier: &Arc<Barrier>, catalog: &Catalog, entry: MountEntry) -> 
         _ => catalog.build(&entry)?,
     };
     let view = StorageView::new(barrier.clone(), entry.storage_prefix());
-    Ok(Mount { route: entry.route_prefix(), entry: Arc::new(entry), backend, view })
+    Ok(Mount::new(entry, backend, view))
 }
 
 /// The placeholder for mounts the router serves without a backend (`sys/`, `auth/token/`).

@@ -8,7 +8,7 @@
 //! a secret or a request path: `mount` is a mount's route, `device` an audit device's path,
 //! and methods and operations come from fixed sets.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::{Duration, Instant};
 
 use arcanum_storage::{Backend, Op, StorageError};
@@ -208,45 +208,108 @@ impl Metrics {
             registry: r,
         }
     }
+}
 
-    /// Records one answered HTTP request.
-    pub fn observe_request(&self, method: &str, mount: &str, status: u16, elapsed: Duration) {
-        let class = match status {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
-        };
-        self.http_requests.with_label_values(&[method, mount, class]).inc();
-        self.http_request_duration.with_label_values(&[method, mount]).observe(elapsed.as_secs_f64());
+/// The `method` label's values, in [`method_index`]'s order.
+const METHODS: [&str; 8] = ["GET", "PUT", "POST", "DELETE", "LIST", "HEAD", "PATCH", "OTHER"];
+/// The `status` label's values, in [`status_class`]'s order.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn method_index(method: &str) -> usize {
+    match method {
+        "GET" => 0,
+        "PUT" => 1,
+        "POST" => 2,
+        "DELETE" => 3,
+        "LIST" => 4,
+        "HEAD" => 5,
+        "PATCH" => 6,
+        _ => 7,
     }
 }
 
-/// Mount label of a request path: `sys/`, `auth/token/`, `mount_route` (the route of the mount
-/// the path resolved to, if any), or `unmounted`.
-pub fn mount_label(path: &str, mount_route: Option<&str>) -> String {
+fn status_class(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
+/// The request series of one `mount` label in the process-wide metrics, each looked up once,
+/// on its first request, and kept: a lookup by label values hashes the labels and takes the
+/// vector's lock, on every request. Series appear only once used, as they would without it.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    mount: String,
+    /// By `method_index * STATUS_CLASSES.len() + status_class`.
+    requests: [OnceLock<IntCounter>; METHODS.len() * STATUS_CLASSES.len()],
+    /// By `method_index`.
+    durations: [OnceLock<Histogram>; METHODS.len()],
+}
+
+impl RouteMetrics {
+    pub fn new(mount: impl Into<String>) -> RouteMetrics {
+        RouteMetrics {
+            mount: mount.into(),
+            requests: std::array::from_fn(|_| OnceLock::new()),
+            durations: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    /// The `mount` label.
+    pub fn mount(&self) -> &str {
+        &self.mount
+    }
+
+    /// Records one answered HTTP request in [`global`].
+    pub fn observe(&self, method: &str, status: u16, elapsed: Duration) {
+        let (method, class) = (method_index(method), status_class(status));
+        let metrics = global();
+        self.requests[method * STATUS_CLASSES.len() + class]
+            .get_or_init(|| {
+                metrics.http_requests.with_label_values(&[METHODS[method], &self.mount, STATUS_CLASSES[class]])
+            })
+            .inc();
+        self.durations[method]
+            .get_or_init(|| metrics.http_request_duration.with_label_values(&[METHODS[method], &self.mount]))
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+static SYS_ROUTE: LazyLock<Arc<RouteMetrics>> = LazyLock::new(|| Arc::new(RouteMetrics::new("sys/")));
+static TOKEN_ROUTE: LazyLock<Arc<RouteMetrics>> = LazyLock::new(|| Arc::new(RouteMetrics::new("auth/token/")));
+static UNMOUNTED_ROUTE: LazyLock<Arc<RouteMetrics>> = LazyLock::new(|| Arc::new(RouteMetrics::new("unmounted")));
+
+/// The series of a request path: `sys/` and `auth/token/` for the paths the core serves
+/// itself, whatever the mount table says; otherwise those of the mount the path resolved to
+/// (`mount`), or `unmounted`.
+pub fn route_metrics(path: &str, mount: Option<&Arc<RouteMetrics>>) -> Arc<RouteMetrics> {
     if path == "sys" || path.starts_with("sys/") {
-        return "sys/".into();
+        Arc::clone(&SYS_ROUTE)
+    } else if path == "auth/token" || path.starts_with("auth/token/") {
+        Arc::clone(&TOKEN_ROUTE)
+    } else {
+        Arc::clone(mount.unwrap_or(&UNMOUNTED_ROUTE))
     }
-    if path == "auth/token" || path.starts_with("auth/token/") {
-        return "auth/token/".into();
-    }
-    mount_route.map_or_else(|| "unmounted".into(), str::to_owned)
+}
+
+/// The series of a request that never reached a mount (it did not parse).
+pub fn unmounted_route() -> Arc<RouteMetrics> {
+    Arc::clone(&UNMOUNTED_ROUTE)
+}
+
+/// The series of requests a standby passed on to the active node.
+pub fn forwarded_route() -> &'static RouteMetrics {
+    static FORWARDED: LazyLock<RouteMetrics> = LazyLock::new(|| RouteMetrics::new("forwarded"));
+    &FORWARDED
 }
 
 /// The label for an HTTP method: one of a fixed set, so a client cannot mint label values.
 pub fn method_label(method: &str) -> &'static str {
-    match method {
-        "GET" => "GET",
-        "PUT" => "PUT",
-        "POST" => "POST",
-        "DELETE" => "DELETE",
-        "LIST" => "LIST",
-        "HEAD" => "HEAD",
-        "PATCH" => "PATCH",
-        _ => "OTHER",
-    }
+    METHODS[method_index(method)]
 }
 
 /// The metrics as `sys/metrics` serves them.
@@ -384,9 +447,27 @@ mod tests {
     }
 
     #[test]
+    fn route_series_are_the_labelled_series() {
+        let route = RouteMetrics::new("kept-route/");
+        route.observe("PUT", 404, Duration::from_millis(1));
+        route.observe("PUT", 403, Duration::from_millis(1));
+        route.observe("BREW", 503, Duration::from_millis(1));
+        let requests = |labels: &[&str]| global().http_requests.with_label_values(labels).get();
+        assert_eq!(requests(&["PUT", "kept-route/", "4xx"]), 2);
+        assert_eq!(requests(&["OTHER", "kept-route/", "5xx"]), 1);
+        assert_eq!(global().http_request_duration.with_label_values(&["PUT", "kept-route/"]).get_sample_count(), 2);
+
+        let mount = Arc::new(RouteMetrics::new("secret/"));
+        assert_eq!(route_metrics("secret/data/a", Some(&mount)).mount(), "secret/");
+        assert_eq!(route_metrics("sys/health", Some(&mount)).mount(), "sys/");
+        assert_eq!(route_metrics("auth/token/create", None).mount(), "auth/token/");
+        assert_eq!(route_metrics("nowhere/a", None).mount(), "unmounted");
+    }
+
+    #[test]
     fn json_shape_has_vaults_sections() {
         let metrics = global();
-        metrics.observe_request("GET", "secret/", 200, Duration::from_millis(2));
+        RouteMetrics::new("secret/").observe("GET", 200, Duration::from_millis(2));
         let body = go_metrics_json(&metrics.registry.gather());
         for section in ["Timestamp", "Gauges", "Points", "Counters", "Samples"] {
             assert!(body.get(section).is_some(), "missing {section}");
