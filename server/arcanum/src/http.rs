@@ -120,7 +120,9 @@ async fn serve_request(State(state): State<HttpState>, request: axum::extract::R
                 };
                 match admission {
                     Ok(admission) => {
-                        let result = router::handle(&state.core, Request { remote_addr: remote, ..req }).await;
+                        let resolved = unsealed.map(|unsealed| router::Resolved { unsealed, mount: resolved });
+                        let result =
+                            router::handle(&state.core, Request { remote_addr: remote, ..req }, resolved).await;
                         // Dropping the admission gives back its lease-count slot.
                         let headers = admission.map(|mut admission| std::mem::take(&mut admission.headers));
                         (result, request_id, mount, headers.unwrap_or_default())

@@ -37,7 +37,8 @@ enum Target {
     Nowhere,
 }
 
-fn target(unsealed: &Unsealed, path: &str) -> Target {
+/// `mount`: what `unsealed.mounts.resolve(path)` says, when the caller has asked already.
+fn target(unsealed: &Unsealed, path: &str, mount: Option<Option<(Arc<Mount>, String)>>) -> Target {
     if path == "sys" || path.starts_with("sys/") {
         return Target::Sys;
     }
@@ -47,21 +48,34 @@ fn target(unsealed: &Unsealed, path: &str) -> Target {
     if path == "auth/token" {
         return Target::TokenStore(String::new());
     }
-    match unsealed.mounts.resolve(path) {
+    match mount.unwrap_or_else(|| unsealed.mounts.resolve(path)) {
         Some((mount, rest)) => Target::Mount(mount, rest),
         None => Target::Nowhere,
     }
 }
 
-pub async fn handle(core: &Core, req: Request) -> Result<Response, ApiError> {
+/// What the HTTP layer found out about a request before handing it over, so that it is not
+/// asked again: the core's unsealed state, and the mount the path resolves to in it.
+#[derive(Debug)]
+pub struct Resolved {
+    pub unsealed: Arc<Unsealed>,
+    pub mount: Option<(Arc<Mount>, String)>,
+}
+
+pub async fn handle(core: &Core, req: Request, resolved: Option<Resolved>) -> Result<Response, ApiError> {
     if let Some(result) = sys::handle_unauthenticated(core, &req).await {
         return result;
     }
-    let unsealed = core.unsealed()?;
-    let mut trail = Trail::begin(&unsealed.audit, &req, || {
-        unsealed.mounts.resolve(&req.path).map(|(mount, _)| Arc::clone(&mount.entry))
-    });
-    let result = route(core, &unsealed, &req, &mut trail).await;
+    let Resolved { unsealed, mount } = match resolved {
+        Some(resolved) => resolved,
+        None => {
+            let unsealed = core.unsealed()?;
+            let mount = unsealed.mounts.resolve(&req.path);
+            Resolved { unsealed, mount }
+        }
+    };
+    let mut trail = Trail::begin(&unsealed.audit, &req, || mount.as_ref().map(|(mount, _)| Arc::clone(&mount.entry)));
+    let result = route(core, &unsealed, &req, &mut trail, mount).await;
     let result = wrap(core, &unsealed, &req, result).await;
     trail.finish(result).await
 }
@@ -81,7 +95,7 @@ pub async fn standby_read(
     if !matches!(req.operation, Operation::Read | Operation::List) || req.wrap_ttl.is_some() {
         return Err(req);
     }
-    let Target::Mount(mount, rest) = target(&view, &req.path) else { return Err(req) };
+    let Target::Mount(mount, rest) = target(&view, &req.path, None) else { return Err(req) };
     if !mount.backend.standby_may_read() || mount.backend.is_unauthenticated(&rest) {
         return Err(req);
     }
@@ -93,7 +107,7 @@ pub async fn standby_read(
         return Ok(Err(rejection));
     }
     let mut trail = Trail::begin(&view.audit, &req, || Some(Arc::clone(&mount.entry)));
-    let result = route(core, &view, &req, &mut trail).await;
+    let result = route(core, &view, &req, &mut trail, Some((mount, rest))).await;
     Ok(trail.finish(result).await)
 }
 
@@ -139,8 +153,9 @@ async fn route(
     unsealed: &Arc<Unsealed>,
     req: &Request,
     trail: &mut Trail<'_>,
+    mount: Option<(Arc<Mount>, String)>,
 ) -> Result<Response, ApiError> {
-    let target = target(unsealed, &req.path);
+    let target = target(unsealed, &req.path, Some(mount));
 
     if let Target::Mount(mount, rest) = &target {
         if mount.backend.is_unauthenticated(rest) {
