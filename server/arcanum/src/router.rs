@@ -198,11 +198,11 @@ async fn route(
     }
 
     // A JWT wrapping token presented as the request's token stands for the token it names.
-    let token_value = match req.client_token.as_deref() {
+    let (token_value, presented) = match req.client_token.as_deref() {
         Some(jwt) if req.path == "sys/wrapping/unwrap" && arcanum_core::wrapping::looks_like_jwt(jwt) => {
-            unsealed.token_from_wrapping_jwt(jwt).await?.to_string()
+            (unsealed.token_from_wrapping_jwt(jwt).await?.to_string(), false)
         }
-        presented => presented.unwrap_or_default().to_owned(),
+        presented => (presented.unwrap_or_default().to_owned(), true),
     };
     let token = unsealed.tokens.shared_lookup(&token_value).await?.ok_or_else(ApiError::invalid_token)?;
     // A token bound to addresses is worthless from anywhere else (Vault answers the same way).
@@ -211,7 +211,7 @@ async fn route(
         return Err(ApiError::permission_denied());
     }
     let (create, acl, decision) = authorize(unsealed, req, &target, &token).await?;
-    let authorized = Authorized { token: token.view(), allowed: decision.allowed, create };
+    let authorized = Authorized { token: token.view(), allowed: decision.allowed, create, presented };
     if changes_nothing(req, &target, &token) {
         trail.request_with_answer(authorized);
     } else {

@@ -8,9 +8,10 @@
 //! Nothing here does I/O.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -27,6 +28,22 @@ pub struct Redactor {
     pub log_raw: bool,
     pub hmac_accessor: bool,
     pub elide_list_responses: bool,
+    /// How the tokens seen lately read in this device's entries, by token name: a token's
+    /// every request would otherwise HMAC it and its accessor and serialise its `auth` block
+    /// again, and none of them can change. Never holds a raw token (nothing is kept for a
+    /// `log_raw` device); cleared whole when it reaches [`TOKEN_FORMS_KEPT`].
+    token_forms: Mutex<HashMap<String, Arc<TokenForms>>>,
+}
+
+/// The most tokens a device keeps the audit forms of.
+const TOKEN_FORMS_KEPT: usize = 4096;
+
+/// One token as a device writes it, for an allowed request.
+#[derive(Debug)]
+struct TokenForms {
+    token: String,
+    accessor: String,
+    auth: Arc<RawValue>,
 }
 
 impl fmt::Debug for Redactor {
@@ -42,7 +59,31 @@ impl fmt::Debug for Redactor {
 
 impl Redactor {
     pub fn new(salt: Zeroizing<Vec<u8>>, log_raw: bool, hmac_accessor: bool, elide_list_responses: bool) -> Redactor {
-        Redactor { salt: arcanum_crypto::HmacSha256Key::new(&salt), log_raw, hmac_accessor, elide_list_responses }
+        Redactor {
+            salt: arcanum_crypto::HmacSha256Key::new(&salt),
+            log_raw,
+            hmac_accessor,
+            elide_list_responses,
+            token_forms: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The kept forms of the token named `name`, made by `make` when not kept yet.
+    fn token_forms(&self, name: &str, make: impl FnOnce() -> TokenForms) -> Arc<TokenForms> {
+        let kept = |forms: &Mutex<HashMap<String, Arc<TokenForms>>>| {
+            forms.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(name).cloned()
+        };
+        if let Some(forms) = kept(&self.token_forms) {
+            return forms;
+        }
+        // Made outside the lock: the HMACs are the expensive part.
+        let forms = Arc::new(make());
+        let mut kept = self.token_forms.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if kept.len() >= TOKEN_FORMS_KEPT {
+            kept.clear();
+        }
+        kept.insert(name.to_owned(), Arc::clone(&forms));
+        forms
     }
 
     /// `hmac-sha256:<hex>` of `input` under the device salt (what `sys/audit-hash` returns).
@@ -89,6 +130,10 @@ pub struct AuthRecord {
     pub issue_time: i64,
     /// The ACL decision.
     pub allowed: bool,
+    /// The token's name in the token store (the HMAC it is stored under), when it is the
+    /// request's own client token and not one a wrapping JWT stands for: what a device keeps
+    /// the token's audit forms by.
+    pub token_name: Option<String>,
 }
 
 /// What the core knows about a request when it is recorded. Owned, so that an entry can be
@@ -345,20 +390,40 @@ fn mount_out(record: &RequestRecord) -> Option<MountOut<'_>> {
 /// the request entry, and copied into the response entry.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    auth: Option<Box<RawValue>>,
+    auth: Option<Arc<RawValue>>,
     request: Box<RawValue>,
 }
 
 impl Prepared {
     pub fn of(redactor: &Redactor, record: &RequestRecord) -> Prepared {
+        if let Some(forms) = kept_token_forms(redactor, record) {
+            let (token, accessor) = (Some(forms.token.as_str()), Some(forms.accessor.as_str()));
+            return Prepared {
+                auth: Some(Arc::clone(&forms.auth)),
+                request: raw(&request_out(redactor, record, token, accessor)),
+            };
+        }
         let token = record.client_token.as_deref().filter(|t| !t.is_empty()).map(|t| redactor.secret(t));
         let accessor = record.auth.as_ref().map(|auth| redactor.accessor(&auth.accessor));
         let (token, accessor) = (token.as_deref(), accessor.as_deref());
         Prepared {
-            auth: auth_out(record, token, accessor).map(|auth| raw(&auth)),
+            auth: auth_out(record, token, accessor).map(|auth| Arc::from(raw(&auth))),
             request: raw(&request_out(redactor, record, token, accessor)),
         }
     }
+}
+
+/// The device's forms of the request's token, for an allowed request with a named token of
+/// its own, on a device that HMACs tokens.
+fn kept_token_forms(redactor: &Redactor, record: &RequestRecord) -> Option<Arc<TokenForms>> {
+    let auth = record.auth.as_ref().filter(|auth| auth.allowed && !redactor.log_raw)?;
+    let name = auth.token_name.as_deref()?;
+    let token = record.client_token.as_deref().filter(|t| !t.is_empty())?;
+    Some(redactor.token_forms(name, || {
+        let (token, accessor) = (redactor.hash(token), redactor.accessor(&auth.accessor).into_owned());
+        let block = auth_out(record, Some(&token), Some(&accessor)).map(|auth| raw(&auth));
+        TokenForms { auth: Arc::from(block.unwrap_or_else(|| RawValue::NULL.to_owned())), token, accessor }
+    }))
 }
 
 fn raw(block: &impl Serialize) -> Box<RawValue> {
@@ -542,6 +607,7 @@ mod tests {
                 token_ttl: 0,
                 issue_time: 0,
                 allowed: true,
+                token_name: None,
             }),
             error: None,
             wrap_ttl: None,
@@ -582,6 +648,32 @@ mod tests {
         assert_eq!(entry["request"]["path"], "auth/userpass/login/alice");
         assert_eq!(entry["request"]["remote_address"], "127.0.0.1");
         assert_eq!(entry["auth"]["policies"], json!(["root"]));
+    }
+
+    #[test]
+    fn kept_token_forms_write_what_fresh_ones_would() {
+        let blocks = |r: &Redactor, record: &RequestRecord| {
+            let entry: Value = serde_json::from_str(&request_entry(record, &Prepared::of(r, record))).unwrap();
+            (entry["auth"].clone(), entry["request"].clone())
+        };
+        let named = |allowed: bool| {
+            let mut record = record();
+            let auth = record.auth.as_mut().unwrap();
+            (auth.token_name, auth.allowed) = (Some("name-1".into()), allowed);
+            record
+        };
+        let r = redactor(false, true);
+        let fresh = blocks(&r, &record());
+        assert_eq!(blocks(&r, &named(true)), fresh, "made and kept");
+        assert_eq!(blocks(&r, &named(true)), fresh, "read back");
+        assert_eq!(r.token_forms.lock().unwrap().len(), 1);
+        let (denied, _) = blocks(&r, &named(false));
+        assert_eq!(denied["policy_results"]["allowed"], false, "a denied request does not get the allowed block");
+
+        let raw = redactor(true, true);
+        let (auth, _) = blocks(&raw, &named(true));
+        assert_eq!(auth["client_token"], "hvs.TOKEN");
+        assert!(raw.token_forms.lock().unwrap().is_empty(), "a log_raw device keeps no token");
     }
 
     #[test]

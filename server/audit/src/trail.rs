@@ -30,6 +30,8 @@ pub struct Authorized<'t> {
     pub allowed: bool,
     /// The existence check found nothing: Vault's operation is `create`.
     pub create: bool,
+    /// `token` is the request's own client token, not the one a wrapping JWT stands for.
+    pub presented: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,7 +135,7 @@ impl<'a> Trail<'a> {
 
     fn note_caller(&mut self, authorized: Option<Authorized<'_>>) {
         let Some(record) = self.record.as_mut() else { return };
-        if let Some(Authorized { token, allowed, create }) = authorized {
+        if let Some(Authorized { token, allowed, create, presented }) = authorized {
             record.operation = entry::operation_name(self.operation, create);
             record.auth = Some(AuthRecord {
                 accessor: token.accessor.to_owned(),
@@ -144,6 +146,7 @@ impl<'a> Trail<'a> {
                 token_ttl: token.creation_ttl,
                 issue_time: token.creation_time,
                 allowed,
+                token_name: presented.then(|| token.id_hash.to_owned()),
             });
             if !allowed {
                 record.error = Some("permission denied".into());
