@@ -29,6 +29,10 @@ pub const SEQ_MARKER: &str = "{\"seq\":";
 pub const HASH_MARKER: &str = ",\"hash\":\"";
 /// Hex characters in a SHA-256.
 const HASH_HEX_LEN: usize = 64;
+/// The most a line adds to its entry's fields, prefix aside: the chain fields with the
+/// longest sequence number, the closing brace and the newline.
+pub const LINE_OVERHEAD: usize =
+    SEQ_MARKER.len() + 20 + ",\"prev_hash\":\"\"".len() + HASH_MARKER.len() + 2 * HASH_HEX_LEN + 4;
 
 /// Where the next line of a device goes in its chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,7 +77,7 @@ pub fn seal_line(prefix: &str, head: &ChainHead, fields: &str) -> (Vec<u8>, Stri
 pub fn seal_line_into(out: &mut Vec<u8>, prefix: &str, head: &ChainHead, fields: &str) -> String {
     // `fields` is `{...}`: keep what is between the braces.
     let inner = fields.strip_prefix('{').and_then(|f| f.strip_suffix('}')).unwrap_or("");
-    out.reserve(prefix.len() + fields.len() + 2 * HASH_HEX_LEN + 64);
+    out.reserve(prefix.len() + fields.len() + LINE_OVERHEAD);
     let start = out.len();
     out.extend_from_slice(prefix.as_bytes());
     out.extend_from_slice(SEQ_MARKER.as_bytes());

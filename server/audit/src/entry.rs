@@ -478,12 +478,21 @@ fn request_out<'a>(
     }
 }
 
+/// Room for a typical entry: `serde_json::to_string` starts at 128 bytes and an entry of a
+/// read grows it four times over, copying as it goes.
+const ENTRY_CAPACITY: usize = 2048;
+
 fn serialize(entry: &Entry<'_>) -> String {
-    serde_json::to_string(entry).unwrap_or_else(|err| {
-        // Only a non-string map key could fail here, and every map here has string keys.
-        tracing::error!(error = %err, "audit entry did not serialise");
-        String::from("{}")
-    })
+    let mut out = Vec::with_capacity(ENTRY_CAPACITY);
+    match serde_json::to_writer(&mut out, entry).map(|()| String::from_utf8(out)) {
+        Ok(Ok(text)) => text,
+        // Only a non-string map key could fail here, and every map here has string keys;
+        // serde_json writes nothing but UTF-8.
+        failed => {
+            tracing::error!(error = ?failed.err(), "audit entry did not serialise");
+            String::from("{}")
+        }
+    }
 }
 
 /// The request entry (`type: request`), as a compact JSON object; `prepared` is

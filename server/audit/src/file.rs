@@ -771,8 +771,12 @@ impl Writer {
 
     /// Chains and appends entries with one `write`; all succeed or fail together. A
     /// submission may hold several entries, one per line (a request's and its response's).
-    fn write_batch<'e>(&mut self, submissions: impl Iterator<Item = &'e str>) -> bool {
-        let mut buffer = Vec::new();
+    fn write_batch<'e>(&mut self, submissions: impl Iterator<Item = &'e str> + Clone) -> bool {
+        // Each line adds the prefix, its chain fields (two hashes, a sequence number) and a
+        // newline; a submission is mostly one or two lines (`seal_line_into` makes room for more).
+        let (count, bytes) =
+            submissions.clone().fold((0, 0), |(count, bytes), fields| (count + 1, bytes + fields.len()));
+        let mut buffer = Vec::with_capacity(bytes + 2 * count * (self.prefix.len() + chain::LINE_OVERHEAD));
         let mut head = self.head.clone();
         for fields in submissions.flat_map(|submission| submission.split('\n')) {
             let hash = chain::seal_line_into(&mut buffer, &self.prefix, &head, fields);

@@ -228,7 +228,9 @@ impl<'a> Trail<'a> {
                     return response;
                 }
                 // Compact JSON holds no raw newline: the device seals each line on its own.
-                let mut both = entry::request_entry(record, &blocks);
+                let request = entry::request_entry(record, &blocks);
+                let mut both = String::with_capacity(request.len() + 1 + response.len());
+                both.push_str(&request);
                 both.push('\n');
                 both.push_str(&response);
                 both
