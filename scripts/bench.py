@@ -7,8 +7,10 @@ durable KV v2 writes, whose baseline is the storage layer's own durable write ra
 `durable_writes` example, 32 writers on sled in the same temp folder, one 100-byte record per
 write). Beside the table it also reports those writes against the same example writing KV v2's
 own records (a version and its metadata in one atomic batch per write). Prints one line per run
-and a markdown table of medians: requests/second, p50 and p99 latency, and the ratio to the
-baseline measured in the same run. `kv2_read_audited` is the same read with one file audit
+and a markdown table of medians: requests/second, p50 and p99 latency, the ratio to the
+baseline measured in the same run, and the CPU time (user + system, from /proc) the server and
+the axum baseline spent per request during their runs — steadier than requests/second on a
+shared machine, since it leaves out what other tenants take. `kv2_read_audited` is the same read with one file audit
 device enabled for its runs only. Database creds use the PostgreSQL at ARCANUM_TEST_PG_ADDR
 (default 127.0.0.1:5432, trust auth); their users are revoked and dropped at the end.
 
@@ -128,6 +130,20 @@ def to_ms(text):
     raise ValueError(text)
 
 
+def cpu_seconds(pid):
+    """User + system CPU time a process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk_cpu(pid, *args):
+    """wrk(*args), with the CPU time per request that process `pid` spent serving it (µs)."""
+    before = cpu_seconds(pid)
+    rps, p50, p99, count = wrk(*args)
+    return rps, p50, p99, (cpu_seconds(pid) - before) * 1e6 / max(count, 1)
+
+
 def wrk(url, connections, duration, script=None, headers=()):
     argv = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency"]
     for header in headers:
@@ -136,12 +152,19 @@ def wrk(url, connections, duration, script=None, headers=()):
         argv += ["-s", script]
     out = subprocess.run(argv + [url], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    count = int(re.search(r"(\d+) requests in", out).group(1))
     p50 = to_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
     p99 = to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         raise SystemExit(f"{url}: {errors.group(1)} non-2xx answers during the run:\n{out}")
-    return rps, p50, p99
+    return rps, p50, p99, count
+
+
+def median(column):
+    """The median of a column, or None for a column with no figure (a baseline without a CPU time)."""
+    figures = [figure for figure in column if figure is not None]
+    return statistics.median(figures) if figures else None
 
 
 def main():
@@ -234,10 +257,13 @@ def main():
         def storage_writes(duration):
             """The storage layer's own durable writes/s, 32 writers, on the same filesystem."""
             kv2_pattern_rates.append(storage_rate(duration, "kv2"))
-            return storage_rate(duration, "single"), 0.0, 0.0
+            return storage_rate(duration, "single"), None
 
         def axum(connections):
-            return lambda duration: wrk(f"{baseline}/v1/sys/seal-status", connections, duration)
+            def measure(duration):
+                rps, _, _, cpu = wrk_cpu(baseline_proc.pid, f"{baseline}/v1/sys/seal-status", connections, duration)
+                return rps, cpu
+            return measure
 
         read = f"{v1}/secret/data/app/db"
         # (name, connections, target, wrk script, headers, baseline, audited)
@@ -257,7 +283,7 @@ def main():
             ("database_creds", 16, f"{v1}/database/creds/bench", None, [f"X-Vault-Token: {app}"], axum(16), False),
         ]
         rows = []
-        print("scenario run connections rps p50_ms p99_ms baseline_rps ratio", flush=True)
+        print("scenario run connections rps p50_ms p99_ms baseline_rps ratio server_cpu_us baseline_cpu_us", flush=True)
         for name, connections, target, script, headers, measure_baseline, audited in scenarios:
             if only and name not in only:
                 continue
@@ -267,14 +293,15 @@ def main():
             samples = []
             for run in range(1, runs + 1):
                 recording = perf_start(server.pid, name) if run == 1 else None
-                rps, p50, p99 = wrk(target, connections, duration, script, headers)
+                rps, p50, p99, cpu = wrk_cpu(server.pid, target, connections, duration, script, headers)
                 perf_finish(recording)
-                base, _, _ = measure_baseline(duration)
-                samples.append((rps, p50, p99, base, rps / base))
-                print(f"{name} {run} {connections} {rps:.0f} {p50:.2f} {p99:.2f} {base:.0f} {rps / base:.3f}", flush=True)
+                base, base_cpu = measure_baseline(duration)
+                samples.append((rps, p50, p99, base, rps / base, cpu, base_cpu))
+                print(f"{name} {run} {connections} {rps:.0f} {p50:.2f} {p99:.2f} {base:.0f} {rps / base:.3f} "
+                      f"{cpu:.2f} {'-' if base_cpu is None else f'{base_cpu:.2f}'}", flush=True)
             if audited:
                 audit(False)
-            rows.append((name, connections, [statistics.median(column) for column in zip(*samples)]))
+            rows.append((name, connections, [median(column) for column in zip(*samples)]))
         if any(name == "database_creds" for name, _, _ in rows) or not only:
             call(f"{v1}/sys/leases/revoke-prefix/database/creds/bench", "PUT", {}, root)
 
@@ -282,10 +309,13 @@ def main():
         print(f"\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, "
               f"{runs} runs of {duration} s, medians; baseline measured after each run: the bare axum endpoint, "
               "or for kv2_write_durable the storage layer's durable writes (32 writers)")
-        print("\n| scenario | connections | requests/s | p50 ms | p99 ms | baseline requests/s | ratio |")
-        print("|---|---|---|---|---|---|---|")
-        for name, connections, (rps, p50, p99, base, ratio) in rows:
-            print(f"| {name} | {connections} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {base:,.0f} | {ratio:.3f} |")
+        print("\n| scenario | connections | requests/s | p50 ms | p99 ms | baseline requests/s | ratio "
+              "| server CPU µs/request | baseline CPU µs/request |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for name, connections, (rps, p50, p99, base, ratio, cpu, base_cpu) in rows:
+            base_cpu = "—" if base_cpu is None else f"{base_cpu:.2f}"
+            print(f"| {name} | {connections} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {base:,.0f} | {ratio:.3f} "
+                  f"| {cpu:.2f} | {base_cpu} |")
         writes = next((row for row in rows if row[0] == "kv2_write_durable"), None)
         if writes and kv2_pattern_rates:
             pattern = statistics.median(kv2_pattern_rates)
