@@ -1,0 +1,89 @@
+"""Two server builds side by side: which one reads faster, measured in pairs.
+
+On a shared machine the host's speed drifts by tens of per cent over minutes, so two builds
+measured one after the other (scripts/bench.py, alternating) differ by more than most changes
+do. This starts both builds at once, each on sled in its own temp folder, prepared as
+scripts/bench.py prepares `kv2_read` (and, unless --unaudited, one file audit device), then
+alternates short wrk runs between them (A B, B A, ...) and compares each pair: two runs seconds
+apart share the host's mood. Prints every run (requests/s and the server's CPU time per
+request, user + system from /proc), the medians, and the paired ratios B/A with their median.
+
+Usage: python3 scripts/bench-ab.py <arcanum binary A> <arcanum binary B> [rounds=10] [seconds=4] [--unaudited]
+"""
+
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402  (scripts/bench.py: its server start, HTTP calls and wrk runs)
+
+CONNECTIONS = 32
+
+
+def prepared_server(binary, audited, tmp):
+    """Starts `binary` initialised and unsealed, with KV v2 at secret/ and one secret to read;
+    returns the process, the read's URL and a policy-limited token."""
+    with open(os.path.join(tmp, "config.hcl"), "w") as f:
+        f.write(f'storage "sled" {{ path = "{tmp}/data" }}\n'
+                'listener "tcp" {\n  address = "127.0.0.1:0"\n  tls_disable = true\n}\nlog_level = "warn"\n')
+    server, url = bench.start([binary, "server", f"-config={tmp}/config.hcl"], "arcanum: listening on ", tmp, "arcanum")
+    v1 = f"{url}/v1"
+    init = bench.call(f"{v1}/sys/init", "PUT", {"secret_shares": 1, "secret_threshold": 1})
+    bench.call(f"{v1}/sys/unseal", "PUT", {"key": init["keys"][0]})
+    root = init["root_token"]
+    bench.call(f"{v1}/sys/mounts/secret", "POST", {"type": "kv", "options": {"version": "2"}}, root)
+    bench.call(f"{v1}/sys/policies/acl/app", "PUT",
+               {"policy": 'path "secret/data/app/*" { capabilities = ["create", "read", "update"] }'}, root)
+    app = bench.call(f"{v1}/auth/token/create", "POST", {"policies": ["app"]}, root)["auth"]["client_token"]
+    bench.call(f"{v1}/secret/data/app/db", "POST", {"data": {"user": "app", "password": "s3cret-value"}}, app)
+    if audited:
+        bench.call(f"{v1}/sys/audit/file", "PUT", {"type": "file", "options": {"file_path": f"{tmp}/audit.log"}}, root)
+    return server, f"{v1}/secret/data/app/db", app
+
+
+def main():
+    args = [arg for arg in sys.argv[1:] if arg != "--unaudited"]
+    if len(args) not in (2, 3, 4):
+        raise SystemExit(__doc__.strip().splitlines()[-1])
+    binaries = args[:2]
+    rounds = int(args[2]) if len(args) > 2 else 10
+    seconds = int(args[3]) if len(args) > 3 else 4
+    audited = "--unaudited" not in sys.argv
+    folders = [tempfile.mkdtemp(prefix="arcanum-ab-") for _ in binaries]
+    servers = []
+    try:
+        for binary, tmp in zip(binaries, folders):
+            servers.append(prepared_server(binary, audited, tmp))
+        for _, url, token in servers:
+            bench.wrk(url, CONNECTIONS, 2, None, [f"X-Vault-Token: {token}"])  # warm-up
+        runs = [[], []]
+        print(f"kv2_read{'_audited' if audited else ''}, {CONNECTIONS} connections, {seconds} s runs; "
+              "round build requests/s server_cpu_us", flush=True)
+        for round_ in range(rounds):
+            for which in ((0, 1) if round_ % 2 == 0 else (1, 0)):
+                server, url, token = servers[which]
+                rps, _, _, cpu = bench.wrk_cpu(server.pid, url, CONNECTIONS, seconds, None, [f"X-Vault-Token: {token}"])
+                runs[which].append((rps, cpu))
+                print(f"{round_ + 1} {'AB'[which]} {rps:.0f} {cpu:.2f}", flush=True)
+        for which, binary in enumerate(binaries):
+            print(f"{'AB'[which]} ({binary}): median {statistics.median(r for r, _ in runs[which]):,.0f} requests/s, "
+                  f"{statistics.median(c for _, c in runs[which]):.2f} µs of server CPU per request")
+        rps_ratios = [b[0] / a[0] for a, b in zip(*runs)]
+        cpu_ratios = [b[1] / a[1] for a, b in zip(*runs)]
+        print(f"B/A requests/s, paired: median {statistics.median(rps_ratios):.3f} "
+              f"({', '.join(f'{r:.3f}' for r in rps_ratios)})")
+        print(f"B/A CPU per request, paired: median {statistics.median(cpu_ratios):.3f} "
+              f"({', '.join(f'{r:.3f}' for r in cpu_ratios)})")
+    finally:
+        for server, _, _ in servers:
+            server.kill()
+            server.wait()
+        for tmp in folders:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
