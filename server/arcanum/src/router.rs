@@ -37,8 +37,8 @@ enum Target {
     Nowhere,
 }
 
-/// `mount`: what `unsealed.mounts.resolve(path)` says, when the caller has asked already.
-fn target(unsealed: &Unsealed, path: &str, mount: Option<Option<(Arc<Mount>, String)>>) -> Target {
+/// `mount`: what the mount table resolves `path` to.
+fn target(path: &str, mount: Option<(Arc<Mount>, String)>) -> Target {
     if path == "sys" || path.starts_with("sys/") {
         return Target::Sys;
     }
@@ -48,7 +48,7 @@ fn target(unsealed: &Unsealed, path: &str, mount: Option<Option<(Arc<Mount>, Str
     if path == "auth/token" {
         return Target::TokenStore(String::new());
     }
-    match mount.unwrap_or_else(|| unsealed.mounts.resolve(path)) {
+    match mount {
         Some((mount, rest)) => Target::Mount(mount, rest),
         None => Target::Nowhere,
     }
@@ -95,7 +95,7 @@ pub async fn standby_read(
     if !matches!(req.operation, Operation::Read | Operation::List) || req.wrap_ttl.is_some() {
         return Err(req);
     }
-    let Target::Mount(mount, rest) = target(&view, &req.path, None) else { return Err(req) };
+    let Target::Mount(mount, rest) = target(&req.path, view.mounts.resolve(&req.path)) else { return Err(req) };
     if !mount.backend.standby_may_read() || mount.backend.is_unauthenticated(&rest) {
         return Err(req);
     }
@@ -155,7 +155,7 @@ async fn route(
     trail: &mut Trail<'_>,
     mount: Option<(Arc<Mount>, String)>,
 ) -> Result<Response, ApiError> {
-    let target = target(unsealed, &req.path, Some(mount));
+    let target = target(&req.path, mount);
 
     if let Target::Mount(mount, rest) = &target {
         if mount.backend.is_unauthenticated(rest) {

@@ -70,10 +70,8 @@ impl Redactor {
 
     /// The kept forms of the token named `name`, made by `make` when not kept yet.
     fn token_forms(&self, name: &str, make: impl FnOnce() -> TokenForms) -> Arc<TokenForms> {
-        let kept = |forms: &Mutex<HashMap<String, Arc<TokenForms>>>| {
-            forms.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(name).cloned()
-        };
-        if let Some(forms) = kept(&self.token_forms) {
+        let kept = self.token_forms.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(name).cloned();
+        if let Some(forms) = kept {
             return forms;
         }
         // Made outside the lock: the HMACs are the expensive part.
