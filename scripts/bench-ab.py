@@ -24,21 +24,10 @@ CONNECTIONS = 32
 
 
 def prepared_server(binary, audited, tmp):
-    """Starts `binary` initialised and unsealed, with KV v2 at secret/ and one secret to read;
-    returns the process, the read's URL and a policy-limited token."""
-    with open(os.path.join(tmp, "config.hcl"), "w") as f:
-        f.write(f'storage "sled" {{ path = "{tmp}/data" }}\n'
-                'listener "tcp" {\n  address = "127.0.0.1:0"\n  tls_disable = true\n}\nlog_level = "warn"\n')
-    server, url = bench.start([binary, "server", f"-config={tmp}/config.hcl"], "arcanum: listening on ", tmp, "arcanum")
+    """scripts/bench.py's server, with the audit device when `audited`; returns the process,
+    the read's URL and the app token."""
+    server, url, root, app = bench.prepared_server(binary, tmp)
     v1 = f"{url}/v1"
-    init = bench.call(f"{v1}/sys/init", "PUT", {"secret_shares": 1, "secret_threshold": 1})
-    bench.call(f"{v1}/sys/unseal", "PUT", {"key": init["keys"][0]})
-    root = init["root_token"]
-    bench.call(f"{v1}/sys/mounts/secret", "POST", {"type": "kv", "options": {"version": "2"}}, root)
-    bench.call(f"{v1}/sys/policies/acl/app", "PUT",
-               {"policy": 'path "secret/data/app/*" { capabilities = ["create", "read", "update"] }'}, root)
-    app = bench.call(f"{v1}/auth/token/create", "POST", {"policies": ["app"]}, root)["auth"]["client_token"]
-    bench.call(f"{v1}/secret/data/app/db", "POST", {"data": {"user": "app", "password": "s3cret-value"}}, app)
     if audited:
         bench.call(f"{v1}/sys/audit/file", "PUT", {"type": "file", "options": {"file_path": f"{tmp}/audit.log"}}, root)
     return server, f"{v1}/secret/data/app/db", app

@@ -161,6 +161,34 @@ def wrk(url, connections, duration, script=None, headers=()):
     return rps, p50, p99, count
 
 
+def prepared_server(binary, tmp):
+    """Starts `binary` on sled in `tmp`, initialised and unsealed, with KV v2 at secret/, the
+    policy `app` (read and write secret/data/app/*, read database/creds/bench), a token with it
+    and the secret the reads read (secret/data/app/db). Returns the process, its address, the
+    root token and the app token."""
+    with open(os.path.join(tmp, "config.hcl"), "w") as f:
+        f.write(
+            f'storage "sled" {{ path = "{tmp}/data" }}\n'
+            'listener "tcp" {\n  address = "127.0.0.1:0"\n  tls_disable = true\n}\nlog_level = "warn"\n'
+        )
+    server, url = start([binary, "server", f"-config={tmp}/config.hcl"], "arcanum: listening on ", tmp, "arcanum")
+    v1 = f"{url}/v1"
+    init = call(f"{v1}/sys/init", "PUT", {"secret_shares": 1, "secret_threshold": 1})
+    call(f"{v1}/sys/unseal", "PUT", {"key": init["keys"][0]})
+    root = init["root_token"]
+    call(f"{v1}/sys/mounts/secret", "POST", {"type": "kv", "options": {"version": "2"}}, root)
+    call(
+        f"{v1}/sys/policies/acl/app",
+        "PUT",
+        {"policy": 'path "secret/data/app/*" { capabilities = ["create", "read", "update"] }\n'
+         'path "database/creds/bench" { capabilities = ["read"] }'},
+        root,
+    )
+    app = call(f"{v1}/auth/token/create", "POST", {"policies": ["app"]}, root)["auth"]["client_token"]
+    call(f"{v1}/secret/data/app/db", "POST", {"data": {"user": "app", "password": "s3cret-value"}}, app)
+    return server, url, root, app
+
+
 def median(column):
     """The median of a column, or None for a column with no figure (a baseline without a CPU time)."""
     figures = [figure for figure in column if figure is not None]
@@ -174,12 +202,7 @@ def main():
     tmp = tempfile.mkdtemp()
     procs = []
     try:
-        with open(os.path.join(tmp, "config.hcl"), "w") as f:
-            f.write(
-                f'storage "sled" {{ path = "{tmp}/data" }}\n'
-                'listener "tcp" {\n  address = "127.0.0.1:0"\n  tls_disable = true\n}\nlog_level = "warn"\n'
-            )
-        server, url = start([ARCANUM, "server", f"-config={tmp}/config.hcl"], "arcanum: listening on ", tmp, "arcanum")
+        server, url, root, app = prepared_server(ARCANUM, tmp)
         procs.append(server)
         baseline_proc, baseline = start([BASELINE, "127.0.0.1:0"], "baseline: listening on ", tmp, "baseline")
         procs.append(baseline_proc)
@@ -187,21 +210,7 @@ def main():
         standin = subprocess.Popen([STANDIN], stdin=standin_in, stdout=subprocess.PIPE, text=True)
         procs.append(standin)
         hello = json.loads(standin.stdout.readline())
-
-        init = call(f"{url}/v1/sys/init", "PUT", {"secret_shares": 1, "secret_threshold": 1})
-        call(f"{url}/v1/sys/unseal", "PUT", {"key": init["keys"][0]})
-        root = init["root_token"]
         v1 = f"{url}/v1"
-        call(f"{v1}/sys/mounts/secret", "POST", {"type": "kv", "options": {"version": "2"}}, root)
-        call(
-            f"{v1}/sys/policies/acl/app",
-            "PUT",
-            {"policy": 'path "secret/data/app/*" { capabilities = ["create", "read", "update"] }\n'
-             'path "database/creds/bench" { capabilities = ["read"] }'},
-            root,
-        )
-        app = call(f"{v1}/auth/token/create", "POST", {"policies": ["app"]}, root)["auth"]["client_token"]
-        call(f"{v1}/secret/data/app/db", "POST", {"data": {"user": "app", "password": "s3cret-value"}}, app)
         call(f"{v1}/sys/auth/userpass", "POST", {"type": "userpass"}, root)
         call(f"{v1}/auth/userpass/users/bench", "POST", {"password": "bench-password", "token_ttl": "10m"}, root)
         call(f"{v1}/sys/auth/kubernetes", "POST", {"type": "kubernetes"}, root)
