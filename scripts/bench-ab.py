@@ -1,14 +1,15 @@
-"""Two server builds side by side: which one reads faster, measured in pairs.
+"""Two server builds side by side: which one reads (or writes) faster, measured in pairs.
 
 On a shared machine the host's speed drifts by tens of per cent over minutes, so two builds
 measured one after the other (scripts/bench.py, alternating) differ by more than most changes
 do. This starts both builds at once, each on sled in its own temp folder, prepared as
 scripts/bench.py prepares `kv2_read` (and, unless --unaudited, one file audit device), then
 alternates short wrk runs between them (A B, B A, ...) and compares each pair: two runs seconds
-apart share the host's mood. Prints every run (requests/s and the server's CPU time per
+apart share the host's mood. With --writes the runs are scripts/bench.py's `kv2_write_durable`
+(each request a durable KV v2 write of a new key) instead of reads. Prints every run (requests/s and the server's CPU time per
 request, user + system from /proc), the medians, and the paired ratios B/A with their median.
 
-Usage: python3 scripts/bench-ab.py <arcanum binary A> <arcanum binary B> [rounds=10] [seconds=4] [--unaudited]
+Usage: python3 scripts/bench-ab.py <arcanum binary A> <arcanum binary B> [rounds=10] [seconds=4] [--unaudited] [--writes]
 """
 
 import os
@@ -23,38 +24,43 @@ import bench  # noqa: E402  (scripts/bench.py: its server start, HTTP calls and 
 CONNECTIONS = 32
 
 
-def prepared_server(binary, audited, tmp):
+def prepared_server(binary, audited, writes, tmp):
     """scripts/bench.py's server, with the audit device when `audited`; returns the process,
-    the read's URL and the app token."""
+    the URL wrk targets, its script (None for reads) and the app token."""
     server, url, root, app = bench.prepared_server(binary, tmp)
     v1 = f"{url}/v1"
     if audited:
         bench.call(f"{v1}/sys/audit/file", "PUT", {"type": "file", "options": {"file_path": f"{tmp}/audit.log"}}, root)
-    return server, f"{v1}/secret/data/app/db", app
+    if writes:
+        return server, url, bench.kv2_write_script(tmp), app
+    return server, f"{v1}/secret/data/app/db", None, app
 
 
 def main():
-    args = [arg for arg in sys.argv[1:] if arg != "--unaudited"]
+    args = [arg for arg in sys.argv[1:] if arg not in ("--unaudited", "--writes")]
     if len(args) not in (2, 3, 4):
         raise SystemExit(__doc__.strip().splitlines()[-1])
     binaries = args[:2]
     rounds = int(args[2]) if len(args) > 2 else 10
     seconds = int(args[3]) if len(args) > 3 else 4
-    audited = "--unaudited" not in sys.argv
+    writes = "--writes" in sys.argv
+    audited = "--unaudited" not in sys.argv and not writes
     folders = [tempfile.mkdtemp(prefix="arcanum-ab-") for _ in binaries]
     servers = []
     try:
         for binary, tmp in zip(binaries, folders):
-            servers.append(prepared_server(binary, audited, tmp))
-        for _, url, token in servers:
-            bench.wrk(url, CONNECTIONS, 2, None, [f"X-Vault-Token: {token}"])  # warm-up
+            servers.append(prepared_server(binary, audited, writes, tmp))
+        for _, url, script, token in servers:
+            bench.wrk(url, CONNECTIONS, 2, script, [f"X-Vault-Token: {token}"])  # warm-up
         runs = [[], []]
-        print(f"kv2_read{'_audited' if audited else ''}, {CONNECTIONS} connections, {seconds} s runs; "
+        scenario = "kv2_write_durable" if writes else f"kv2_read{'_audited' if audited else ''}"
+        print(f"{scenario}, {CONNECTIONS} connections, {seconds} s runs; "
               "round build requests/s server_cpu_us", flush=True)
         for round_ in range(rounds):
             for which in ((0, 1) if round_ % 2 == 0 else (1, 0)):
-                server, url, token = servers[which]
-                rps, _, _, cpu = bench.wrk_cpu(server.pid, url, CONNECTIONS, seconds, None, [f"X-Vault-Token: {token}"])
+                server, url, script, token = servers[which]
+                rps, _, _, cpu = bench.wrk_cpu(server.pid, url, CONNECTIONS, seconds, script,
+                                               [f"X-Vault-Token: {token}"])
                 runs[which].append((rps, cpu))
                 print(f"{round_ + 1} {'AB'[which]} {rps:.0f} {cpu:.2f}", flush=True)
         for which, binary in enumerate(binaries):
@@ -67,7 +73,7 @@ def main():
         print(f"B/A CPU per request, paired: median {statistics.median(cpu_ratios):.3f} "
               f"({', '.join(f'{r:.3f}' for r in cpu_ratios)})")
     finally:
-        for server, _, _ in servers:
+        for server, *_ in servers:
             server.kill()
             server.wait()
         for tmp in folders:

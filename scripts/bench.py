@@ -119,6 +119,11 @@ def lua(tmp, name, method, path, body):
     return script
 
 
+def kv2_write_script(tmp):
+    """The wrk script of `kv2_write_durable`: each request writes a new key's first version."""
+    return lua(tmp, "write", "POST", "/v1/secret/data/app/w%d-%d", {"data": {"value": "0123456789abcdef0123456789abcdef"}})
+
+
 def to_ms(text):
     value = float(re.match(r"[\d.]+", text).group())
     if text.endswith("us"):
@@ -279,9 +284,7 @@ def main():
         scenarios = [
             ("kv2_read", 32, read, None, [f"X-Vault-Token: {app}"], axum(32), False),
             ("kv2_read_audited", 32, read, None, [f"X-Vault-Token: {app}"], axum(32), True),
-            ("kv2_write_durable", 32, url, lua(tmp, "write", "POST", "/v1/secret/data/app/w%d-%d",
-                                               {"data": {"value": "0123456789abcdef0123456789abcdef"}}),
-             [f"X-Vault-Token: {app}"], storage_writes, False),
+            ("kv2_write_durable", 32, url, kv2_write_script(tmp), [f"X-Vault-Token: {app}"], storage_writes, False),
             ("token_create", 32, url, lua(tmp, "token", "POST", "/v1/auth/token/create",
                                           {"policies": ["app"], "ttl": "1h"}), [f"X-Vault-Token: {root}"], axum(32),
              False),

@@ -1,10 +1,11 @@
 //! Measures durable (acknowledged = fsynced) writes per second of the sled backend, to see what group commit buys.
 //!
-//! Usage: `cargo run --release -p arcanum-storage --example durable_writes -- <writers> <total_writes> [single|kv2]`
+//! Usage: `cargo run --release -p arcanum-storage --example durable_writes -- <writers> <total_writes> [single|kv2|kv2-atomic]`
 //!
 //! `single` (the default) writes one 100-byte value per write under keys that grow in order. `kv2` writes what a KV v2
-//! write through the server stores: one atomic batch of two records, the new version (78 bytes once encrypted) and
-//! the key's metadata (359 bytes), under random keys laid out as the engine lays them out. Writes come from
+//! write through the server stores: one in-order batch of two records, the new version (78 bytes once encrypted) and
+//! the key's metadata (359 bytes), under random keys laid out as the engine lays them out. `kv2-atomic` writes the
+//! same records as an atomic batch, as the engine did before it wrote them in order. Writes come from
 //! `<writers>` concurrent tasks into a fresh database in a temporary directory (under `$ARCANUM_BENCH_DIR` if set, so
 //! that a specific filesystem can be measured; tmpfs would make fsync free).
 
@@ -24,6 +25,7 @@ const KV2_METADATA_LEN: usize = 359;
 enum Pattern {
     Single,
     KvV2,
+    KvV2Atomic,
 }
 
 fn parse_args() -> Result<(usize, usize, Pattern), Box<dyn Error>> {
@@ -36,10 +38,11 @@ fn parse_args() -> Result<(usize, usize, Pattern), Box<dyn Error>> {
             match pattern.as_str() {
                 "single" => Pattern::Single,
                 "kv2" => Pattern::KvV2,
-                other => return Err(format!("unknown pattern {other:?}: single or kv2").into()),
+                "kv2-atomic" => Pattern::KvV2Atomic,
+                other => return Err(format!("unknown pattern {other:?}: single, kv2 or kv2-atomic").into()),
             },
         ),
-        _ => return Err("usage: durable_writes <writers> <total_writes> [single|kv2]".into()),
+        _ => return Err("usage: durable_writes <writers> <total_writes> [single|kv2|kv2-atomic]".into()),
     };
     let writers: usize = writers.parse()?;
     let total: usize = total.parse()?;
@@ -88,10 +91,15 @@ async fn main() -> Result<(), Box<dyn Error>> {
                 for i in 0..count {
                     match pattern {
                         Pattern::Single => backend.put(&format!("bench/w{w}/{i}"), vec![b'x'; VALUE_LEN]).await?,
-                        Pattern::KvV2 => {
+                        Pattern::KvV2 | Pattern::KvV2Atomic => {
                             let random = next(&mut state);
                             let hashed = [next(&mut state), next(&mut state), next(&mut state), next(&mut state)];
-                            backend.batch(kv2_write(random, hashed)).await?
+                            let ops = kv2_write(random, hashed);
+                            if pattern == Pattern::KvV2 {
+                                backend.batch_in_order(ops).await?
+                            } else {
+                                backend.batch(ops).await?
+                            }
                         }
                     }
                 }

@@ -88,6 +88,15 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Ops apply in order, so a later op on the same key wins. Every key is validated before anything is applied.
     async fn batch(&self, ops: Vec<Op>) -> Result<(), StorageError>;
 
+    /// Ops applied in order and durably, where the caller has made every prefix of them a
+    /// consistent state (a record written before what refers to it, deleted after): a crash may
+    /// leave any prefix applied, and a concurrent read may see one. A backend whose batches cost
+    /// more than in-order writes (sled's, which stores the batch twice) overrides this; the
+    /// default is the atomic [`batch`](Backend::batch), which gives more than is asked.
+    async fn batch_in_order(&self, ops: Vec<Op>) -> Result<(), StorageError> {
+        self.batch(ops).await
+    }
+
     /// Make everything written so far durable (used at graceful shutdown).
     async fn flush(&self) -> Result<(), StorageError>;
 

@@ -21,7 +21,9 @@
 //! group under the `apply` lock, which keeps batches and single writes to the same key in order and lets
 //! listings scan a key space that no write is changing. A group that holds a multi-key batch is made
 //! atomic as a whole, with one intent: the intent's two extra sled operations are paid once per group
-//! rather than once per batch.
+//! rather than once per batch. An intent still stores every record of the group twice, so batches whose
+//! every prefix is consistent ([`Backend::batch_in_order`], KV v2's version-then-metadata) skip it: sled
+//! recovering a prefix of its log is all they need.
 
 use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt as _;
@@ -96,6 +98,8 @@ const MAX_GROUP: usize = 256;
 /// A write queued for the writer thread, and where its outcome goes.
 struct Job {
     ops: Vec<Op>,
+    /// The caller made every prefix of `ops` consistent ([`Backend::batch_in_order`]): no intent needed.
+    in_order: bool,
     reply: oneshot::Sender<Result<(), String>>,
 }
 
@@ -127,11 +131,11 @@ impl Writer {
         Ok(Self { queue: Some(queue), thread: Some(thread) })
     }
 
-    /// Applies `ops` (atomically), after every write queued before them.
-    async fn apply(&self, ops: Vec<Op>) -> Result<(), StorageError> {
+    /// Applies `ops` (atomically, unless `in_order`), after every write queued before them.
+    async fn apply(&self, ops: Vec<Op>, in_order: bool) -> Result<(), StorageError> {
         let (reply, outcome) = oneshot::channel();
         let stopped = || StorageError::Io("the storage writer thread stopped; restart the server".to_owned());
-        self.queue.as_ref().ok_or_else(stopped)?.send(Job { ops, reply }).map_err(|_| stopped())?;
+        self.queue.as_ref().ok_or_else(stopped)?.send(Job { ops, in_order, reply }).map_err(|_| stopped())?;
         // A panicking writer drops the reply: the write's outcome is unknown, and it says so.
         outcome.await.map_err(|_| stopped())?.map_err(StorageError::Io)
     }
@@ -286,8 +290,9 @@ impl Writes {
         }
     }
 
-    /// Applies a group of queued writes; one outcome per job. A group of single-key writes needs no
-    /// intent (sled makes each atomic by itself), so each gets its own outcome; a group with a
+    /// Applies a group of queued writes; one outcome per job. A group of single-key writes and in-order
+    /// batches needs no intent (sled makes each write atomic by itself and recovers a prefix of its log,
+    /// which is all an in-order batch asks), so each gets its own outcome; a group with an atomic
     /// multi-key batch in it is applied atomically as a whole and shares one outcome.
     fn apply_group(&self, db: &sled::Db, group: &[Job]) -> Vec<Result<(), String>> {
         let text = |err: StorageError| match err {
@@ -298,8 +303,8 @@ impl Writes {
             Ok(guard) => guard,
             Err(err) => return vec![Err(text(err)); group.len()],
         };
-        if group.iter().all(|job| job.ops.len() == 1) {
-            return group.iter().map(|job| apply_one(db, &job.ops[0]).map_err(text)).collect();
+        if group.iter().all(|job| job.in_order || job.ops.len() == 1) {
+            return group.iter().map(|job| job.ops.iter().try_for_each(|op| apply_one(db, op)).map_err(text)).collect();
         }
         let ops: Vec<&Op> = group.iter().flat_map(|job| &job.ops).collect();
         let outcome = self.apply_batch(refused, db, &ops).map_err(text);
@@ -445,14 +450,14 @@ impl Backend for SledBackend {
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StorageError> {
         validate_key(key)?;
         self.commit.check()?;
-        self.writer.apply(vec![Op::Put { key: key.to_owned(), value }]).await?;
+        self.writer.apply(vec![Op::Put { key: key.to_owned(), value }], true).await?;
         self.commit.commit().await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         validate_key(key)?;
         self.commit.check()?;
-        self.writer.apply(vec![Op::Delete { key: key.to_owned() }]).await?;
+        self.writer.apply(vec![Op::Delete { key: key.to_owned() }], true).await?;
         self.commit.commit().await
     }
 
@@ -475,7 +480,17 @@ impl Backend for SledBackend {
             return Ok(());
         }
         self.commit.check()?;
-        self.writer.apply(ops).await?;
+        self.writer.apply(ops, false).await?;
+        self.commit.commit().await
+    }
+
+    async fn batch_in_order(&self, ops: Vec<Op>) -> Result<(), StorageError> {
+        validate_ops(&ops)?;
+        if ops.is_empty() {
+            return Ok(());
+        }
+        self.commit.check()?;
+        self.writer.apply(ops, true).await?;
         self.commit.commit().await
     }
 

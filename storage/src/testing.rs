@@ -34,7 +34,8 @@ impl Default for TempSled {
 }
 
 /// The conformance suite every backend must pass: get/put/delete/overwrite, missing key -> None, list semantics
-/// (nested folders, prefix that is not a folder boundary, empty, keys with unicode), batch atomic visibility, batch
+/// (nested folders, prefix that is not a folder boundary, empty, keys with unicode), batch atomic visibility, in-order
+/// batches (order of ops and of what readers see), batch
 /// with put+delete of the same key in order, large values (1 MiB), empty value, concurrent writers from many tasks,
 /// etc.
 ///
@@ -51,6 +52,7 @@ pub async fn exercise_backend(backend: &dyn Backend) {
     listing(backend).await;
     batches(backend).await;
     batch_atomic_visibility(backend).await;
+    batches_in_order(backend).await;
     concurrent_writers(backend).await;
     delete_tree(backend, ROOT).await;
     assert_eq!(list(backend, ROOT).await, Vec::<String>::new(), "cleanup left keys behind");
@@ -343,6 +345,54 @@ async fn batch_atomic_visibility(backend: &dyn Backend) {
 
     assert_eq!(decode(get(backend, &x).await), ROUNDS);
     assert_eq!(decode(get(backend, &y).await), ROUNDS);
+}
+
+/// In-order batches apply every op, in order, and a reader racing them never sees a later op without an
+/// earlier one: `first` is always written before `second`, so reading `second` and then `first` must never
+/// find `first` behind. (Atomicity is not asked: a reader may see `first` ahead.)
+async fn batches_in_order(backend: &dyn Backend) {
+    const ROUNDS: u64 = 60;
+    const READS: usize = 120;
+    let b = |p: &str| key(&format!("in-order/{p}"));
+    let (first, second, stale) = (b("first"), b("second"), b("stale"));
+    let in_order = |ops: Vec<Op>| async move {
+        backend.batch_in_order(ops).await.unwrap_or_else(|e| panic!("batch_in_order: {e}"));
+    };
+    in_order(vec![put_op(&first, b"0"), put_op(&second, b"0"), put_op(&stale, b"s")]).await;
+    in_order(vec![put_op(&b("x"), b"1"), delete_op(&b("x")), put_op(&b("x"), b"3"), delete_op(&stale)]).await;
+    assert_eq!(get(backend, &b("x")).await.as_deref(), Some(&b"3"[..]), "ops on one key apply in order");
+    assert_eq!(get(backend, &stale).await, None, "a delete in an in-order batch applies");
+    in_order(Vec::new()).await;
+    assert_invalid(
+        "in-order batch with empty key",
+        backend.batch_in_order(vec![put_op(&b("y"), b"v"), put_op("", b"v")]).await,
+    );
+    assert_eq!(get(backend, &b("y")).await, None, "a rejected in-order batch must not apply any op");
+
+    let writer: Task<'_> = Box::pin({
+        let (first, second) = (&first, &second);
+        async move {
+            for i in 1..=ROUNDS {
+                let n = i.to_string();
+                in_order(vec![put_op(first, n.as_bytes()), put_op(second, n.as_bytes())]).await;
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    let reader: Task<'_> = Box::pin({
+        let (first, second) = (&first, &second);
+        async move {
+            for _ in 0..READS {
+                let later = decode(get(backend, second).await);
+                let earlier = decode(get(backend, first).await);
+                assert!(earlier >= later, "saw second = {later} and then first = {earlier}: ops applied out of order");
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    join_all(vec![writer, reader]).await;
+    assert_eq!(decode(get(backend, &first).await), ROUNDS);
+    assert_eq!(decode(get(backend, &second).await), ROUNDS);
 }
 
 async fn concurrent_writers(backend: &dyn Backend) {

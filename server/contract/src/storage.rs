@@ -25,6 +25,14 @@ pub trait LogicalStorage: Send + Sync + Debug {
     /// Several writes, all or none.
     async fn batch(&self, ops: Vec<StorageOp>) -> Result<(), ApiError>;
 
+    /// Several writes applied in order, where every prefix of them is a consistent state (a
+    /// record written before what refers to it, deleted after what referred to it stops): a
+    /// crash may leave a prefix applied and a concurrent read may see one, which is cheaper
+    /// for a store whose atomic batches cost more. Atomic by default.
+    async fn batch_in_order(&self, ops: Vec<StorageOp>) -> Result<(), ApiError> {
+        self.batch(ops).await
+    }
+
     /// A stamp for the record at the path made of `pieces` (concatenated) that changes once
     /// any write to it has completed, so that something derived from a read made after taking
     /// the stamp may be kept while the stamp stays the same ([`ChangeStamps`]). `None` when
@@ -177,6 +185,13 @@ impl StorageView {
         format!("{}{key}", self.prefix)
     }
 
+    fn storage_op(&self, op: ViewOp) -> StorageOp {
+        match op {
+            ViewOp::Put { key, value } => StorageOp::Put { path: self.key(&key), value },
+            ViewOp::Delete { key } => StorageOp::Delete { path: self.key(&key) },
+        }
+    }
+
     /// [`LogicalStorage::change_stamp`] of the key `section` + `key` in this view.
     pub fn change_stamp(&self, section: &str, key: &str) -> Option<u64> {
         self.storage.change_stamp(&[&self.prefix, section, key])
@@ -217,14 +232,15 @@ impl StorageView {
 
     /// Several writes, atomically. Keys are relative to the view.
     pub async fn batch(&self, ops: Vec<ViewOp>) -> Result<(), ApiError> {
-        let ops = ops
-            .into_iter()
-            .map(|op| match op {
-                ViewOp::Put { key, value } => StorageOp::Put { path: self.key(&key), value },
-                ViewOp::Delete { key } => StorageOp::Delete { path: self.key(&key) },
-            })
-            .collect();
+        let ops = ops.into_iter().map(|op| self.storage_op(op)).collect();
         self.storage.batch(ops).await
+    }
+
+    /// Several writes in order, each prefix of which the caller made consistent (see
+    /// [`LogicalStorage::batch_in_order`]). Keys are relative to the view.
+    pub async fn batch_in_order(&self, ops: Vec<ViewOp>) -> Result<(), ApiError> {
+        let ops = ops.into_iter().map(|op| self.storage_op(op)).collect();
+        self.storage.batch_in_order(ops).await
     }
 
     /// Every key below `prefix`, recursively (relative to this view).

@@ -60,6 +60,13 @@ pub enum BarrierOp {
     Delete { path: String },
 }
 
+/// How a group of writes reaches the backend: atomically, or in order (see [`Backend::batch_in_order`]).
+#[derive(Debug, Clone, Copy)]
+enum Commit {
+    Atomic,
+    InOrder,
+}
+
 /// What `sys/key-status` reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyStatus {
@@ -193,6 +200,16 @@ impl Barrier {
 
     /// Applies several writes atomically and durably.
     pub async fn batch(&self, ops: Vec<BarrierOp>) -> Result<(), BarrierError> {
+        self.write(ops, Commit::Atomic).await
+    }
+
+    /// Applies several writes in order and durably, where the caller made every prefix of them
+    /// consistent (see [`Backend::batch_in_order`]).
+    pub async fn batch_in_order(&self, ops: Vec<BarrierOp>) -> Result<(), BarrierError> {
+        self.write(ops, Commit::InOrder).await
+    }
+
+    async fn write(&self, ops: Vec<BarrierOp>, commit: Commit) -> Result<(), BarrierError> {
         let mut physical = Vec::with_capacity(ops.len());
         let mut limit_reached = false;
         for op in ops {
@@ -210,7 +227,10 @@ impl Barrier {
             }
         }
         let write = self.stamps.begin(physical.iter().map(Op::key));
-        self.backend.batch(physical).await?;
+        match commit {
+            Commit::Atomic => self.backend.batch(physical).await?,
+            Commit::InOrder => self.backend.batch_in_order(physical).await?,
+        }
         write.complete();
         if limit_reached {
             self.rotate_if_due().await?;
@@ -322,15 +342,21 @@ impl LogicalStorage for Barrier {
     }
 
     async fn batch(&self, ops: Vec<StorageOp>) -> Result<(), ApiError> {
-        let ops = ops
-            .into_iter()
-            .map(|op| match op {
-                StorageOp::Put { path, value } => BarrierOp::Put { path, value },
-                StorageOp::Delete { path } => BarrierOp::Delete { path },
-            })
-            .collect();
-        Barrier::batch(self, ops).await.map_err(storage_error)
+        Barrier::batch(self, barrier_ops(ops)).await.map_err(storage_error)
     }
+
+    async fn batch_in_order(&self, ops: Vec<StorageOp>) -> Result<(), ApiError> {
+        Barrier::batch_in_order(self, barrier_ops(ops)).await.map_err(storage_error)
+    }
+}
+
+fn barrier_ops(ops: Vec<StorageOp>) -> Vec<BarrierOp> {
+    ops.into_iter()
+        .map(|op| match op {
+            StorageOp::Put { path, value } => BarrierOp::Put { path, value },
+            StorageOp::Delete { path } => BarrierOp::Delete { path },
+        })
+        .collect()
 }
 
 fn storage_error(err: BarrierError) -> ApiError {

@@ -426,6 +426,10 @@ impl Backend for MeteredBackend {
         timed(&self.batch, self.inner.batch(ops)).await
     }
 
+    async fn batch_in_order(&self, ops: Vec<Op>) -> Result<(), StorageError> {
+        timed(&self.batch, self.inner.batch_in_order(ops)).await
+    }
+
     async fn flush(&self) -> Result<(), StorageError> {
         timed(&self.flush, self.inner.flush()).await
     }

@@ -409,8 +409,9 @@ impl KvV2 {
         meta.oldest_version = meta.versions.keys().next().copied().unwrap_or(0);
         let response = meta.version_json(version);
         // The version's data, the metadata that makes it visible and the purge of old versions
-        // go in one atomic batch: one commit (one etcd transaction, one fsync on sled), and no
-        // crash can leave metadata pointing at nothing or data nothing points at.
+        // go in one commit (one etcd transaction, one fsync on sled), in this order: every prefix
+        // of it is a consistent state (at worst data nothing points at yet, or any more), so it
+        // need not be atomic, which on sled would store every record twice.
         let mut ops = vec![
             ViewOp::Put {
                 key: format!("{prefix}{version}"),
@@ -422,7 +423,7 @@ impl KvV2 {
             },
         ];
         ops.extend(purged.into_iter().map(|stale| ViewOp::Delete { key: stale }));
-        storage.batch(ops).await?;
+        storage.batch_in_order(ops).await?;
         Ok(response)
     }
 
