@@ -88,3 +88,34 @@ fn concurrent_writers_never_read_back_an_older_version() {
         }
     });
 }
+
+/// Writes keep the engine's parsed `config` between requests too: each change to it, through
+/// the engine or beneath it through `sys/raw`, rules the very next write.
+#[test]
+fn every_change_to_the_engine_config_rules_the_next_write() {
+    let (server, root) = TestServer::unsealed_with_kv_v2();
+    let root = root.as_str();
+    let write = |body: Value| server.put("secret/data/c", Some(root), body);
+    // Twice, so that the second write is one that may use what the first kept.
+    for n in 0..2 {
+        let (status, body) = write(json!({ "data": { "n": n } }));
+        assert_eq!(status, 200, "{body}");
+    }
+
+    assert_eq!(server.put("secret/config", Some(root), json!({ "cas_required": true })).0, 204);
+    let (status, body) = write(json!({ "data": { "n": 2 } }));
+    assert_eq!(status, 400, "cas_required set through the engine: {body}");
+    let (status, body) = write(json!({ "data": { "n": 2 }, "options": { "cas": 2 } }));
+    assert_eq!(status, 200, "{body}");
+
+    let (_, mount) = server.get("sys/mounts/secret", Some(root));
+    let raw_path = format!("sys/raw/logical/{}/config", mount["data"]["uuid"].as_str().expect("a uuid"));
+    let raw = json!({ "max_versions": 1, "cas_required": false, "delete_version_after": 0 });
+    assert_eq!(server.put(&raw_path, Some(root), json!({ "value": raw.to_string() })).0, 204);
+    let (status, body) = write(json!({ "data": { "n": 3 } }));
+    assert_eq!(status, 200, "cas_required cleared beneath the engine: {body}");
+    let (status, body) = server.get("secret/metadata/c", Some(root));
+    assert_eq!(status, 200, "{body}");
+    let kept: Vec<&String> = body["data"]["versions"].as_object().expect("versions").keys().collect();
+    assert_eq!(kept, ["4"], "max_versions 1 set beneath the engine keeps one version: {body}");
+}

@@ -69,6 +69,10 @@ pub struct KvV2 {
     /// reads use it; writes read storage under the key's lock. Metadata only, never a
     /// secret's data.
     parsed: std::sync::RwLock<std::collections::HashMap<String, (u64, Arc<KeptMeta>)>>,
+    /// The engine's parsed `config` record (the defaults if there is none), with the change
+    /// stamp taken before it was read: every write consults it, and a storage read of a record
+    /// that is usually absent cost a sled lookup per write.
+    config: std::sync::Mutex<Option<(u64, EngineConfig)>>,
 }
 
 /// A key's parsed metadata, with the storage prefix of its versions: a SHA-256 of the key that
@@ -103,7 +107,11 @@ impl Default for KvV2 {
 
 impl KvV2 {
     pub fn new() -> KvV2 {
-        KvV2 { stripes: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(), parsed: Default::default() }
+        KvV2 {
+            stripes: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            parsed: Default::default(),
+            config: Default::default(),
+        }
     }
 
     fn stripe(&self, key: &str) -> &tokio::sync::Mutex<()> {
@@ -290,6 +298,20 @@ impl KvV2 {
         Ok(storage.get_json("config").await?.unwrap_or_default())
     }
 
+    /// [`KvV2::config`] for data writes: the kept record while its change stamp holds.
+    async fn kept_config(&self, storage: &StorageView) -> Result<EngineConfig, ApiError> {
+        let kept = || self.config.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(stamp) = storage.change_stamp("", "config") else { return Self::config(storage).await };
+        if let Some((at, config)) = kept().as_ref() {
+            if *at == stamp {
+                return Ok(config.clone());
+            }
+        }
+        let config = Self::config(storage).await?;
+        *kept() = Some((stamp, config.clone()));
+        Ok(config)
+    }
+
     async fn meta(storage: &StorageView, key: &str) -> Result<Option<KeyMeta>, ApiError> {
         storage.get_json(&format!("metadata/{key}")).await
     }
@@ -434,7 +456,7 @@ impl KvV2 {
             Some(_) => return Err(ApiError::bad_request("data must be a JSON object")),
         };
         let _guard = self.stripe(key).lock().await;
-        let config = Self::config(req.storage).await?;
+        let config = self.kept_config(req.storage).await?;
         let meta = Self::meta(req.storage, key).await?.unwrap_or_default();
         Self::check_cas(req, &config, &meta)?;
         let version = Self::add_version(req.storage, key, &config, meta, &data).await?;
@@ -449,7 +471,7 @@ impl KvV2 {
             Some(_) => return Err(ApiError::bad_request("data must be a JSON object")),
         };
         let _guard = self.stripe(key).lock().await;
-        let config = Self::config(req.storage).await?;
+        let config = self.kept_config(req.storage).await?;
         let meta = Self::meta(req.storage, key).await?.ok_or_else(ApiError::not_found)?;
         let current = meta.versions.get(&meta.current_version).cloned().unwrap_or_default();
         if meta.current_version == 0 || current.destroyed || current.is_deleted(time::OffsetDateTime::now_utc()) {
