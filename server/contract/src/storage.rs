@@ -182,7 +182,11 @@ impl StorageView {
     }
 
     fn key(&self, key: &str) -> String {
-        format!("{}{key}", self.prefix)
+        // Every storage call makes one; concatenation costs a fraction of `format!`'s machinery.
+        let mut full = String::with_capacity(self.prefix.len() + key.len());
+        full.push_str(&self.prefix);
+        full.push_str(key);
+        full
     }
 
     fn storage_op(&self, op: ViewOp) -> StorageOp {

@@ -146,7 +146,14 @@ fn go_duration(secs: u64) -> String {
 }
 
 fn versions_prefix(key: &str) -> String {
-    format!("versions/{}/", hex::encode(Sha256::digest(key.as_bytes())))
+    let mut digest = [0u8; 64];
+    // A 32-byte digest always fits 64 hex digits.
+    let _ = hex::encode_to_slice(Sha256::digest(key.as_bytes()), &mut digest);
+    let mut prefix = String::with_capacity("versions/".len() + digest.len() + 1);
+    prefix.push_str("versions/");
+    prefix.extend(digest.iter().map(|&b| char::from(b)));
+    prefix.push('/');
+    prefix
 }
 
 impl VersionMeta {
