@@ -18,7 +18,7 @@ use crate::StorageError;
 /// Makes everything applied so far durable, or says why not.
 pub(crate) type FlushFn = Box<dyn FnMut() -> Result<(), String> + Send>;
 
-type Reply = oneshot::Sender<Result<(), String>>;
+pub(crate) type Reply = oneshot::Sender<Result<(), String>>;
 
 pub(crate) struct GroupCommit {
     shared: Arc<Shared>,
@@ -95,6 +95,11 @@ impl GroupCommit {
         }
     }
 
+    /// A handle through which another thread (the sled writer) queues replies for the next round itself.
+    pub(crate) fn queue(&self) -> CommitQueue {
+        CommitQueue(Arc::clone(&self.shared))
+    }
+
     /// Flush rounds attempted so far (each is one engine flush plus fsyncs).
     pub(crate) fn rounds(&self) -> u64 {
         self.shared.rounds.load(Ordering::Relaxed)
@@ -112,6 +117,40 @@ impl Drop for GroupCommit {
                 tracing::error!("storage flusher thread panicked");
             }
         }
+    }
+}
+
+/// Queues replies for the next flush round from the thread that applied their writes, so that a writer's task is
+/// woken once, when its write is durable, rather than once when it is applied and again when it is flushed.
+pub(crate) struct CommitQueue(Arc<Shared>);
+
+impl CommitQueue {
+    /// Queues `replies`, whose writes were applied before this call, for the next round: each gets that round's
+    /// outcome (or the earlier failure at once). One wake-up of the flusher for them all.
+    pub(crate) fn enqueue(&self, replies: Vec<Reply>) {
+        if replies.is_empty() {
+            return;
+        }
+        {
+            let mut state = self.0.lock();
+            let refusal = match (&state.failed, state.shutdown) {
+                (Some(err), _) => Some(failed_error(err).to_string()),
+                // Not reached while the sled backend drops its writer before its flusher; never strand a waiter.
+                (None, true) => Some("storage is shutting down; the write's durability is unknown".to_owned()),
+                (None, false) => None,
+            };
+            match refusal {
+                Some(err) => {
+                    drop(state);
+                    for reply in replies {
+                        let _ = reply.send(Err(err.clone()));
+                    }
+                    return;
+                }
+                None => state.waiters.extend(replies),
+            }
+        }
+        self.0.wake.notify_one();
     }
 }
 
@@ -227,6 +266,26 @@ mod tests {
         assert!(matches!(gc.commit().await, Err(StorageError::Io(_))));
         // Nothing after the failure may be reported as flushed, and nothing more is attempted.
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn replies_queued_by_another_thread_get_a_rounds_outcome() {
+        let (calls, flush) = counting(Duration::ZERO, 2);
+        let gc = GroupCommit::start("test-flush", flush).expect("start");
+        let queue = gc.queue();
+        let (replies, outcomes): (Vec<_>, Vec<_>) = (0..3).map(|_| oneshot::channel()).unzip();
+        std::thread::spawn(move || queue.enqueue(replies)).join().expect("enqueue");
+        for outcome in outcomes {
+            assert_eq!(outcome.await.expect("an answer"), Ok(()));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "three replies, one round");
+
+        // The second round fails; replies queued after it are refused at once, without another flush.
+        assert!(gc.commit().await.is_err());
+        let (reply, outcome) = oneshot::channel();
+        gc.queue().enqueue(vec![reply]);
+        assert!(outcome.await.expect("an answer").is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

@@ -1,8 +1,9 @@
 //! Durable backend on an embedded sled database, with group commit so that concurrent writers share fsyncs.
 //!
 //! Every sled write may do disk I/O (a full log buffer), so none runs on the async workers: one *writer*
-//! thread applies them all, in the order they were queued, then the group-commit flusher thread
-//! acknowledges each once a flush round that started after it has completed. One thread rather than
+//! thread applies them all, in the order they were queued, then hands their replies to the group-commit
+//! flusher thread, which acknowledges each once a flush round that started after it has completed (so a
+//! caller is woken once, when its write is durable). One thread rather than
 //! tokio's blocking pool because writes are applied one at a time anyway: with the pool, 32 concurrent
 //! writers meant 32 threads queueing on one lock (and new threads started as callers piled up), and the
 //! writer can apply everything queued meanwhile as one group (below).
@@ -34,7 +35,7 @@ use std::sync::{mpsc, Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuar
 use tokio::sync::oneshot;
 
 use crate::disk_sync::DiskSync;
-use crate::group_commit::{FlushFn, GroupCommit};
+use crate::group_commit::{CommitQueue, FlushFn, GroupCommit};
 use crate::keys::{list_children, validate_key, validate_ops, validate_prefix};
 use crate::{Backend, Op, StorageError};
 
@@ -110,7 +111,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn start(db: sled::Db, writes: Arc<Writes>) -> std::io::Result<Self> {
+    fn start(db: sled::Db, writes: Arc<Writes>, commit: CommitQueue) -> std::io::Result<Self> {
         let (queue, jobs) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new().name("arcanum-sled-write".to_owned()).spawn(move || {
             while let Ok(first) = jobs.recv() {
@@ -122,22 +123,32 @@ impl Writer {
                     }
                 }
                 let outcomes = writes.apply_group(&db, &group);
+                let mut applied = Vec::with_capacity(group.len());
                 for (job, outcome) in group.into_iter().zip(outcomes) {
-                    // A caller that went away no longer cares; its write stands all the same.
-                    let _ = job.reply.send(outcome);
+                    match outcome {
+                        Ok(()) => applied.push(job.reply),
+                        // A caller that went away no longer cares; its write stands (or fails) all the same.
+                        Err(err) => drop(job.reply.send(Err(err))),
+                    }
                 }
+                // Applied writes are answered by the flusher, once a round that starts after this has completed.
+                commit.enqueue(applied);
             }
         })?;
         Ok(Self { queue: Some(queue), thread: Some(thread) })
     }
 
-    /// Applies `ops` (atomically, unless `in_order`), after every write queued before them.
+    /// Applies `ops` (atomically, unless `in_order`), after every write queued before them, and returns once they
+    /// are durable.
     async fn apply(&self, ops: Vec<Op>, in_order: bool) -> Result<(), StorageError> {
         let (reply, outcome) = oneshot::channel();
         let stopped = || StorageError::Io("the storage writer thread stopped; restart the server".to_owned());
         self.queue.as_ref().ok_or_else(stopped)?.send(Job { ops, in_order, reply }).map_err(|_| stopped())?;
-        // A panicking writer drops the reply: the write's outcome is unknown, and it says so.
-        outcome.await.map_err(|_| stopped())?.map_err(StorageError::Io)
+        // A panicking writer or flusher drops the reply: the write's outcome is unknown, and it says so.
+        let unknown = || {
+            StorageError::Io("the storage writer or flusher thread stopped; the write's outcome is unknown".to_owned())
+        };
+        outcome.await.map_err(|_| unknown())?.map_err(StorageError::Io)
     }
 }
 
@@ -225,7 +236,7 @@ impl SledBackend {
             intents,
             next_intent: AtomicU64::new(0),
         });
-        let writer = Writer::start(db.clone(), Arc::clone(&writes))
+        let writer = Writer::start(db.clone(), Arc::clone(&writes), commit.queue())
             .map_err(|e| StorageError::Io(format!("starting storage writer thread: {e}")))?;
         Ok(Self {
             writer,
@@ -450,15 +461,13 @@ impl Backend for SledBackend {
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StorageError> {
         validate_key(key)?;
         self.commit.check()?;
-        self.writer.apply(vec![Op::Put { key: key.to_owned(), value }], true).await?;
-        self.commit.commit().await
+        self.writer.apply(vec![Op::Put { key: key.to_owned(), value }], true).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         validate_key(key)?;
         self.commit.check()?;
-        self.writer.apply(vec![Op::Delete { key: key.to_owned() }], true).await?;
-        self.commit.commit().await
+        self.writer.apply(vec![Op::Delete { key: key.to_owned() }], true).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
@@ -480,8 +489,7 @@ impl Backend for SledBackend {
             return Ok(());
         }
         self.commit.check()?;
-        self.writer.apply(ops, false).await?;
-        self.commit.commit().await
+        self.writer.apply(ops, false).await
     }
 
     async fn batch_in_order(&self, ops: Vec<Op>) -> Result<(), StorageError> {
@@ -490,8 +498,7 @@ impl Backend for SledBackend {
             return Ok(());
         }
         self.commit.check()?;
-        self.writer.apply(ops, true).await?;
-        self.commit.commit().await
+        self.writer.apply(ops, true).await
     }
 
     async fn flush(&self) -> Result<(), StorageError> {
