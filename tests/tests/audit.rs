@@ -30,6 +30,15 @@ fn entries(file: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// An entry's RFC 3339 `time` in a form that orders as time does: the fraction of a second
+/// is written without trailing zeros, so the text alone does not.
+fn instant(time: &Value) -> (String, u32) {
+    let text = time.as_str().unwrap_or_else(|| panic!("time {time} is not text"));
+    let (seconds, fraction) = text.trim_end_matches('Z').split_once('.').unwrap_or((text.trim_end_matches('Z'), "0"));
+    let nanos = format!("{fraction:0<9}").parse().unwrap_or_else(|_| panic!("time {text} has no fraction in digits"));
+    (seconds.to_owned(), nanos)
+}
+
 fn audit_hash(server: &TestServer, root: &str, device: &str, input: &str) -> String {
     let (status, body) = server.put(&format!("sys/audit-hash/{device}"), Some(root), json!({ "input": input }));
     assert_eq!(status, 200, "{body}");
@@ -244,6 +253,10 @@ fn a_reads_request_and_response_entries_are_consecutive_lines() {
             let next = &lines[at + 1];
             assert_eq!((&next["type"], &next["request"]["id"]), (&json!("response"), &line["request"]["id"]), "{next}");
             assert_eq!(next["seq"].as_u64(), line["seq"].as_u64().map(|seq| seq + 1));
+            assert!(
+                instant(&line["time"]) <= instant(&next["time"]),
+                "the request is timed after its response: {line}"
+            );
             reads += 1;
         }
     }

@@ -223,12 +223,13 @@ impl<'a> Trail<'a> {
             .broker
             .log(devices, |device| {
                 let blocks = prepared_for(devices, prepared, device, record);
-                let response = entry::response_entry(&device.redactor, record, &blocks, &result);
                 if !with_request {
-                    return response;
+                    return entry::response_entry(&device.redactor, record, &blocks, &result);
                 }
+                // The request's entry first, so that its time is not after the response's.
                 // Compact JSON holds no raw newline: the device seals each line on its own.
                 let request = entry::request_entry(record, &blocks);
+                let response = entry::response_entry(&device.redactor, record, &blocks, &result);
                 let mut both = String::with_capacity(request.len() + 1 + response.len());
                 both.push_str(&request);
                 both.push('\n');
