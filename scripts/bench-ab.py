@@ -1,4 +1,4 @@
-"""Two server builds side by side: which one reads (or writes) faster, measured in pairs.
+"""Two server builds side by side: which one reads (or writes, or creates tokens) faster, measured in pairs.
 
 On a shared machine the host's speed drifts by tens of per cent over minutes, so two builds
 measured one after the other (scripts/bench.py, alternating) differ by more than most changes
@@ -6,10 +6,11 @@ do. This starts both builds at once, each on sled in its own temp folder, prepar
 scripts/bench.py prepares `kv2_read` (and, unless --unaudited, one file audit device), then
 alternates short wrk runs between them (A B, B A, ...) and compares each pair: two runs seconds
 apart share the host's mood. With --writes the runs are scripts/bench.py's `kv2_write_durable`
-(each request a durable KV v2 write of a new key) instead of reads. Prints every run (requests/s and the server's CPU time per
+(each request a durable KV v2 write of a new key), with --tokens its `token_create` (a child token
+with a 1 h TTL per request), instead of reads. Prints every run (requests/s and the server's CPU time per
 request, user + system from /proc), the medians, and the paired ratios B/A with their median.
 
-Usage: python3 scripts/bench-ab.py <arcanum binary A> <arcanum binary B> [rounds=10] [seconds=4] [--unaudited] [--writes]
+Usage: python3 scripts/bench-ab.py <arcanum binary A> <arcanum binary B> [rounds=10] [seconds=4] [--unaudited] [--writes | --tokens]
 """
 
 import os
@@ -24,36 +25,38 @@ import bench  # noqa: E402  (scripts/bench.py: its server start, HTTP calls and 
 CONNECTIONS = 32
 
 
-def prepared_server(binary, audited, writes, tmp):
+def prepared_server(binary, audited, mode, tmp):
     """scripts/bench.py's server, with the audit device when `audited`; returns the process,
-    the URL wrk targets, its script (None for reads) and the app token."""
+    the URL wrk targets, its script (None for reads) and the token it sends."""
     server, url, root, app = bench.prepared_server(binary, tmp)
     v1 = f"{url}/v1"
     if audited:
         bench.call(f"{v1}/sys/audit/file", "PUT", {"type": "file", "options": {"file_path": f"{tmp}/audit.log"}}, root)
-    if writes:
+    if mode == "writes":
         return server, url, bench.kv2_write_script(tmp), app
+    if mode == "tokens":
+        return server, url, bench.token_create_script(tmp), root
     return server, f"{v1}/secret/data/app/db", None, app
 
 
 def main():
-    args = [arg for arg in sys.argv[1:] if arg not in ("--unaudited", "--writes")]
+    args = [arg for arg in sys.argv[1:] if arg not in ("--unaudited", "--writes", "--tokens")]
     if len(args) not in (2, 3, 4):
         raise SystemExit(__doc__.strip().splitlines()[-1])
     binaries = args[:2]
     rounds = int(args[2]) if len(args) > 2 else 10
     seconds = int(args[3]) if len(args) > 3 else 4
-    writes = "--writes" in sys.argv
-    audited = "--unaudited" not in sys.argv and not writes
+    mode = "writes" if "--writes" in sys.argv else "tokens" if "--tokens" in sys.argv else "reads"
+    audited = "--unaudited" not in sys.argv and mode == "reads"
     folders = [tempfile.mkdtemp(prefix="arcanum-ab-") for _ in binaries]
     servers = []
     try:
         for binary, tmp in zip(binaries, folders):
-            servers.append(prepared_server(binary, audited, writes, tmp))
+            servers.append(prepared_server(binary, audited, mode, tmp))
         for _, url, script, token in servers:
             bench.wrk(url, CONNECTIONS, 2, script, [f"X-Vault-Token: {token}"])  # warm-up
         runs = [[], []]
-        scenario = "kv2_write_durable" if writes else f"kv2_read{'_audited' if audited else ''}"
+        scenario = {"writes": "kv2_write_durable", "tokens": "token_create"}.get(mode, f"kv2_read{'_audited' if audited else ''}")
         print(f"{scenario}, {CONNECTIONS} connections, {seconds} s runs; "
               "round build requests/s server_cpu_us", flush=True)
         for round_ in range(rounds):

@@ -124,6 +124,11 @@ def kv2_write_script(tmp):
     return lua(tmp, "write", "POST", "/v1/secret/data/app/w%d-%d", {"data": {"value": "0123456789abcdef0123456789abcdef"}})
 
 
+def token_create_script(tmp):
+    """The wrk script of `token_create` (sent with the root token): a child token, 1 h TTL."""
+    return lua(tmp, "token", "POST", "/v1/auth/token/create", {"policies": ["app"], "ttl": "1h"})
+
+
 def to_ms(text):
     value = float(re.match(r"[\d.]+", text).group())
     if text.endswith("us"):
@@ -285,9 +290,7 @@ def main():
             ("kv2_read", 32, read, None, [f"X-Vault-Token: {app}"], axum(32), False),
             ("kv2_read_audited", 32, read, None, [f"X-Vault-Token: {app}"], axum(32), True),
             ("kv2_write_durable", 32, url, kv2_write_script(tmp), [f"X-Vault-Token: {app}"], storage_writes, False),
-            ("token_create", 32, url, lua(tmp, "token", "POST", "/v1/auth/token/create",
-                                          {"policies": ["app"], "ttl": "1h"}), [f"X-Vault-Token: {root}"], axum(32),
-             False),
+            ("token_create", 32, url, token_create_script(tmp), [f"X-Vault-Token: {root}"], axum(32), False),
             ("userpass_login", 16, url, lua(tmp, "userpass", "POST", "/v1/auth/userpass/login/bench",
                                             {"password": "bench-password"}), [], axum(16), False),
             ("kubernetes_login", 16, url, lua(tmp, "k8s", "POST", "/v1/auth/kubernetes/login",

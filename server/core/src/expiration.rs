@@ -638,7 +638,8 @@ impl Expiration {
                     Some(("l", escaped)) => {
                         self.get(&unescape(escaped)).await?.is_some_and(|e| e.due_time() == Some(due))
                     }
-                    Some(("t", hash)) => unsealed.tokens.entry_by_hash(hash).await?.is_some(),
+                    // Settled: a token being created has its expiry key before its entry.
+                    Some(("t", hash)) => unsealed.tokens.settled_entry_by_hash(hash).await?.is_some(),
                     _ => false,
                 };
                 if !live {
@@ -695,9 +696,12 @@ impl Expiration {
         let now = unix_now();
         match item.split_once('.') {
             Some(("t", hash)) => {
-                let expired = match unsealed.tokens.entry_by_hash(hash).await? {
+                // Settled: a creation writes this key before the entry, so a missing entry is
+                // looked for again once no creation is part-way.
+                let expired = match unsealed.tokens.settled_entry_by_hash(hash).await? {
                     Some(entry) => entry.expire_time.is_some_and(|expire| expire <= now),
-                    // Gone already (revoked, or its last use spent): still clear what it left.
+                    // Gone already (revoked, its last use spent, or a creation that never
+                    // finished): still clear what it left.
                     None => true,
                 };
                 if expired {

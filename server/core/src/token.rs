@@ -218,6 +218,11 @@ pub struct TokenStore {
     salt: arcanum_crypto::HmacSha256Key,
     /// Serialises read-modify-write of token entries (uses, renewals) so none is lost.
     update: tokio::sync::Mutex<()>,
+    /// Held shared by each creation while it writes its records (in order, the entry last), and
+    /// exclusively by whoever is about to judge an index whose entry is missing to point at
+    /// nothing ([`TokenStore::settled_entry_by_hash`]: tidy, the reaper), so that none of them
+    /// takes a creation half-written for a crash's leftovers.
+    creations: tokio::sync::RwLock<()>,
     /// Decrypted entries by storage hash, so that a request does not pay a storage read
     /// and a decryption to find its token. Expiry is still checked on every lookup.
     /// Shared, so that a hit costs a reference count rather than a copy of the entry.
@@ -260,6 +265,7 @@ impl TokenStore {
             barrier,
             salt: arcanum_crypto::HmacSha256Key::new(&Zeroizing::new(salt)),
             update: tokio::sync::Mutex::new(()),
+            creations: tokio::sync::RwLock::new(()),
             cache: Default::default(),
             writes: Default::default(),
             schedule,
@@ -343,20 +349,28 @@ impl TokenStore {
         {
             return Err(ApiError::bad_request("cannot create a token with a duplicate ID"));
         }
-        let mut ops = vec![
-            BarrierOp::Put { path: format!("{ID_PREFIX}{}", entry.id_hash), value: encode(&entry)? },
-            BarrierOp::Put {
-                path: format!("{ACCESSOR_PREFIX}{}", self.hash(&entry.accessor)),
-                value: encode(&AccessorRecord { accessor: entry.accessor.clone(), id_hash: entry.id_hash.clone() })?,
-            },
-        ];
-        if let Some(parent) = &entry.parent {
-            ops.push(BarrierOp::Put { path: format!("{PARENT_PREFIX}{parent}/{}", entry.id_hash), value: Vec::new() });
-        }
+        // In order, the entry last: the token exists only once its expiry key, its parent's index
+        // of it and its accessor do, so a crash (or a failed write) part-way leaves only records
+        // that point at nothing, which tidy and the reaper clear, never a token that would escape
+        // expiry or its parent's revocation. In order rather than atomic, sled stores each record
+        // once rather than twice. Those cleaners look again under `creations` before they call a
+        // record dangling, so they never take this creation's first records for leftovers.
+        let mut ops = Vec::with_capacity(4);
         if let Some(expire) = entry.expire_time {
             ops.push(BarrierOp::Put { path: due_key(expire, DueItem::Token(&entry.id_hash)), value: Vec::new() });
         }
-        self.barrier.batch(ops).await.map_err(storage_error)?;
+        if let Some(parent) = &entry.parent {
+            ops.push(BarrierOp::Put { path: format!("{PARENT_PREFIX}{parent}/{}", entry.id_hash), value: Vec::new() });
+        }
+        ops.push(BarrierOp::Put {
+            path: format!("{ACCESSOR_PREFIX}{}", self.hash(&entry.accessor)),
+            value: encode(&AccessorRecord { accessor: entry.accessor.clone(), id_hash: entry.id_hash.clone() })?,
+        });
+        ops.push(BarrierOp::Put { path: format!("{ID_PREFIX}{}", entry.id_hash), value: encode(&entry)? });
+        {
+            let _writing = self.creations.read().await;
+            self.barrier.batch_in_order(ops).await.map_err(storage_error)?;
+        }
         if let Some(expire) = entry.expire_time {
             self.schedule.add(expire);
         }
@@ -367,6 +381,17 @@ impl TokenStore {
     /// The stored entry whatever its state (expired included); `None` once revoked.
     pub async fn entry_by_hash(&self, id_hash: &str) -> Result<Option<TokenEntry>, ApiError> {
         Ok(self.shared_entry_by_hash(id_hash).await?.map(Arc::unwrap_or_clone))
+    }
+
+    /// [`TokenStore::entry_by_hash`] for deciding that a record which names the token points at
+    /// nothing: when there is no entry, waits until no creation is writing its records and looks
+    /// again, since a creation writes its expiry key, parent index and accessor before its entry.
+    pub async fn settled_entry_by_hash(&self, id_hash: &str) -> Result<Option<TokenEntry>, ApiError> {
+        if let Some(entry) = self.entry_by_hash(id_hash).await? {
+            return Ok(Some(entry));
+        }
+        let _no_creation = self.creations.write().await;
+        self.entry_by_hash(id_hash).await
     }
 
     /// [`TokenStore::entry_by_hash`] without copying the entry.
@@ -641,7 +666,7 @@ impl TokenStore {
             let path = format!("{ACCESSOR_PREFIX}{key}");
             let dangling = match self.barrier.get(&path).await.map_err(storage_error)? {
                 Some(raw) => match serde_json::from_slice::<AccessorRecord>(&raw) {
-                    Ok(record) => self.entry_by_hash(&record.id_hash).await?.is_none(),
+                    Ok(record) => self.settled_entry_by_hash(&record.id_hash).await?.is_none(),
                     Err(_) => true,
                 },
                 None => false,
@@ -653,7 +678,7 @@ impl TokenStore {
         for parent in self.barrier.list(PARENT_PREFIX).await.map_err(storage_error)? {
             let parent = parent.trim_end_matches('/');
             for child in self.barrier.list(&format!("{PARENT_PREFIX}{parent}/")).await.map_err(storage_error)? {
-                if self.entry_by_hash(&child).await?.is_none() {
+                if self.settled_entry_by_hash(&child).await?.is_none() {
                     self.barrier.delete(&format!("{PARENT_PREFIX}{parent}/{child}")).await.map_err(storage_error)?;
                 }
             }
@@ -742,6 +767,115 @@ mod tests {
         assert!(store.lookup(&orphan).await.unwrap().is_some());
         assert!(store.lookup_accessor(&child_entry.accessor).await.unwrap().is_none());
         assert!(store.lookup(&root).await.unwrap().is_some());
+    }
+
+    /// A creation writes its expiry key, its parent's index and its accessor before its entry; cut
+    /// short (a crash, a failed write), it leaves only those, and tidy clears the two indexes (the
+    /// reaper clears the expiry key as it would a revoked token's).
+    #[tokio::test]
+    async fn a_creation_cut_short_leaves_only_what_tidy_clears() {
+        let (barrier, store) = store().await;
+        let root = store.create_root(None).await.unwrap();
+        let root_entry = store.lookup(&root).await.unwrap().unwrap();
+        let (_, entry) = store.create(child_of(&root_entry, 3600)).await.unwrap();
+        let accessor_key = format!("{ACCESSOR_PREFIX}{}", store.hash(&entry.accessor));
+        let parent_key = format!("{PARENT_PREFIX}{}/{}", root_entry.id_hash, entry.id_hash);
+        let due = due_key(entry.expire_time.unwrap(), DueItem::Token(&entry.id_hash));
+        for key in [&accessor_key, &parent_key, &due] {
+            assert!(barrier.get(key).await.unwrap().is_some(), "{key} written before the entry");
+        }
+        // Everything but the entry, as a creation stopped before its last write leaves it.
+        barrier.delete(&format!("{ID_PREFIX}{}", entry.id_hash)).await.unwrap();
+        store.invalidate(&[&entry.id_hash]);
+        assert_eq!(store.lookup_accessor(&entry.accessor).await.unwrap(), None);
+        store.tidy().await.unwrap();
+        assert_eq!(barrier.get(&accessor_key).await.unwrap(), None, "tidy drops the accessor");
+        assert_eq!(barrier.get(&parent_key).await.unwrap(), None, "tidy drops the parent's index");
+        assert!(store.lookup(&root).await.unwrap().is_some());
+    }
+
+    /// What reaches the physical store, in order: the in-order batches' keys, one list per batch.
+    #[derive(Debug, Default)]
+    struct Recording {
+        inner: InmemBackend,
+        in_order: std::sync::Mutex<Vec<Vec<String>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Backend for Recording {
+        async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, arcanum_storage::StorageError> {
+            self.inner.get(key).await
+        }
+        async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), arcanum_storage::StorageError> {
+            self.inner.put(key, value).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), arcanum_storage::StorageError> {
+            self.inner.delete(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<String>, arcanum_storage::StorageError> {
+            self.inner.list(prefix).await
+        }
+        async fn batch(&self, ops: Vec<arcanum_storage::Op>) -> Result<(), arcanum_storage::StorageError> {
+            self.inner.batch(ops).await
+        }
+        async fn batch_in_order(&self, ops: Vec<arcanum_storage::Op>) -> Result<(), arcanum_storage::StorageError> {
+            self.in_order.lock().unwrap().push(ops.iter().map(|op| op.key().to_owned()).collect());
+            self.inner.batch(ops).await
+        }
+        async fn flush(&self) -> Result<(), arcanum_storage::StorageError> {
+            self.inner.flush().await
+        }
+        fn kind(&self) -> &'static str {
+            "recording"
+        }
+    }
+
+    /// Every prefix of a creation's writes must leave no token that escapes expiry, its parent's
+    /// revocation or revocation by accessor: the entry is written last.
+    #[tokio::test]
+    async fn a_creation_writes_its_entry_last() {
+        let recording = Arc::new(Recording::default());
+        let backend: Arc<dyn Backend> = Arc::clone(&recording) as Arc<dyn Backend>;
+        let barrier = Barrier::open(backend, Keyring::generate(0), u64::MAX).await.unwrap();
+        let store = TokenStore::open(barrier, Arc::default()).await.unwrap();
+        let root = store.create_root(None).await.unwrap();
+        let root_entry = store.lookup(&root).await.unwrap().unwrap();
+        recording.in_order.lock().unwrap().clear();
+        let (_, entry) = store.create(child_of(&root_entry, 3600)).await.unwrap();
+        let batches = recording.in_order.lock().unwrap().clone();
+        assert_eq!(batches.len(), 1, "one in-order batch per creation: {batches:?}");
+        let expected = [
+            due_key(entry.expire_time.unwrap(), DueItem::Token(&entry.id_hash)),
+            format!("{PARENT_PREFIX}{}/{}", root_entry.id_hash, entry.id_hash),
+            format!("{ACCESSOR_PREFIX}{}", store.hash(&entry.accessor)),
+            format!("{ID_PREFIX}{}", entry.id_hash),
+        ];
+        assert_eq!(batches[0], expected);
+    }
+
+    /// The cleaners' look at a token whose entry is missing waits for creations in flight and
+    /// looks again, so the first records of a creation are never taken for a crash's leftovers.
+    #[tokio::test]
+    async fn a_settled_lookup_waits_for_creations_in_flight() {
+        let (barrier, store) = store().await;
+        let root = store.create_root(None).await.unwrap();
+        let root_entry = store.lookup(&root).await.unwrap().unwrap();
+        let (_, entry) = store.create(child_of(&root_entry, 3600)).await.unwrap();
+        let id_key = format!("{ID_PREFIX}{}", entry.id_hash);
+        let stored = barrier.get(&id_key).await.unwrap().unwrap();
+        barrier.delete(&id_key).await.unwrap();
+        store.invalidate(&[&entry.id_hash]);
+
+        let creation = store.creations.read().await;
+        let mut settled = std::pin::pin!(store.settled_entry_by_hash(&entry.id_hash));
+        let first =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(std::future::Future::poll(settled.as_mut(), cx))).await;
+        assert!(first.is_pending(), "no answer while a creation is part-way");
+        // The creation writes its entry and finishes: the settled lookup finds it.
+        barrier.put(&id_key, &stored).await.unwrap();
+        drop(creation);
+        let found = settled.await.unwrap().expect("the entry written meanwhile");
+        assert_eq!(found.accessor, entry.accessor);
     }
 
     #[tokio::test]
