@@ -218,11 +218,12 @@ pub struct TokenStore {
     salt: arcanum_crypto::HmacSha256Key,
     /// Serialises read-modify-write of token entries (uses, renewals) so none is lost.
     update: tokio::sync::Mutex<()>,
-    /// Held shared by each creation while it writes its records (in order, the entry last), and
-    /// exclusively by whoever is about to judge an index whose entry is missing to point at
-    /// nothing ([`TokenStore::settled_entry_by_hash`]: tidy, the reaper), so that none of them
-    /// takes a creation half-written for a crash's leftovers.
-    creations: tokio::sync::RwLock<()>,
+    /// The tokens whose creations are writing their records (in order, the entry last), by
+    /// storage hash; see [`TokenStore::settled_entry_by_hash`].
+    creating: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// Held shared by each creation until its records are written, and taken exclusively by a
+    /// settled lookup of a token in `creating`, to wait for that creation to finish.
+    creations: Arc<tokio::sync::RwLock<()>>,
     /// Decrypted entries by storage hash, so that a request does not pay a storage read
     /// and a decryption to find its token. Expiry is still checked on every lookup.
     /// Shared, so that a hit costs a reference count rather than a copy of the entry.
@@ -265,7 +266,8 @@ impl TokenStore {
             barrier,
             salt: arcanum_crypto::HmacSha256Key::new(&Zeroizing::new(salt)),
             update: tokio::sync::Mutex::new(()),
-            creations: tokio::sync::RwLock::new(()),
+            creating: Arc::default(),
+            creations: Arc::default(),
             cache: Default::default(),
             writes: Default::default(),
             schedule,
@@ -353,8 +355,8 @@ impl TokenStore {
         // of it and its accessor do, so a crash (or a failed write) part-way leaves only records
         // that point at nothing, which tidy and the reaper clear, never a token that would escape
         // expiry or its parent's revocation. In order rather than atomic, sled stores each record
-        // once rather than twice. Those cleaners look again under `creations` before they call a
-        // record dangling, so they never take this creation's first records for leftovers.
+        // once rather than twice. While the records are written the token is in `creating`, so
+        // those cleaners wait for it before they call one of its records dangling.
         let mut ops = Vec::with_capacity(4);
         if let Some(expire) = entry.expire_time {
             ops.push(BarrierOp::Put { path: due_key(expire, DueItem::Token(&entry.id_hash)), value: Vec::new() });
@@ -367,10 +369,24 @@ impl TokenStore {
             value: encode(&AccessorRecord { accessor: entry.accessor.clone(), id_hash: entry.id_hash.clone() })?,
         });
         ops.push(BarrierOp::Put { path: format!("{ID_PREFIX}{}", entry.id_hash), value: encode(&entry)? });
-        {
-            let _writing = self.creations.read().await;
-            self.barrier.batch_in_order(ops).await.map_err(storage_error)?;
-        }
+        let writing = Arc::clone(&self.creations).read_owned().await;
+        self.creating.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(entry.id_hash.clone());
+        let (barrier, creating, id_hash) =
+            (Arc::clone(&self.barrier), Arc::clone(&self.creating), entry.id_hash.clone());
+        // Detached, with the marks, so that a caller who hangs up cannot drop them while the
+        // records are still being written.
+        let written = tokio::spawn(async move {
+            let written = barrier.batch_in_order(ops).await;
+            creating.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id_hash);
+            drop(writing);
+            written
+        })
+        .await
+        .map_err(|err| {
+            tracing::error!(error = %err, "a token creation's write task failed");
+            ApiError::internal()
+        })?;
+        written.map_err(storage_error)?;
         if let Some(expire) = entry.expire_time {
             self.schedule.add(expire);
         }
@@ -383,14 +399,18 @@ impl TokenStore {
         Ok(self.shared_entry_by_hash(id_hash).await?.map(Arc::unwrap_or_clone))
     }
 
-    /// [`TokenStore::entry_by_hash`] for deciding that a record which names the token points at
-    /// nothing: when there is no entry, waits until no creation is writing its records and looks
-    /// again, since a creation writes its expiry key, parent index and accessor before its entry.
+    /// [`TokenStore::entry_by_hash`] for deciding that a record which names the token, seen
+    /// before this call, points at nothing: a creation writes its expiry key, parent index and
+    /// accessor before its entry, so when the token is being created this waits for that to end.
+    /// Checked before the entry is read: a creation no longer in `creating` has written its entry
+    /// (or failed, leaving leftovers). Other tokens' lookups never wait.
     pub async fn settled_entry_by_hash(&self, id_hash: &str) -> Result<Option<TokenEntry>, ApiError> {
-        if let Some(entry) = self.entry_by_hash(id_hash).await? {
-            return Ok(Some(entry));
+        let being_created = self.creating.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(id_hash);
+        if being_created {
+            // Every creation holding the lock shared has finished once it is ours; none is held
+            // longer than it takes to get (the reaper calls this from a low-priority thread).
+            drop(self.creations.write().await);
         }
-        let _no_creation = self.creations.write().await;
         self.entry_by_hash(id_hash).await
     }
 
@@ -866,16 +886,27 @@ mod tests {
         barrier.delete(&id_key).await.unwrap();
         store.invalidate(&[&entry.id_hash]);
 
-        let creation = store.creations.read().await;
+        // As a creation part-way holds them: the lock shared, and the token marked.
+        let creation = Arc::clone(&store.creations).read_owned().await;
+        store.creating.lock().unwrap().insert(entry.id_hash.clone());
+
+        // Another token's settled lookup does not wait.
+        let other = std::pin::pin!(store.settled_entry_by_hash("not-being-created"));
+        assert!(matches!(poll_once(other).await, std::task::Poll::Ready(Ok(None))));
+
         let mut settled = std::pin::pin!(store.settled_entry_by_hash(&entry.id_hash));
-        let first =
-            std::future::poll_fn(|cx| std::task::Poll::Ready(std::future::Future::poll(settled.as_mut(), cx))).await;
-        assert!(first.is_pending(), "no answer while a creation is part-way");
+        assert!(poll_once(settled.as_mut()).await.is_pending(), "no answer while the creation is part-way");
         // The creation writes its entry and finishes: the settled lookup finds it.
         barrier.put(&id_key, &stored).await.unwrap();
+        store.creating.lock().unwrap().remove(&entry.id_hash);
         drop(creation);
         let found = settled.await.unwrap().expect("the entry written meanwhile");
         assert_eq!(found.accessor, entry.accessor);
+    }
+
+    /// Polls `future` once.
+    async fn poll_once<F: std::future::Future>(mut future: std::pin::Pin<&mut F>) -> std::task::Poll<F::Output> {
+        std::future::poll_fn(|cx| std::task::Poll::Ready(future.as_mut().poll(cx))).await
     }
 
     #[tokio::test]
