@@ -243,22 +243,13 @@ impl AuditBroker {
         Ok((Arc::new(device), open_error))
     }
 
-    /// Sends one entry to each device (built per device: salts differ) and waits for all of
-    /// them with one deadline. Returns how many recorded it.
-    pub(crate) async fn log(&self, devices: &[Arc<Device>], build: impl Fn(&Device) -> String) -> usize {
+    /// Sends `entries` entries, one per line, to each device (built per device: salts differ)
+    /// and waits for all of them with one deadline. Returns how many recorded them.
+    pub(crate) async fn log(&self, devices: &[Arc<Device>], entries: u64, build: impl Fn(&Device) -> String) -> usize {
         let timeout = self.timeout();
         let deadline = tokio::time::Instant::now() + timeout;
         // Everything is handed over first, so that queued devices write in parallel.
-        // A submission may hold several entries, one per line (a read's request and response).
-        let mut entries = 1;
-        let submitted = devices
-            .iter()
-            .map(|device| {
-                let text = build(device);
-                entries = 1 + text.bytes().filter(|byte| *byte == b'\n').count() as u64;
-                (device, device.sink.submit(text, timeout))
-            })
-            .collect();
+        let submitted = devices.iter().map(|device| (device, device.sink.submit(build(device), timeout))).collect();
         let settled = settle_all(submitted, deadline).await;
         let mut recorded = 0;
         for (device, ok) in settled {
@@ -357,7 +348,9 @@ impl AuditBroker {
         };
         if let Some(record) = pending {
             let devices = [Arc::clone(&device)];
-            if self.log(&devices, |d| entry::request_entry(&record, &entry::Prepared::of(&d.redactor, &record))).await
+            if self
+                .log(&devices, 1, |d| entry::request_entry(&record, &entry::Prepared::of(&d.redactor, &record)))
+                .await
                 == 0
             {
                 tracing::error!(device = %path, "the new audit device could not record the request that enables it");

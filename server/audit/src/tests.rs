@@ -42,7 +42,7 @@ async fn enable_list_hash_disable_and_reload() {
     assert_eq!(broker.hash("nope/", "x").unwrap_err().status, 400);
 
     let devices = broker.snapshot();
-    assert_eq!(broker.log(&devices, |_| "{\"type\":\"request\"}".into()).await, 1);
+    assert_eq!(broker.log(&devices, 1, |_| "{\"type\":\"request\"}".into()).await, 1);
     assert_eq!(devices[0].writes(), 1);
     broker.persist_heads().await;
     drop(devices);
@@ -52,7 +52,7 @@ async fn enable_list_hash_disable_and_reload() {
     let broker = AuditBroker::open(barrier.clone()).await.unwrap();
     assert_eq!(broker.hash("file/", "secret").unwrap(), hash);
     let devices = broker.snapshot();
-    assert_eq!(broker.log(&devices, |_| "{\"type\":\"response\"}".into()).await, 1);
+    assert_eq!(broker.log(&devices, 1, |_| "{\"type\":\"response\"}".into()).await, 1);
     let written = lines(&file);
     assert_eq!(written.len(), 2);
     assert_eq!(written[1]["seq"], 1);
@@ -90,11 +90,11 @@ async fn failing_device_fails_closed_and_a_second_device_carries_on() {
     let broker = AuditBroker::open(barrier().await).await.unwrap();
     broker.enable(file_request("full/", Path::new("/dev/full")), "r").await.unwrap();
     let entry = |_: &Device| "{\"type\":\"request\"}".to_owned();
-    assert_eq!(broker.log(&broker.snapshot(), entry).await, 0);
+    assert_eq!(broker.log(&broker.snapshot(), 1, entry).await, 0);
     assert_eq!(broker.list()["full/"]["failures"], 1);
 
     broker.enable(file_request("good/", &dir.path().join("good.log")), "r").await.unwrap();
-    assert_eq!(broker.log(&broker.snapshot(), entry).await, 1);
+    assert_eq!(broker.log(&broker.snapshot(), 1, entry).await, 1);
     let list = broker.list();
     assert_eq!((list["full/"]["failures"].clone(), list["good/"]["writes"].clone()), (2.into(), 1.into()));
 }
@@ -122,7 +122,7 @@ async fn hung_device_fails_within_the_timeout() {
     let mut failed_after = None;
     for attempt in 0..64 {
         let started = Instant::now();
-        let recorded = broker.log(&broker.snapshot(), |_| big.clone()).await;
+        let recorded = broker.log(&broker.snapshot(), 1, |_| big.clone()).await;
         assert!(started.elapsed() < Duration::from_secs(2), "a log call took {:?}", started.elapsed());
         if recorded == 0 {
             failed_after = Some(attempt);
@@ -135,7 +135,7 @@ async fn hung_device_fails_within_the_timeout() {
     // of each waiting out the bound behind it.
     tokio::time::sleep(Duration::from_millis(400)).await;
     let started = Instant::now();
-    assert_eq!(broker.log(&broker.snapshot(), |_| big.clone()).await, 0);
+    assert_eq!(broker.log(&broker.snapshot(), 1, |_| big.clone()).await, 0);
     assert!(started.elapsed() < Duration::from_millis(200), "took {:?}", started.elapsed());
     assert!(broker.list()["fifo/"]["failures"].as_u64().unwrap() >= 2);
 }

@@ -160,7 +160,7 @@ impl<'a> Trail<'a> {
         let (devices, prepared) = (&self.devices, &self.prepared);
         let recorded = self
             .broker
-            .log(devices, |device| entry::request_entry(record, &prepared_for(devices, prepared, device, record)))
+            .log(devices, 1, |device| entry::request_entry(record, &prepared_for(devices, prepared, device, record)))
             .await;
         if recorded > 0 {
             self.state = State::Recorded;
@@ -221,7 +221,7 @@ impl<'a> Trail<'a> {
         let with_request = self.state == State::WithAnswer;
         let recorded = self
             .broker
-            .log(devices, |device| {
+            .log(devices, if with_request { 2 } else { 1 }, |device| {
                 let blocks = prepared_for(devices, prepared, device, record);
                 if !with_request {
                     return entry::response_entry(&device.redactor, record, &blocks, &result);
