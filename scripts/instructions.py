@@ -9,7 +9,9 @@ after another on one keep-alive connection, dumps the counters and prints their 
 thread of the server) divided by <count>.
 
 Scenarios: kv2_read (the read of scripts/bench), kv2_read_audited (the same with one file audit
-device), kv2_write (a new key per write), token_create (a child token with a 1 h TTL).
+device), kv2_write (a new key per write), kv2_update (a new version of one of 8 keys, each
+past its 10 kept versions, so that every write also purges one), token_create (a child token
+with a 1 h TTL).
 
 valgrind runs SHA-256 without the CPU's SHA extensions, so hashing counts for more here than on
 the machine; compare builds with each other, not with wall-clock shares.
@@ -33,7 +35,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARCANUM = os.environ.get("ARCANUM") or os.path.join(ROOT, "target/release/arcanum")
-SCENARIOS = ("kv2_read", "kv2_read_audited", "kv2_write", "token_create")
+SCENARIOS = ("kv2_read", "kv2_read_audited", "kv2_write", "kv2_update", "token_create")
 
 
 def main():
@@ -91,6 +93,8 @@ def main():
                 call("GET", "/v1/secret/data/app/db", token=app)
             elif scenario == "kv2_write":
                 call("POST", f"/v1/secret/data/app/w{i}", {"data": {"value": "0123456789abcdef0123456789abcdef"}}, app)
+            elif scenario == "kv2_update":
+                call("POST", f"/v1/secret/data/app/u{i % 8}", {"data": {"value": "0123456789abcdef0123456789abcdef"}}, app)
             else:
                 call("POST", "/v1/auth/token/create", {"policies": ["app"], "ttl": "1h"}, root)
 

@@ -1,6 +1,6 @@
-//! End to end: a KV v2 read always reflects the last acknowledged change to the key, whoever
-//! made it — the engine itself, `sys/raw` beneath it, or concurrent writers — although reads
-//! keep the parsed metadata between requests.
+//! End to end: a KV v2 read or write always builds on the last acknowledged change to the key,
+//! whoever made it — the engine itself, `sys/raw` beneath it, or concurrent writers — although
+//! the engine keeps the parsed metadata between requests.
 
 use arcanum_tests::TestServer;
 use serde_json::{json, Value};
@@ -66,27 +66,90 @@ fn every_change_to_a_key_is_seen_by_the_next_read() {
 }
 
 /// Writers and readers of the same keys at once: after a write is acknowledged, no read of
-/// that key shows an older version.
+/// that key shows an older version, and no two writes of a key get the same version (a write
+/// built on metadata older than the last write would).
 #[test]
 fn concurrent_writers_never_read_back_an_older_version() {
     let (server, root) = TestServer::unsealed_with_kv_v2();
-    std::thread::scope(|scope| {
-        for writer in 0..4 {
-            let (server, root) = (&server, root.as_str());
-            scope.spawn(move || {
-                let path = format!("secret/data/shared-{}", writer % 2);
-                for n in 0..60 {
-                    let (status, body) = server.put(&path, Some(root), json!({ "data": { "n": n } }));
-                    assert_eq!(status, 200, "{body}");
-                    let written = body["data"]["version"].as_u64().expect("a version");
-                    let (status, body) = server.get(&path, Some(root));
-                    assert_eq!(status, 200, "{body}");
-                    let seen = body["data"]["metadata"]["version"].as_u64().expect("a version");
-                    assert!(seen >= written, "wrote version {written} of {path}, then read version {seen}");
-                }
-            });
-        }
+    const WRITES: u64 = 60;
+    let versions: Vec<(String, Vec<u64>)> = std::thread::scope(|scope| {
+        let writers: Vec<_> = (0..4)
+            .map(|writer| {
+                let (server, root) = (&server, root.as_str());
+                scope.spawn(move || {
+                    let path = format!("secret/data/shared-{}", writer % 2);
+                    let mut versions = Vec::new();
+                    for n in 0..WRITES {
+                        let (status, body) = server.put(&path, Some(root), json!({ "data": { "n": n } }));
+                        assert_eq!(status, 200, "{body}");
+                        let written = body["data"]["version"].as_u64().expect("a version");
+                        let (status, body) = server.get(&path, Some(root));
+                        assert_eq!(status, 200, "{body}");
+                        let seen = body["data"]["metadata"]["version"].as_u64().expect("a version");
+                        assert!(seen >= written, "wrote version {written} of {path}, then read version {seen}");
+                        versions.push(written);
+                    }
+                    (path, versions)
+                })
+            })
+            .collect();
+        writers.into_iter().map(|writer| writer.join().expect("a writer")).collect()
     });
+    for shared in ["secret/data/shared-0", "secret/data/shared-1"] {
+        let mut written: Vec<u64> =
+            versions.iter().filter(|(path, _)| path == shared).flat_map(|(_, v)| v.iter().copied()).collect();
+        written.sort_unstable();
+        let expected: Vec<u64> = (1..=2 * WRITES).collect();
+        assert_eq!(written, expected, "the writes of {shared} got every version once");
+    }
+}
+
+/// Data writes keep the key's parsed metadata too, absent or present, between requests: each
+/// change to it beneath the engine, through `sys/raw`, rules the very next write.
+#[test]
+fn every_change_to_a_keys_metadata_rules_the_next_write() {
+    let (server, root) = TestServer::unsealed_with_kv_v2();
+    let root = root.as_str();
+    let write = |body: Value| server.put("secret/data/m", Some(root), body);
+    let (_, mount) = server.get("sys/mounts/secret", Some(root));
+    let raw_path = format!("sys/raw/logical/{}/metadata/m", mount["data"]["uuid"].as_str().expect("a uuid"));
+
+    // The key's absence is kept by this read; then metadata appears beneath the engine.
+    assert_eq!(read(&server, root, "secret/data/m").0, 404);
+    let planted = json!({
+        "current_version": 5, "oldest_version": 5, "cas_required": false,
+        "created_time": "2026-01-01T00:00:00Z", "updated_time": "2026-01-01T00:00:00Z",
+        "versions": { "5": { "created_time": "2026-01-01T00:00:00Z", "deletion_time": "", "destroyed": true } },
+    });
+    assert_eq!(server.put(&raw_path, Some(root), json!({ "value": planted.to_string() })).0, 204);
+    let (status, body) = write(json!({ "data": { "n": 6 } }));
+    assert_eq!(
+        (status, body["data"]["version"].clone()),
+        (200, json!(6)),
+        "metadata planted beneath the engine: {body}"
+    );
+    let (status, body) = write(json!({ "data": { "n": 7 } }));
+    assert_eq!((status, body["data"]["version"].clone()), (200, json!(7)), "{body}");
+
+    // cas_required set on the key beneath the engine rules the next write.
+    let (status, raw) = server.get(&raw_path, Some(root));
+    assert_eq!(status, 200, "{raw}");
+    let mut stored: Value = serde_json::from_str(raw["data"]["value"].as_str().expect("a value")).expect("JSON");
+    stored["cas_required"] = json!(true);
+    assert_eq!(server.put(&raw_path, Some(root), json!({ "value": stored.to_string() })).0, 204);
+    let (status, body) = write(json!({ "data": { "n": 8 } }));
+    assert_eq!(status, 400, "cas_required set on the key beneath the engine: {body}");
+    let (status, body) = write(json!({ "data": { "n": 8 }, "options": { "cas": 7 } }));
+    assert_eq!((status, body["data"]["version"].clone()), (200, json!(8)), "{body}");
+
+    // The metadata removed beneath the engine: the key starts again at version 1.
+    assert_eq!(server.request("DELETE", &raw_path, Some(root), None).0, 204);
+    let (status, body) = write(json!({ "data": { "n": 1 } }));
+    assert_eq!(
+        (status, body["data"]["version"].clone()),
+        (200, json!(1)),
+        "metadata removed beneath the engine: {body}"
+    );
 }
 
 /// Writes keep the engine's parsed `config` between requests too: each change to it, through

@@ -63,17 +63,22 @@ struct KeyMeta {
 
 pub struct KvV2 {
     stripes: Vec<tokio::sync::Mutex<()>>,
-    /// Parsed metadata records by key, each with the storage's change stamp taken before it
-    /// was read (see [`ChangeStamps`](arcanum_contract::storage::ChangeStamps)): a read that
-    /// finds the stamp unchanged skips the storage read, the decryption and the parse. Only
-    /// reads use it; writes read storage under the key's lock. Metadata only, never a
-    /// secret's data.
-    parsed: std::sync::RwLock<std::collections::HashMap<String, (u64, Arc<KeptMeta>)>>,
+    /// Parsed metadata records by key (`None`: the key has none), each with the storage's
+    /// change stamp taken before it was read (see
+    /// [`ChangeStamps`](arcanum_contract::storage::ChangeStamps)): a lookup that finds the
+    /// stamp unchanged skips the storage read, the decryption and the parse. Reads, existence
+    /// checks and data writes use it (a data write under the key's lock, after the existence
+    /// check of its own request filled it); the other writes read storage. Metadata only,
+    /// never a secret's data.
+    parsed: std::sync::RwLock<std::collections::HashMap<String, Stamped<Option<Arc<KeptMeta>>>>>,
     /// The engine's parsed `config` record (the defaults if there is none), with the change
     /// stamp taken before it was read: every write consults it, and a storage read of a record
     /// that is usually absent cost a sled lookup per write.
-    config: std::sync::Mutex<Option<(u64, EngineConfig)>>,
+    config: std::sync::Mutex<Option<Stamped<EngineConfig>>>,
 }
+
+/// A record derived from storage, with the change stamp taken before it was read.
+type Stamped<T> = (u64, T);
 
 /// A key's parsed metadata, with the storage prefix of its versions: a SHA-256 of the key that
 /// every data read would otherwise compute again.
@@ -323,23 +328,32 @@ impl KvV2 {
         storage.get_json(&format!("metadata/{key}")).await
     }
 
-    /// [`KvV2::meta`] for reads: from `parsed` while the record's change stamp holds.
+    /// [`KvV2::meta`], from `parsed` while the record's change stamp holds. An absent record
+    /// is kept too: a write of a new key is preceded by its existence check, and its own
+    /// lookup then costs no second storage read.
     async fn read_meta(&self, storage: &StorageView, key: &str) -> Result<Option<Arc<KeptMeta>>, ApiError> {
         let Some(stamp) = storage.change_stamp("metadata/", key) else {
             return Ok(Self::meta(storage, key).await?.map(|meta| KeptMeta::new(key, meta)));
         };
         if let Some((at, meta)) = self.parsed.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(key) {
             if *at == stamp {
-                return Ok(Some(Arc::clone(meta)));
+                return Ok(meta.clone());
             }
         }
-        let Some(meta) = Self::meta(storage, key).await?.map(|meta| KeptMeta::new(key, meta)) else { return Ok(None) };
+        let meta = Self::meta(storage, key).await?.map(|meta| KeptMeta::new(key, meta));
         let mut cache = self.parsed.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         if cache.len() >= PARSED_CAPACITY {
             cache.clear();
         }
-        cache.insert(key.to_owned(), (stamp, Arc::clone(&meta)));
-        Ok(Some(meta))
+        cache.insert(key.to_owned(), (stamp, meta.clone()));
+        Ok(meta)
+    }
+
+    /// The metadata a data write builds on, owned: [`KvV2::read_meta`]'s. Called under the
+    /// key's lock, so no write of this engine to the key is in flight, and the stamp tells of
+    /// any other (another engine instance, `sys/raw`, a mount's removal).
+    async fn write_meta(&self, storage: &StorageView, key: &str) -> Result<Option<KeyMeta>, ApiError> {
+        Ok(self.read_meta(storage, key).await?.map(|kept| kept.meta.clone()))
     }
 
     async fn read_data(&self, req: &BackendRequest<'_>, key: &str) -> Result<Response, ApiError> {
@@ -464,7 +478,7 @@ impl KvV2 {
         };
         let _guard = self.stripe(key).lock().await;
         let config = self.kept_config(req.storage).await?;
-        let meta = Self::meta(req.storage, key).await?.unwrap_or_default();
+        let meta = self.write_meta(req.storage, key).await?.unwrap_or_default();
         Self::check_cas(req, &config, &meta)?;
         let version = Self::add_version(req.storage, key, &config, meta, &data).await?;
         let Value::Object(version) = version else { return Err(ApiError::internal()) };
@@ -479,7 +493,7 @@ impl KvV2 {
         };
         let _guard = self.stripe(key).lock().await;
         let config = self.kept_config(req.storage).await?;
-        let meta = Self::meta(req.storage, key).await?.ok_or_else(ApiError::not_found)?;
+        let meta = self.write_meta(req.storage, key).await?.ok_or_else(ApiError::not_found)?;
         let current = meta.versions.get(&meta.current_version).cloned().unwrap_or_default();
         if meta.current_version == 0 || current.destroyed || current.is_deleted(time::OffsetDateTime::now_utc()) {
             return Err(ApiError::not_found());
