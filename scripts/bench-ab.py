@@ -6,11 +6,12 @@ do. This starts both builds at once, each on sled in its own temp folder, prepar
 scripts/bench.py prepares `kv2_read` (and, unless --unaudited, one file audit device), then
 alternates short wrk runs between them (A B, B A, ...) and compares each pair: two runs seconds
 apart share the host's mood. With --writes the runs are scripts/bench.py's `kv2_write_durable`
-(each request a durable KV v2 write of a new key), with --tokens its `token_create` (a child token
-with a 1 h TTL per request), instead of reads. Prints every run (requests/s and the server's CPU time per
+(each request a durable KV v2 write of a new key), with --updates durable KV v2 writes of new
+versions of 1,024 keys, with --tokens its `token_create` (a child token with a 1 h TTL per request),
+instead of reads. Prints every run (requests/s and the server's CPU time per
 request, user + system from /proc), the medians, and the paired ratios B/A with their median.
 
-Usage: python3 scripts/bench-ab.py <arcanum binary A> <arcanum binary B> [rounds=10] [seconds=4] [--unaudited] [--writes | --tokens]
+Usage: python3 scripts/bench-ab.py <arcanum binary A> <arcanum binary B> [rounds=10] [seconds=4] [--unaudited] [--writes | --updates | --tokens]
 """
 
 import os
@@ -34,19 +35,24 @@ def prepared_server(binary, audited, mode, tmp):
         bench.call(f"{v1}/sys/audit/file", "PUT", {"type": "file", "options": {"file_path": f"{tmp}/audit.log"}}, root)
     if mode == "writes":
         return server, url, bench.kv2_write_script(tmp), app
+    if mode == "updates":
+        return server, url, bench.kv2_update_script(tmp), app
     if mode == "tokens":
         return server, url, bench.token_create_script(tmp), root
     return server, f"{v1}/secret/data/app/db", None, app
 
 
 def main():
-    args = [arg for arg in sys.argv[1:] if arg not in ("--unaudited", "--writes", "--tokens")]
+    args = [arg for arg in sys.argv[1:] if arg not in ("--unaudited", "--writes", "--updates", "--tokens")]
     if len(args) not in (2, 3, 4):
         raise SystemExit(__doc__.strip().splitlines()[-1])
     binaries = args[:2]
     rounds = int(args[2]) if len(args) > 2 else 10
     seconds = int(args[3]) if len(args) > 3 else 4
-    mode = "writes" if "--writes" in sys.argv else "tokens" if "--tokens" in sys.argv else "reads"
+    modes = [mode for mode in ("writes", "updates", "tokens") if f"--{mode}" in sys.argv]
+    if len(modes) > 1:
+        raise SystemExit(__doc__.strip().splitlines()[-1])
+    mode = modes[0] if modes else "reads"
     audited = "--unaudited" not in sys.argv and mode == "reads"
     folders = [tempfile.mkdtemp(prefix="arcanum-ab-") for _ in binaries]
     servers = []
@@ -56,7 +62,7 @@ def main():
         for _, url, script, token in servers:
             bench.wrk(url, CONNECTIONS, 2, script, [f"X-Vault-Token: {token}"])  # warm-up
         runs = [[], []]
-        scenario = {"writes": "kv2_write_durable", "tokens": "token_create"}.get(mode, f"kv2_read{'_audited' if audited else ''}")
+        scenario = {"writes": "kv2_write_durable", "updates": "kv2_update_durable", "tokens": "token_create"}.get(mode, f"kv2_read{'_audited' if audited else ''}")
         print(f"{scenario}, {CONNECTIONS} connections, {seconds} s runs; "
               "round build requests/s server_cpu_us", flush=True)
         for round_ in range(rounds):

@@ -99,9 +99,13 @@ def call(url, method="GET", body=None, token=None):
         return json.loads(text) if text else None
 
 
-def lua(tmp, name, method, path, body):
+def lua(tmp, name, method, path, body, keys=None):
+    """A wrk script sending `body` to `path`; a `%d` in it becomes a random number and the
+    request's count (a new key per request), or with `keys` one of that many numbers."""
     path_expr = f'"{path}"'
-    if "%d" in path:
+    if keys is not None:
+        path_expr = f'string.format("{path}", math.random(1, {keys}))'
+    elif "%d" in path:
         path_expr = f'string.format("{path}", math.random(1, 1000000000), counter)'
     script = os.path.join(tmp, f"{name}.lua")
     with open(script, "w") as f:
@@ -122,6 +126,13 @@ def lua(tmp, name, method, path, body):
 def kv2_write_script(tmp):
     """The wrk script of `kv2_write_durable`: each request writes a new key's first version."""
     return lua(tmp, "write", "POST", "/v1/secret/data/app/w%d-%d", {"data": {"value": "0123456789abcdef0123456789abcdef"}})
+
+
+def kv2_update_script(tmp):
+    """A wrk script of KV v2 updates: each request writes a new version of one of 1,024 keys (past
+    their 10 kept versions, every write also removes the oldest)."""
+    body = {"data": {"value": "0123456789abcdef0123456789abcdef"}}
+    return lua(tmp, "update", "POST", "/v1/secret/data/app/u%d", body, keys=1024)
 
 
 def token_create_script(tmp):
