@@ -9,6 +9,21 @@ fn read(server: &TestServer, root: &str, path: &str) -> (u16, Value) {
     server.get(path, Some(root))
 }
 
+/// The `sys/raw` path of `rest` (`config`, `metadata/<key>`) in the `secret/` mount's storage.
+fn raw_path(server: &TestServer, root: &str, rest: &str) -> String {
+    let (_, mount) = server.get("sys/mounts/secret", Some(root));
+    format!("sys/raw/logical/{}/{rest}", mount["data"]["uuid"].as_str().expect("a uuid"))
+}
+
+/// Rewrites the JSON record at the `sys/raw` path `path` beneath the engine with `edit`.
+fn edit_raw(server: &TestServer, root: &str, path: &str, edit: impl FnOnce(&mut Value)) {
+    let (status, raw) = server.get(path, Some(root));
+    assert_eq!(status, 200, "{raw}");
+    let mut stored: Value = serde_json::from_str(raw["data"]["value"].as_str().expect("a value")).expect("JSON");
+    edit(&mut stored);
+    assert_eq!(server.put(path, Some(root), json!({ "value": stored.to_string() })).0, 204);
+}
+
 #[test]
 fn every_change_to_a_key_is_seen_by_the_next_read() {
     let (server, root) = TestServer::unsealed_with_kv_v2();
@@ -50,13 +65,8 @@ fn every_change_to_a_key_is_seen_by_the_next_read() {
     assert_eq!(server.put("secret/metadata/k", Some(root), custom).0, 204);
     let (_, body) = read(&server, root, "secret/metadata/k");
     assert_eq!(body["data"]["custom_metadata"], json!({ "owner": "team-a" }), "{body}");
-    let (_, mount) = server.get("sys/mounts/secret", Some(root));
-    let raw_path = format!("sys/raw/logical/{}/metadata/k", mount["data"]["uuid"].as_str().expect("a uuid"));
-    let (status, raw) = server.get(&raw_path, Some(root));
-    assert_eq!(status, 200, "{raw}");
-    let mut stored: Value = serde_json::from_str(raw["data"]["value"].as_str().expect("a value")).expect("JSON");
-    stored["custom_metadata"] = json!({ "owner": "team-b" });
-    assert_eq!(server.put(&raw_path, Some(root), json!({ "value": stored.to_string() })).0, 204);
+    let raw_path = raw_path(&server, root, "metadata/k");
+    edit_raw(&server, root, &raw_path, |stored| stored["custom_metadata"] = json!({ "owner": "team-b" }));
     let (_, body) = read(&server, root, "secret/metadata/k");
     assert_eq!(body["data"]["custom_metadata"], json!({ "owner": "team-b" }), "a change beneath the engine: {body}");
 
@@ -111,8 +121,7 @@ fn every_change_to_a_keys_metadata_rules_the_next_write() {
     let (server, root) = TestServer::unsealed_with_kv_v2();
     let root = root.as_str();
     let write = |body: Value| server.put("secret/data/m", Some(root), body);
-    let (_, mount) = server.get("sys/mounts/secret", Some(root));
-    let raw_path = format!("sys/raw/logical/{}/metadata/m", mount["data"]["uuid"].as_str().expect("a uuid"));
+    let raw_path = raw_path(&server, root, "metadata/m");
 
     // The key's absence is kept by this read; then metadata appears beneath the engine.
     assert_eq!(read(&server, root, "secret/data/m").0, 404);
@@ -132,11 +141,7 @@ fn every_change_to_a_keys_metadata_rules_the_next_write() {
     assert_eq!((status, body["data"]["version"].clone()), (200, json!(7)), "{body}");
 
     // cas_required set on the key beneath the engine rules the next write.
-    let (status, raw) = server.get(&raw_path, Some(root));
-    assert_eq!(status, 200, "{raw}");
-    let mut stored: Value = serde_json::from_str(raw["data"]["value"].as_str().expect("a value")).expect("JSON");
-    stored["cas_required"] = json!(true);
-    assert_eq!(server.put(&raw_path, Some(root), json!({ "value": stored.to_string() })).0, 204);
+    edit_raw(&server, root, &raw_path, |stored| stored["cas_required"] = json!(true));
     let (status, body) = write(json!({ "data": { "n": 8 } }));
     assert_eq!(status, 400, "cas_required set on the key beneath the engine: {body}");
     let (status, body) = write(json!({ "data": { "n": 8 }, "options": { "cas": 7 } }));
@@ -171,8 +176,7 @@ fn every_change_to_the_engine_config_rules_the_next_write() {
     let (status, body) = write(json!({ "data": { "n": 2 }, "options": { "cas": 2 } }));
     assert_eq!(status, 200, "{body}");
 
-    let (_, mount) = server.get("sys/mounts/secret", Some(root));
-    let raw_path = format!("sys/raw/logical/{}/config", mount["data"]["uuid"].as_str().expect("a uuid"));
+    let raw_path = raw_path(&server, root, "config");
     let raw = json!({ "max_versions": 1, "cas_required": false, "delete_version_after": 0 });
     assert_eq!(server.put(&raw_path, Some(root), json!({ "value": raw.to_string() })).0, 204);
     let (status, body) = write(json!({ "data": { "n": 3 } }));
