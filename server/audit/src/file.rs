@@ -41,6 +41,9 @@
 //! `audit verify` reports. A file merely renamed away keeps receiving lines until SIGHUP or
 //! until a new file appears, so logrotate's own `create` never races with the server.
 //!
+//! Every 4 MiB a direct device's file grows, a thread of its own drops what is written from the
+//! page cache (`trim.rs`).
+//!
 //! Durability: no fsync per line. An acknowledged line is in the kernel's page cache, so it
 //! survives a crash of the server process; an OS crash or power loss can lose the last
 //! seconds of lines (the chain then ends early, which `audit verify` cannot tell from a
@@ -60,6 +63,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant as Deadline;
 
 use super::chain::{self, ChainHead};
+use super::trim::{Trimmer, TRIM_STRETCH};
 use arcanum_contract::logical::ApiError;
 
 /// Entries that may wait for one device before new ones fail at once.
@@ -472,6 +476,11 @@ impl FileSink {
             head: start.genesis.clone(),
             shared_head: Arc::clone(&head),
             repair_tail: start.repair_tail,
+            trim: match &settings.target {
+                Target::File(_) if direct => Trimmer::start(&name, TRIM_STRETCH),
+                _ => None,
+            },
+            length: 0,
         };
         let route = if direct {
             writer.resume(&start);
@@ -626,6 +635,10 @@ struct Writer {
     shared_head: Arc<Mutex<ChainHead>>,
     /// See [`ChainStart::repair_tail`].
     repair_tail: bool,
+    /// Drops what a direct device has written from the page cache (see `trim.rs`).
+    trim: Option<Trimmer>,
+    /// The open file's length as this writer knows it (its own appends since it opened).
+    length: u64,
 }
 
 impl Writer {
@@ -733,6 +746,10 @@ impl Writer {
                     file.set_permissions(std::fs::Permissions::from_mode(self.mode))
                         .map_err(|err| format!("setting the mode of {}: {err}", path.display()))?;
                 }
+                self.length = meta.len();
+                if let Some(trim) = self.trim.as_mut().filter(|_| meta.is_file()) {
+                    trim.reopened(&file, self.length);
+                }
                 Output::File(file)
             }
         };
@@ -835,6 +852,12 @@ impl Writer {
                 self.busy.enter();
                 let result = append_whole(file, buffer);
                 self.busy.leave();
+                if result.is_ok() {
+                    self.length += buffer.len() as u64;
+                    if let Some(trim) = &mut self.trim {
+                        trim.grew(file, self.length);
+                    }
+                }
                 result
             }
             None => return false,

@@ -14,7 +14,8 @@
 //!   before anything is acted on and the response after;
 //! - [`entry`]: Vault's JSON entry and HMAC redaction;
 //! - [`file`]: the `file` device (options, path checks, its writer thread);
-//! - [`chain`]: the hash-chained line format; [`verify`]: checking it offline.
+//! - [`chain`]: the hash-chained line format; [`verify`]: checking it offline;
+//! - `trim`: keeps what a device has written out of the page cache.
 //!
 //! Failure rule: with at least one device enabled, an entry must reach at least one device
 //! within the broker's timeout (5 s by default); otherwise the request is refused with 500.
@@ -25,6 +26,7 @@ pub mod chain;
 pub mod entry;
 pub mod file;
 pub mod trail;
+mod trim;
 pub mod verify;
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,0 +1,161 @@
+//! Keeps a file device's log out of the page cache: finished stretches of the file are
+//! handed to the disk and dropped from memory by a thread of their own, off the request path.
+//!
+//! Why: an audit log is written once and read rarely, yet every appended page stays cached
+//! until memory runs short. Each append then takes a page that has never been used, and on a
+//! virtual machine whose host backs guest memory lazily (free-page reporting, balloons: the
+//! micro-VMs this server is benchmarked on) the first touch of such a page faults into the
+//! host. Measured here: 2.6 KB appends cost about 3 µs while the kernel recycled freed pages
+//! and about 12 µs once it was handing out fresh ones, which made up most of an audited
+//! read's cost. Dropping the written stretches keeps the kernel recycling the same pages, and
+//! keeps a busy log from crowding useful data out of the cache on any machine.
+//!
+//! `posix_fadvise(POSIX_FADV_DONTNEED)` starts writeback of the dirty pages in its range
+//! (without waiting) and drops the clean ones; pages still being written stay and are dropped
+//! by a later call, whose range starts at the beginning of the file again. It changes no byte
+//! of the file and costs the request path one channel send per stretch.
+
+use std::fs::File;
+use std::num::NonZeroU64;
+use std::sync::mpsc::{Receiver, Sender};
+
+/// How much the log grows between two trims (about 1,600 audited reads).
+pub(crate) const TRIM_STRETCH: u64 = 4 << 20;
+
+/// A device's end of its trimming thread.
+#[derive(Debug)]
+pub(crate) struct Trimmer {
+    jobs: Sender<(File, NonZeroU64)>,
+    stretch: u64,
+    /// The file length at which the next trim is due.
+    next_at: u64,
+}
+
+impl Trimmer {
+    /// Starts the thread; `None` (and the log stays cached, as it would without us) if it
+    /// cannot be started.
+    pub(crate) fn start(name: &str, stretch: u64) -> Option<Trimmer> {
+        let (jobs, queue) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new().name(format!("audit-trim-{}", name.trim_end_matches('/')));
+        match thread.spawn(move || run(queue)) {
+            Ok(_) => Some(Trimmer { jobs, stretch, next_at: stretch }),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot start the audit log's trimming thread; its pages stay cached");
+                None
+            }
+        }
+    }
+
+    /// Notes that `file` (just opened, or just appended to) is now `length` bytes long, and
+    /// each time it has grown by another stretch hands the thread everything but the last two
+    /// stretches: the one being written and the one before it, whose writeback has only just
+    /// been started.
+    pub(crate) fn grew(&mut self, file: &File, length: u64) {
+        if length < self.next_at {
+            return;
+        }
+        let stretches = length / self.stretch;
+        self.next_at = (stretches + 1) * self.stretch;
+        // Never 0: a length of 0 would mean the whole file, the stretch being written included.
+        let Some(upto) = NonZeroU64::new(stretches.saturating_sub(1) * self.stretch) else {
+            return;
+        };
+        // A duplicate descriptor: the device may close or reopen its own meanwhile.
+        if let Ok(duplicate) = file.try_clone() {
+            let _ = self.jobs.send((duplicate, upto));
+        }
+    }
+
+    /// Starts counting again for a newly opened file of `length` bytes.
+    pub(crate) fn reopened(&mut self, file: &File, length: u64) {
+        self.next_at = 0;
+        self.grew(file, length);
+    }
+}
+
+/// Ends when the device's writer, and with it the sender, is gone.
+fn run(queue: Receiver<(File, NonZeroU64)>) {
+    while let Ok(mut job) = queue.recv() {
+        // Only the latest matters: it covers the file from its start.
+        while let Ok(later) = queue.try_recv() {
+            job = later;
+        }
+        let (file, upto) = job;
+        if let Err(err) = rustix::fs::fadvise(&file, 0, Some(upto), rustix::fs::Advice::DontNeed) {
+            tracing::debug!(error = %err, "could not drop written audit log pages from the page cache");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+    use std::time::{Duration, Instant};
+
+    /// Bytes of `path` in the page cache, from util-linux's `fincore` (reading residency
+    /// directly would take `mmap` and `mincore`, which need unsafe code).
+    fn cached_bytes(path: &std::path::Path) -> u64 {
+        let out = std::process::Command::new("fincore")
+            .args(["--bytes", "--noheadings", "--output", "RES"])
+            .arg(path)
+            .output()
+            .expect("fincore (util-linux-extra; scripts/test installs it) must be on PATH");
+        assert!(out.status.success(), "fincore failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().parse().expect("fincore prints a byte count")
+    }
+
+    #[test]
+    fn written_stretches_leave_the_page_cache() {
+        const STRETCH: u64 = 256 << 10;
+        // Beside the sources, not in /tmp: on tmpfs the pages are the file and never leave.
+        let dir = tempfile::Builder::new().prefix(".audit-trim-test").tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let path = dir.path().join("audit.log");
+        let mut file = std::fs::OpenOptions::new().append(true).create(true).open(&path).unwrap();
+        let mut trimmer = Trimmer::start("test/", STRETCH).unwrap();
+        let line = [b"x".repeat(4095), b"\n".to_vec()].concat();
+        let mut length = 0;
+        let mut append = |file: &mut File, trimmer: Option<&mut Trimmer>, stretches: u64| {
+            let mut trimmer = trimmer;
+            for _ in 0..stretches * STRETCH / line.len() as u64 {
+                file.write_all(&line).unwrap();
+                length += line.len() as u64;
+                if let Some(trimmer) = trimmer.as_deref_mut() {
+                    trimmer.grew(file, length);
+                }
+            }
+        };
+        append(&mut file, None, 4);
+        // Written back now, so nothing but the trimming keeps these pages from being dropped.
+        file.sync_data().unwrap();
+        assert!(cached_bytes(&path) >= 4 * STRETCH, "the kernel keeps what was written in the page cache");
+        // Reaching 5 stretches hands over the first 4.
+        append(&mut file, Some(&mut trimmer), 1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let cached = cached_bytes(&path);
+            if cached <= STRETCH {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{cached} bytes of the log still cached; at most {STRETCH} expected");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Nothing was lost on the way.
+        assert_eq!(std::fs::read(&path).unwrap().len() as u64, 5 * STRETCH);
+    }
+
+    #[test]
+    fn a_reopened_file_is_trimmed_from_its_existing_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = File::create(dir.path().join("a.log")).unwrap();
+        let mut trimmer = Trimmer::start("test/", 100).unwrap();
+        trimmer.reopened(&file, 1_050);
+        assert_eq!(trimmer.next_at, 1_100);
+        trimmer.grew(&file, 1_099);
+        assert_eq!(trimmer.next_at, 1_100);
+        trimmer.grew(&file, 1_230);
+        assert_eq!(trimmer.next_at, 1_300);
+        trimmer.reopened(&file, 0);
+        assert_eq!(trimmer.next_at, 100);
+    }
+}
