@@ -6,8 +6,8 @@
 //! virtual machine whose host backs guest memory lazily (free-page reporting, balloons: the
 //! micro-VMs this server is benchmarked on) the first touch of such a page faults into the
 //! host. Measured here: 2.6 KB appends cost about 3 µs while the kernel recycled freed pages
-//! and about 12 µs once it was handing out fresh ones, which made up most of an audited
-//! read's cost. Dropping the written stretches keeps the kernel recycling the same pages, and
+//! and about 12 µs once it was handing out fresh ones — more than the rest of what auditing a
+//! read costs. Dropping the written stretches keeps the kernel recycling the same pages, and
 //! keeps a busy log from crowding useful data out of the cache on any machine.
 //!
 //! `posix_fadvise(POSIX_FADV_DONTNEED)` starts writeback of the dirty pages in its range
