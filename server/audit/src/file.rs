@@ -747,8 +747,8 @@ impl Writer {
                         .map_err(|err| format!("setting the mode of {}: {err}", path.display()))?;
                 }
                 self.length = meta.len();
-                if let Some(trim) = self.trim.as_mut().filter(|_| meta.is_file()) {
-                    trim.reopened(&file, self.length);
+                if let Some(trim) = &mut self.trim {
+                    trim.reopened(&file, self.length, meta.is_file());
                 }
                 Output::File(file)
             }
