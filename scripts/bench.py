@@ -43,6 +43,8 @@ PROFILE = os.environ.get("ARCANUM_BENCH_PROFILE", "release")
 ARCANUM = os.path.join(ROOT, f"target/{PROFILE}/arcanum")
 BASELINE = os.path.join(ROOT, f"target/{PROFILE}/examples/baseline")
 STANDIN = os.path.join(ROOT, f"target/{PROFILE}/examples/k8s_standin")
+# What every benchmarked KV v2 write sends.
+KV2_WRITE_BODY = {"data": {"value": "0123456789abcdef0123456789abcdef"}}
 DURABLE_WRITES = os.path.join(ROOT, f"target/{PROFILE}/examples/durable_writes")
 PG = os.environ.get("ARCANUM_TEST_PG_ADDR", "127.0.0.1:5432")
 PERF_DIR = os.environ.get("ARCANUM_BENCH_PERF")
@@ -125,14 +127,13 @@ def lua(tmp, name, method, path, body, keys=None):
 
 def kv2_write_script(tmp):
     """The wrk script of `kv2_write_durable`: each request writes a new key's first version."""
-    return lua(tmp, "write", "POST", "/v1/secret/data/app/w%d-%d", {"data": {"value": "0123456789abcdef0123456789abcdef"}})
+    return lua(tmp, "write", "POST", "/v1/secret/data/app/w%d-%d", KV2_WRITE_BODY)
 
 
 def kv2_update_script(tmp):
     """A wrk script of KV v2 updates: each request writes a new version of one of 1,024 keys (past
     their 10 kept versions, every write also removes the oldest)."""
-    body = {"data": {"value": "0123456789abcdef0123456789abcdef"}}
-    return lua(tmp, "update", "POST", "/v1/secret/data/app/u%d", body, keys=1024)
+    return lua(tmp, "update", "POST", "/v1/secret/data/app/u%d", KV2_WRITE_BODY, keys=1024)
 
 
 def token_create_script(tmp):

@@ -36,6 +36,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARCANUM = os.environ.get("ARCANUM") or os.path.join(ROOT, "target/release/arcanum")
 SCENARIOS = ("kv2_read", "kv2_read_audited", "kv2_write", "kv2_update", "token_create")
+# What the KV v2 write scenarios send (scripts/bench.py sends the same).
+KV2_WRITE_BODY = {"data": {"value": "0123456789abcdef0123456789abcdef"}}
 
 
 def main():
@@ -92,9 +94,9 @@ def main():
             if scenario.startswith("kv2_read"):
                 call("GET", "/v1/secret/data/app/db", token=app)
             elif scenario == "kv2_write":
-                call("POST", f"/v1/secret/data/app/w{i}", {"data": {"value": "0123456789abcdef0123456789abcdef"}}, app)
+                call("POST", f"/v1/secret/data/app/w{i}", KV2_WRITE_BODY, app)
             elif scenario == "kv2_update":
-                call("POST", f"/v1/secret/data/app/u{i % 8}", {"data": {"value": "0123456789abcdef0123456789abcdef"}}, app)
+                call("POST", f"/v1/secret/data/app/u{i % 8}", KV2_WRITE_BODY, app)
             else:
                 call("POST", "/v1/auth/token/create", {"policies": ["app"], "ttl": "1h"}, root)
 
