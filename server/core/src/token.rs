@@ -220,10 +220,7 @@ pub struct TokenStore {
     update: tokio::sync::Mutex<()>,
     /// The tokens whose creations are writing their records (in order, the entry last), by
     /// storage hash; see [`TokenStore::settled_entry_by_hash`].
-    creating: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
-    /// Held shared by each creation until its records are written, and taken exclusively by a
-    /// settled lookup of a token in `creating`, to wait for that creation to finish.
-    creations: Arc<tokio::sync::RwLock<()>>,
+    creating: Arc<Creating>,
     /// Decrypted entries by storage hash, so that a request does not pay a storage read
     /// and a decryption to find its token. Expiry is still checked on every lookup.
     /// Shared, so that a hit costs a reference count rather than a copy of the entry.
@@ -236,6 +233,35 @@ pub struct TokenStore {
     schedule: Arc<Schedule>,
     /// Told of every token created and removed, for lease-count quotas.
     pub lease_counts: Arc<arcanum_quotas::LeaseCounts>,
+}
+
+/// Tokens being created, each with the receiving end of a channel whose sender its creation
+/// holds: the channel closes when that creation has ended, however it ended.
+type Creating = std::sync::Mutex<std::collections::HashMap<String, tokio::sync::watch::Receiver<()>>>;
+
+/// A token's place in [`TokenStore::creating`] while its records are written. Dropping it (when
+/// the writes end, or when the task writing them panics or is dropped) unmarks the token and
+/// wakes every settled lookup waiting for it, and only those: other creations never wait.
+struct CreationMark {
+    creating: Arc<Creating>,
+    id_hash: String,
+    _ended: tokio::sync::watch::Sender<()>,
+}
+
+impl CreationMark {
+    fn new(creating: &Arc<Creating>, id_hash: &str) -> Self {
+        let (ended, watch) = tokio::sync::watch::channel(());
+        creating.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id_hash.to_owned(), watch);
+        Self { creating: Arc::clone(creating), id_hash: id_hash.to_owned(), _ended: ended }
+    }
+}
+
+impl Drop for CreationMark {
+    fn drop(&mut self) {
+        // Unmarked before the sender goes: a lookup that no longer finds the mark reads storage,
+        // where the creation's records (or its leftovers) already are.
+        self.creating.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.id_hash);
+    }
 }
 
 /// Entries kept in the token cache; beyond it the cache starts over.
@@ -267,7 +293,6 @@ impl TokenStore {
             salt: arcanum_crypto::HmacSha256Key::new(&Zeroizing::new(salt)),
             update: tokio::sync::Mutex::new(()),
             creating: Arc::default(),
-            creations: Arc::default(),
             cache: Default::default(),
             writes: Default::default(),
             schedule,
@@ -369,16 +394,13 @@ impl TokenStore {
             value: encode(&AccessorRecord { accessor: entry.accessor.clone(), id_hash: entry.id_hash.clone() })?,
         });
         ops.push(BarrierOp::Put { path: format!("{ID_PREFIX}{}", entry.id_hash), value: encode(&entry)? });
-        let writing = Arc::clone(&self.creations).read_owned().await;
-        self.creating.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(entry.id_hash.clone());
-        let (barrier, creating, id_hash) =
-            (Arc::clone(&self.barrier), Arc::clone(&self.creating), entry.id_hash.clone());
-        // Detached, with the marks, so that a caller who hangs up cannot drop them while the
+        let mark = CreationMark::new(&self.creating, &entry.id_hash);
+        let barrier = Arc::clone(&self.barrier);
+        // Detached, with the mark, so that a caller who hangs up cannot drop it while the
         // records are still being written.
         let written = tokio::spawn(async move {
             let written = barrier.batch_in_order(ops).await;
-            creating.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id_hash);
-            drop(writing);
+            drop(mark);
             written
         })
         .await
@@ -403,13 +425,12 @@ impl TokenStore {
     /// before this call, points at nothing: a creation writes its expiry key, parent index and
     /// accessor before its entry, so when the token is being created this waits for that to end.
     /// Checked before the entry is read: a creation no longer in `creating` has written its entry
-    /// (or failed, leaving leftovers). Other tokens' lookups never wait.
+    /// (or failed, leaving leftovers). Neither other tokens' lookups nor any creation waits for it.
     pub async fn settled_entry_by_hash(&self, id_hash: &str) -> Result<Option<TokenEntry>, ApiError> {
-        let being_created = self.creating.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(id_hash);
-        if being_created {
-            // Every creation holding the lock shared has finished once it is ours; none is held
-            // longer than it takes to get (the reaper calls this from a low-priority thread).
-            drop(self.creations.write().await);
+        let creation = self.creating.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(id_hash).cloned();
+        if let Some(mut creation) = creation {
+            // Nothing is ever sent: this resolves when the creation's mark is dropped.
+            while creation.changed().await.is_ok() {}
         }
         self.entry_by_hash(id_hash).await
     }
@@ -819,6 +840,8 @@ mod tests {
     struct Recording {
         inner: InmemBackend,
         in_order: std::sync::Mutex<Vec<Vec<String>>>,
+        /// In-order batches panic once this is set (after recording their keys).
+        panic_on_write: std::sync::atomic::AtomicBool,
     }
 
     #[async_trait::async_trait]
@@ -840,6 +863,7 @@ mod tests {
         }
         async fn batch_in_order(&self, ops: Vec<arcanum_storage::Op>) -> Result<(), arcanum_storage::StorageError> {
             self.in_order.lock().unwrap().push(ops.iter().map(|op| op.key().to_owned()).collect());
+            assert!(!self.panic_on_write.load(std::sync::atomic::Ordering::SeqCst), "injected panic");
             self.inner.batch(ops).await
         }
         async fn flush(&self) -> Result<(), arcanum_storage::StorageError> {
@@ -886,9 +910,8 @@ mod tests {
         barrier.delete(&id_key).await.unwrap();
         store.invalidate(&[&entry.id_hash]);
 
-        // As a creation part-way holds them: the lock shared, and the token marked.
-        let creation = Arc::clone(&store.creations).read_owned().await;
-        store.creating.lock().unwrap().insert(entry.id_hash.clone());
+        // As a creation part-way holds it.
+        let creation = CreationMark::new(&store.creating, &entry.id_hash);
 
         // Another token's settled lookup does not wait.
         let other = std::pin::pin!(store.settled_entry_by_hash("not-being-created"));
@@ -898,10 +921,47 @@ mod tests {
         assert!(poll_once(settled.as_mut()).await.is_pending(), "no answer while the creation is part-way");
         // The creation writes its entry and finishes: the settled lookup finds it.
         barrier.put(&id_key, &stored).await.unwrap();
-        store.creating.lock().unwrap().remove(&entry.id_hash);
         drop(creation);
         let found = settled.await.unwrap().expect("the entry written meanwhile");
         assert_eq!(found.accessor, entry.accessor);
+    }
+
+    /// A cleaner waiting for one token's creation holds up no other creation (it once took a
+    /// lock that every creation shares, and creations queued behind it for a whole write).
+    #[tokio::test]
+    async fn a_settled_lookup_holds_up_no_other_creation() {
+        let (_, store) = store().await;
+        let root = store.create_root(None).await.unwrap();
+        let root_entry = store.lookup(&root).await.unwrap().unwrap();
+        let creation = CreationMark::new(&store.creating, "being-created");
+        let mut settled = std::pin::pin!(store.settled_entry_by_hash("being-created"));
+        assert!(poll_once(settled.as_mut()).await.is_pending());
+
+        let other =
+            tokio::time::timeout(std::time::Duration::from_secs(10), store.create(child_of(&root_entry, 3600))).await;
+        let (token, _) = other.expect("another creation finishes while the lookup waits").unwrap();
+        assert!(store.lookup(&token).await.unwrap().is_some());
+        assert!(poll_once(settled.as_mut()).await.is_pending(), "still waiting for its own token");
+        drop(creation);
+        assert_eq!(settled.await.unwrap(), None);
+    }
+
+    /// A creation whose write task panics leaves no mark behind: the token is not taken for
+    /// one being created for ever, and a cleaner's look at it does not wait.
+    #[tokio::test]
+    async fn a_creation_that_panics_leaves_no_mark() {
+        let recording = Arc::new(Recording::default());
+        let backend: Arc<dyn Backend> = Arc::clone(&recording) as Arc<dyn Backend>;
+        let barrier = Barrier::open(backend, Keyring::generate(0), u64::MAX).await.unwrap();
+        let store = TokenStore::open(barrier, Arc::default()).await.unwrap();
+        let root = store.create_root(None).await.unwrap();
+        let root_entry = store.lookup(&root).await.unwrap().unwrap();
+        recording.panic_on_write.store(true, std::sync::atomic::Ordering::SeqCst);
+
+        let failed = store.create(child_of(&root_entry, 3600)).await;
+        assert!(failed.is_err(), "a panicking write is an error, not a token");
+        assert!(recording.in_order.lock().unwrap().len() > 1, "the creation reached the store");
+        assert!(store.creating.lock().unwrap().is_empty(), "no token left marked as being created");
     }
 
     /// Polls `future` once.
