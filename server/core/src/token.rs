@@ -245,22 +245,26 @@ type Creating = std::sync::Mutex<std::collections::HashMap<String, tokio::sync::
 struct CreationMark {
     creating: Arc<Creating>,
     id_hash: String,
-    _ended: tokio::sync::watch::Sender<()>,
+    ended: tokio::sync::watch::Sender<()>,
 }
 
 impl CreationMark {
     fn new(creating: &Arc<Creating>, id_hash: &str) -> Self {
         let (ended, watch) = tokio::sync::watch::channel(());
         creating.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id_hash.to_owned(), watch);
-        Self { creating: Arc::clone(creating), id_hash: id_hash.to_owned(), _ended: ended }
+        Self { creating: Arc::clone(creating), id_hash: id_hash.to_owned(), ended }
     }
 }
 
 impl Drop for CreationMark {
     fn drop(&mut self) {
         // Unmarked before the sender goes: a lookup that no longer finds the mark reads storage,
-        // where the creation's records (or its leftovers) already are.
-        self.creating.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.id_hash);
+        // where the creation's records (or its leftovers) already are. Only our own mark: two
+        // creations of one chosen ID may overlap, and the later one's must stay until it ends.
+        let mut creating = self.creating.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if creating.get(&self.id_hash).is_some_and(|watch| watch.same_channel(&self.ended.subscribe())) {
+            creating.remove(&self.id_hash);
+        }
     }
 }
 
@@ -943,6 +947,20 @@ mod tests {
         assert!(store.lookup(&token).await.unwrap().is_some());
         assert!(poll_once(settled.as_mut()).await.is_pending(), "still waiting for its own token");
         drop(creation);
+        assert_eq!(settled.await.unwrap(), None);
+    }
+
+    /// Two overlapping creations of one chosen ID: the first to end leaves the other's mark.
+    #[tokio::test]
+    async fn a_mark_is_removed_only_by_its_own_creation() {
+        let (_, store) = store().await;
+        let first = CreationMark::new(&store.creating, "chosen");
+        let second = CreationMark::new(&store.creating, "chosen");
+        drop(first);
+        let mut settled = std::pin::pin!(store.settled_entry_by_hash("chosen"));
+        assert!(poll_once(settled.as_mut()).await.is_pending(), "the second creation is still marked");
+        drop(second);
+        assert!(store.creating.lock().unwrap().is_empty());
         assert_eq!(settled.await.unwrap(), None);
     }
 
