@@ -878,16 +878,22 @@ mod tests {
         }
     }
 
-    /// Every prefix of a creation's writes must leave no token that escapes expiry, its parent's
-    /// revocation or revocation by accessor: the entry is written last.
-    #[tokio::test]
-    async fn a_creation_writes_its_entry_last() {
+    /// A store over a [`Recording`] backend, with its root token's entry.
+    async fn recorded_store() -> (Arc<Recording>, TokenStore, TokenEntry) {
         let recording = Arc::new(Recording::default());
         let backend: Arc<dyn Backend> = Arc::clone(&recording) as Arc<dyn Backend>;
         let barrier = Barrier::open(backend, Keyring::generate(0), u64::MAX).await.unwrap();
         let store = TokenStore::open(barrier, Arc::default()).await.unwrap();
         let root = store.create_root(None).await.unwrap();
         let root_entry = store.lookup(&root).await.unwrap().unwrap();
+        (recording, store, root_entry)
+    }
+
+    /// Every prefix of a creation's writes must leave no token that escapes expiry, its parent's
+    /// revocation or revocation by accessor: the entry is written last.
+    #[tokio::test]
+    async fn a_creation_writes_its_entry_last() {
+        let (recording, store, root_entry) = recorded_store().await;
         recording.in_order.lock().unwrap().clear();
         let (_, entry) = store.create(child_of(&root_entry, 3600)).await.unwrap();
         let batches = recording.in_order.lock().unwrap().clone();
@@ -968,12 +974,7 @@ mod tests {
     /// one being created for ever, and a cleaner's look at it does not wait.
     #[tokio::test]
     async fn a_creation_that_panics_leaves_no_mark() {
-        let recording = Arc::new(Recording::default());
-        let backend: Arc<dyn Backend> = Arc::clone(&recording) as Arc<dyn Backend>;
-        let barrier = Barrier::open(backend, Keyring::generate(0), u64::MAX).await.unwrap();
-        let store = TokenStore::open(barrier, Arc::default()).await.unwrap();
-        let root = store.create_root(None).await.unwrap();
-        let root_entry = store.lookup(&root).await.unwrap().unwrap();
+        let (recording, store, root_entry) = recorded_store().await;
         recording.panic_on_write.store(true, std::sync::atomic::Ordering::SeqCst);
 
         let failed = store.create(child_of(&root_entry, 3600)).await;
