@@ -6,7 +6,9 @@ right after, its baseline: the bare axum endpoint with the same connection count
 durable KV v2 writes, whose baseline is the storage layer's own durable write rate (the
 `durable_writes` example, 32 writers on sled in the same temp folder, one 100-byte record per
 write). Beside the table it also reports those writes against the same example writing KV v2's
-own records (a version and its metadata in one atomic batch per write). Prints one line per run
+own records (a version and its metadata in one atomic batch per write), and against a second
+server on the in-memory backend taking the same writes: the rate the request path allows when
+storing costs nothing, which bounds what any change to the storage side can give. Prints one line per run
 and a markdown table of medians: requests/second, p50 and p99 latency, the ratio to the
 baseline measured in the same run, and the CPU time (user + system, from /proc) the server and
 the axum baseline spent per request during their runs — steadier than requests/second on a
@@ -183,17 +185,16 @@ def wrk(url, connections, duration, script=None, headers=()):
     return rps, p50, p99, count
 
 
-def prepared_server(binary, tmp):
-    """Starts `binary` on sled in `tmp`, initialised and unsealed, with KV v2 at secret/, the
-    policy `app` (read and write secret/data/app/*, read database/creds/bench), a token with it
-    and the secret the reads read (secret/data/app/db). Returns the process, its address, the
-    root token and the app token."""
-    with open(os.path.join(tmp, "config.hcl"), "w") as f:
-        f.write(
-            f'storage "sled" {{ path = "{tmp}/data" }}\n'
-            'listener "tcp" {\n  address = "127.0.0.1:0"\n  tls_disable = true\n}\nlog_level = "warn"\n'
-        )
-    server, url = start([binary, "server", f"-config={tmp}/config.hcl"], "arcanum: listening on ", tmp, "arcanum")
+def prepared_server(binary, tmp, storage=None, name="arcanum"):
+    """Starts `binary` on sled in `tmp` (or on `storage`, an HCL storage stanza), initialised and
+    unsealed, with KV v2 at secret/, the policy `app` (read and write secret/data/app/*, read
+    database/creds/bench), a token with it and the secret the reads read (secret/data/app/db).
+    Returns the process, its address, the root token and the app token."""
+    storage = storage or f'storage "sled" {{ path = "{tmp}/data" }}'
+    config = os.path.join(tmp, f"{name}.hcl")
+    with open(config, "w") as f:
+        f.write(storage + '\nlistener "tcp" {\n  address = "127.0.0.1:0"\n  tls_disable = true\n}\nlog_level = "warn"\n')
+    server, url = start([binary, "server", f"-config={config}"], "arcanum: listening on ", tmp, name)
     v1 = f"{url}/v1"
     init = call(f"{v1}/sys/init", "PUT", {"secret_shares": 1, "secret_threshold": 1})
     call(f"{v1}/sys/unseal", "PUT", {"key": init["keys"][0]})
@@ -284,11 +285,24 @@ def main():
         # The storage layer's rate for KV v2's own records (a two-record batch per write), per run:
         # reported beside the table, whose baseline stays the one the issue set (single records).
         kv2_pattern_rates = []
+        # The same writes to a server on the in-memory backend, per run (started on first use).
+        ceiling_rates = []
+        single_rates = []
+        ceiling = {}
 
         def storage_writes(duration):
             """The storage layer's own durable writes/s, 32 writers, on the same filesystem."""
             kv2_pattern_rates.append(storage_rate(duration, "kv2"))
-            return storage_rate(duration, "single"), None
+            if not ceiling:
+                proc, ceiling["url"], _, ceiling["app"] = prepared_server(ARCANUM, tmp, 'storage "inmem" {}', "inmem")
+                procs.append(proc)
+                ceiling["pid"] = proc.pid
+                wrk(ceiling["url"], 32, min(2, duration), kv2_write_script(tmp), [f"X-Vault-Token: {ceiling['app']}"])
+            rps, _, _, cpu = wrk_cpu(ceiling["pid"], ceiling["url"], 32, duration, kv2_write_script(tmp),
+                                     [f"X-Vault-Token: {ceiling['app']}"])
+            ceiling_rates.append((rps, cpu))
+            single_rates.append(storage_rate(duration, "single"))
+            return single_rates[-1], None
 
         def axum(connections):
             def measure(duration):
@@ -349,6 +363,12 @@ def main():
             print(f"\nkv2_write_durable against the storage layer writing KV v2's own records (one batch of a "
                   f"version and its metadata per write, 32 writers): {writes[2][0]:,.0f} of {pattern:,.0f} "
                   f"writes/s, ratio {writes[2][0] / pattern:.3f}")
+        if writes and ceiling_rates:
+            ratios = [rate / single for (rate, _), single in zip(ceiling_rates, single_rates)]
+            print(f"\nThe same writes to a server on the in-memory backend (no storage cost: the ceiling for any "
+                  f"change to the storage side): {median(rate for rate, _ in ceiling_rates):,.0f} writes/s, "
+                  f"{median(cpu for _, cpu in ceiling_rates):.2f} µs of server CPU per write, ratio to the storage "
+                  f"layer's single-record rate {median(ratios):.3f} ({', '.join(f'{r:.3f}' for r in ratios)})")
     finally:
         for proc in procs:
             proc.kill()
