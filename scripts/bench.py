@@ -286,6 +286,7 @@ def main():
         # reported beside the table, whose baseline stays the one the issue set (single records).
         kv2_pattern_rates = []
         # The same writes to a server on the in-memory backend, per run (started on first use).
+        write_script = kv2_write_script(tmp)
         ceiling_rates = []
         single_rates = []
         ceiling = {}
@@ -296,10 +297,9 @@ def main():
             if not ceiling:
                 proc, ceiling["url"], _, ceiling["app"] = prepared_server(ARCANUM, tmp, 'storage "inmem" {}', "inmem")
                 procs.append(proc)
-                ceiling["pid"] = proc.pid
-                wrk(ceiling["url"], 32, min(2, duration), kv2_write_script(tmp), [f"X-Vault-Token: {ceiling['app']}"])
-            rps, _, _, cpu = wrk_cpu(ceiling["pid"], ceiling["url"], 32, duration, kv2_write_script(tmp),
-                                     [f"X-Vault-Token: {ceiling['app']}"])
+                ceiling["pid"], ceiling["headers"] = proc.pid, [f"X-Vault-Token: {ceiling['app']}"]
+                wrk(ceiling["url"], 32, min(2, duration), write_script, ceiling["headers"])
+            rps, _, _, cpu = wrk_cpu(ceiling["pid"], ceiling["url"], 32, duration, write_script, ceiling["headers"])
             ceiling_rates.append((rps, cpu))
             single_rates.append(storage_rate(duration, "single"))
             return single_rates[-1], None
@@ -315,7 +315,7 @@ def main():
         scenarios = [
             ("kv2_read", 32, read, None, [f"X-Vault-Token: {app}"], axum(32), False),
             ("kv2_read_audited", 32, read, None, [f"X-Vault-Token: {app}"], axum(32), True),
-            ("kv2_write_durable", 32, url, kv2_write_script(tmp), [f"X-Vault-Token: {app}"], storage_writes, False),
+            ("kv2_write_durable", 32, url, write_script, [f"X-Vault-Token: {app}"], storage_writes, False),
             ("token_create", 32, url, token_create_script(tmp), [f"X-Vault-Token: {root}"], axum(32), False),
             ("userpass_login", 16, url, lua(tmp, "userpass", "POST", "/v1/auth/userpass/login/bench",
                                             {"password": "bench-password"}), [], axum(16), False),
