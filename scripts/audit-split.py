@@ -27,8 +27,9 @@ AUDIT_PARTS = [
     ("auth and request blocks (Prepared::of)", lambda s, st: "Prepared::of" in s),
     ("waiting for and waking the leader", lambda s, st: any(waits(frame) for frame in st)),
     ("allocating and freeing", lambda s, st: st[-1].startswith(("mi_", "_mi_")) or "malloc" in st[-1] or "free" in st[-1]),
-    ("the rest (batching, clones, drops, timers)", lambda s, st: True),
+    ("the rest (batching, clones, drops, timers, preemption)", lambda s, st: True),
 ]
+
 
 def waits(frame):
     """A frame of the hand-off between a queued request and the leader (not one whose generic

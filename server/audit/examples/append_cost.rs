@@ -26,13 +26,14 @@ fn own_ticks() -> u64 {
     fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
 }
 
-/// Clock ticks every CPU of the machine has spent busy (neither idle nor waiting for I/O).
+/// Clock ticks every CPU of the machine has spent busy: user, nice, system, irq and softirq
+/// time (not idle, not waiting for I/O, and not steal, which the hypervisor took).
 fn machine_busy_ticks() -> u64 {
     let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
     let cpu = stat.lines().next().expect("a cpu line");
     cpu.split_whitespace()
         .skip(1)
-        .take(8)
+        .take(7)
         .enumerate()
         .filter(|(index, _)| *index != 3 && *index != 4)
         .map(|(_, ticks)| ticks.parse::<u64>().expect("a tick count"))
