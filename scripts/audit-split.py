@@ -16,19 +16,23 @@ import collections
 import os
 import sys
 
-# (part, test on the joined stack and its frames), in order: a stack counts for the first match.
+# (part, whether it is floor, test on the joined stack and its frames), in order: a stack counts
+# for the first match. The floor is what an entry of Vault's shape, chained and appended, cannot
+# do without.
 AUDIT_PARTS = [
-    ("trim thread (drops written stretches)", lambda s, st: "audit-trim" in st[0]),
-    ("append: the write call", lambda s, st: "vfs_write" in s or "libc_write" in s),
-    ("chain: SHA-256 of each line", lambda s, st: "seal_line" in s),
-    ("HMACs (tokens, accessors, data leaves)", lambda s, st: "HmacSha256Key" in s or "Redactor::hash" in s),
-    ("response entry (serialising)", lambda s, st: "response_entry" in s),
-    ("request entry (serialising)", lambda s, st: "request_entry" in s),
-    ("auth and request blocks (Prepared::of)", lambda s, st: "Prepared::of" in s),
-    ("waiting for and waking the leader", lambda s, st: any(waits(frame) for frame in st)),
-    ("allocating and freeing", lambda s, st: st[-1].startswith(("mi_", "_mi_")) or "malloc" in st[-1] or "free" in st[-1]),
-    ("the rest (batching, clones, drops, timers, preemption)", lambda s, st: True),
+    ("trim thread (drops written stretches)", True, lambda s, st: "audit-trim" in st[0]),
+    ("append: the write call", True, lambda s, st: "vfs_write" in s or "libc_write" in s),
+    ("chain: SHA-256 of each line", True, lambda s, st: "seal_line" in s),
+    ("HMACs (tokens, accessors, data leaves)", True, lambda s, st: "HmacSha256Key" in s or "Redactor::hash" in s),
+    ("response entry (serialising)", True, lambda s, st: "response_entry" in s),
+    ("request entry (serialising)", True, lambda s, st: "request_entry" in s),
+    ("auth and request blocks (Prepared::of)", True, lambda s, st: "Prepared::of" in s),
+    ("waiting for and waking the leader", False, lambda s, st: any(waits(frame) for frame in st)),
+    ("allocating and freeing", False,
+     lambda s, st: st[-1].startswith(("mi_", "_mi_")) or "malloc" in st[-1] or "free" in st[-1]),
+    ("the rest (batching, clones, drops, timers, preemption)", False, lambda s, st: True),
 ]
+FLOOR = {part for part, floor, _ in AUDIT_PARTS if floor}
 
 
 def waits(frame):
@@ -36,12 +40,6 @@ def waits(frame):
     parameters merely name a channel's types)."""
     return frame.startswith(("tokio::sync::oneshot", "poll<tokio::sync::oneshot", "<tokio::sync::oneshot")) or any(
         name in frame for name in ("futex", "try_to_wake_up"))
-
-
-# The floor: what an entry of Vault's shape, chained and appended, cannot do without.
-FLOOR = {"append: the write call", "trim thread (drops written stretches)", "chain: SHA-256 of each line",
-         "HMACs (tokens, accessors, data leaves)", "response entry (serialising)", "request entry (serialising)",
-         "auth and request blocks (Prepared::of)"}
 
 
 def stacks(path):
@@ -76,7 +74,7 @@ def main():
         for stack, frames, weight in stacks(os.path.join(directory, f"{name}.folded")):
             buckets[bucket(stack, frames)] += weight / requests / 1e3
             if name == "kv2_read_audited" and is_audit(stack, frames):
-                part = next(part for part, matches in AUDIT_PARTS if matches(stack, frames))
+                part = next(part for part, _, matches in AUDIT_PARTS if matches(stack, frames))
                 parts[part] += weight / requests / 1e3
         per_request[name] = buckets
     print("server CPU per request, us (kv2_read -> kv2_read_audited)")
