@@ -121,10 +121,11 @@ async fn wrap(
     result: Result<Response, ApiError>,
 ) -> Result<Response, ApiError> {
     let Some(ttl) = req.wrap_ttl else { return result };
-    let logical = match result {
+    let mut logical = match result {
         Ok(Response::Logical(logical)) if matches!(logical.status, 0 | 200) && logical.wrap_info.is_none() => logical,
         other => return other,
     };
+    logical.materialise();
     // A wrapped token is named by its accessor, a wrapped AppRole secret ID by its own.
     let wrapped_accessor = match (&logical.auth, &logical.data) {
         (Some(auth), _) => auth.get("accessor"),

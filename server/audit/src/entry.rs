@@ -520,6 +520,17 @@ pub fn response_entry(
     let wrap_info = if redactor.log_raw { Redaction::Raw } else { Redaction::WrapInfo };
     let mut response =
         ResponseOut { mount: mount_out(record), auth: None, secret: None, data: None, warnings: &[], wrap_info: None };
+    // `Trail::finish` hands over `data` materialised; any other caller still gets every leaf.
+    let materialised;
+    let result = match result {
+        Ok(Response::Logical(logical)) if !logical.stored_data.is_empty() => {
+            let mut logical = logical.clone();
+            logical.materialise();
+            materialised = Ok(Response::Logical(logical));
+            &materialised
+        }
+        result => result,
+    };
     match result {
         Ok(Response::Logical(logical)) => {
             if let Some(Value::Object(auth)) = &logical.auth {
@@ -719,6 +730,22 @@ mod tests {
         let failed = response_entry(&r, &record(), &Prepared::of(&r, &record()), &Err(ApiError::permission_denied()));
         let entry: Value = serde_json::from_str(&failed).unwrap();
         assert_eq!(entry["error"], "permission denied");
+    }
+
+    #[test]
+    fn a_stored_field_in_the_response_is_hmaced_like_the_rest_of_data() {
+        let r = redactor(false, true);
+        let stored = arcanum_contract::logical::StoredField::new("data", br#"{"password":"s3cret"}"#.to_vec()).unwrap();
+        let response = Ok(Response::Logical(Box::new(LogicalResponse {
+            data: json!({ "metadata": { "version": 1 } }).as_object().cloned(),
+            stored_data: vec![stored],
+            ..Default::default()
+        })));
+        let text = response_entry(&r, &record(), &Prepared::of(&r, &record()), &response);
+        assert!(!text.contains("s3cret"), "{text}");
+        let entry: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(entry["response"]["data"]["data"]["password"], r.hash("s3cret"));
+        assert_eq!(entry["response"]["data"]["metadata"]["version"], 1);
     }
 
     #[test]

@@ -177,9 +177,13 @@ impl<'a> Trail<'a> {
     }
 
     /// Records the response entry and returns `result`, or 500 when it cannot be recorded.
-    pub async fn finish(mut self, result: Result<Response, ApiError>) -> Result<Response, ApiError> {
+    pub async fn finish(mut self, mut result: Result<Response, ApiError>) -> Result<Response, ApiError> {
         if self.record.is_none() {
             return result;
+        }
+        // The response entry HMACs every leaf of `data`, stored fields included.
+        if let Ok(Response::Logical(logical)) = &mut result {
+            logical.materialise();
         }
         match self.state {
             State::Refused => return result,

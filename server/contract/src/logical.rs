@@ -7,6 +7,8 @@
 use std::fmt;
 use std::net::SocketAddr;
 
+use serde::ser::SerializeMap as _;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// What a request asks for, as Vault's logical layer names it.
@@ -117,6 +119,84 @@ pub struct LogicalResponse {
     /// A wrapped answer: `token`, `accessor`, `ttl`, ... of the wrapping token that holds the
     /// real answer. Everything else is then empty.
     pub wrap_info: Option<Map<String, Value>>,
+    /// More `data` keys whose values are JSON text as a backend stored or kept it (a KV secret
+    /// and its version's metadata): an answer that is only rendered writes them out as they are,
+    /// where parsing them into `data` and serialising them again cost more than the rest of
+    /// rendering. One of these keys wins over the same key in `data`. Whatever reads `data` (the
+    /// audit, response wrapping) calls [`LogicalResponse::materialise`] first.
+    pub stored_data: Vec<StoredField>,
+}
+
+/// A `data` key with JSON text for its value; see [`LogicalResponse::stored_data`].
+#[derive(Clone)]
+pub struct StoredField {
+    pub key: String,
+    pub json: Box<RawValue>,
+}
+
+impl StoredField {
+    /// `json` must be JSON text (a stored record); text that is not is refused.
+    pub fn new(key: impl Into<String>, json: Vec<u8>) -> Result<StoredField, serde_json::Error> {
+        let text = String::from_utf8(json).map_err(|err| serde::de::Error::custom(err.utf8_error()))?;
+        Ok(StoredField { key: key.into(), json: RawValue::from_string(text)? })
+    }
+
+    /// JSON text already checked (a `RawValue` is only ever valid JSON).
+    pub fn from_raw(key: impl Into<String>, json: Box<RawValue>) -> StoredField {
+        StoredField { key: key.into(), json }
+    }
+}
+
+impl PartialEq for StoredField {
+    fn eq(&self, other: &StoredField) -> bool {
+        self.key == other.key && self.json.get() == other.json.get()
+    }
+}
+
+/// The key only: the value is a secret.
+impl fmt::Debug for StoredField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredField").field("key", &self.key).finish_non_exhaustive()
+    }
+}
+
+/// `data` with the stored fields in their sorted places, as the map would hold them once
+/// materialised.
+struct DataOut<'a> {
+    data: Option<&'a Map<String, Value>>,
+    stored: &'a [StoredField],
+}
+
+impl serde::Serialize for DataOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut stored: Vec<&StoredField> = self.stored.iter().collect();
+        stored.sort_by(|a, b| a.key.cmp(&b.key));
+        // The last of fields with one key wins, as `materialise` inserts them in order.
+        stored.reverse();
+        stored.dedup_by(|later, earlier| later.key == earlier.key);
+        stored.reverse();
+        let mut stored = stored.into_iter().peekable();
+        let entries = self.data.into_iter().flatten().filter(|(key, _)| !self.stored.iter().any(|s| s.key == **key));
+        let mut map = serializer.serialize_map(None)?;
+        for (key, value) in entries {
+            while let Some(field) = stored.next_if(|field| field.key.as_str() < key.as_str()) {
+                map.serialize_entry(&field.key, &field.json)?;
+            }
+            map.serialize_entry(key, value)?;
+        }
+        for field in stored {
+            map.serialize_entry(&field.key, &field.json)?;
+        }
+        map.end()
+    }
+}
+
+/// The envelope's `data`: the map, or the map with the stored field spliced in.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum EnvelopeData<'a> {
+    Map(&'a Option<Map<String, Value>>),
+    WithStored(DataOut<'a>),
 }
 
 /// Vault's envelope, borrowed from a [`LogicalResponse`]: the one list of its fields, in the
@@ -124,7 +204,7 @@ pub struct LogicalResponse {
 #[derive(serde::Serialize)]
 struct Envelope<'a> {
     auth: &'a Option<Value>,
-    data: &'a Option<Map<String, Value>>,
+    data: EnvelopeData<'a>,
     lease_duration: u64,
     lease_id: &'a str,
     mount_type: &'static str,
@@ -138,7 +218,11 @@ impl LogicalResponse {
     fn envelope_fields<'a>(&'a self, request_id: &'a str) -> Envelope<'a> {
         Envelope {
             auth: &self.auth,
-            data: &self.data,
+            data: if self.stored_data.is_empty() {
+                EnvelopeData::Map(&self.data)
+            } else {
+                EnvelopeData::WithStored(DataOut { data: self.data.as_ref(), stored: &self.stored_data })
+            },
             lease_duration: self.lease_duration,
             lease_id: &self.lease_id,
             mount_type: "",
@@ -150,9 +234,19 @@ impl LogicalResponse {
         }
     }
 
+    /// Parses [`stored_data`](Self::stored_data) into `data`, for what reads `data`.
+    pub fn materialise(&mut self) {
+        for stored in std::mem::take(&mut self.stored_data) {
+            // A `RawValue` is valid JSON text.
+            let value = serde_json::from_str(stored.json.get()).unwrap_or(Value::Null);
+            self.data.get_or_insert_with(Map::new).insert(stored.key, value);
+        }
+    }
+
     /// Vault's envelope for this answer; `request_id` is the one the audit entries carry. With
     /// `inject_data` every `data` key is copied to the top level too (the envelope's own keys win).
-    pub fn envelope(self, request_id: &str) -> Map<String, Value> {
+    pub fn envelope(mut self, request_id: &str) -> Map<String, Value> {
+        self.materialise();
         let fields = match serde_json::to_value(self.envelope_fields(request_id)) {
             Ok(Value::Object(fields)) => fields,
             _ => unreachable!("a struct of JSON values serialises to an object"),
@@ -317,6 +411,50 @@ mod envelope_tests {
             let expected = Value::Object(response.clone().envelope("req-1")).to_string();
             assert_eq!(response.envelope_json("req-1"), expected);
         }
+    }
+
+    #[test]
+    fn a_stored_field_renders_in_its_sorted_place_as_it_would_once_materialised() {
+        // Compact with sorted keys, as serde_json writes what the KV engine stores: then the text
+        // is byte for byte what the materialised map renders.
+        let compact = r#"{"n":[1,2.5],"password":"s3cré\"t"}"#;
+        let spaced = r#"{"password": "s3cré\"t", "n": [1, 2.5]}"#;
+        let data = json!({"b": 1, "metadata": {"version": 3}, "data": "shadowed"}).as_object().cloned();
+        for key in ["a", "data", "c", "zz"] {
+            for data in [None, data.clone()] {
+                for text in [compact, spaced] {
+                    let stored = StoredField::new(key, text.as_bytes().to_vec()).unwrap();
+                    let other = StoredField::new("m", br#"{"version":3}"#.to_vec()).unwrap();
+                    let response =
+                        LogicalResponse { data: data.clone(), stored_data: vec![stored, other], ..Default::default() };
+                    let mut materialised = response.clone();
+                    materialised.materialise();
+                    assert!(materialised.stored_data.is_empty());
+                    let rendered = response.clone().envelope_json("r");
+                    let parsed: Value = serde_json::from_str(&rendered).unwrap();
+                    assert_eq!(parsed, Value::Object(materialised.clone().envelope("r")), "key {key}");
+                    assert_eq!(parsed["data"][key], json!({"password": "s3cré\"t", "n": [1, 2.5]}));
+                    if text == compact {
+                        assert_eq!(rendered, materialised.envelope_json("r"));
+                    }
+                }
+            }
+        }
+        // Of two fields with one key the last wins, rendered or materialised.
+        let twice = LogicalResponse {
+            stored_data: vec![
+                StoredField::new("k", b"1".to_vec()).unwrap(),
+                StoredField::new("k", b"2".to_vec()).unwrap(),
+            ],
+            ..Default::default()
+        };
+        let rendered: Value = serde_json::from_str(&twice.clone().envelope_json("r")).unwrap();
+        assert_eq!(rendered["data"], json!({"k": 2}));
+        assert_eq!(Value::Object(twice.envelope("r"))["data"], json!({"k": 2}));
+        assert!(StoredField::new("data", b"{not json".to_vec()).is_err());
+        assert!(StoredField::new("data", vec![0xff, b'1']).is_err());
+        let shown = format!("{:?}", StoredField::new("data", compact.as_bytes().to_vec()).unwrap());
+        assert!(!shown.contains("s3cr"), "{shown}");
     }
 
     #[test]

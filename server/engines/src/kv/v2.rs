@@ -17,12 +17,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::{check_key, object_field};
 use arcanum_contract::backend::{BackendRequest, LogicalBackend};
-use arcanum_contract::logical::{ApiError, LogicalResponse, Operation, Response};
+use arcanum_contract::logical::{ApiError, LogicalResponse, Operation, Response, StoredField};
 use arcanum_contract::storage::{StorageView, ViewOp};
 
 /// Versions kept when neither the key nor the engine says otherwise.
@@ -80,16 +81,33 @@ pub struct KvV2 {
 /// A record derived from storage, with the change stamp taken before it was read.
 type Stamped<T> = (u64, T);
 
-/// A key's parsed metadata, with the storage prefix of its versions: a SHA-256 of the key that
-/// every data read would otherwise compute again.
+/// A key's parsed metadata, with the storage prefix of its versions (a SHA-256 of the key) and
+/// the current version's metadata as the JSON a read answers with: both work that every data
+/// read would otherwise do again.
 struct KeptMeta {
     meta: KeyMeta,
     versions_prefix: String,
+    /// Made by the first read of the current version (writes fill this cache too, and never read it).
+    current_version_json: std::sync::OnceLock<Box<RawValue>>,
 }
 
 impl KeptMeta {
     fn new(key: &str, meta: KeyMeta) -> Arc<KeptMeta> {
-        Arc::new(KeptMeta { meta, versions_prefix: versions_prefix(key) })
+        Arc::new(KeptMeta { meta, versions_prefix: versions_prefix(key), current_version_json: Default::default() })
+    }
+
+    /// The `metadata` of a read of `version`.
+    fn version_metadata(&self, version: u64) -> StoredField {
+        let render = || {
+            serde_json::value::to_raw_value(&self.meta.version_json(version))
+                .unwrap_or_else(|_| unreachable!("JSON values always serialise"))
+        };
+        let json = if version == self.meta.current_version {
+            self.current_version_json.get_or_init(render).clone()
+        } else {
+            render()
+        };
+        StoredField::from_raw("metadata", json)
     }
 }
 
@@ -375,15 +393,18 @@ impl KvV2 {
                 ..Default::default()
             })));
         }
-        let stored: Value = req
-            .storage
-            .get_json(&format!("{}{version}", kept.versions_prefix))
-            .await?
-            .ok_or_else(ApiError::not_found)?;
-        let mut data = Map::new();
-        data.insert("data".into(), stored);
-        data.insert("metadata".into(), meta.version_json(version));
-        Ok(Response::data(data))
+        let key = format!("{}{version}", kept.versions_prefix);
+        let stored = req.storage.get(&key).await?.ok_or_else(ApiError::not_found)?;
+        // Rendered as it was stored (it is what serde_json wrote); the audit parses it if it needs to.
+        let stored = StoredField::new("data", stored).map_err(|err| {
+            tracing::error!(key = %req.storage.prefix(), error = %err, "a stored KV v2 version does not parse");
+            ApiError::internal()
+        })?;
+        Ok(Response::Logical(Box::new(LogicalResponse {
+            data: Some(Map::new()),
+            stored_data: vec![stored, kept.version_metadata(version)],
+            ..Default::default()
+        })))
     }
 
     fn check_cas(req: &BackendRequest<'_>, config: &EngineConfig, meta: &KeyMeta) -> Result<(), ApiError> {
@@ -593,7 +614,8 @@ impl KvV2 {
 
     async fn read_subkeys(&self, req: &BackendRequest<'_>, key: &str) -> Result<Response, ApiError> {
         let response = self.read_data(req, key).await?;
-        let Response::Logical(logical) = response else { return Ok(response) };
+        let Response::Logical(mut logical) = response else { return Ok(response) };
+        logical.materialise();
         if logical.status == 404 {
             return Ok(Response::Logical(logical));
         }
