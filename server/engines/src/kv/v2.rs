@@ -397,7 +397,7 @@ impl KvV2 {
         let stored = req.storage.get(&key).await?.ok_or_else(ApiError::not_found)?;
         // Rendered as it was stored (it is what serde_json wrote); the audit parses it if it needs to.
         let stored = StoredField::new("data", stored).map_err(|err| {
-            tracing::error!(key = %req.storage.prefix(), error = %err, "a stored KV v2 version does not parse");
+            tracing::error!(mount_storage = %req.storage.prefix(), error = %err, "a stored KV v2 version does not parse");
             ApiError::internal()
         })?;
         Ok(Response::Logical(Box::new(LogicalResponse {
