@@ -76,10 +76,13 @@ async fn renew(unsealed: &Unsealed, req: &Request, from_path: &str) -> Result<Re
     let id = lease_id(req, from_path)?;
     let increment = fields::duration_secs(req.field("increment"), "increment")?.unwrap_or(0);
     let (entry, warning) = unsealed.expiration.renew(unsealed, &id, increment).await?;
-    let now = arcanum_contract::clock::unix_now();
+    // The TTL granted, from the renewal's own clock reading: reading the clock again here could
+    // land a second later (the backend's renewal, a database's ALTER USER, can take that long)
+    // and answer 1799 for an increment of 1800.
+    let granted = entry.last_renewal.map_or(0, |renewed_at| entry.expire_time - renewed_at);
     Ok(Response::Logical(Box::new(LogicalResponse {
         lease_id: entry.lease_id,
-        lease_duration: u64::try_from(entry.expire_time - now).unwrap_or(0),
+        lease_duration: u64::try_from(granted).unwrap_or(0),
         renewable: entry.renewable,
         warnings: warning.into_iter().collect(),
         ..LogicalResponse::default()
