@@ -175,7 +175,7 @@ pub mod http_request {
 
     struct World {
         runtime: tokio::runtime::Runtime,
-        app: axum::Router,
+        app: arcanum::http::App,
         token: String,
     }
 

@@ -145,6 +145,14 @@ fn health_codes_and_leader_follow_vault() {
     assert_eq!(server.get("sys/health?activecode=218&standbyok=true", None).0, 218);
     let head = reqwest::blocking::Client::new().head(format!("{}/v1/sys/health", server.addr)).send().unwrap();
     assert_eq!(head.status().as_u16(), 200);
+    // Said outright: without a length a client may wait for the connection to close.
+    assert_eq!(head.headers().get("content-length").map(|value| value.to_str().unwrap()), Some("0"));
+    assert_eq!(head.text().unwrap(), "");
+    // A HEAD that is refused says how long its error would have been, and sends no body.
+    let head = reqwest::blocking::Client::new().head(format!("{}/v1/sys/seal-status", server.addr)).send().unwrap();
+    assert_eq!(head.status().as_u16(), 405);
+    let length = head.headers().get("content-length").map(|value| value.to_str().unwrap().to_owned());
+    assert!(length.as_deref().is_some_and(|length| length != "0"), "content-length {length:?}");
     assert_eq!(head.text().unwrap(), "");
     let (status, body) = server.get("sys/leader", None);
     assert_eq!(status, 200);

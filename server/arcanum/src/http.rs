@@ -5,15 +5,19 @@
 //! Vault's envelope or error shape. Paths are percent-decoded and normalised here, and `.`
 //! and `..` segments are refused, before anything looks at them.
 
+use std::convert::Infallible;
+use std::future::{Future, Ready};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
+use axum::body::{Body, Bytes, HttpBody};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::IntoResponse;
 use serde_json::{json, Map, Value};
+use tower::Service;
 
 use arcanum_contract::path::{normalize_path, percent_decode};
 
@@ -40,14 +44,86 @@ struct HttpState {
     forwarder: Arc<Forwarder>,
 }
 
-/// The axum application for one listener.
-pub fn app(core: Arc<Core>, max_request_size: Option<u64>, forwarder: Arc<Forwarder>) -> axum::Router {
-    axum::Router::new().fallback(serve_request).with_state(HttpState { core, max_request_size, forwarder })
+/// The service one listener answers every request with: [`serve_request`], for a peer.
+///
+/// Not an `axum::Router`: every path reaches the one handler, so the router's path lookup, its
+/// route's boxed service and the peer address put into each request's extensions (a map
+/// allocated per request) were 7.5% of a KV v2 read's instructions spent on nothing
+/// (docs/BENCHMARKS.md, thirteenth sitting). The peer is known per connection, so the service
+/// made for a connection holds it.
+#[derive(Debug, Clone)]
+pub struct App {
+    state: HttpState,
+    /// `None` when the service is driven without a connection (tests and the fuzz checks).
+    peer: Option<SocketAddr>,
 }
 
-async fn serve_request(State(state): State<HttpState>, request: axum::extract::Request) -> axum::response::Response {
+/// The application for one listener, not yet bound to a connection.
+pub fn app(core: Arc<Core>, max_request_size: Option<u64>, forwarder: Arc<Forwarder>) -> App {
+    App { state: HttpState { core, max_request_size, forwarder }, peer: None }
+}
+
+impl App {
+    /// What axum-server asks, for each accepted connection, for the service that answers it.
+    pub fn per_connection(self) -> Connections {
+        Connections(self)
+    }
+}
+
+/// Makes the [`App`] of each connection, holding its peer's address.
+#[derive(Debug, Clone)]
+pub struct Connections(App);
+
+impl Service<SocketAddr> for Connections {
+    type Response = App;
+    type Error = Infallible;
+    type Future = Ready<Result<App, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, peer: SocketAddr) -> Self::Future {
+        std::future::ready(Ok(App { peer: Some(peer), ..self.0.clone() }))
+    }
+}
+
+impl<B> Service<axum::http::Request<B>> for App
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        let (state, peer) = (self.state.clone(), self.peer);
+        Box::pin(async move {
+            let head_only = request.method() == Method::HEAD;
+            let mut response = serve_request(state, peer, request.map(Body::new)).await;
+            if head_only {
+                // What axum's router did: the length the body would have had, and no body.
+                if let Some(length) = response.body().size_hint().exact() {
+                    response.headers_mut().entry(header::CONTENT_LENGTH).or_insert_with(|| HeaderValue::from(length));
+                }
+                *response.body_mut() = Body::empty();
+            }
+            Ok(response)
+        })
+    }
+}
+
+async fn serve_request(
+    state: HttpState,
+    peer: Option<SocketAddr>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
     let (parts, body) = request.into_parts();
-    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
     let started = Instant::now();
     let method = metrics::method_label(parts.method.as_str());
     // Held until the answer is rendered: the body's bytes and what parsing makes of them.

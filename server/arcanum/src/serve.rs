@@ -156,8 +156,7 @@ pub async fn serve(
     let mut servers = tokio::task::JoinSet::new();
     for listener in listeners {
         // With the peer address, for the audit entries' `remote_address`.
-        let app = http::app(Arc::clone(&core), listener.max_request_size, Arc::clone(&forwarder))
-            .into_make_service_with_connect_info::<SocketAddr>();
+        let app = http::app(Arc::clone(&core), listener.max_request_size, Arc::clone(&forwarder)).per_connection();
         let handle = handle.clone();
         let guard = crate::connections::Guard::new(&listener.connections);
         let header_timeout = listener.connections.read_header_timeout;
