@@ -263,11 +263,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
     }
 }
 
-/// hyper's timer for request-head deadlines. hyper re-arms the deadline at every request head;
-/// with tokio's timer that is a timer-wheel update per request (about 8% of a KV read's
-/// throughput, measured). Here re-arming only records the new deadline: the armed tokio timer
-/// fires at the old one, finds a later deadline and re-arms itself then, so the wheel is
-/// touched about once per timeout period instead of once per request.
+/// hyper's timer for request-head deadlines. Re-arming a deadline only records the new one: the
+/// armed tokio timer fires at the old one, finds a later deadline and re-arms itself then, so a
+/// deadline moved again and again touches the timer wheel about once per timeout period. That
+/// was written for hyper re-arming one deadline per connection at every head. hyper 1.12
+/// instead drops the deadline once a head is read and asks for a new one at the next, so each
+/// request still makes one tokio timer: 1,705 instructions of a KV read's 46,984 (the
+/// thirteenth sitting of docs/BENCHMARKS.md, where keeping spare timers for reuse was tried
+/// and not kept).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HeadTimer;
 
